@@ -1,0 +1,273 @@
+//! The command line: flags to a [`Config`], and the help text that lists them.
+
+use crate::auth::Users;
+use crate::config::{self, Config, ServiceSpec, SocksSpec};
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Action {
+    Run(Box<Settings>),
+    Help,
+    Version,
+}
+
+#[derive(Debug)]
+pub struct Settings {
+    pub config: Config,
+    /// 0 is info; each -v adds one (debug, trace), each -q takes one (warn, error).
+    pub verbosity: i8,
+}
+
+pub fn help() -> String {
+    format!(
+        "\
+burrowd {version}: a SOCKS4/4a/5 proxy server
+
+Usage: burrowd [OPTIONS]
+
+Options:
+  -l, --listen ADDR:PORT       listen for SOCKS clients here; repeatable, IPv6 as [::1]:1080
+                               (default: {listen})
+  -u, --user NAME:PASSWORD     require username/password login and accept this user; repeatable
+      --users FILE             read users from FILE, one name:password per line
+      --max-clients N          worker threads, so sessions served at once (default: {max_clients})
+      --queue N                clients that wait for a worker when all are busy; more are
+                               refused (default: {queue})
+      --handshake-timeout DUR  limit on the whole SOCKS negotiation (default: {handshake:?})
+      --connect-timeout DUR    limit on each outbound connection attempt (default: {connect:?})
+      --idle-timeout DUR       close a session with no traffic either way for DUR; 0 is off
+                               (default: 0)
+      --drain-timeout DUR      on SIGINT/SIGTERM, wait this long for sessions to finish
+                               (default: {drain:?})
+      --buffer-size BYTES      relay buffer per active direction (default: {buffer})
+      --keepalive DUR          TCP keepalive idle time on both legs; 0 is off (default: {keepalive:?})
+      --sndbuf BYTES           SO_SNDBUF for every TCP socket (default: the OS's)
+      --rcvbuf BYTES           SO_RCVBUF for every TCP socket (default: the OS's)
+  -v, --verbose                more log output (-v debug, -vv trace); RUST_LOG overrides
+  -q, --quiet                  less log output (-q warnings only, -qq errors only)
+  -h, --help                   print this help
+  -V, --version                print the version
+
+DUR is seconds, or a number with ms, s, m or h (500ms, 1.5s, 2m).
+BYTES is a number, or with K or M (64K, 1M; powers of 1024).
+",
+        version = env!("CARGO_PKG_VERSION"),
+        listen = config::DEFAULT_LISTEN,
+        max_clients = config::DEFAULT_MAX_CLIENTS,
+        queue = config::DEFAULT_QUEUE,
+        handshake = config::DEFAULT_HANDSHAKE_TIMEOUT,
+        connect = config::DEFAULT_CONNECT_TIMEOUT,
+        drain = config::DEFAULT_DRAIN_TIMEOUT,
+        buffer = config::DEFAULT_BUFFER_SIZE,
+        keepalive = config::DEFAULT_KEEPALIVE,
+    )
+}
+
+/// Parses the arguments after the program name. An error is one line that names the flag.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String> {
+    let mut config = Config::default();
+    let mut listens = Vec::new();
+    let mut users = Users::default();
+    let mut verbosity: i8 = 0;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let arg = arg.into_string().map_err(|a| format!("argument {a:?} is not valid UTF-8"))?;
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag.to_owned(), Some(value.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = || -> Result<String, String> {
+            match inline.clone() {
+                Some(v) => Ok(v),
+                None => args
+                    .next()
+                    .ok_or_else(|| format!("{flag} needs a value"))?
+                    .into_string()
+                    .map_err(|v| format!("{flag}: {v:?} is not valid UTF-8")),
+            }
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Action::Help),
+            "-V" | "--version" => return Ok(Action::Version),
+            "-v" | "--verbose" => verbosity += 1,
+            "-vv" => verbosity += 2,
+            "-q" | "--quiet" => verbosity -= 1,
+            "-qq" => verbosity -= 2,
+            "-l" | "--listen" => listens.push(parse_listen(&value()?).map_err(|e| format!("--listen: {e}"))?),
+            "-u" | "--user" => users.add_entry(&value()?).map_err(|e| format!("--user: {e}"))?,
+            "--users" => users.add_file(Path::new(&value()?)).map_err(|e| format!("--users: {e}"))?,
+            "--max-clients" => config.max_clients = parse_count(&flag, &value()?, 1)?,
+            "--queue" => config.queue = parse_count(&flag, &value()?, 0)?,
+            "--handshake-timeout" => config.handshake_timeout = parse_nonzero_duration(&flag, &value()?)?,
+            "--connect-timeout" => config.connect_timeout = parse_nonzero_duration(&flag, &value()?)?,
+            "--idle-timeout" => config.idle_timeout = optional(flag_duration(&flag, &value()?)?),
+            "--drain-timeout" => config.drain_timeout = flag_duration(&flag, &value()?)?,
+            "--buffer-size" => config.buffer_size = parse_size(&value()?).map_err(|e| format!("{flag}: {e}"))?.max(1),
+            "--keepalive" => config.socket.keepalive = optional(flag_duration(&flag, &value()?)?),
+            "--sndbuf" => config.socket.sndbuf = Some(parse_size(&value()?).map_err(|e| format!("{flag}: {e}"))?),
+            "--rcvbuf" => config.socket.rcvbuf = Some(parse_size(&value()?).map_err(|e| format!("{flag}: {e}"))?),
+            _ if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
+            _ => return Err(format!("unexpected argument {arg:?}")),
+        }
+    }
+    if listens.is_empty() {
+        listens.push(config::DEFAULT_LISTEN.parse().expect("valid default"));
+    }
+    config.services = listens
+        .into_iter()
+        .map(|addr| ServiceSpec::Socks(SocksSpec { users: users.clone(), ..SocksSpec::new(addr) }))
+        .collect();
+    Ok(Action::Run(Box::new(Settings { config, verbosity })))
+}
+
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| format!("{text:?} is not ADDR:PORT (IPv6 as [::1]:1080)"))
+}
+
+fn parse_count(flag: &str, text: &str, min: usize) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(format!("{flag}: {text:?} is not a whole number of at least {min}")),
+    }
+}
+
+fn flag_duration(flag: &str, text: &str) -> Result<Duration, String> {
+    parse_duration(text).map_err(|e| format!("{flag}: {e}"))
+}
+
+fn parse_nonzero_duration(flag: &str, text: &str) -> Result<Duration, String> {
+    match flag_duration(flag, text)? {
+        d if d.is_zero() => Err(format!("{flag}: must be more than 0")),
+        d => Ok(d),
+    }
+}
+
+/// Zero means "off".
+fn optional(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+/// `10`, `1.5s`, `500ms`, `2m`, `1h`: a plain number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("{text:?} has unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    match number.parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 && n * scale < 1e9 => Ok(Duration::from_secs_f64(n * scale)),
+        _ => Err(format!("{text:?} is not a duration")),
+    }
+}
+
+/// `65536`, `64K`, `1M` (powers of 1024).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let upper = text.to_ascii_uppercase();
+    let trimmed = upper.trim_end_matches("IB").trim_end_matches('B');
+    let (number, scale) = match trimmed.char_indices().last() {
+        Some((i, 'K')) => (&trimmed[..i], 1024),
+        Some((i, 'M')) => (&trimmed[..i], 1024 * 1024),
+        _ => (trimmed, 1),
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|&n| n <= u32::MAX as usize)
+        .ok_or_else(|| format!("{text:?} is not a size (like 65536, 64K or 1M)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Settings, String> {
+        match parse(args.iter().map(OsString::from))? {
+            Action::Run(settings) => Ok(*settings),
+            other => panic!("expected run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_listen_on_loopback_1080() {
+        let settings = run(&[]).unwrap();
+        assert_eq!(settings.config.services.len(), 1);
+        assert_eq!(settings.config.services[0].listen_addr(), "127.0.0.1:1080".parse().unwrap());
+        assert_eq!(settings.config.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(settings.config.idle_timeout, None);
+    }
+
+    #[test]
+    fn reads_every_flag_form() {
+        let s = run(&[
+            "--listen",
+            "[::1]:0",
+            "-l",
+            "127.0.0.1:0",
+            "--user=alice:pw",
+            "--max-clients",
+            "8",
+            "--queue=0",
+            "--idle-timeout",
+            "1.5s",
+            "--keepalive",
+            "0",
+            "--buffer-size",
+            "64K",
+            "--sndbuf",
+            "1M",
+            "-v",
+            "-v",
+        ])
+        .unwrap();
+        assert_eq!(s.config.services.len(), 2);
+        for service in &s.config.services {
+            let ServiceSpec::Socks(socks) = service;
+            assert!(socks.users.verify(b"alice", b"pw"), "--user applies to every --listen");
+        }
+        assert_eq!((s.config.max_clients, s.config.queue), (8, 0));
+        assert_eq!(s.config.idle_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(s.config.socket.keepalive, None);
+        assert_eq!(s.config.buffer_size, 64 * 1024);
+        assert_eq!(s.config.socket.sndbuf, Some(1024 * 1024));
+        assert_eq!(s.verbosity, 2);
+    }
+
+    #[test]
+    fn bad_flags_give_one_line_naming_them() {
+        let table = [
+            (&["--bogus"][..], "unknown option --bogus"),
+            (&["--listen"], "--listen needs a value"),
+            (&["--listen", "localhost"], "--listen"),
+            (&["--max-clients", "0"], "--max-clients"),
+            (&["--connect-timeout", "0"], "--connect-timeout: must be more than 0"),
+            (&["--idle-timeout", "5 parsecs"], "--idle-timeout"),
+            (&["--buffer-size", "lots"], "--buffer-size"),
+            (&["--user", "nocolon"], "--user"),
+            (&["stray"], "unexpected argument"),
+        ];
+        for (args, want) in table {
+            let err = run(args).unwrap_err();
+            assert!(err.contains(want) && !err.contains('\n'), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("-1").is_err() && parse_duration("").is_err() && parse_duration("1d").is_err());
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert!(parse_size("9999999999999M").is_err());
+    }
+}

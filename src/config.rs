@@ -1,0 +1,124 @@
+//! Everything a running burrowd is told, with the defaults in one place.
+
+use crate::auth::Users;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// One listening service.
+#[derive(Debug, Clone)]
+pub enum ServiceSpec {
+    Socks(SocksSpec),
+}
+
+/// A SOCKS server: what `--listen` starts.
+#[derive(Debug, Clone)]
+pub struct SocksSpec {
+    pub addr: SocketAddr,
+    /// With users, SOCKS5 clients must log in with one of them; empty means no login.
+    pub users: Users,
+    pub socks4: Socks4Policy,
+}
+
+/// Whether a SOCKS service answers SOCKS4/4a requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Socks4Policy {
+    /// Served when the service has no users; refused otherwise, since SOCKS4 cannot
+    /// carry a password.
+    Auto,
+    /// Served even when the service has users (`--socks4`).
+    On,
+    /// Never served (`--no-socks4`).
+    Off,
+}
+
+impl SocksSpec {
+    pub fn new(addr: SocketAddr) -> Self {
+        SocksSpec { addr, users: Users::default(), socks4: Socks4Policy::Auto }
+    }
+}
+
+impl ServiceSpec {
+    pub fn listen_addr(&self) -> SocketAddr {
+        match self {
+            ServiceSpec::Socks(socks) => socks.addr,
+        }
+    }
+
+    /// A SOCKS service anyone who can reach it may use: it has no users and listens
+    /// beyond loopback.
+    pub fn is_open_proxy(&self) -> bool {
+        match self {
+            ServiceSpec::Socks(socks) => socks.users.is_empty() && !socks.addr.ip().is_loopback(),
+        }
+    }
+}
+
+/// Options applied to every TCP socket burrowd accepts or opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// Idle time before TCP keepalive probes start; `None` turns keepalive off.
+    pub keepalive: Option<Duration>,
+    /// SO_SNDBUF and SO_RCVBUF in bytes; `None` leaves the operating system's choice.
+    pub sndbuf: Option<usize>,
+    pub rcvbuf: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub services: Vec<ServiceSpec>,
+    /// Worker threads, and so sessions served at once.
+    pub max_clients: usize,
+    /// Clients that may wait for a worker when all are busy; more are refused.
+    pub queue: usize,
+    pub handshake_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// A session with no traffic either way for this long is closed; `None` never.
+    pub idle_timeout: Option<Duration>,
+    pub drain_timeout: Duration,
+    /// Bytes each relay direction moves per read.
+    pub buffer_size: usize,
+    pub socket: SocketOptions,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:1080";
+pub const DEFAULT_MAX_CLIENTS: usize = 1024;
+pub const DEFAULT_QUEUE: usize = 128;
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
+/// Chosen by measurement on loopback; see README "Performance".
+pub const DEFAULT_BUFFER_SIZE: usize = 128 * 1024;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            services: vec![ServiceSpec::Socks(SocksSpec::new(DEFAULT_LISTEN.parse().expect("valid default")))],
+            max_clients: DEFAULT_MAX_CLIENTS,
+            queue: DEFAULT_QUEUE,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            idle_timeout: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            buffer_size: DEFAULT_BUFFER_SIZE,
+            socket: SocketOptions { keepalive: Some(DEFAULT_KEEPALIVE), sndbuf: None, rcvbuf: None },
+        }
+    }
+}
+
+impl Config {
+    /// A config for tests and embedding: one SOCKS listener on `addr` (port 0 picks a free
+    /// port), everything else default.
+    pub fn socks_on(addr: SocketAddr) -> Self {
+        Config { services: vec![ServiceSpec::Socks(SocksSpec::new(addr))], ..Config::default() }
+    }
+
+    /// The same with username/password login required for `users` (`NAME:PASSWORD`).
+    pub fn socks_with_users(addr: SocketAddr, users: &[&str]) -> Self {
+        let mut spec = SocksSpec::new(addr);
+        for entry in users {
+            spec.users.add_entry(entry).expect("valid NAME:PASSWORD");
+        }
+        Config { services: vec![ServiceSpec::Socks(spec)], ..Config::default() }
+    }
+}

@@ -1,0 +1,28 @@
+//! burrowd: a SOCKS4/4a/5 proxy server and port forwarder.
+//!
+//! Synchronous and thread-per-connection on `std::net`: a listener hands each accepted
+//! client to a bounded worker pool; the worker runs the handshake, then relays with two
+//! copy threads. The wire formats live in [`wire`] as pure parse/emit code; everything
+//! that touches a socket lives beside it.
+
+// Unsafe code is refused everywhere; the one module that needs a system call with no
+// safe wrapper opts out explicitly.
+#![deny(unsafe_code)]
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod connect;
+pub mod message_io;
+pub mod pool;
+pub mod relay;
+pub mod reply;
+pub mod server;
+pub mod session;
+pub mod sockopt;
+pub mod socks5;
+pub mod stats;
+pub mod wire;
+
+pub use config::Config;
+pub use server::Server;

@@ -1,0 +1,198 @@
+//! Reads one whole protocol message from a client within the handshake deadline, taking
+//! exactly the message's bytes off the socket so data behind it stays for the relay.
+
+use crate::wire;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// Why a handshake could not go on.
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// The peer closed the connection part-way through a message.
+    Closed,
+    /// The whole negotiation took longer than the handshake timeout.
+    TimedOut,
+    /// The bytes are not a valid message.
+    Malformed(wire::Error),
+    /// A socket error while reading or writing.
+    Io(io::Error),
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandshakeError::Closed => write!(f, "peer closed during handshake"),
+            HandshakeError::TimedOut => write!(f, "handshake timed out"),
+            HandshakeError::Malformed(e) => write!(f, "malformed message: {e}"),
+            HandshakeError::Io(e) => write!(f, "handshake i/o error: {e}"),
+        }
+    }
+}
+
+impl From<wire::Error> for HandshakeError {
+    fn from(e: wire::Error) -> Self {
+        HandshakeError::Malformed(e)
+    }
+}
+
+impl From<io::Error> for HandshakeError {
+    fn from(e: io::Error) -> Self {
+        if is_timeout(&e) { HandshakeError::TimedOut } else { HandshakeError::Io(e) }
+    }
+}
+
+/// A read timeout shows up as WouldBlock on unix and TimedOut on Windows; callers see one.
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// Reads and writes one side of a negotiation under a single deadline.
+///
+/// The socket's read timeout is set once to the whole budget and only lowered again when
+/// the time left has fallen well below it, so a quick client costs one setsockopt, while a
+/// client dribbling bytes still cannot stretch the negotiation past the deadline by more
+/// than `REARM_SLACK`.
+pub struct Negotiation {
+    stream: TcpStream,
+    deadline: Instant,
+    armed: Duration,
+}
+
+const REARM_SLACK: Duration = Duration::from_millis(250);
+
+impl Negotiation {
+    pub fn new(stream: TcpStream, budget: Duration) -> io::Result<Self> {
+        stream.set_read_timeout(Some(budget))?;
+        Ok(Negotiation { stream, deadline: Instant::now() + budget, armed: budget })
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Ends the negotiation and hands the socket on, to the relay or to be closed.
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
+    /// The first byte the client sent, left in the socket: it tells SOCKS4 from SOCKS5.
+    pub fn peek_first_byte(&mut self) -> Result<u8, HandshakeError> {
+        let mut byte = [0u8; 1];
+        loop {
+            self.rearm()?;
+            match self.stream.peek(&mut byte) {
+                Ok(0) => return Err(HandshakeError::Closed),
+                Ok(_) => return Ok(byte[0]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn rearm(&mut self) -> Result<(), HandshakeError> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HandshakeError::TimedOut);
+        }
+        if left + REARM_SLACK < self.armed {
+            self.stream.set_read_timeout(Some(left))?;
+            self.armed = left;
+        }
+        Ok(())
+    }
+
+    /// Reads one message into `buf` and returns it. `wanted_len` says how long the message
+    /// is from the bytes so far. The reader peeks at what has arrived, then reads exactly the
+    /// part that belongs to the message, so a pipelined request or early payload is left in
+    /// the socket; a message split over many segments costs one peek and read per segment.
+    pub fn read_message<'b>(
+        &mut self,
+        buf: &'b mut [u8],
+        wanted_len: fn(&[u8]) -> wire::Result<usize>,
+    ) -> Result<&'b [u8], HandshakeError> {
+        let mut have = 0;
+        loop {
+            let want = wanted_len(&buf[..have])?;
+            if want <= have {
+                return Ok(&buf[..want]);
+            }
+            if want > buf.len() {
+                return Err(HandshakeError::Malformed(wire::Error::FieldTooLong));
+            }
+            self.rearm()?;
+            let peeked = match self.stream.peek(&mut buf[have..]) {
+                Ok(0) => return Err(HandshakeError::Closed),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            // Of the peeked bytes, take those the message covers: all of them while it
+            // is still incomplete, else up to its end.
+            let complete = wanted_len(&buf[..have + peeked])?;
+            let take_to = complete.min(have + peeked);
+            (&self.stream).read_exact(&mut buf[have..take_to])?;
+            have = take_to;
+        }
+    }
+
+    /// Writes a reply in one call where the socket allows.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), HandshakeError> {
+        (&self.stream).write_all(bytes)?;
+        Ok(())
+    }
+}
+
+/// Closes a connection after a failure reply without destroying the reply: sends FIN,
+/// then reads and discards what the client still sends for a moment, because closing
+/// with unread data makes the kernel send a reset that can overtake the reply.
+pub fn close_after_reply(stream: &TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut sink = [0u8; 512];
+    let mut budget: usize = 64 * 1024;
+    while budget > 0 {
+        match (&*stream).read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => budget = budget.saturating_sub(n),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::socks5::Request;
+    use std::net::TcpListener;
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (client, listener.accept().unwrap().0)
+    }
+
+    #[test]
+    fn takes_exactly_the_message_and_leaves_the_rest() {
+        let (mut client, server) = pair();
+        client.write_all(&[5, 1, 0, 1, 127, 0, 0, 1, 0, 80, b'G', b'E', b'T']).unwrap();
+        let mut negotiation = Negotiation::new(server, Duration::from_secs(5)).unwrap();
+        let mut buf = [0u8; Request::MAX_LEN];
+        let msg = negotiation.read_message(&mut buf, Request::wanted_len).unwrap();
+        assert_eq!(msg.len(), 10);
+        let mut rest = [0u8; 3];
+        negotiation.stream().read_exact(&mut rest).unwrap();
+        assert_eq!(&rest, b"GET");
+    }
+
+    #[test]
+    fn a_silent_client_times_out() {
+        let (_client, server) = pair();
+        let mut negotiation = Negotiation::new(server, Duration::from_millis(200)).unwrap();
+        let mut buf = [0u8; Request::MAX_LEN];
+        let started = Instant::now();
+        let err = negotiation.read_message(&mut buf, Request::wanted_len).unwrap_err();
+        assert!(matches!(err, HandshakeError::TimedOut), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,96 @@
+//! The one place that decides which SOCKS reply code a failure earns.
+
+use crate::connect::ConnectError;
+use crate::wire::{self, socks5::ReplyCode};
+use std::fmt;
+use std::io;
+
+/// Why a SOCKS request was not served. Each ends in a reply to the client.
+#[derive(Debug)]
+pub enum Failure {
+    /// The request itself was malformed (unknown command, unknown address type, ...).
+    Malformed(wire::Error),
+    /// A command burrowd does not serve in this setup.
+    CommandNotSupported,
+    /// Our rules refuse the request.
+    NotAllowed(&'static str),
+    /// The outbound connection could not be made.
+    Connect(ConnectError),
+    /// A local socket operation failed (binding a relay socket, ...).
+    Local(io::Error),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Malformed(e) => write!(f, "malformed request: {e}"),
+            Failure::CommandNotSupported => write!(f, "command not supported"),
+            Failure::NotAllowed(why) => write!(f, "not allowed: {why}"),
+            Failure::Connect(e) => e.fmt(f),
+            Failure::Local(e) => write!(f, "local error: {e}"),
+        }
+    }
+}
+
+impl From<ConnectError> for Failure {
+    fn from(e: ConnectError) -> Self {
+        Failure::Connect(e)
+    }
+}
+
+/// The SOCKS5 reply code for a failure. SOCKS4 has a single failure code (91), so this is
+/// the only table there is.
+pub fn socks5_code(failure: &Failure) -> ReplyCode {
+    match failure {
+        Failure::Malformed(wire::Error::UnknownCommand(_)) | Failure::CommandNotSupported => {
+            ReplyCode::COMMAND_NOT_SUPPORTED
+        }
+        Failure::Malformed(wire::Error::UnknownAddressType(_)) => ReplyCode::ADDRESS_TYPE_NOT_SUPPORTED,
+        Failure::Malformed(_) | Failure::Local(_) => ReplyCode::GENERAL_FAILURE,
+        Failure::NotAllowed(_) => ReplyCode::NOT_ALLOWED,
+        Failure::Connect(ConnectError::Resolve { .. }) => ReplyCode::HOST_UNREACHABLE,
+        Failure::Connect(ConnectError::Connect { error, .. }) => io_error_code(error),
+    }
+}
+
+fn io_error_code(error: &io::Error) -> ReplyCode {
+    use io::ErrorKind::*;
+    match error.kind() {
+        ConnectionRefused => ReplyCode::CONNECTION_REFUSED,
+        HostUnreachable | TimedOut | WouldBlock => ReplyCode::HOST_UNREACHABLE,
+        NetworkUnreachable | NetworkDown => ReplyCode::NETWORK_UNREACHABLE,
+        PermissionDenied => ReplyCode::NOT_ALLOWED,
+        _ => ReplyCode::GENERAL_FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect_failure(kind: io::ErrorKind) -> Failure {
+        Failure::Connect(ConnectError::Connect { addr: "127.0.0.1:1".parse().unwrap(), error: kind.into() })
+    }
+
+    #[test]
+    fn maps_failures_to_protocol_md_table() {
+        use io::ErrorKind::*;
+        let table = [
+            (connect_failure(ConnectionRefused), 5),
+            (connect_failure(HostUnreachable), 4),
+            (connect_failure(NetworkUnreachable), 3),
+            (connect_failure(TimedOut), 4),
+            (connect_failure(PermissionDenied), 2),
+            (connect_failure(AddrInUse), 1),
+            (Failure::Connect(ConnectError::Resolve { name: "x.invalid".into(), error: NotFound.into() }), 4),
+            (Failure::NotAllowed("rule"), 2),
+            (Failure::CommandNotSupported, 7),
+            (Failure::Malformed(wire::Error::UnknownCommand(9)), 7),
+            (Failure::Malformed(wire::Error::UnknownAddressType(9)), 8),
+            (Failure::Malformed(wire::Error::BadDomain), 1),
+        ];
+        for (failure, code) in table {
+            assert_eq!(socks5_code(&failure), ReplyCode(code), "{failure}");
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! One client's life on a SOCKS listener: which protocol it speaks, and the log line
+//! written when it ends.
+
+use crate::config::SocksSpec;
+use crate::message_io::Negotiation;
+use crate::server::Context;
+use crate::sockopt;
+use crate::socks5;
+use crate::stats::human_bytes;
+use crate::wire::addr::TargetAddr;
+use std::fmt;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the finished-session log line reports; filled in as the session goes.
+pub struct SessionLog {
+    pub id: u64,
+    pub client: SocketAddr,
+    started: Instant,
+    pub user: Option<String>,
+    pub command: Option<String>,
+    /// The target as the client asked for it (a name stays a name).
+    pub target: Option<TargetAddr>,
+    /// The address actually connected to.
+    pub reached: Option<SocketAddr>,
+    /// The outbound socket's local address, matching `ss -tn`.
+    pub outbound_local: Option<SocketAddr>,
+    pub up: u64,
+    pub down: u64,
+    /// How it ended: `closed`, a reply code with its reason, an error.
+    pub outcome: String,
+}
+
+impl SessionLog {
+    pub fn new(id: u64, client: SocketAddr) -> Self {
+        SessionLog {
+            id,
+            client,
+            started: Instant::now(),
+            user: None,
+            command: None,
+            target: None,
+            reached: None,
+            outbound_local: None,
+            up: 0,
+            down: 0,
+            outcome: String::new(),
+        }
+    }
+}
+
+impl fmt::Display for SessionLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "session {} {}", self.id, self.client)?;
+        if let Some(user) = &self.user {
+            write!(f, " user {user}")?;
+        }
+        if let Some(command) = &self.command {
+            write!(f, " {command}")?;
+        }
+        if let Some(target) = &self.target {
+            write!(f, " {target}")?;
+        }
+        if let Some(reached) = self.reached {
+            write!(f, " ({reached})")?;
+        }
+        if let Some(local) = self.outbound_local {
+            write!(f, " from {local}")?;
+        }
+        write!(
+            f,
+            " up {} down {} {:.1}s: {}",
+            human_bytes(self.up),
+            human_bytes(self.down),
+            self.started.elapsed().as_secs_f64(),
+            self.outcome
+        )
+    }
+}
+
+/// Serves one accepted client of a SOCKS listener from start to close.
+pub fn serve_socks(ctx: &Arc<Context>, spec: &SocksSpec, id: u64, client: TcpStream, peer: SocketAddr) {
+    let mut log = SessionLog::new(id, peer);
+    run_socks(ctx, spec, client, &mut log);
+    log::info!("{log}");
+    ctx.stats.session_ended(log.up, log.down);
+}
+
+fn run_socks(ctx: &Arc<Context>, spec: &SocksSpec, client: TcpStream, log: &mut SessionLog) {
+    if let Err(e) = sockopt::tune_stream(&client, &ctx.config.socket) {
+        log.outcome = format!("cannot set socket options: {e}");
+        return;
+    }
+    let mut negotiation = match Negotiation::new(client, ctx.config.handshake_timeout) {
+        Ok(n) => n,
+        Err(e) => {
+            log.outcome = format!("cannot set handshake timeout: {e}");
+            return;
+        }
+    };
+    match negotiation.peek_first_byte() {
+        Ok(socks5::VERSION) => socks5::serve(ctx, spec, negotiation, log),
+        Ok(other) => log.outcome = format!("not SOCKS: first byte {other:#04x}, closed"),
+        Err(e) => log.outcome = e.to_string(),
+    }
+}

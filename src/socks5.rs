@@ -1,0 +1,133 @@
+//! A SOCKS5 client's negotiation, in the order it happens: greeting and method choice,
+//! username/password, request, then the command.
+
+use crate::config::SocksSpec;
+use crate::message_io::{HandshakeError, Negotiation, close_after_reply};
+use crate::reply::{Failure, socks5_code};
+use crate::server::Context;
+use crate::session::SessionLog;
+use crate::wire::addr::{Addr, TargetAddr};
+use crate::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
+use crate::wire::{self, userpass};
+use std::sync::Arc;
+
+pub use crate::wire::socks5::VERSION;
+
+/// Serves a client whose first byte was 5.
+pub fn serve(ctx: &Arc<Context>, spec: &SocksSpec, mut negotiation: Negotiation, log: &mut SessionLog) {
+    let (command, target) = match negotiate(spec, &mut negotiation, log) {
+        Ok(request) => request,
+        Err(Rejected::Reply(failure)) => return fail(negotiation, failure, log),
+        Err(Rejected::Closed(why)) => {
+            log.outcome = why;
+            return;
+        }
+    };
+    log.command = Some(command.to_string());
+    log.target = Some(target.clone());
+    match command {
+        Command::Connect => connect(ctx, negotiation, &target, log),
+        Command::Bind | Command::UdpAssociate => fail(negotiation, Failure::CommandNotSupported, log),
+    }
+}
+
+/// How a negotiation that did not reach a command ended.
+enum Rejected {
+    /// The request deserves a reply code.
+    Reply(Failure),
+    /// The connection is closed without a SOCKS5 reply (bad greeting, failed login, ...).
+    Closed(String),
+}
+
+impl From<HandshakeError> for Rejected {
+    fn from(e: HandshakeError) -> Self {
+        Rejected::Closed(e.to_string())
+    }
+}
+
+/// Room for the longest message a client sends: credentials of 255-byte name and password.
+const HANDSHAKE_BUF: usize = userpass::Request::MAX_LEN;
+const _: () = assert!(Request::MAX_LEN <= HANDSHAKE_BUF && Greeting::MAX_LEN <= HANDSHAKE_BUF);
+
+fn negotiate(
+    spec: &SocksSpec,
+    negotiation: &mut Negotiation,
+    log: &mut SessionLog,
+) -> Result<(Command, TargetAddr), Rejected> {
+    let mut buf = [0u8; HANDSHAKE_BUF];
+
+    let greeting = Greeting::parse(negotiation.read_message(&mut buf, Greeting::wanted_len)?)?;
+    let users = &spec.users;
+    let wanted = if users.is_empty() { method::NO_AUTH } else { method::USER_PASS };
+    let chosen = if greeting.offers(wanted) { wanted } else { method::NONE_ACCEPTABLE };
+    negotiation.write(&MethodChoice { method: chosen }.emit())?;
+    if chosen == method::NONE_ACCEPTABLE {
+        close_after_reply(negotiation.stream());
+        return Err(Rejected::Closed(format!("no acceptable auth method in {:?}", greeting.methods)));
+    }
+
+    if chosen == method::USER_PASS {
+        let credentials = userpass::Request::parse(negotiation.read_message(&mut buf, userpass::Request::wanted_len)?)?;
+        let name = String::from_utf8_lossy(credentials.user).into_owned();
+        let accepted = users.verify(credentials.user, credentials.password);
+        let status = if accepted { userpass::STATUS_SUCCESS } else { userpass::STATUS_FAILURE };
+        negotiation.write(&userpass::Status { status }.emit())?;
+        if !accepted {
+            close_after_reply(negotiation.stream());
+            return Err(Rejected::Closed(format!("authentication failed for user {name:?}")));
+        }
+        log.user = Some(name);
+    }
+
+    let request =
+        match negotiation.read_message(&mut buf, Request::wanted_len).and_then(|bytes| Ok(Request::parse(bytes)?)) {
+            Ok(request) => request,
+            // A request that is not SOCKS5 at all gets no SOCKS5 reply.
+            Err(HandshakeError::Malformed(e @ wire::Error::BadVersion(_))) => {
+                return Err(HandshakeError::Malformed(e).into());
+            }
+            Err(HandshakeError::Malformed(e)) => return Err(Rejected::Reply(Failure::Malformed(e))),
+            Err(e) => return Err(e.into()),
+        };
+    Ok((request.command, request.addr.to_owned()))
+}
+
+impl From<wire::Error> for Rejected {
+    fn from(e: wire::Error) -> Self {
+        Rejected::Closed(HandshakeError::Malformed(e).to_string())
+    }
+}
+
+/// Sends a well-formed failure reply and closes.
+fn fail(mut negotiation: Negotiation, failure: Failure, log: &mut SessionLog) {
+    let code = socks5_code(&failure);
+    log.outcome = format!("reply {code}: {failure}");
+    if let Err(e) = send_reply(&mut negotiation, Reply::failure(code)) {
+        log.outcome.push_str(&format!(" (reply not sent: {e})"));
+    }
+    close_after_reply(negotiation.stream());
+}
+
+fn send_reply(negotiation: &mut Negotiation, reply: Reply<'_>) -> Result<(), HandshakeError> {
+    let mut buf = [0u8; Reply::MAX_LEN];
+    let len = reply.emit(&mut buf);
+    negotiation.write(&buf[..len])
+}
+
+fn connect(ctx: &Arc<Context>, mut negotiation: Negotiation, target: &TargetAddr, log: &mut SessionLog) {
+    let connected = match ctx.connect_target(target) {
+        Ok(connected) => connected,
+        Err(e) => return fail(negotiation, e.into(), log),
+    };
+    log.reached = Some(connected.peer);
+    log.outbound_local = Some(connected.local);
+    if let Err(e) = send_reply(&mut negotiation, Reply { code: ReplyCode::SUCCEEDED, addr: Addr::Ip(connected.local) })
+    {
+        log.outcome = e.to_string();
+        return;
+    }
+    let outcome = ctx.relayer.relay(negotiation.into_stream(), connected.stream);
+    log.up = outcome.up;
+    log.down = outcome.down;
+    log.outcome = outcome.end.to_string();
+}

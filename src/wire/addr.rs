@@ -1,0 +1,202 @@
+//! The SOCKS5 address encoding shared by requests, replies and UDP headers:
+//! `ATYP | ADDR | PORT(2)`, with ATYP 1 (IPv4, 4 bytes), 3 (length byte then a domain
+//! name) or 4 (IPv6, 16 bytes).
+
+use super::{Error, Result};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+pub const ATYP_IPV4: u8 = 1;
+pub const ATYP_DOMAIN: u8 = 3;
+pub const ATYP_IPV6: u8 = 4;
+
+/// The longest encoding: ATYP, length byte, 255-byte name, port.
+pub const MAX_LEN: usize = 1 + 1 + 255 + 2;
+
+/// An address as parsed from the wire, borrowing a domain name from the input buffer so
+/// parsing never allocates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Addr<'a> {
+    Ip(SocketAddr),
+    Domain(&'a str, u16),
+}
+
+/// An owned address: a socket address, or a domain name that the proxy resolves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TargetAddr {
+    Ip(SocketAddr),
+    Domain(String, u16),
+}
+
+impl Addr<'_> {
+    pub fn to_owned(&self) -> TargetAddr {
+        match *self {
+            Addr::Ip(sa) => TargetAddr::Ip(sa),
+            Addr::Domain(name, port) => TargetAddr::Domain(name.to_owned(), port),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        match *self {
+            Addr::Ip(sa) => sa.port(),
+            Addr::Domain(_, port) => port,
+        }
+    }
+
+    /// Bytes that `emit` writes for this address.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Addr::Ip(SocketAddr::V4(_)) => 1 + 4 + 2,
+            Addr::Ip(SocketAddr::V6(_)) => 1 + 16 + 2,
+            Addr::Domain(name, _) => 1 + 1 + name.len() + 2,
+        }
+    }
+
+    /// Writes the address at the start of `buf` and returns its length.
+    ///
+    /// Panics if `buf` is shorter than [`Addr::encoded_len`] or a domain name is longer
+    /// than 255 bytes: both are the caller's bug, never the peer's.
+    pub fn emit(&self, buf: &mut [u8]) -> usize {
+        let len = self.encoded_len();
+        let buf = &mut buf[..len];
+        match self {
+            Addr::Ip(SocketAddr::V4(sa)) => {
+                buf[0] = ATYP_IPV4;
+                buf[1..5].copy_from_slice(&sa.ip().octets());
+            }
+            Addr::Ip(SocketAddr::V6(sa)) => {
+                buf[0] = ATYP_IPV6;
+                buf[1..17].copy_from_slice(&sa.ip().octets());
+            }
+            Addr::Domain(name, _) => {
+                buf[0] = ATYP_DOMAIN;
+                buf[1] = u8::try_from(name.len()).expect("domain name longer than 255 bytes");
+                buf[2..2 + name.len()].copy_from_slice(name.as_bytes());
+            }
+        }
+        buf[len - 2..].copy_from_slice(&self.port().to_be_bytes());
+        len
+    }
+}
+
+impl TargetAddr {
+    pub fn as_addr(&self) -> Addr<'_> {
+        match self {
+            TargetAddr::Ip(sa) => Addr::Ip(*sa),
+            TargetAddr::Domain(name, port) => Addr::Domain(name, *port),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.as_addr().port()
+    }
+}
+
+impl From<SocketAddr> for TargetAddr {
+    fn from(sa: SocketAddr) -> Self {
+        TargetAddr::Ip(sa)
+    }
+}
+
+impl fmt::Display for Addr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Addr::Ip(sa) => write!(f, "{sa}"),
+            Addr::Domain(name, port) => write!(f, "{name}:{port}"),
+        }
+    }
+}
+
+impl fmt::Display for TargetAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.as_addr().fmt(f)
+    }
+}
+
+/// The whole encoded length of the address starting at `buf[0]` (its ATYP), as far as the
+/// bytes present tell: for a domain, the length byte must be present to know the total,
+/// so with only the ATYP this answers 2 and the caller reads on.
+pub fn wanted_len(buf: &[u8]) -> Result<usize> {
+    let Some(&atyp) = buf.first() else {
+        return Ok(1);
+    };
+    match atyp {
+        ATYP_IPV4 => Ok(1 + 4 + 2),
+        ATYP_IPV6 => Ok(1 + 16 + 2),
+        ATYP_DOMAIN => match buf.get(1) {
+            None => Ok(2),
+            Some(0) => Err(Error::BadDomain),
+            Some(&n) => Ok(1 + 1 + n as usize + 2),
+        },
+        other => Err(Error::UnknownAddressType(other)),
+    }
+}
+
+/// Parses the address at the start of `buf`; returns it and how many bytes it took.
+pub fn parse(buf: &[u8]) -> Result<(Addr<'_>, usize)> {
+    let len = wanted_len(buf)?;
+    if buf.len() < len || len < 2 {
+        return Err(Error::Truncated);
+    }
+    let port = u16::from_be_bytes([buf[len - 2], buf[len - 1]]);
+    let addr = match buf[0] {
+        ATYP_IPV4 => {
+            let octets: [u8; 4] = buf[1..5].try_into().expect("length checked");
+            Addr::Ip(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(octets)), port))
+        }
+        ATYP_IPV6 => {
+            let octets: [u8; 16] = buf[1..17].try_into().expect("length checked");
+            Addr::Ip(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(octets)), port))
+        }
+        _ => {
+            let name = std::str::from_utf8(&buf[2..len - 2]).map_err(|_| Error::BadDomain)?;
+            Addr::Domain(name, port)
+        }
+    };
+    Ok((addr, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V4: [u8; 7] = [1, 127, 0, 0, 1, 0x1f, 0x90];
+    const DOMAIN: [u8; 13] = [3, 8, b'e', b'x', b'a', b'm', b'p', b'l', b'e', b'.', 0, 80, 0];
+
+    #[test]
+    fn parses_ipv4() {
+        let (addr, used) = parse(&V4).unwrap();
+        assert_eq!(used, 7);
+        assert_eq!(addr, Addr::Ip("127.0.0.1:8080".parse().unwrap()));
+    }
+
+    #[test]
+    fn parses_ipv6_and_emits_it_back() {
+        let addr = Addr::Ip("[2001:db8::1]:443".parse().unwrap());
+        let mut buf = [0xa5; 32];
+        let len = addr.emit(&mut buf);
+        assert_eq!(len, 19);
+        assert_eq!(buf[0], ATYP_IPV6);
+        assert_eq!(&buf[17..19], &[1, 0xbb]);
+        assert_eq!(buf[19], 0xa5, "emit wrote past its length");
+        assert_eq!(parse(&buf[..len]).unwrap(), (addr, 19));
+    }
+
+    #[test]
+    fn domain_takes_its_length_byte() {
+        // the fixture's name is 8 bytes "example." then port 0x5000; the last 0 is extra
+        let (addr, used) = parse(&DOMAIN).unwrap();
+        assert_eq!(used, 12);
+        assert_eq!(addr, Addr::Domain("example.", 0x0050));
+    }
+
+    #[test]
+    fn malformed_addresses() {
+        assert_eq!(parse(&[]), Err(Error::Truncated));
+        assert_eq!(parse(&[1, 127, 0]), Err(Error::Truncated));
+        assert_eq!(parse(&[3]), Err(Error::Truncated));
+        assert_eq!(parse(&[3, 0, 0, 80]), Err(Error::BadDomain));
+        assert_eq!(parse(&[3, 2, 0xff, 0xfe, 0, 80]), Err(Error::BadDomain));
+        assert_eq!(parse(&[2, 1, 2, 3, 4, 0, 80]), Err(Error::UnknownAddressType(2)));
+    }
+}

@@ -1,0 +1,67 @@
+//! Wire formats: pure parse and emit over byte slices, no I/O.
+//!
+//! Every message follows one pattern, after smoltcp's `wire` module:
+//! - `wanted_len(prefix)` says how many bytes the whole message needs, judging from the
+//!   bytes read so far, so a reader can fetch exactly those and nothing the client sent
+//!   after them;
+//! - `parse(bytes)` turns a whole message into a small typed value or a typed [`Error`];
+//! - `emit(&self, buf)` writes the value back and returns how many bytes it wrote.
+//!
+//! Parsing untrusted bytes never panics: lengths are checked before any index.
+
+pub mod addr;
+pub mod socks4;
+pub mod socks5;
+pub mod udp;
+pub mod userpass;
+
+use std::fmt;
+
+/// Why a sequence of bytes is not a valid message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// Fewer bytes than the message's own length fields call for.
+    Truncated,
+    /// More bytes than the message's length fields call for.
+    TrailingBytes,
+    /// The version byte is not the one this message carries.
+    BadVersion(u8),
+    /// A reserved byte that must be zero is not.
+    BadReserved(u8),
+    /// A command code this protocol does not define.
+    UnknownCommand(u8),
+    /// An address type (ATYP) this protocol does not define.
+    UnknownAddressType(u8),
+    /// A domain name of length zero, or one that is not valid UTF-8.
+    BadDomain,
+    /// A variable-length field longer than its bound (SOCKS4 USERID or host name).
+    FieldTooLong,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Truncated => write!(f, "message truncated"),
+            Error::TrailingBytes => write!(f, "unexpected bytes after message"),
+            Error::BadVersion(v) => write!(f, "bad version byte {v:#04x}"),
+            Error::BadReserved(v) => write!(f, "reserved byte is {v:#04x}, not zero"),
+            Error::UnknownCommand(c) => write!(f, "unknown command {c:#04x}"),
+            Error::UnknownAddressType(a) => write!(f, "unknown address type {a:#04x}"),
+            Error::BadDomain => write!(f, "empty or non-UTF-8 domain name"),
+            Error::FieldTooLong => write!(f, "field longer than allowed"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Checks that `buf` is exactly `len` bytes long.
+fn expect_len(buf: &[u8], len: usize) -> Result<()> {
+    match buf.len().cmp(&len) {
+        std::cmp::Ordering::Less => Err(Error::Truncated),
+        std::cmp::Ordering::Greater => Err(Error::TrailingBytes),
+        std::cmp::Ordering::Equal => Ok(()),
+    }
+}
