@@ -1,7 +1,7 @@
 //! The command line: flags to a [`Config`], and the help text that lists them.
 
 use crate::auth::Users;
-use crate::config::{self, Config, ServiceSpec, SocksSpec};
+use crate::config::{self, Config, RelayMode, ServiceSpec, SocksSpec};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -43,7 +43,11 @@ Options:
                                (default: 0)
       --drain-timeout DUR      on SIGINT/SIGTERM, wait this long for sessions to finish
                                (default: {drain:?})
-      --buffer-size BYTES      relay buffer per active direction (default: {buffer})
+      --buffer-size BYTES      relay buffer (copy) or pipe (splice) per active direction
+                               (default: {buffer})
+      --relay splice|copy      how bytes are relayed: splice moves them through a kernel pipe
+                               without copying them into burrowd (Linux only); copy reads and
+                               writes through a buffer (default: {relay})
       --keepalive DUR          TCP keepalive idle time on both legs; 0 is off (default: {keepalive:?})
       --sndbuf BYTES           SO_SNDBUF for every TCP socket (default: the OS's)
       --rcvbuf BYTES           SO_RCVBUF for every TCP socket (default: the OS's)
@@ -63,6 +67,7 @@ BYTES is a number, or with K or M (64K, 1M; powers of 1024).
         connect = config::DEFAULT_CONNECT_TIMEOUT,
         drain = config::DEFAULT_DRAIN_TIMEOUT,
         buffer = config::DEFAULT_BUFFER_SIZE,
+        relay = relay_name(config::DEFAULT_RELAY),
         keepalive = config::DEFAULT_KEEPALIVE,
     )
 }
@@ -107,6 +112,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
             "--idle-timeout" => config.idle_timeout = optional(flag_duration(&flag, &value()?)?),
             "--drain-timeout" => config.drain_timeout = flag_duration(&flag, &value()?)?,
             "--buffer-size" => config.buffer_size = parse_size(&value()?).map_err(|e| format!("{flag}: {e}"))?.max(1),
+            "--relay" => config.relay = parse_relay(&value()?)?,
             "--keepalive" => config.socket.keepalive = optional(flag_duration(&flag, &value()?)?),
             "--sndbuf" => config.socket.sndbuf = Some(parse_size(&value()?).map_err(|e| format!("{flag}: {e}"))?),
             "--rcvbuf" => config.socket.rcvbuf = Some(parse_size(&value()?).map_err(|e| format!("{flag}: {e}"))?),
@@ -126,6 +132,22 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
 
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     text.parse().map_err(|_| format!("{text:?} is not ADDR:PORT (IPv6 as [::1]:1080)"))
+}
+
+fn parse_relay(text: &str) -> Result<RelayMode, String> {
+    match text {
+        "splice" if cfg!(target_os = "linux") => Ok(RelayMode::Splice),
+        "splice" => Err("--relay: splice is only available on Linux".into()),
+        "copy" => Ok(RelayMode::Copy),
+        _ => Err(format!("--relay: {text:?} is not splice or copy")),
+    }
+}
+
+fn relay_name(mode: RelayMode) -> &'static str {
+    match mode {
+        RelayMode::Splice => "splice",
+        RelayMode::Copy => "copy",
+    }
 }
 
 fn parse_count(flag: &str, text: &str, min: usize) -> Result<usize, String> {
@@ -222,6 +244,8 @@ mod tests {
             "0",
             "--buffer-size",
             "64K",
+            "--relay",
+            "copy",
             "--sndbuf",
             "1M",
             "-v",
@@ -237,6 +261,7 @@ mod tests {
         assert_eq!(s.config.idle_timeout, Some(Duration::from_millis(1500)));
         assert_eq!(s.config.socket.keepalive, None);
         assert_eq!(s.config.buffer_size, 64 * 1024);
+        assert_eq!(s.config.relay, RelayMode::Copy);
         assert_eq!(s.config.socket.sndbuf, Some(1024 * 1024));
         assert_eq!(s.verbosity, 2);
     }
@@ -251,6 +276,7 @@ mod tests {
             (&["--connect-timeout", "0"], "--connect-timeout: must be more than 0"),
             (&["--idle-timeout", "5 parsecs"], "--idle-timeout"),
             (&["--buffer-size", "lots"], "--buffer-size"),
+            (&["--relay", "teleport"], "--relay: \"teleport\" is not splice or copy"),
             (&["--user", "nocolon"], "--user"),
             (&["stray"], "unexpected argument"),
         ];

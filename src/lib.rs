@@ -21,6 +21,8 @@ pub mod server;
 pub mod session;
 pub mod sockopt;
 pub mod socks5;
+#[cfg(target_os = "linux")]
+pub mod splice;
 pub mod stats;
 pub mod wire;
 

@@ -6,10 +6,16 @@
 //! goes on until it ends too. An error on either side shuts both sockets down, which wakes
 //! the other thread at once.
 //!
-//! An idle direction holds no buffer: it blocks in a one-byte peek and only takes a buffer
-//! from the shared pool once data is there, so an idle session costs two sockets and two
-//! parked threads, nothing more.
+//! Bytes move one of two ways ([`RelayMode`]): on Linux with splice(2) through a pipe
+//! (socket → pipe → socket, never entering user space), elsewhere or with `--relay copy`
+//! through a user-space buffer.
+//!
+//! An idle direction holds no buffer and no pipe: it blocks in a one-byte peek and only
+//! takes a buffer or a pipe from a shared pool once data is there, so an idle session costs
+//! two sockets and two parked threads, nothing more. (Pipes per idle session would not do:
+//! two per session would run a busy server out of descriptors.)
 
+use crate::config::RelayMode;
 use crate::message_io::is_timeout;
 use crate::pool::WorkerPool;
 use std::fmt;
@@ -21,13 +27,15 @@ use std::time::{Duration, Instant};
 
 /// Stack for the pool threads that copy target → client: they only copy and log.
 const RELAY_THREAD_STACK: usize = 64 * 1024;
-/// Buffers kept for reuse; more than this many idle buffers are freed.
+/// Buffers (and pipes) kept for reuse; more than this many idle ones are freed.
 const SPARE_BUFFERS: usize = 16;
 
 /// What the relay needs from the server: threads, buffers and the idle limit.
 pub struct Relayer {
     threads: WorkerPool,
     buffers: BufferPool,
+    #[cfg(target_os = "linux")]
+    pipes: Option<PipePool>,
     idle_timeout: Option<Duration>,
 }
 
@@ -65,12 +73,19 @@ impl fmt::Display for RelayEnd {
 }
 
 impl Relayer {
-    pub fn new(max_sessions: usize, buffer_size: usize, idle_timeout: Option<Duration>) -> Self {
+    /// `buffer_size` is the buffer (copy) or pipe (splice) each moving direction takes.
+    /// Splice is only done on Linux; elsewhere every mode copies.
+    pub fn new(max_sessions: usize, buffer_size: usize, mode: RelayMode, idle_timeout: Option<Duration>) -> Self {
+        #[cfg(not(target_os = "linux"))]
+        let _ = mode;
         Relayer {
             // Each session holds at most one relay thread, and sessions are bounded, so
             // this pool never has to queue.
             threads: WorkerPool::new("burrowd-relay", max_sessions, max_sessions, RELAY_THREAD_STACK),
             buffers: BufferPool { size: buffer_size.max(1), spare: Mutex::new(Vec::new()) },
+            #[cfg(target_os = "linux")]
+            pipes: (mode == RelayMode::Splice)
+                .then(|| PipePool { size: buffer_size.max(1), spare: Mutex::new(Vec::new()) }),
             idle_timeout,
         }
     }
@@ -129,15 +144,30 @@ impl Relayer {
                 },
                 Err(e) => return CopyEnd::Failed(e),
             }
-            let mut buf = self.buffers.take();
-            let burst = copy_burst(src, dst, &mut buf, bytes, &link.activity);
-            self.buffers.give(buf);
-            match burst {
+            match self.burst(src, dst, bytes, &link.activity) {
                 Ok(Burst::Drained) => continue,
                 Ok(Burst::Eof) => return CopyEnd::Eof,
                 Err(e) => return CopyEnd::Failed(e),
             }
         }
+    }
+}
+
+impl Relayer {
+    /// Moves what has arrived on `src`, holding a pipe or buffer only while it does.
+    fn burst(&self, src: &TcpStream, dst: &TcpStream, bytes: &mut u64, activity: &Activity) -> io::Result<Burst> {
+        #[cfg(target_os = "linux")]
+        if let Some(pipes) = &self.pipes {
+            match pipes.take() {
+                Ok(pipe) => return pipes.splice_burst(pipe, src, dst, bytes, activity),
+                // Out of descriptors: this burst goes through a buffer instead of failing.
+                Err(e) => log::debug!("no pipe for the relay ({e}); copying through a buffer"),
+            }
+        }
+        let mut buf = self.buffers.take();
+        let burst = copy_burst(src, dst, &mut buf, bytes, activity);
+        self.buffers.give(buf);
+        burst
     }
 }
 
@@ -167,6 +197,71 @@ fn copy_burst(
         activity.touch();
         if n < buf.len() {
             return Ok(Burst::Drained);
+        }
+    }
+}
+
+/// Pipes shared by all sessions, like [`BufferPool`]; a pipe goes back only when empty.
+#[cfg(target_os = "linux")]
+struct PipePool {
+    size: usize,
+    spare: Mutex<Vec<crate::splice::Pipe>>,
+}
+
+#[cfg(target_os = "linux")]
+impl PipePool {
+    fn take(&self) -> io::Result<crate::splice::Pipe> {
+        let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        spare.map_or_else(|| crate::splice::Pipe::new(self.size), Ok)
+    }
+
+    fn give_empty(&self, pipe: crate::splice::Pipe) {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() < SPARE_BUFFERS {
+            spare.push(pipe);
+        }
+    }
+
+    /// [`copy_burst`] through `pipe`: splice in what has arrived, splice all of it out.
+    /// A pipe left holding bytes by a failed write is dropped, never reused.
+    fn splice_burst(
+        &self,
+        pipe: crate::splice::Pipe,
+        src: &TcpStream,
+        dst: &TcpStream,
+        bytes: &mut u64,
+        activity: &Activity,
+    ) -> io::Result<Burst> {
+        loop {
+            // A failed or empty fill moved nothing, so the pipe is still empty.
+            let n = match pipe.fill_from(src, pipe.capacity()) {
+                Ok(0) => {
+                    self.give_empty(pipe);
+                    return Ok(Burst::Eof);
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.give_empty(pipe);
+                    // A read timeout here goes back to the idle wait, which judges it.
+                    return if is_timeout(&e) { Ok(Burst::Drained) } else { Err(e) };
+                }
+            };
+            let mut left = n;
+            while left > 0 {
+                match pipe.drain_to(dst, left) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(m) => left -= m,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            *bytes += n as u64;
+            activity.touch();
+            if n < pipe.capacity() {
+                self.give_empty(pipe);
+                return Ok(Burst::Drained);
+            }
         }
     }
 }

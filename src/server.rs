@@ -58,7 +58,7 @@ impl Server {
                 sockopt::listen(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             bound.push((listener, spec.clone()));
         }
-        let relayer = Arc::new(Relayer::new(config.max_clients, config.buffer_size, config.idle_timeout));
+        let relayer = Arc::new(Relayer::new(config.max_clients, config.buffer_size, config.relay, config.idle_timeout));
         let workers = Arc::new(WorkerPool::new("burrowd-worker", config.max_clients, config.queue, WORKER_STACK));
         let ctx = Arc::new(Context { config, stats: Stats::default(), relayer, next_session: AtomicU64::new(1) });
         let stopping = Arc::new(AtomicBool::new(false));
