@@ -1,0 +1,722 @@
+//! The burrowd benchmark: `cargo bench --bench bench` (options after `--`, see `usage`).
+//!
+//! Starts the release burrowd binary as a child process on a free loopback port (once per
+//! relay mode), microsocks too when it is installed, plus its own loopback sink, echo and
+//! holding servers, then measures every route side by side in one run so that ratios to a
+//! direct connection mean something on a shared, noisy machine. Loopback only; every loop
+//! is bounded in count and in time. This is a benchmark, not a test: nothing here asserts.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const BURROWD: &str = env!("CARGO_BIN_EXE_burrowd");
+/// Every client socket gives up after this, so a stuck proxy cannot hang the benchmark.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+const STREAM_CHUNK: usize = 256 * 1024;
+const HANDSHAKE_WORKERS: usize = 16;
+/// Bounds the handshake loop in count as well as in time.
+const MAX_SESSIONS_PER_WORKER: usize = 200_000;
+const PING_SIZE: usize = 64;
+const PING_ROUNDS: usize = 20_000;
+const IDLE_COUNTS: [usize; 2] = [1_000, 5_000];
+/// The hard descriptor limit on the benchmark machines; the soft limit is raised to it.
+const NOFILE: u64 = 20_000;
+
+fn usage() -> &'static str {
+    "usage: cargo bench --bench bench -- [--runs N] [--gib G] [--secs S] [--json] [--only LIST]
+  --runs N     runs per figure; each cell is median [min-max] (default 3)
+  --gib G      GiB moved per throughput run (default 1)
+  --secs S     seconds per handshake-rate run (default 3)
+  --json       also print one JSON object per figure
+  --only LIST  comma-separated subset of: throughput,handshake,pingpong,memory,udp"
+}
+
+struct Options {
+    runs: usize,
+    bytes: u64,
+    handshake_time: Duration,
+    json: bool,
+    only: Option<Vec<String>>,
+}
+
+impl Options {
+    fn parse() -> Result<Options, String> {
+        let mut o =
+            Options { runs: 3, bytes: 1 << 30, handshake_time: Duration::from_secs(3), json: false, only: None };
+        // `cargo bench` passes `--bench` to harness-less benches; it means nothing here.
+        let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
+        while let Some(arg) = args.next() {
+            let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+            match arg.as_str() {
+                "--runs" => o.runs = value()?.parse().map_err(|_| "--runs: not a number")?,
+                "--gib" => {
+                    o.bytes = (value()?.parse::<f64>().map_err(|_| "--gib: not a number")? * (1u64 << 30) as f64) as u64
+                }
+                "--secs" => {
+                    o.handshake_time = Duration::from_secs_f64(value()?.parse().map_err(|_| "--secs: not a number")?)
+                }
+                "--json" => o.json = true,
+                "--only" => o.only = Some(value()?.split(',').map(str::to_owned).collect()),
+                "-h" | "--help" => return Err(usage().into()),
+                _ => return Err(format!("unknown argument {arg}\n{}", usage())),
+            }
+        }
+        o.runs = o.runs.max(1);
+        Ok(o)
+    }
+
+    fn wants(&self, scenario: &str) -> bool {
+        self.only.as_ref().is_none_or(|list| list.iter().any(|s| s == scenario))
+    }
+}
+
+fn main() {
+    let opts = match Options::parse() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    raise_descriptor_limit();
+    let servers = Servers::start();
+    let mut kinds = vec![ProxyKind::Burrowd("splice"), ProxyKind::Burrowd("copy")];
+    if Command::new("microsocks").arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {
+        kinds.push(ProxyKind::Microsocks);
+    } else {
+        eprintln!("microsocks not installed (apt-get install -y microsocks): its column is left out");
+    }
+    let mut routes = vec!["direct".to_owned()];
+    routes.extend(kinds.iter().map(ProxyKind::name));
+    let mut table = Table::new(routes, opts.json);
+    eprintln!("{} runs per figure; each cell is median [min-max]", opts.runs);
+
+    if opts.wants("throughput") {
+        for streams in [1, 8] {
+            let label = format!("throughput {streams} stream{} MiB/s", if streams > 1 { "s" } else { "" });
+            let per_stream = opts.bytes / streams as u64;
+            table.rows(&[&label], |route| {
+                let proxy = route.map(|k| Proxy::start(k, false));
+                let via = proxy.as_ref().map(|p| p.addr);
+                vec![Samples::collect(opts.runs, || throughput(via, servers.sink, streams, per_stream))]
+            });
+        }
+    }
+    if opts.wants("handshake") {
+        let labels = ["handshake sessions/s", "handshake latency p50 us", "handshake latency p99 us"];
+        table.rows(&labels, |route| {
+            let proxy = route.map(|k| Proxy::start(k, false));
+            let via = proxy.as_ref().map(|p| p.addr);
+            let mut figures = vec![Samples::default(); 3];
+            for _ in 0..opts.runs {
+                let (rate, latencies) = handshake_rate(via, servers.echo, opts.handshake_time);
+                figures[0].push(rate);
+                figures[1].push(latencies.percentile(0.5));
+                figures[2].push(latencies.percentile(0.99));
+            }
+            figures
+        });
+    }
+    if opts.wants("pingpong") {
+        for pinned in [false, true] {
+            let tag = if pinned { "pinned" } else { "unpinned" };
+            let labels = [format!("64B ping-pong p50 us {tag}"), format!("64B ping-pong p99 us {tag}")];
+            table.rows(&[&labels[0], &labels[1]], |route| {
+                let proxy = route.map(|k| Proxy::start(k, pinned));
+                let via = proxy.as_ref().map(|p| p.addr);
+                let mut figures = vec![Samples::default(); 2];
+                for _ in 0..opts.runs {
+                    let latencies = ping_pong(via, pinned);
+                    figures[0].push(latencies.percentile(0.5));
+                    figures[1].push(latencies.percentile(0.99));
+                }
+                figures
+            });
+        }
+    }
+    if opts.wants("memory") {
+        memory(&mut table, &servers, opts.runs);
+    }
+    if opts.wants("udp") {
+        table.note("udp packets/s", "skipped: UDP ASSOCIATE not available");
+    }
+    table.print_ratios();
+}
+
+// ---------------------------------------------------------------------------------------
+// Figures: samples, medians, the table
+
+#[derive(Default, Clone)]
+struct Samples(Vec<f64>);
+
+impl Samples {
+    fn collect(runs: usize, mut run: impl FnMut() -> f64) -> Samples {
+        Samples((0..runs).map(|_| run()).collect())
+    }
+    fn push(&mut self, v: f64) {
+        self.0.push(v);
+    }
+    fn sorted(&self) -> Vec<f64> {
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+    fn median(&self) -> f64 {
+        let v = self.sorted();
+        if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+    }
+    fn min(&self) -> f64 {
+        self.sorted().first().copied().unwrap_or(f64::NAN)
+    }
+    fn max(&self) -> f64 {
+        self.sorted().last().copied().unwrap_or(f64::NAN)
+    }
+}
+
+/// Latencies of one run, in microseconds.
+struct Latencies(Vec<f64>);
+
+impl Latencies {
+    fn percentile(&self, p: f64) -> f64 {
+        let mut v = self.0.clone();
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        v.sort_by(f64::total_cmp);
+        v[((v.len() - 1) as f64 * p).round() as usize]
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Better {
+    Higher,
+    Lower,
+}
+use Better::{Higher, Lower};
+
+/// Rows of figures, one column per route; printed as they complete so a long run shows
+/// progress, and kept for the ratio summary at the end.
+struct Table {
+    routes: Vec<String>,
+    json: bool,
+    rows: Vec<(String, Vec<Samples>)>,
+    header_printed: bool,
+}
+
+impl Table {
+    fn new(routes: Vec<String>, json: bool) -> Table {
+        Table { routes, json, rows: Vec::new(), header_printed: false }
+    }
+
+    fn kinds(&self) -> Vec<Option<ProxyKind>> {
+        self.routes.iter().map(|r| ProxyKind::from_name(r)).collect()
+    }
+
+    fn header(&mut self) {
+        if !self.header_printed {
+            let mut line = format!("{:<34}", "figure");
+            for r in &self.routes {
+                line += &format!(" {r:>24}");
+            }
+            println!("{line}");
+            self.header_printed = true;
+        }
+    }
+
+    /// Measures every route once; `measure` returns one set of samples per label.
+    fn rows(&mut self, labels: &[&str], mut measure: impl FnMut(Option<ProxyKind>) -> Vec<Samples>) {
+        let per_route: Vec<Vec<Samples>> = self.kinds().into_iter().map(&mut measure).collect();
+        for (i, label) in labels.iter().enumerate() {
+            self.emit(label, per_route.iter().map(|figures| figures[i].clone()).collect());
+        }
+    }
+
+    fn emit(&mut self, label: &str, cells: Vec<Samples>) {
+        self.header();
+        let mut line = format!("{label:<34}");
+        for (route, s) in self.routes.iter().zip(&cells) {
+            line += &format!(" {:>24}", cell(s));
+            if self.json {
+                println!(
+                    "{{\"figure\":\"{label}\",\"route\":\"{route}\",\"median\":{:.3},\"min\":{:.3},\"max\":{:.3},\"runs\":{}}}",
+                    s.median(),
+                    s.min(),
+                    s.max(),
+                    s.0.len()
+                );
+            }
+        }
+        println!("{line}");
+        self.rows.push((label.to_owned(), cells));
+    }
+
+    fn note(&mut self, label: &str, text: &str) {
+        self.header();
+        println!("{label:<34} {text}");
+        if self.json {
+            println!("{{\"figure\":\"{label}\",\"note\":\"{text}\"}}");
+        }
+    }
+
+    fn median(&self, label: &str, route: &str) -> Option<f64> {
+        let col = self.routes.iter().position(|r| r == route)?;
+        let (_, cells) = self.rows.iter().find(|(l, _)| l == label)?;
+        Some(cells[col].median()).filter(|v| v.is_finite())
+    }
+
+    /// The issue's targets, each as a ratio of two medians from this run.
+    fn print_ratios(&self) {
+        let checks: [(&str, &str, &str, &str, f64, Better); 6] = [
+            ("1-stream throughput vs direct", "throughput 1 stream MiB/s", "burrowd", "direct", 0.75, Higher),
+            ("8-stream throughput vs direct", "throughput 8 streams MiB/s", "burrowd", "direct", 0.5, Higher),
+            ("handshake rate vs microsocks", "handshake sessions/s", "burrowd", "microsocks", 1.5, Higher),
+            ("pinned RTT p50 vs direct", "64B ping-pong p50 us pinned", "burrowd", "direct", 2.2, Lower),
+            ("KiB RSS per idle session", "KiB RSS/session @5000", "burrowd", "", 16.0, Lower),
+            ("MiB RSS with 5000 sessions", "RSS MiB @5000", "burrowd", "", 100.0, Lower),
+        ];
+        println!();
+        println!("{:<34} {:>12} {:>12} {:>10}", "target (burrowd = splice column)", "measured", "target", "");
+        for (name, label, a, b, target, better) in checks {
+            let a_route = if a == "burrowd" { ProxyKind::Burrowd("splice").name() } else { a.to_owned() };
+            let value = match (self.median(label, &a_route), b) {
+                (Some(x), "") => Some(x),
+                (Some(x), b) => self.median(label, b).map(|y| x / y),
+                (None, _) => None,
+            };
+            let (sign, ok) = match (better, value) {
+                (Higher, Some(v)) => (">=", v >= target),
+                (Lower, Some(v)) => ("<=", v <= target),
+                (_, None) => ("", false),
+            };
+            match value {
+                Some(v) => println!(
+                    "{name:<34} {v:>12.2} {:>12} {:>10}",
+                    format!("{sign} {target}"),
+                    if ok { "met" } else { "MISSED" }
+                ),
+                None => println!("{name:<34} {:>12}", "not measured"),
+            }
+        }
+    }
+}
+
+fn cell(s: &Samples) -> String {
+    if s.0.is_empty() {
+        return "-".into();
+    }
+    let f = |v: f64| if v.abs() >= 100.0 { format!("{v:.0}") } else { format!("{v:.1}") };
+    format!("{} [{}-{}]", f(s.median()), f(s.min()), f(s.max()))
+}
+
+// ---------------------------------------------------------------------------------------
+// The proxies under test
+
+#[derive(Clone, Copy, PartialEq)]
+enum ProxyKind {
+    /// burrowd with this `--relay` mode.
+    Burrowd(&'static str),
+    Microsocks,
+}
+
+impl ProxyKind {
+    fn name(&self) -> String {
+        match self {
+            ProxyKind::Burrowd(mode) => format!("burrowd {mode}"),
+            ProxyKind::Microsocks => "microsocks".into(),
+        }
+    }
+
+    fn from_name(name: &str) -> Option<ProxyKind> {
+        match name {
+            "burrowd splice" => Some(ProxyKind::Burrowd("splice")),
+            "burrowd copy" => Some(ProxyKind::Burrowd("copy")),
+            "microsocks" => Some(ProxyKind::Microsocks),
+            _ => None,
+        }
+    }
+}
+
+/// A proxy child process on a free loopback port; killed when dropped.
+struct Proxy {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Proxy {
+    /// With `pinned`, the proxy runs on CPU 0 only (taskset), like the pinned load generator.
+    fn start(kind: ProxyKind, pinned: bool) -> Proxy {
+        let addr = free_port();
+        let port = addr.port().to_string();
+        let mut command = Command::new(if pinned { "taskset" } else { BURROWD });
+        if pinned {
+            command.args(["-c", "0"]);
+            command.arg(match kind {
+                ProxyKind::Burrowd(_) => BURROWD,
+                ProxyKind::Microsocks => "microsocks",
+            });
+        } else if kind == ProxyKind::Microsocks {
+            command = Command::new("microsocks");
+        }
+        match kind {
+            // -q: no per-session log line, as microsocks writes none; max-clients above the
+            // 5,000 idle sessions of the memory figure.
+            ProxyKind::Burrowd(mode) => {
+                command.args(["-q", "--listen", &addr.to_string(), "--max-clients", "6000", "--relay", mode])
+            }
+            ProxyKind::Microsocks => command.args(["-i", "127.0.0.1", "-p", &port]),
+        };
+        let child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+        let child = child.unwrap_or_else(|e| panic!("cannot start {}: {e}", kind.name()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "{} did not start listening on {addr}", kind.name());
+            thread::sleep(Duration::from_millis(10));
+        }
+        Proxy { child, addr }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback address nobody listens on right now.
+fn free_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr")
+}
+
+/// Raises this process's soft descriptor limit (inherited by the proxies) for the 5,000
+/// idle sessions: each holds a client and a target socket here and two in the proxy.
+fn raise_descriptor_limit() {
+    let pid = std::process::id().to_string();
+    let limit = format!("--nofile={NOFILE}:{NOFILE}");
+    match Command::new("prlimit").args(["--pid", &pid, &limit]).status() {
+        Ok(status) if status.success() => {}
+        other => eprintln!("could not raise the descriptor limit to {NOFILE} ({other:?}); the memory figure may fail"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The benchmark's own loopback servers
+
+struct Servers {
+    /// Reads the byte count a client announces (8 bytes, big-endian), then that many bytes,
+    /// then answers one byte. (Not EOF: microsocks does not pass a half-close on.)
+    sink: SocketAddr,
+    /// Echoes until EOF.
+    echo: SocketAddr,
+    /// Accepts and keeps connections without touching them: the targets of idle sessions.
+    hold: SocketAddr,
+    held: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Servers {
+    fn start() -> Servers {
+        let sink = serve(16, |mut s| {
+            let mut announced = [0u8; 8];
+            if s.read_exact(&mut announced).is_err() {
+                return;
+            }
+            let mut left = u64::from_be_bytes(announced);
+            let mut buf = vec![0u8; STREAM_CHUNK];
+            while left > 0 {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => left = left.saturating_sub(n as u64),
+                }
+            }
+            let _ = s.write_all(b"k");
+        });
+        // More echo threads than handshake workers, so no session waits for one.
+        let echo = serve(HANDSHAKE_WORKERS + 8, echo);
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind hold server");
+        let hold = listener.local_addr().expect("local_addr");
+        let keep = Arc::clone(&held);
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                keep.lock().unwrap().push(stream);
+            }
+        });
+        Servers { sink, echo, hold, held }
+    }
+}
+
+/// A server whose `threads` threads each accept and serve one connection at a time:
+/// no thread is spawned per connection, which would cost more than what is measured.
+fn serve(threads: usize, handle: fn(TcpStream)) -> SocketAddr {
+    let listener = Arc::new(TcpListener::bind("127.0.0.1:0").expect("bind server"));
+    let addr = listener.local_addr().expect("local_addr");
+    for _ in 0..threads {
+        let listener = Arc::clone(&listener);
+        thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let _ = stream.set_nodelay(true);
+                    handle(stream);
+                }
+            })
+            .expect("spawn server thread");
+    }
+    addr
+}
+
+fn echo(mut s: TcpStream) {
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if s.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Pins the calling thread to CPU 0 (taskset on its thread id).
+fn pin_this_thread() {
+    let tid = std::fs::read_link("/proc/thread-self").ok().and_then(|p| p.file_name().map(|n| n.to_owned()));
+    let ok = tid.is_some_and(|tid| {
+        Command::new("taskset")
+            .args(["-p", "-c", "0"])
+            .arg(tid)
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !ok {
+        eprintln!("could not pin a thread with taskset; pinned figures are unpinned");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Clients
+
+/// Connects to `target`, through the SOCKS5 proxy at `via` when given (no authentication,
+/// IPv4 CONNECT). Each step is its own write, as a simple client does.
+fn connect(via: Option<SocketAddr>, target: SocketAddr) -> io::Result<TcpStream> {
+    let mut s = TcpStream::connect(via.unwrap_or(target))?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.set_write_timeout(Some(IO_TIMEOUT))?;
+    if via.is_some() {
+        let SocketAddr::V4(v4) = target else { unreachable!("targets are 127.0.0.1") };
+        s.write_all(&[5, 1, 0])?;
+        let mut choice = [0u8; 2];
+        s.read_exact(&mut choice)?;
+        if choice != [5, 0] {
+            return Err(io::Error::other(format!("method choice {choice:?}")));
+        }
+        let mut request = vec![5, 1, 0, 1];
+        request.extend_from_slice(&v4.ip().octets());
+        request.extend_from_slice(&v4.port().to_be_bytes());
+        s.write_all(&request)?;
+        let mut reply = [0u8; 10];
+        s.read_exact(&mut reply)?;
+        if reply[..4] != [5, 0, 0, 1] {
+            return Err(io::Error::other(format!("CONNECT reply {reply:?}")));
+        }
+    }
+    Ok(s)
+}
+
+/// MiB/s moving `per_stream` bytes on each of `streams` connections at once, from the
+/// first byte sent to the sink's acknowledgement of the last.
+fn throughput(via: Option<SocketAddr>, sink: SocketAddr, streams: usize, per_stream: u64) -> f64 {
+    let start_line = Arc::new(Barrier::new(streams + 1));
+    let workers: Vec<_> = (0..streams)
+        .map(|_| {
+            let start_line = Arc::clone(&start_line);
+            thread::spawn(move || {
+                let mut s = connect(via, sink).expect("connect for throughput");
+                let chunk = vec![0x5au8; STREAM_CHUNK];
+                start_line.wait();
+                s.write_all(&per_stream.to_be_bytes()).expect("announce stream length");
+                let mut left = per_stream;
+                while left > 0 {
+                    let n = left.min(chunk.len() as u64) as usize;
+                    s.write_all(&chunk[..n]).expect("write stream");
+                    left -= n as u64;
+                }
+                let mut ack = [0u8; 1];
+                s.read_exact(&mut ack).unwrap_or_else(|e| panic!("sink acknowledgement via {via:?}: {e}"));
+            })
+        })
+        .collect();
+    start_line.wait();
+    let start = Instant::now();
+    for w in workers {
+        w.join().expect("throughput stream");
+    }
+    (per_stream * streams as u64) as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Sessions per second with 16 workers each looping connect → (greeting → CONNECT) →
+/// 1-byte echo → close for `duration`, and every session's latency.
+fn handshake_rate(via: Option<SocketAddr>, echo: SocketAddr, duration: Duration) -> (f64, Latencies) {
+    let start = Instant::now();
+    let failed = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..HANDSHAKE_WORKERS)
+        .map(|_| {
+            let failed = Arc::clone(&failed);
+            thread::spawn(move || {
+                let mut latencies = Vec::new();
+                while start.elapsed() < duration && latencies.len() < MAX_SESSIONS_PER_WORKER {
+                    let began = Instant::now();
+                    let session = connect(via, echo).and_then(|mut s| {
+                        s.write_all(b"x")?;
+                        let mut b = [0u8; 1];
+                        s.read_exact(&mut b)
+                    });
+                    match session {
+                        Ok(()) => latencies.push(began.elapsed().as_secs_f64() * 1e6),
+                        Err(e) => {
+                            if !failed.swap(true, Ordering::Relaxed) {
+                                eprintln!("handshake session failed: {e}");
+                            }
+                            thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.join().expect("handshake worker"));
+    }
+    let rate = all.len() as f64 / start.elapsed().as_secs_f64();
+    (rate, Latencies(all))
+}
+
+/// Round-trip times of 64-byte messages on one connection to a fresh echo thread; with
+/// `pinned`, client and echo thread run on CPU 0 (the proxy is pinned by its caller).
+fn ping_pong(via: Option<SocketAddr>, pinned: bool) -> Latencies {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind ping-pong echo");
+    let target = listener.local_addr().expect("local_addr");
+    let server = thread::spawn(move || {
+        if pinned {
+            pin_this_thread();
+        }
+        if let Ok((s, _)) = listener.accept() {
+            let _ = s.set_nodelay(true);
+            echo(s);
+        }
+    });
+    let rtts = thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                if pinned {
+                    pin_this_thread();
+                }
+                let mut s = connect(via, target).expect("connect for ping-pong");
+                let msg = [0x42u8; PING_SIZE];
+                let mut back = [0u8; PING_SIZE];
+                let mut rtts = Vec::with_capacity(PING_ROUNDS);
+                for _ in 0..PING_ROUNDS {
+                    let began = Instant::now();
+                    s.write_all(&msg).expect("ping");
+                    s.read_exact(&mut back).expect("pong");
+                    rtts.push(began.elapsed().as_secs_f64() * 1e6);
+                }
+                rtts
+            })
+            .join()
+            .expect("ping-pong client")
+    });
+    let _ = server.join();
+    Latencies(rtts)
+}
+
+// ---------------------------------------------------------------------------------------
+// Memory of idle sessions
+
+/// What /proc says about a process.
+struct ProcUsage {
+    rss_kib: f64,
+    threads: f64,
+    fds: f64,
+}
+
+fn proc_usage(pid: u32) -> ProcUsage {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count() as f64).unwrap_or(f64::NAN);
+    ProcUsage { rss_kib: field("VmRSS:"), threads: field("Threads:"), fds }
+}
+
+fn memory(table: &mut Table, servers: &Servers, runs: usize) {
+    let kinds = table.kinds();
+    // Per count: RSS MiB, KiB/session, threads, descriptors, descriptors/session.
+    let mut figures: Vec<[Vec<Samples>; 5]> = IDLE_COUNTS.iter().map(|_| Default::default()).collect();
+    for route in &kinds {
+        let mut per_count: Vec<[Samples; 5]> = IDLE_COUNTS.iter().map(|_| Default::default()).collect();
+        if let Some(kind) = route {
+            for _ in 0..runs {
+                let proxy = Proxy::start(*kind, false);
+                thread::sleep(Duration::from_millis(100));
+                let base = proc_usage(proxy.pid());
+                let mut clients = Vec::new();
+                for (i, &count) in IDLE_COUNTS.iter().enumerate() {
+                    while clients.len() < count {
+                        match connect(Some(proxy.addr), servers.hold) {
+                            Ok(s) => clients.push(s),
+                            Err(e) => {
+                                eprintln!("{}: idle session {} failed: {e}", kind.name(), clients.len() + 1);
+                                break;
+                            }
+                        }
+                    }
+                    // Let every relay thread reach its idle wait.
+                    thread::sleep(Duration::from_millis(500));
+                    let now = proc_usage(proxy.pid());
+                    let n = clients.len() as f64;
+                    let f = &mut per_count[i];
+                    f[0].push(now.rss_kib / 1024.0);
+                    f[1].push((now.rss_kib - base.rss_kib) / n);
+                    f[2].push(now.threads);
+                    f[3].push(now.fds);
+                    f[4].push((now.fds - base.fds) / n);
+                }
+                drop(clients);
+                drop(proxy);
+                servers.held.lock().unwrap().clear();
+            }
+        }
+        for (i, f) in per_count.into_iter().enumerate() {
+            for (j, s) in f.into_iter().enumerate() {
+                figures[i][j].push(s);
+            }
+        }
+    }
+    let names = ["RSS MiB", "KiB RSS/session", "threads", "descriptors", "descriptors/session"];
+    for (i, count) in IDLE_COUNTS.iter().enumerate() {
+        for (j, name) in names.iter().enumerate() {
+            table.emit(&format!("{name} @{count}"), figures[i][j].clone());
+        }
+    }
+}
