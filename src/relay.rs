@@ -10,8 +10,8 @@
 //! (socket → pipe → socket, never entering user space), elsewhere or with `--relay copy`
 //! through a user-space buffer.
 //!
-//! An idle direction holds no buffer and no pipe: it blocks in a one-byte peek and only
-//! takes a buffer or a pipe from a shared pool once data is there, so an idle session costs
+//! An idle direction holds no buffer and no pipe: it blocks reading into a small array on
+//! its stack and only takes a buffer or a pipe from a shared pool when a burst arrives, so an idle session costs
 //! two sockets and two parked threads, nothing more. (Pipes per idle session would not do:
 //! two per session would run a busy server out of descriptors.)
 
@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 /// Stack for the pool threads that copy target → client: they only copy and log.
 const RELAY_THREAD_STACK: usize = 64 * 1024;
+/// Bytes an idle direction reads into its stack while it waits; see `copy_until_end`.
+const PROBE_SIZE: usize = 512;
 /// Buffers (and pipes) kept for reuse; more than this many idle ones are freed.
 const SPARE_BUFFERS: usize = 16;
 
@@ -132,17 +134,28 @@ impl Relayer {
     }
 
     fn copy_until_end(&self, src: &TcpStream, dst: &TcpStream, link: &Link, bytes: &mut u64) -> CopyEnd {
-        let mut probe = [0u8; 1];
+        // The wait for data reads into a small stack array, not a pool buffer or pipe: a
+        // small message (an interactive session's usual traffic) is then passed on with one
+        // read and one write, and only a full probe means a burst worth a buffer or pipe.
+        let mut probe = [0u8; PROBE_SIZE];
         loop {
-            match src.peek(&mut probe) {
+            let n = match (&*src).read(&mut probe) {
                 Ok(0) => return CopyEnd::Eof,
-                Ok(_) => {}
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if is_timeout(&e) => match self.idle_timeout {
                     Some(limit) if link.activity.idle_for() >= limit => return CopyEnd::Idle,
                     _ => continue,
                 },
                 Err(e) => return CopyEnd::Failed(e),
+            };
+            if let Err(e) = (&*dst).write_all(&probe[..n]) {
+                return CopyEnd::Failed(e);
+            }
+            *bytes += n as u64;
+            link.activity.touch();
+            if n < probe.len() {
+                continue;
             }
             match self.burst(src, dst, bytes, &link.activity) {
                 Ok(Burst::Drained) => continue,
@@ -286,7 +299,7 @@ struct Link {
 }
 
 impl Link {
-    /// Ends both directions: a blocked peek, read or write on either socket returns.
+    /// Ends both directions: a blocked read or write on either socket returns.
     fn abort(&self) {
         let _ = self.client.shutdown(Shutdown::Both);
         let _ = self.target.shutdown(Shutdown::Both);
