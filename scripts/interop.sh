@@ -98,15 +98,12 @@ start() {
 }
 
 # await_log NAME SED_SCRIPT: waits (bounded, polling) until the log of process NAME has a line the
-# sed script prints, and prints that. Fails early if the process has exited.
+# sed script prints, and sets `ready` to that. Fails early if the process has exited.
 await_log() {
-  local name=$1 script=$2 pid=${pids[-1]} found i
+  local name=$1 script=$2 pid=${pids[-1]} i
   for ((i = 0; i < 300; i++)); do
-    found=$(sed -n "$script" "$work/$name.log" | head -n 1)
-    if [[ -n $found ]]; then
-      echo "$found"
-      return 0
-    fi
+    ready=$(sed -n "$script" "$work/$name.log" | head -n 1)
+    [[ -n $ready ]] && return 0
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.05
   done
@@ -115,35 +112,27 @@ await_log() {
   return 1
 }
 
-# start_burrowd NAME ARGS...: starts the binary with ARGS and sets listen_NAME_4 / listen_NAME_6
-# to the addresses it reports (ports chosen by the OS, so they are free by construction).
+# start_burrowd NAME HOST ARGS...: the release binary listening on HOST with ARGS; sets `ready` to
+# the address it reports (the OS picks the port, so it is free by construction).
 start_burrowd() {
-  local name=$1 addr
-  shift
-  start "$name" env RUST_LOG=info "$burrowd" "$@"
-  addr=$(await_log "$name" 's/.*listening on \(127\.0\.0\.1:[0-9]*\).*/\1/p') || return 1
-  printf -v "listen_${name}_4" '%s' "$addr"
-  if $have_ipv6; then
-    addr=$(await_log "$name" 's/.*listening on \(\[::1\]:[0-9]*\).*/\1/p') || return 1
-    printf -v "listen_${name}_6" '%s' "$addr"
-  fi
+  local name=$1 host=$2
+  shift 2
+  [[ $host == *:* ]] && host="[$host]"
+  start "$name" env RUST_LOG=info "$burrowd" --listen "$host:0" "$@"
+  await_log "$name" 's/.* listening on \([^ ]*:[0-9][0-9]*\):.*/\1/p'
 }
 
-# start_http NAME HOST: serves $work/www from HOST only; sets port_NAME.
+# start_http NAME HOST: serves $work/www from HOST only; sets `ready` to its port.
 start_http() {
-  local port
   start "$1" python3 -u -m http.server --bind "$2" --directory "$work/www" 0
-  port=$(await_log "$1" 's/^Serving HTTP on .* port \([0-9]*\).*/\1/p') || return 1
-  printf -v "port_$1" '%s' "$port"
+  await_log "$1" 's/^Serving HTTP on .* port \([0-9]*\).*/\1/p'
 }
 
-# start_echo NAME HOST: a TCP server on HOST that sends back everything it reads, then closes
-# after the client's FIN; sets port_NAME.
+# start_echo NAME HOST: a TCP server on HOST that sends back everything it reads and closes after
+# the client's FIN; sets `ready` to its port.
 start_echo() {
-  local port
   start "$1" python3 -u "$work/echo_server.py" "$2"
-  port=$(await_log "$1" 's/^port \([0-9]*\)$/\1/p') || return 1
-  printf -v "port_$1" '%s' "$port"
+  await_log "$1" 's/^port \([0-9]*\)$/\1/p'
 }
 
 sha_of() {
@@ -289,21 +278,23 @@ export BLOB=$blob PAYLOAD=$payload
 user=interop
 password='s3cret-pa55'
 start_http http4 127.0.0.1 || die "http server on 127.0.0.1 did not start"
+http4=$ready
 start_echo echo4 127.0.0.1 || die "echo server on 127.0.0.1 did not start"
-open_listen=(--listen 127.0.0.1:0)
-auth_listen=(--listen 127.0.0.1:0)
+echo4=$ready
+start_burrowd open 127.0.0.1 || die "burrowd did not start"
+open=$ready
+start_burrowd auth 127.0.0.1 --user "$user:$password" || die "burrowd --user did not start"
+auth=$ready
 if $have_ipv6; then
   start_http http6 ::1 || die "http server on ::1 did not start"
-  open_listen+=(--listen '[::1]:0')
-  auth_listen+=(--listen '[::1]:0')
+  http6=$ready
+  start_burrowd open6 ::1 || die "burrowd on [::1] did not start"
+  open6=$ready
+  start_burrowd auth6 ::1 --user "$user:$password" || die "burrowd --user on [::1] did not start"
+  auth6=$ready
 fi
-start_burrowd open "${open_listen[@]}" || die "burrowd did not start"
-start_burrowd auth "${auth_listen[@]}" --user "$user:$password" || die "burrowd --user did not start"
-
-open=$listen_open_4
-auth=$listen_auth_4
-url4=http://127.0.0.1:$port_http4/blob.bin
-url_name=http://localhost:$port_http4/blob.bin
+url4=http://127.0.0.1:$http4/blob.bin
+url_name=http://localhost:$http4/blob.bin
 
 # ---------------------------------------------------------------- checks
 
@@ -315,34 +306,33 @@ check "curl --socks5-hostname --proxy-user" \
 check "curl --socks5 wrong password rejected" curl_rejected --socks5 "$auth" --proxy-user "$user:wrong" "$url4"
 check "curl --socks5 no login rejected by --user proxy" curl_rejected --socks5 "$auth" "$url4"
 
-check "pysocks http" pysocks http "${open%:*}" "${open##*:}" 127.0.0.1 "$port_http4"
-check "pysocks http remote dns" pysocks http "${open%:*}" "${open##*:}" localhost "$port_http4"
-check "pysocks http login" pysocks http "${auth%:*}" "${auth##*:}" 127.0.0.1 "$port_http4" "$user" "$password"
+check "pysocks http" pysocks http "${open%:*}" "${open##*:}" 127.0.0.1 "$http4"
+check "pysocks http remote dns" pysocks http "${open%:*}" "${open##*:}" localhost "$http4"
+check "pysocks http login" pysocks http "${auth%:*}" "${auth##*:}" 127.0.0.1 "$http4" "$user" "$password"
 check "pysocks wrong password rejected" \
-  pysocks_rejected http "${auth%:*}" "${auth##*:}" 127.0.0.1 "$port_http4" "$user" wrong
-check "pysocks echo with half-close" pysocks echo "${open%:*}" "${open##*:}" 127.0.0.1 "$port_echo4"
+  pysocks_rejected http "${auth%:*}" "${auth##*:}" 127.0.0.1 "$http4" "$user" wrong
+check "pysocks echo with half-close" pysocks echo "${open%:*}" "${open##*:}" 127.0.0.1 "$echo4"
 
-check "ncat --proxy-type socks5 echo" ncat_echo --proxy "$open" 127.0.0.1 "$port_echo4"
+check "ncat --proxy-type socks5 echo" ncat_echo --proxy "$open" 127.0.0.1 "$echo4"
 check "ncat --proxy-type socks5 --proxy-auth echo" \
-  ncat_echo --proxy "$auth" --proxy-auth "$user:$password" 127.0.0.1 "$port_echo4"
+  ncat_echo --proxy "$auth" --proxy-auth "$user:$password" 127.0.0.1 "$echo4"
 
 if $have_ipv6; then
-  open6=$listen_open_6
-  auth6=$listen_auth_6
-  url6="http://[::1]:$port_http6/blob.bin"
+  url6="http://[::1]:$http6/blob.bin"
   check "ipv6 curl --socks5 [::1] proxy to [::1] target" curl_gets_blob --socks5 "$open6" "$url6"
   check "ipv6 curl --socks5-hostname [::1] proxy" curl_gets_blob --socks5-hostname "$open6" "$url_name"
   check "ipv6 curl --socks5 [::1] proxy --proxy-user" \
     curl_gets_blob --socks5 "$auth6" --proxy-user "$user:$password" "$url6"
   check "ipv6 pysocks 127.0.0.1 proxy to [::1] target" \
-    pysocks http "${open%:*}" "${open##*:}" ::1 "$port_http6"
-  check "ipv6 ncat [::1] proxy echo" ncat_echo --proxy "$open6" 127.0.0.1 "$port_echo4"
+    pysocks http "${open%:*}" "${open##*:}" ::1 "$http6"
+  check "ipv6 ncat [::1] proxy echo" ncat_echo --proxy "$open6" 127.0.0.1 "$echo4"
 else
   skip ipv6 "::1 is not available on this machine"
 fi
 
 if ((failed)); then
-  for name in open auth; do
+  for name in open auth open6 auth6; do
+    [[ -f $work/$name.log ]] || continue
     echo "--- last lines of burrowd ($name) log:" >&2
     tail -n 20 "$work/$name.log" >&2
   done
