@@ -7,7 +7,7 @@
 //! is bounded in count and in time. This is a benchmark, not a test: nothing here asserts.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
@@ -24,6 +24,13 @@ const MAX_SESSIONS_PER_WORKER: usize = 200_000;
 const PING_SIZE: usize = 64;
 const PING_ROUNDS: usize = 20_000;
 const IDLE_COUNTS: [usize; 2] = [1_000, 5_000];
+const UDP_PAYLOAD: usize = 64;
+/// Datagrams in flight at once: a sender that waits for echoes, so none need be lost.
+const UDP_WINDOW: usize = 64;
+const UDP_PACKETS: usize = 200_000;
+const UDP_MAX_TIME: Duration = Duration::from_secs(5);
+/// A datagram not echoed within this is counted lost.
+const UDP_LOSS_WAIT: Duration = Duration::from_millis(200);
 /// The hard descriptor limit on the benchmark machines; the soft limit is raised to it.
 const NOFILE: u64 = 20_000;
 
@@ -143,7 +150,21 @@ fn main() {
         memory(&mut table, &servers, opts.runs);
     }
     if opts.wants("udp") {
-        table.note("udp packets/s", "skipped: UDP ASSOCIATE not available");
+        let echo = udp_echo_server();
+        table.rows(&["UDP 64B packets/s, window 64", "UDP packets lost"], |route| {
+            let proxy = route.map(|k| Proxy::start(k, false));
+            let mut figures = vec![Samples::default(); 2];
+            for _ in 0..opts.runs {
+                match udp_rate(proxy.as_ref().map(|p| p.addr), echo) {
+                    Ok((rate, lost)) => {
+                        figures[0].push(rate);
+                        figures[1].push(lost as f64);
+                    }
+                    Err(e) => eprintln!("UDP through {}: {e}", route.map_or("direct".into(), |k| k.name())),
+                }
+            }
+            figures
+        });
     }
     table.print_ratios();
 }
@@ -255,14 +276,6 @@ impl Table {
         self.rows.push((label.to_owned(), cells));
     }
 
-    fn note(&mut self, label: &str, text: &str) {
-        self.header();
-        println!("{label:<34} {text}");
-        if self.json {
-            println!("{{\"figure\":\"{label}\",\"note\":\"{text}\"}}");
-        }
-    }
-
     fn median(&self, label: &str, route: &str) -> Option<f64> {
         let col = self.routes.iter().position(|r| r == route)?;
         let (_, cells) = self.rows.iter().find(|(l, _)| l == label)?;
@@ -271,13 +284,15 @@ impl Table {
 
     /// The targets, each as a ratio of two medians from this run.
     fn print_ratios(&self) {
-        let checks: [(&str, &str, &str, &str, f64, Better); 6] = [
+        let checks: [(&str, &str, &str, &str, f64, Better); 8] = [
             ("1-stream throughput vs direct", "throughput 1 stream MiB/s", "burrowd", "direct", 0.75, Higher),
             ("8-stream throughput vs direct", "throughput 8 streams MiB/s", "burrowd", "direct", 0.5, Higher),
             ("handshake rate vs microsocks", "handshake sessions/s", "burrowd", "microsocks", 1.5, Higher),
             ("pinned RTT p50 vs direct", "64B ping-pong p50 us pinned", "burrowd", "direct", 2.2, Lower),
             ("KiB RSS per idle session", "KiB RSS/session @5000", "burrowd", "", 16.0, Lower),
             ("MiB RSS with 5000 sessions", "RSS MiB @5000", "burrowd", "", 100.0, Lower),
+            ("UDP packets/s vs direct", "UDP 64B packets/s, window 64", "burrowd", "direct", 0.5, Higher),
+            ("UDP packets lost", "UDP packets lost", "burrowd", "", 0.0, Lower),
         ];
         println!();
         println!("{:<34} {:>12} {:>12} {:>10}", "target (burrowd = splice column)", "measured", "target", "");
@@ -719,4 +734,99 @@ fn memory(table: &mut Table, servers: &Servers, runs: usize) {
             table.emit(&format!("{name} @{count}"), figures[i][j].clone());
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// UDP through an association
+
+/// Echoes every datagram to its sender.
+fn udp_echo_server() -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind UDP echo");
+    let addr = socket.local_addr().expect("local_addr");
+    thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(&buf[..n], from);
+        }
+    });
+    addr
+}
+
+/// Datagrams echoed per second with up to 64 in flight, and how many were lost, sending
+/// to `echo` directly or through a UDP association with the proxy at `via`.
+fn udp_rate(via: Option<SocketAddr>, echo: SocketAddr) -> io::Result<(f64, usize)> {
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    socket.set_read_timeout(Some(UDP_LOSS_WAIT))?;
+    // The association lives as long as this control connection.
+    let mut _control = None;
+    let mut datagram = Vec::new();
+    let destination = match via {
+        None => echo,
+        Some(proxy) => {
+            let (control, relay) = udp_associate(proxy, socket.local_addr()?)?;
+            _control = Some(control);
+            let SocketAddr::V4(v4) = echo else { unreachable!("targets are 127.0.0.1") };
+            datagram.extend_from_slice(&[0, 0, 0, 1]);
+            datagram.extend_from_slice(&v4.ip().octets());
+            datagram.extend_from_slice(&v4.port().to_be_bytes());
+            relay
+        }
+    };
+    datagram.resize(datagram.len() + UDP_PAYLOAD, 0x5a);
+    let mut buf = [0u8; 2048];
+    let (mut sent, mut received, mut in_flight) = (0, 0, 0);
+    let start = Instant::now();
+    while sent < UDP_PACKETS && start.elapsed() < UDP_MAX_TIME {
+        while in_flight < UDP_WINDOW && sent < UDP_PACKETS {
+            socket.send_to(&datagram, destination)?;
+            sent += 1;
+            in_flight += 1;
+        }
+        match socket.recv_from(&mut buf) {
+            Ok(_) => {
+                received += 1;
+                in_flight -= 1;
+            }
+            // Nothing for a while: what is in flight is gone.
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => in_flight = 0,
+            Err(e) => return Err(e),
+        }
+    }
+    while in_flight > 0 && socket.recv_from(&mut buf).is_ok() {
+        received += 1;
+        in_flight -= 1;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    if received == 0 {
+        return Err(io::Error::other("no datagram came back"));
+    }
+    Ok((received as f64 / elapsed, sent - received))
+}
+
+/// Opens a UDP association for a client sending from `from`; returns the control
+/// connection and the relay address to send to.
+fn udp_associate(proxy: SocketAddr, from: SocketAddr) -> io::Result<(TcpStream, SocketAddr)> {
+    let mut s = TcpStream::connect(proxy)?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.write_all(&[5, 1, 0])?;
+    let mut choice = [0u8; 2];
+    s.read_exact(&mut choice)?;
+    let SocketAddr::V4(v4) = from else { unreachable!("the client is on 127.0.0.1") };
+    let mut request = vec![5, 3, 0, 1];
+    request.extend_from_slice(&v4.ip().octets());
+    request.extend_from_slice(&v4.port().to_be_bytes());
+    s.write_all(&request)?;
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply[..2])?;
+    if reply[1] != 0 {
+        return Err(io::Error::other(format!("UDP ASSOCIATE refused with reply code {}", reply[1])));
+    }
+    s.read_exact(&mut reply[2..])?;
+    if reply[3] != 1 {
+        return Err(io::Error::other("UDP ASSOCIATE reply is not IPv4"));
+    }
+    let ip = std::net::Ipv4Addr::new(reply[4], reply[5], reply[6], reply[7]);
+    let port = u16::from_be_bytes([reply[8], reply[9]]);
+    let ip = if ip.is_unspecified() { proxy.ip() } else { ip.into() };
+    Ok((s, SocketAddr::new(ip, port)))
 }

@@ -24,6 +24,7 @@ pub mod socks5;
 #[cfg(target_os = "linux")]
 pub mod splice;
 pub mod stats;
+pub mod udp_relay;
 pub mod wire;
 
 pub use config::Config;
