@@ -295,9 +295,9 @@ impl Table {
             ("UDP packets lost", "UDP packets lost", "burrowd", "", 0.0, Lower),
         ];
         println!();
-        println!("{:<34} {:>12} {:>12} {:>10}", "target (burrowd = splice column)", "measured", "target", "");
+        println!("{:<34} {:>12} {:>12} {:>10}", "target (burrowd = default, copy)", "measured", "target", "");
         for (name, label, a, b, target, better) in checks {
-            let a_route = if a == "burrowd" { ProxyKind::Burrowd("splice").name() } else { a.to_owned() };
+            let a_route = if a == "burrowd" { ProxyKind::Burrowd("copy").name() } else { a.to_owned() };
             let value = match (self.median(label, &a_route), b) {
                 (Some(x), "") => Some(x),
                 (Some(x), b) => self.median(label, b).map(|y| x / y),

@@ -6,9 +6,9 @@
 //! goes on until it ends too. An error on either side shuts both sockets down, which wakes
 //! the other thread at once.
 //!
-//! Bytes move one of two ways ([`RelayMode`]): on Linux with splice(2) through a pipe
-//! (socket → pipe → socket, never entering user space), elsewhere or with `--relay copy`
-//! through a user-space buffer.
+//! Bytes move one of two ways ([`RelayMode`]): through a user-space buffer (the default,
+//! and the only way off Linux), or with `--relay splice` on Linux through a pipe
+//! (socket → pipe → socket, never entering user space).
 //!
 //! An idle direction holds no buffer and no pipe: it blocks reading into a small array on
 //! its stack and only takes a buffer or a pipe from a shared pool when a burst arrives, so an idle session costs
