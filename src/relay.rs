@@ -22,7 +22,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Stack for the pool threads that copy target → client: they only copy and log.
@@ -99,20 +99,25 @@ impl Relayer {
 
     /// Relays until both directions are done; returns the byte counts and how it ended.
     pub fn relay(self: &Arc<Self>, client: TcpStream, target: TcpStream) -> RelayOutcome {
-        let link = Arc::new(Link { client, target, activity: Activity::new() });
-        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        let link = Arc::new(Link {
+            client,
+            target,
+            activity: Activity::new(),
+            down: Mutex::new(None),
+            down_done: Condvar::new(),
+        });
         let down_link = Arc::clone(&link);
         let relayer = Arc::clone(self);
         let spawned = self.threads.try_execute(Box::new(move || {
-            let down = relayer.copy(&down_link.target, &down_link.client, &down_link);
-            let _ = done_tx.send(down);
+            let mut report = ReportDown { link: &down_link, copied: None };
+            report.copied = Some(relayer.copy(&down_link.target, &down_link.client, &down_link));
         }));
         if spawned.is_err() {
             link.abort();
             return RelayOutcome { up: 0, down: 0, end: RelayEnd::NoThread };
         }
         let up = self.copy(&link.client, &link.target, &link);
-        let down = done_rx.recv().unwrap_or(Copied { bytes: 0, end: CopyEnd::Eof });
+        let down = link.wait_down();
         let end = match (up.end, down.end) {
             (CopyEnd::Failed(e), _) | (_, CopyEnd::Failed(e)) => RelayEnd::Failed(e),
             (CopyEnd::Idle, _) | (_, CopyEnd::Idle) => RelayEnd::IdleTimeout,
@@ -301,9 +306,39 @@ struct Link {
     client: TcpStream,
     target: TcpStream,
     activity: Activity,
+    /// The target → client result, for the thread that copies the other way. A lock and a
+    /// condition variable rather than a channel: the waiter parks at once instead of
+    /// spinning and yielding first, and nothing more is allocated per session.
+    down: Mutex<Option<Copied>>,
+    down_done: Condvar,
+}
+
+/// Hands the down direction's result over when dropped, so that even a panicking copy
+/// (caught by the pool) never leaves the other thread waiting.
+struct ReportDown<'a> {
+    link: &'a Link,
+    copied: Option<Copied>,
+}
+
+impl Drop for ReportDown<'_> {
+    fn drop(&mut self) {
+        let copied = self.copied.take().unwrap_or(Copied { bytes: 0, end: CopyEnd::Eof });
+        *self.link.down.lock().unwrap_or_else(|p| p.into_inner()) = Some(copied);
+        self.link.down_done.notify_one();
+    }
 }
 
 impl Link {
+    fn wait_down(&self) -> Copied {
+        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match down.take() {
+                Some(copied) => return copied,
+                None => down = self.down_done.wait(down).unwrap_or_else(|p| p.into_inner()),
+            }
+        }
+    }
+
     /// Ends both directions: a blocked read or write on either socket returns.
     fn abort(&self) {
         let _ = self.client.shutdown(Shutdown::Both);
