@@ -30,7 +30,7 @@ pub fn tune_stream(stream: &TcpStream, opts: &SocketOptions) -> io::Result<()> {
 fn tune(socket: &SockRef<'_>, opts: &SocketOptions) -> io::Result<()> {
     socket.set_tcp_nodelay(true)?;
     if let Some(idle) = opts.keepalive {
-        socket.set_keepalive(true)?;
+        // Turns SO_KEEPALIVE on as well.
         socket.set_tcp_keepalive(&keepalive_params(idle))?;
     }
     if let Some(size) = opts.sndbuf {
@@ -54,8 +54,36 @@ fn keepalive_params(idle: Duration) -> TcpKeepalive {
 pub fn connect(addr: SocketAddr, timeout: Duration, opts: &SocketOptions) -> io::Result<TcpStream> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     tune(&SockRef::from(&socket), opts)?;
-    socket.connect_timeout(&addr.into(), timeout)?;
+    connect_within(&socket, addr, timeout)?;
     Ok(socket.into())
+}
+
+/// Linux bounds a blocking connect by SO_SNDTIMEO: three system calls, where a
+/// non-blocking connect and poll take six. The timeout comes off again so relay writes
+/// block as before.
+#[cfg(target_os = "linux")]
+fn connect_within(socket: &Socket, addr: SocketAddr, timeout: Duration) -> io::Result<()> {
+    socket.set_write_timeout(Some(timeout))?;
+    let mut interrupted = false;
+    loop {
+        match socket.connect(&addr.into()) {
+            Ok(()) => break,
+            // A signal cut the wait short; connecting again waits for the same attempt.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => interrupted = true,
+            Err(e) if interrupted && e.raw_os_error() == Some(libc::EISCONN) => break,
+            // What a blocking connect reports when SO_SNDTIMEO runs out.
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "connection timed out"));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    socket.set_write_timeout(None)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn connect_within(socket: &Socket, addr: SocketAddr, timeout: Duration) -> io::Result<()> {
+    socket.connect_timeout(&addr.into(), timeout)
 }
 
 /// Opens a UDP socket bound to `addr` with the configured buffer sizes. An IPv4 socket gets
@@ -95,6 +123,31 @@ mod tests {
         assert!(sock.keepalive().unwrap());
         // Linux doubles the value it is given for bookkeeping; others keep it.
         assert!(sock.send_buffer_size().unwrap() >= 256 * 1024);
+        assert_eq!(sock.write_timeout().unwrap(), None, "the connect timeout is not left on");
+    }
+
+    #[test]
+    fn connect_errors_keep_their_kind() {
+        let opts = Config::default().socket;
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let refused = connect(closed, Duration::from_secs(1), &opts).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+
+        // A listener whose accept queue is full drops further SYNs, so a connect waits
+        // for its timeout.
+        let full = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        full.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+        full.listen(0).unwrap();
+        let addr = full.local_addr().unwrap().as_socket().unwrap();
+        let mut queued = Vec::new();
+        let timed_out = loop {
+            match connect(addr, Duration::from_millis(200), &opts) {
+                Ok(stream) if queued.len() < 16 => queued.push(stream),
+                Ok(_) => panic!("the accept queue never filled"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(timed_out.kind(), io::ErrorKind::TimedOut, "{timed_out}");
     }
 
     #[test]
