@@ -2,6 +2,7 @@
 
 use crate::auth::Users;
 use crate::config::{self, Config, ServiceSpec, SocksSpec};
+use crate::service_url;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -25,14 +26,24 @@ pub struct Settings {
 pub fn help() -> String {
     format!(
         "\
-burrowd {version}: a SOCKS4/4a/5 proxy server
+burrowd {version}: a SOCKS4/4a/5 proxy server and port forwarder
 
 Usage: burrowd [OPTIONS]
 
 Options:
   -l, --listen ADDR:PORT       listen for SOCKS clients here; repeatable, IPv6 as [::1]:1080
-                               (default: {listen})
-  -u, --user NAME:PASSWORD     require username/password login and accept this user; repeatable
+                               (default: {listen}, unless -L is given)
+  -u, --user NAME:PASSWORD     require username/password login on --listen services and accept
+                               this user; repeatable
+  -L URL                       run one more service; repeatable:
+                                 socks://[USER:PASS@]HOST:PORT    SOCKS4/4a/5 server
+                                 socks5://[USER:PASS@]HOST:PORT   SOCKS5 only
+                                 tcp://HOST:PORT/TARGET_HOST:TARGET_PORT
+                                 udp://HOST:PORT/TARGET_HOST:TARGET_PORT?ttl=60s
+                               HOST empty means all IPv4 addresses; IPv6 as [::]
+  -F socks5://[USER:PASS@]HOST:PORT
+                               send every outbound connection through this upstream SOCKS5
+                               proxy; repeat to chain several, first given is first hop
       --users FILE             read users from FILE, one name:password per line
       --max-clients N          worker threads, so sessions served at once (default: {max_clients})
       --queue N                clients that wait for a worker when all are busy; more are
@@ -71,6 +82,7 @@ BYTES is a number, or with K or M (64K, 1M; powers of 1024).
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String> {
     let mut config = Config::default();
     let mut listens = Vec::new();
+    let mut url_services = Vec::new();
     let mut users = Users::default();
     let mut verbosity: i8 = 0;
     let mut args = args.into_iter();
@@ -98,6 +110,15 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
             "-q" | "--quiet" => verbosity -= 1,
             "-qq" => verbosity -= 2,
             "-l" | "--listen" => listens.push(parse_listen(&value()?).map_err(|e| format!("--listen: {e}"))?),
+            "-L" => {
+                let url = value()?;
+                let service = service_url::parse_service(&url).map_err(|e| url_error("-L", &url, e))?;
+                url_services.push(service);
+            }
+            "-F" => {
+                let url = value()?;
+                config.chain.push(service_url::parse_hop(&url).map_err(|e| url_error("-F", &url, e))?);
+            }
             "-u" | "--user" => users.add_entry(&value()?).map_err(|e| format!("--user: {e}"))?,
             "--users" => users.add_file(Path::new(&value()?)).map_err(|e| format!("--users: {e}"))?,
             "--max-clients" => config.max_clients = parse_count(&flag, &value()?, 1)?,
@@ -114,14 +135,21 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
             _ => return Err(format!("unexpected argument {arg:?}")),
         }
     }
-    if listens.is_empty() {
+    if listens.is_empty() && url_services.is_empty() {
         listens.push(config::DEFAULT_LISTEN.parse().expect("valid default"));
     }
     config.services = listens
         .into_iter()
         .map(|addr| ServiceSpec::Socks(SocksSpec { users: users.clone(), ..SocksSpec::new(addr) }))
+        .chain(url_services)
         .collect();
+    config.check()?;
     Ok(Action::Run(Box::new(Settings { config, verbosity })))
+}
+
+/// One line naming the flag and its value, the password hidden.
+fn url_error(flag: &str, url: &str, error: service_url::UrlError) -> String {
+    format!("{flag} {}: {error}", service_url::redacted(url))
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {
@@ -230,7 +258,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.config.services.len(), 2);
         for service in &s.config.services {
-            let ServiceSpec::Socks(socks) = service;
+            let ServiceSpec::Socks(socks) = service else { panic!("{service:?}") };
             assert!(socks.users.verify(b"alice", b"pw"), "--user applies to every --listen");
         }
         assert_eq!((s.config.max_clients, s.config.queue), (8, 0));
@@ -258,6 +286,33 @@ mod tests {
             let err = run(args).unwrap_err();
             assert!(err.contains(want) && !err.contains('\n'), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn urls_add_services_and_hops_in_order() {
+        let s = run(&["-L", "tcp://127.0.0.1:0/example.org:80", "-l", "127.0.0.1:0", "-u", "a:b", "-L", "socks5://:0"])
+            .unwrap();
+        let services = &s.config.services;
+        assert_eq!(services.len(), 3, "--listen first, then -L in order: {services:?}");
+        assert!(matches!(&services[0], ServiceSpec::Socks(socks) if !socks.users.is_empty()));
+        assert!(matches!(&services[1], ServiceSpec::TcpForward(_)));
+        assert!(matches!(&services[2], ServiceSpec::Socks(socks) if socks.users.is_empty()), "--user is for --listen");
+
+        let s = run(&["-L", "tcp://:0/127.0.0.1:53", "-F", "socks5://127.0.0.1:1", "-F", "socks5://h:2"]).unwrap();
+        assert_eq!(s.config.services.len(), 1, "-L alone replaces the default listener");
+        let hops: Vec<String> = s.config.chain.iter().map(|hop| hop.to_string()).collect();
+        assert_eq!(hops, ["socks5://127.0.0.1:1", "socks5://h:2"]);
+    }
+
+    #[test]
+    fn bad_urls_name_the_flag_and_hide_the_password() {
+        let err = run(&["-L", "tcp://:8080"]).unwrap_err();
+        assert_eq!(err, "-L tcp://:8080: missing target (add /TARGET_HOST:TARGET_PORT)");
+        let err = run(&["-F", "socks5://u:secret@h"]).unwrap_err();
+        assert_eq!(err, "-F socks5://u:***@h: missing :PORT");
+        assert_eq!(run(&["-F"]).unwrap_err(), "-F needs a value");
+        let err = run(&["-L", "udp://:0/h:53", "-F", "socks5://h:1", "-F", "socks5://h:2"]).unwrap_err();
+        assert!(err.contains("udp service on 0.0.0.0:0 cannot go through 2 upstream hops"), "{err}");
     }
 
     #[test]

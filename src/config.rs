@@ -1,6 +1,8 @@
 //! Everything a running burrowd is told, with the defaults in one place.
 
 use crate::auth::Users;
+use crate::wire::addr::TargetAddr;
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -8,6 +10,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub enum ServiceSpec {
     Socks(SocksSpec),
+    TcpForward(TcpForwardSpec),
+    UdpForward(UdpForwardSpec),
 }
 
 /// A SOCKS server: what `--listen` starts.
@@ -31,6 +35,53 @@ pub enum Socks4Policy {
     Off,
 }
 
+/// `tcp://ADDR/TARGET`: every accepted connection is relayed to one fixed target.
+#[derive(Debug, Clone)]
+pub struct TcpForwardSpec {
+    pub addr: SocketAddr,
+    pub target: TargetAddr,
+}
+
+/// `udp://ADDR/TARGET?ttl=DUR`: datagrams from each client address are forwarded to one
+/// fixed target through an outbound socket of that client's own.
+#[derive(Debug, Clone)]
+pub struct UdpForwardSpec {
+    pub addr: SocketAddr,
+    pub target: TargetAddr,
+    /// A client's session ends after this long with no datagram either way.
+    pub ttl: Duration,
+}
+
+/// One upstream SOCKS5 proxy of the chain (`-F`); outbound traffic goes through each in turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    pub addr: TargetAddr,
+    pub credentials: Option<Credentials>,
+}
+
+/// An RFC 1929 login for an upstream proxy.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+// Written by hand so passwords never reach a log line.
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credentials({:?}, password hidden)", self.user)
+    }
+}
+
+impl fmt::Display for Hop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.credentials {
+            Some(credentials) => write!(f, "socks5://{}@{}", credentials.user, self.addr),
+            None => write!(f, "socks5://{}", self.addr),
+        }
+    }
+}
+
 impl SocksSpec {
     pub fn new(addr: SocketAddr) -> Self {
         SocksSpec { addr, users: Users::default(), socks4: Socks4Policy::Auto }
@@ -41,6 +92,8 @@ impl ServiceSpec {
     pub fn listen_addr(&self) -> SocketAddr {
         match self {
             ServiceSpec::Socks(socks) => socks.addr,
+            ServiceSpec::TcpForward(forward) => forward.addr,
+            ServiceSpec::UdpForward(forward) => forward.addr,
         }
     }
 
@@ -49,6 +102,8 @@ impl ServiceSpec {
     pub fn is_open_proxy(&self) -> bool {
         match self {
             ServiceSpec::Socks(socks) => socks.users.is_empty() && !socks.addr.ip().is_loopback(),
+            // A forwarder reaches only its one target.
+            ServiceSpec::TcpForward(_) | ServiceSpec::UdpForward(_) => false,
         }
     }
 }
@@ -78,6 +133,9 @@ pub struct Config {
     /// Bytes each relay direction moves per read.
     pub buffer_size: usize,
     pub socket: SocketOptions,
+    /// Upstream SOCKS5 proxies every outbound connection goes through, in order; empty
+    /// means connect directly.
+    pub chain: Vec<Hop>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1080";
@@ -86,6 +144,7 @@ pub const DEFAULT_QUEUE: usize = 128;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_UDP_TTL: Duration = Duration::from_secs(60);
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
 /// Chosen by measurement on loopback; see README "Performance".
 pub const DEFAULT_BUFFER_SIZE: usize = 128 * 1024;
@@ -102,11 +161,25 @@ impl Default for Config {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             buffer_size: DEFAULT_BUFFER_SIZE,
             socket: SocketOptions { keepalive: Some(DEFAULT_KEEPALIVE), sndbuf: None, rcvbuf: None },
+            chain: Vec::new(),
         }
     }
 }
 
 impl Config {
+    /// Refuses what burrowd cannot do, in one line: UDP goes through one upstream hop at
+    /// most, since a hop's UDP ASSOCIATE cannot be chained through a second hop.
+    pub fn check(&self) -> Result<(), String> {
+        let hops = self.chain.len();
+        match self.services.iter().find(|s| matches!(s, ServiceSpec::UdpForward(_))) {
+            Some(udp) if hops > 1 => Err(format!(
+                "udp service on {} cannot go through {hops} upstream hops; UDP takes one hop at most",
+                udp.listen_addr()
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// A config for tests and embedding: one SOCKS listener on `addr` (port 0 picks a free
     /// port), everything else default.
     pub fn socks_on(addr: SocketAddr) -> Self {

@@ -1,5 +1,6 @@
 //! The one place that decides which SOCKS reply code a failure earns.
 
+use crate::chain::{UpstreamError, UpstreamFailure};
 use crate::connect::ConnectError;
 use crate::wire::{self, socks5::ReplyCode};
 use std::fmt;
@@ -50,6 +51,18 @@ pub fn socks5_code(failure: &Failure) -> ReplyCode {
         Failure::NotAllowed(_) => ReplyCode::NOT_ALLOWED,
         Failure::Connect(ConnectError::Resolve { .. }) => ReplyCode::HOST_UNREACHABLE,
         Failure::Connect(ConnectError::Connect { error, .. }) => io_error_code(error),
+        Failure::Connect(ConnectError::Upstream(failure)) => upstream_code(failure),
+    }
+}
+
+/// The last hop's verdict on the target (refused, unreachable, not allowed, ...) is what
+/// our client would have heard connecting itself, so it passes through. Anything else is
+/// the chain itself failing (a hop down, our login to it rejected, a hop refusing to reach
+/// the next hop): that is a failure of this server, not of the target, so code 1.
+fn upstream_code(failure: &UpstreamFailure) -> ReplyCode {
+    match failure.error {
+        UpstreamError::Replied(code) if failure.for_target && (2..=8).contains(&code.0) => code,
+        _ => ReplyCode::GENERAL_FAILURE,
     }
 }
 
@@ -67,9 +80,16 @@ fn io_error_code(error: &io::Error) -> ReplyCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::addr::TargetAddr;
 
     fn connect_failure(kind: io::ErrorKind) -> Failure {
         Failure::Connect(ConnectError::Connect { addr: "127.0.0.1:1".parse().unwrap(), error: kind.into() })
+    }
+
+    fn upstream_failure(for_target: bool, error: UpstreamError) -> Failure {
+        let proxy = TargetAddr::Ip("127.0.0.1:1080".parse().unwrap());
+        let asked = TargetAddr::Domain("example.org".into(), 80);
+        Failure::Connect(ConnectError::Upstream(Box::new(UpstreamFailure { hop: 1, proxy, asked, for_target, error })))
     }
 
     #[test]
@@ -88,6 +108,13 @@ mod tests {
             (Failure::Malformed(wire::Error::UnknownCommand(9)), 7),
             (Failure::Malformed(wire::Error::UnknownAddressType(9)), 8),
             (Failure::Malformed(wire::Error::BadDomain), 1),
+            (upstream_failure(true, UpstreamError::Replied(ReplyCode::CONNECTION_REFUSED)), 5),
+            (upstream_failure(true, UpstreamError::Replied(ReplyCode::NOT_ALLOWED)), 2),
+            (upstream_failure(true, UpstreamError::Replied(ReplyCode::HOST_UNREACHABLE)), 4),
+            (upstream_failure(true, UpstreamError::Replied(ReplyCode(0x42))), 1),
+            (upstream_failure(false, UpstreamError::Replied(ReplyCode::CONNECTION_REFUSED)), 1),
+            (upstream_failure(true, UpstreamError::LoginRejected), 1),
+            (upstream_failure(true, UpstreamError::NoAcceptableMethod(0xff)), 1),
         ];
         for (failure, code) in table {
             assert_eq!(socks5_code(&failure), ReplyCode(code), "{failure}");

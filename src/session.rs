@@ -79,12 +79,17 @@ impl fmt::Display for SessionLog {
     }
 }
 
-/// Serves one accepted client of a SOCKS listener from start to close.
-pub fn serve_socks(ctx: &Arc<Context>, spec: &SocksSpec, id: u64, client: TcpStream, peer: SocketAddr) {
+/// Runs one session, then writes its log line and counts it out.
+pub fn logged(ctx: &Context, id: u64, peer: SocketAddr, serve: impl FnOnce(&mut SessionLog)) {
     let mut log = SessionLog::new(id, peer);
-    run_socks(ctx, spec, client, &mut log);
+    serve(&mut log);
     log::info!("{log}");
     ctx.stats.session_ended(log.up, log.down);
+}
+
+/// Serves one accepted client of a SOCKS listener from start to close.
+pub fn serve_socks(ctx: &Arc<Context>, spec: &SocksSpec, id: u64, client: TcpStream, peer: SocketAddr) {
+    logged(ctx, id, peer, |log| run_socks(ctx, spec, client, log));
 }
 
 fn run_socks(ctx: &Arc<Context>, spec: &SocksSpec, client: TcpStream, log: &mut SessionLog) {

@@ -3,7 +3,7 @@
 use crate::config::SocketOptions;
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
 /// Pending connections the kernel holds for each listener before the accept loop takes them.
@@ -58,6 +58,18 @@ pub fn connect(addr: SocketAddr, timeout: Duration, opts: &SocketOptions) -> io:
     Ok(socket.into())
 }
 
+/// Binds a UDP socket with SO_BROADCAST on, so a datagram to a broadcast address is sent
+/// rather than refused with EACCES. An IPv6 socket is IPv6-only, as listeners are.
+pub fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    socket.set_broadcast(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +85,14 @@ mod tests {
         assert!(sock.keepalive().unwrap());
         // Linux doubles the value it is given for bookkeeping; others keep it.
         assert!(sock.send_buffer_size().unwrap() >= 256 * 1024);
+    }
+
+    #[test]
+    fn udp_sockets_may_broadcast() {
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            let socket = udp_socket(addr.parse().unwrap()).unwrap();
+            assert!(SockRef::from(&socket).broadcast().unwrap(), "{addr}");
+            assert_ne!(socket.local_addr().unwrap().port(), 0);
+        }
     }
 }

@@ -2,14 +2,17 @@
 //! servers, and a small SOCKS5 client written against the wire module.
 #![allow(dead_code)] // each test binary uses its own subset of these helpers
 
+use burrowd::service_url;
 use burrowd::wire::addr::{Addr, TargetAddr};
 use burrowd::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
 use burrowd::wire::userpass;
 use burrowd::{Config, Server};
+use crossbeam_channel::Receiver;
+use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Unwraps, naming the expression that failed.
 #[macro_export]
@@ -143,4 +146,101 @@ pub fn ip_target(addr: SocketAddr) -> TargetAddr {
 
 pub fn domain_target(name: &str, port: u16) -> TargetAddr {
     Addr::Domain(name, port).to_owned()
+}
+
+/// Starts a server with `-L`-style service URLs and `-F`-style upstream hops, parsed by
+/// the same code as the command line; returns it and every service's address in order.
+pub fn start_urls(services: &[&str], chain: &[&str]) -> (Server, Vec<SocketAddr>) {
+    let config = Config {
+        services: services.iter().map(|url| t!(service_url::parse_service(url))).collect(),
+        chain: chain.iter().map(|url| t!(service_url::parse_hop(url))).collect(),
+        ..Config::default()
+    };
+    let server = t!(Server::start(config));
+    let addrs = server.local_addrs();
+    (server, addrs)
+}
+
+/// Waits until `done` holds, failing the test after [`TIMEOUT`]. For state that settles
+/// on its own (a session counted out), never for measuring speed.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Fills `buf` with the next bytes of a deterministic pseudo-random stream.
+pub fn fill_pseudo_random(state: &mut u64, buf: &mut [u8]) {
+    for chunk in buf.chunks_mut(8) {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// Reads until EOF, returning the SHA-256 and length of everything read.
+pub fn hash_to_end(stream: &mut TcpStream) -> ([u8; 32], u64) {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        match t!(stream.read(&mut buf)) {
+            0 => return (hasher.finalize().into(), total),
+            n => {
+                hasher.update(&buf[..n]);
+                total += n as u64;
+            }
+        }
+    }
+}
+
+/// Writes `len` pseudo-random bytes from `seed`; returns their SHA-256.
+pub fn send_pseudo_random(stream: &mut TcpStream, seed: u64, len: usize) -> [u8; 32] {
+    let mut state = seed;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let chunk = &mut buf[..left.min(256 * 1024)];
+        fill_pseudo_random(&mut state, chunk);
+        hasher.update(&*chunk);
+        t!(stream.write_all(chunk));
+        left -= chunk.len();
+    }
+    hasher.finalize().into()
+}
+
+/// A UDP socket on loopback for a test client or target, with the test read timeout.
+pub fn udp_socket(bind: &str) -> UdpSocket {
+    let socket = t!(UdpSocket::bind(bind));
+    t!(socket.set_read_timeout(Some(TIMEOUT)));
+    socket
+}
+
+/// A UDP target that answers every datagram with `replies` datagrams, each the request
+/// followed by `#i`, sent back to the datagram's source. Returns its address and a
+/// channel of the source addresses it served, one per datagram.
+pub fn udp_multi_echo(bind: &str, replies: usize) -> (SocketAddr, Receiver<SocketAddr>) {
+    let socket = t!(UdpSocket::bind(bind));
+    let addr = t!(socket.local_addr());
+    let (sources, seen) = crossbeam_channel::unbounded();
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((len, from)) = socket.recv_from(&mut buf) {
+            let _ = sources.send(from);
+            for i in 0..replies {
+                let mut reply = buf[..len].to_vec();
+                reply.extend_from_slice(format!("#{i}").as_bytes());
+                let _ = socket.send_to(&reply, from);
+            }
+        }
+    });
+    (addr, seen)
 }

@@ -1,0 +1,219 @@
+//! Outbound traffic through upstream SOCKS5 proxies (`-F`): a SOCKS5 client built on
+//! [`crate::wire`], run hop by hop over one TCP connection.
+//!
+//! For TCP, burrowd connects to the first hop and asks it to CONNECT to the second hop,
+//! asks that one for the third, and so on; the last hop is asked for the target. Names
+//! are sent unresolved, so each hop resolves what it is asked for. For UDP, the first
+//! hop's UDP ASSOCIATE carries the datagrams.
+
+use crate::config::{Credentials, Hop, SocketOptions};
+use crate::connect::{self, ConnectError, Connected};
+use crate::message_io::{HandshakeError, Negotiation};
+use crate::sockopt;
+use crate::wire::addr::TargetAddr;
+use crate::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
+use crate::wire::{self, userpass};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+/// Which hop of the chain failed, at what, and why.
+#[derive(Debug)]
+pub struct UpstreamFailure {
+    /// Counts from 1, in `-F` order.
+    pub hop: usize,
+    pub proxy: TargetAddr,
+    /// What we asked the hop to reach: the next hop, or the target.
+    pub asked: TargetAddr,
+    /// Whether `asked` was the final target, so the hop's reply is about the target.
+    pub for_target: bool,
+    pub error: UpstreamError,
+}
+
+impl fmt::Display for UpstreamFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "upstream hop {} ({}) asked for {}: {}", self.hop, self.proxy, self.asked, self.error)
+    }
+}
+
+/// Why an upstream proxy did not do what it was asked.
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// The first hop could not be reached at all.
+    Unreachable(Box<ConnectError>),
+    /// It chose an authentication method we cannot use (a login we have no credentials
+    /// for, or "none acceptable").
+    NoAcceptableMethod(u8),
+    /// It rejected our username and password.
+    LoginRejected,
+    /// It answered our request with this failure code.
+    Replied(ReplyCode),
+    /// Its UDP relay address is one we cannot send to.
+    BadRelayAddress(TargetAddr),
+    /// The conversation broke off: closed, timed out, malformed, or a socket error.
+    Handshake(HandshakeError),
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamError::Unreachable(e) => write!(f, "cannot reach it: {e}"),
+            UpstreamError::NoAcceptableMethod(m) => write!(f, "it chose auth method {m:#04x}, which we cannot use"),
+            UpstreamError::LoginRejected => write!(f, "it rejected our username/password"),
+            UpstreamError::Replied(code) => write!(f, "it replied {code}"),
+            UpstreamError::BadRelayAddress(addr) => write!(f, "it named UDP relay {addr}, which we cannot use"),
+            UpstreamError::Handshake(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<HandshakeError> for UpstreamError {
+    fn from(e: HandshakeError) -> Self {
+        UpstreamError::Handshake(e)
+    }
+}
+
+impl From<wire::Error> for UpstreamError {
+    fn from(e: wire::Error) -> Self {
+        UpstreamError::Handshake(HandshakeError::Malformed(e))
+    }
+}
+
+impl From<std::io::Error> for UpstreamError {
+    fn from(e: std::io::Error) -> Self {
+        UpstreamError::Handshake(e.into())
+    }
+}
+
+/// Connects to `target` through every hop of `chain` (which must not be empty). Each hop
+/// reaches the next within its own connect timeout, so the whole negotiation may take
+/// `timeout` once per hop.
+pub fn connect(
+    chain: &[Hop],
+    target: &TargetAddr,
+    timeout: Duration,
+    opts: &SocketOptions,
+) -> Result<Connected, ConnectError> {
+    let (mut negotiation, first) = reach_first_hop(chain, target, timeout * chain.len() as u32, opts)?;
+    for (index, hop) in chain.iter().enumerate() {
+        let next = chain.get(index + 1).map_or(target, |next_hop| &next_hop.addr);
+        request(&mut negotiation, hop.credentials.as_ref(), Command::Connect, next)
+            .map_err(|error| hop_error(chain, index, next, target, error))?;
+    }
+    Ok(Connected { stream: negotiation.into_stream(), peer: first.peer, local: first.local })
+}
+
+/// A UDP association with the first hop: datagrams sent on `socket` (connected to the
+/// hop's relay) carry a UDP ASSOCIATE header naming their target, and replies come back
+/// the same way. The association lasts while `control` stays open.
+pub struct UpstreamUdp {
+    pub control: TcpStream,
+    pub socket: UdpSocket,
+    pub relay: SocketAddr,
+}
+
+/// Asks the first hop of `chain` for a UDP association, to carry datagrams for `target`
+/// (named only in errors: each datagram names its own target).
+pub fn udp_associate(
+    chain: &[Hop],
+    target: &TargetAddr,
+    timeout: Duration,
+    opts: &SocketOptions,
+) -> Result<UpstreamUdp, ConnectError> {
+    let (mut negotiation, first) = reach_first_hop(chain, target, timeout, opts)?;
+    let hop_failed = |error| hop_error(chain, 0, target, target, error);
+    // Our UDP socket is bound before asking, so the request can name the exact address
+    // the hop should accept datagrams from.
+    let socket = sockopt::udp_socket(SocketAddr::new(first.local.ip(), 0)).map_err(|e| hop_failed(e.into()))?;
+    let from = socket.local_addr().map_err(|e| hop_failed(e.into()))?;
+    let bound = request(&mut negotiation, chain[0].credentials.as_ref(), Command::UdpAssociate, &from.into())
+        .map_err(hop_failed)?;
+    let relay = match bound {
+        // An unspecified address means "where you reached me" (RFC 1928 leaves it open).
+        TargetAddr::Ip(relay) if relay.ip().is_unspecified() => SocketAddr::new(first.peer.ip(), relay.port()),
+        TargetAddr::Ip(relay) if relay.port() != 0 && same_family(relay.ip(), from.ip()) => relay,
+        other => return Err(hop_failed(UpstreamError::BadRelayAddress(other))),
+    };
+    socket.connect(relay).map_err(|e| hop_failed(e.into()))?;
+    Ok(UpstreamUdp { control: negotiation.into_stream(), socket, relay })
+}
+
+fn same_family(a: IpAddr, b: IpAddr) -> bool {
+    a.is_ipv4() == b.is_ipv4()
+}
+
+/// The addresses of our connection to the first hop, once its stream has moved into a
+/// negotiation.
+struct FirstHop {
+    peer: SocketAddr,
+    local: SocketAddr,
+}
+
+/// Opens the TCP connection to the first hop, ready for a negotiation within `budget`.
+fn reach_first_hop(
+    chain: &[Hop],
+    target: &TargetAddr,
+    budget: Duration,
+    opts: &SocketOptions,
+) -> Result<(Negotiation, FirstHop), ConnectError> {
+    let first = &chain.first().expect("a chain has at least one hop").addr;
+    let unreachable = |e| hop_error(chain, 0, first, target, UpstreamError::Unreachable(Box::new(e)));
+    let Connected { stream, peer, local } = connect::connect_direct(first, budget, opts).map_err(unreachable)?;
+    let negotiation = Negotiation::new(stream, budget).map_err(|e| hop_error(chain, 0, first, target, e.into()))?;
+    Ok((negotiation, FirstHop { peer, local }))
+}
+
+fn hop_error(
+    chain: &[Hop],
+    index: usize,
+    asked: &TargetAddr,
+    target: &TargetAddr,
+    error: UpstreamError,
+) -> ConnectError {
+    ConnectError::Upstream(Box::new(UpstreamFailure {
+        hop: index + 1,
+        proxy: chain[index].addr.clone(),
+        asked: asked.clone(),
+        for_target: asked == target && index + 1 == chain.len(),
+        error,
+    }))
+}
+
+/// One SOCKS5 exchange with a proxy: greeting, login when it asks for one, the request.
+/// Returns the address in its success reply.
+fn request(
+    negotiation: &mut Negotiation,
+    credentials: Option<&Credentials>,
+    command: Command,
+    addr: &TargetAddr,
+) -> Result<TargetAddr, UpstreamError> {
+    let mut buf = [0u8; userpass::Request::MAX_LEN];
+    let methods: &[u8] = match credentials {
+        Some(_) => &[method::NO_AUTH, method::USER_PASS],
+        None => &[method::NO_AUTH],
+    };
+    let len = Greeting { methods }.emit(&mut buf);
+    negotiation.write(&buf[..len])?;
+    let choice = MethodChoice::parse(negotiation.read_message(&mut buf, |_| Ok(MethodChoice::LEN))?)?;
+    match (choice.method, credentials) {
+        (method::NO_AUTH, _) => {}
+        (method::USER_PASS, Some(credentials)) => {
+            let login =
+                userpass::Request { user: credentials.user.as_bytes(), password: credentials.password.as_bytes() };
+            let len = login.emit(&mut buf);
+            negotiation.write(&buf[..len])?;
+            let status = userpass::Status::parse(negotiation.read_message(&mut buf, |_| Ok(userpass::Status::LEN))?)?;
+            if status.status != userpass::STATUS_SUCCESS {
+                return Err(UpstreamError::LoginRejected);
+            }
+        }
+        (other, _) => return Err(UpstreamError::NoAcceptableMethod(other)),
+    }
+    let len = Request { command, addr: addr.as_addr() }.emit(&mut buf);
+    negotiation.write(&buf[..len])?;
+    let reply = Reply::parse(negotiation.read_message(&mut buf, Reply::wanted_len)?)?;
+    if reply.code != ReplyCode::SUCCEEDED {
+        return Err(UpstreamError::Replied(reply.code));
+    }
+    Ok(reply.addr.to_owned())
+}
