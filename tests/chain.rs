@@ -1,0 +1,128 @@
+//! Upstream chains over loopback: client -> burrowd -> burrowd (-> burrowd) -> target.
+
+mod common;
+
+use burrowd::wire::addr::TargetAddr;
+use burrowd::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
+use common::*;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::thread;
+
+/// A SOCKS5 upstream that needs `user:password`.
+fn upstream_with_user(user_password: &str) -> (burrowd::Server, SocketAddr) {
+    start(burrowd::Config::socks_with_users("127.0.0.1:0".parse().unwrap(), &[user_password]))
+}
+
+fn echo_through(mut stream: TcpStream, payload: &[u8]) {
+    t!(stream.write_all(payload));
+    t!(stream.shutdown(Shutdown::Write));
+    assert_eq!(read_to_end(&mut stream), payload);
+}
+
+#[test]
+fn connect_through_one_hop_without_credentials() {
+    let target = echo_server("127.0.0.1:0");
+    let (upstream, upstream_addr) = proxy();
+    let (_front, addrs) = start_urls(&["socks5://127.0.0.1:0"], &[&format!("socks5://{upstream_addr}")]);
+    echo_through(socks5_connect(addrs[0], target), b"via one hop");
+    wait_until("the upstream served the session", || upstream.stats().sessions == 1);
+}
+
+#[test]
+fn connect_and_tcp_forward_through_two_hops_with_credentials() {
+    let target = echo_server("127.0.0.1:0");
+    let (hop1, hop1_addr) = upstream_with_user("alice:one");
+    let (hop2, hop2_addr) = upstream_with_user("bob:t%wo");
+    let chain = [format!("socks5://alice:one@{hop1_addr}"), format!("socks5://bob:t%25wo@{hop2_addr}")];
+    let (_front, addrs) =
+        start_urls(&["socks://127.0.0.1:0", &format!("tcp://127.0.0.1:0/{target}")], &[&chain[0], &chain[1]]);
+    echo_through(socks5_connect(addrs[0], target), b"CONNECT via two hops");
+    echo_through(connect(addrs[1]), b"tcp:// via two hops");
+    wait_until("both hops served both sessions", || hop1.stats().sessions == 2 && hop2.stats().sessions == 2);
+}
+
+#[test]
+fn the_last_hops_refusal_reaches_the_client() {
+    let (_upstream, upstream_addr) = proxy();
+    let (_front, addrs) = start_urls(&["socks5://127.0.0.1:0"], &[&format!("socks5://{upstream_addr}")]);
+    let mut client = connect(addrs[0]);
+    socks5_login(&mut client, None);
+    let (code, _) = socks5_request(&mut client, Command::Connect, &ip_target(closed_port()));
+    assert_eq!(code, ReplyCode::CONNECTION_REFUSED);
+    assert_eq!(read_to_end(&mut client), b"", "closed after the failure reply");
+}
+
+/// A wrong upstream password is burrowd's own misconfiguration, not anything about the
+/// target, so the client gets 1 (general SOCKS server failure) rather than 2 (which
+/// says the target is refused by a rule), and a tcp:// client sees its connection closed.
+#[test]
+fn a_wrong_upstream_password_is_a_general_failure() {
+    let target = echo_server("127.0.0.1:0");
+    let (upstream, upstream_addr) = upstream_with_user("alice:right");
+    let (_front, addrs) = start_urls(
+        &["socks5://127.0.0.1:0", &format!("tcp://127.0.0.1:0/{target}")],
+        &[&format!("socks5://alice:wrong@{upstream_addr}")],
+    );
+    let mut client = connect(addrs[0]);
+    socks5_login(&mut client, None);
+    let (code, _) = socks5_request(&mut client, Command::Connect, &ip_target(target));
+    assert_eq!(code, ReplyCode::GENERAL_FAILURE);
+    assert_eq!(read_to_end(&mut client), b"");
+
+    let mut forwarded = connect(addrs[1]);
+    assert_eq!(read_to_end(&mut forwarded), b"", "tcp:// client closed");
+    wait_until("the upstream logged both failed logins", || upstream.stats().sessions == 2);
+}
+
+#[test]
+fn a_missing_upstream_is_a_general_failure() {
+    let (_front, addrs) = start_urls(&["socks5://127.0.0.1:0"], &[&format!("socks5://{}", closed_port())]);
+    let mut client = connect(addrs[0]);
+    socks5_login(&mut client, None);
+    let (code, _) = socks5_request(&mut client, Command::Connect, &ip_target(echo_server("127.0.0.1:0")));
+    assert_eq!(code, ReplyCode::GENERAL_FAILURE);
+}
+
+/// A fake upstream that records the request it is sent and answers with `code`.
+fn recording_upstream(code: ReplyCode) -> (SocketAddr, mpsc::Receiver<TargetAddr>) {
+    let listener = t!(TcpListener::bind("127.0.0.1:0"));
+    let addr = t!(listener.local_addr());
+    let (requests, seen) = mpsc::channel();
+    thread::spawn(move || {
+        let (mut stream, _) = t!(listener.accept());
+        let mut buf = [0u8; 600];
+        t!(stream.read_exact(&mut buf[..2]));
+        let len = t!(Greeting::wanted_len(&buf[..2]));
+        t!(stream.read_exact(&mut buf[2..len]));
+        assert!(t!(Greeting::parse(&buf[..len])).offers(method::NO_AUTH));
+        t!(stream.write_all(&MethodChoice { method: method::NO_AUTH }.emit()));
+        let mut have = 0;
+        loop {
+            let want = t!(Request::wanted_len(&buf[..have]));
+            if want <= have {
+                break;
+            }
+            t!(stream.read_exact(&mut buf[have..want]));
+            have = want;
+        }
+        let request = t!(Request::parse(&buf[..have]));
+        let _ = requests.send(request.addr.to_owned());
+        let len = Reply::failure(code).emit(&mut buf);
+        t!(stream.write_all(&buf[..len]));
+    });
+    (addr, seen)
+}
+
+#[test]
+fn names_go_upstream_unresolved_and_its_reply_code_passes_through() {
+    let (upstream, requests) = recording_upstream(ReplyCode::NOT_ALLOWED);
+    let (_front, addrs) = start_urls(&["socks5://127.0.0.1:0"], &[&format!("socks5://{upstream}")]);
+    let mut client = connect(addrs[0]);
+    socks5_login(&mut client, None);
+    let name = domain_target("only-the-upstream-knows.invalid", 443);
+    let (code, _) = socks5_request(&mut client, Command::Connect, &name);
+    assert_eq!(t!(requests.recv_timeout(TIMEOUT)), name);
+    assert_eq!(code, ReplyCode::NOT_ALLOWED);
+}
