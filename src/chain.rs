@@ -6,7 +6,7 @@
 //! are sent unresolved, so each hop resolves what it is asked for. For UDP, the first
 //! hop's UDP ASSOCIATE carries the datagrams.
 
-use crate::config::{Credentials, Hop, SocketOptions};
+use crate::config::{Credentials, Hop, SocketOptions, UdpOptions};
 use crate::connect::{self, ConnectError, Connected};
 use crate::message_io::{HandshakeError, Negotiation};
 use crate::sockopt;
@@ -119,12 +119,13 @@ pub fn udp_associate(
     target: &TargetAddr,
     timeout: Duration,
     opts: &SocketOptions,
+    udp_opts: &UdpOptions,
 ) -> Result<UpstreamUdp, ConnectError> {
     let (mut negotiation, first) = reach_first_hop(chain, target, timeout, opts)?;
     let hop_failed = |error| hop_error(chain, 0, target, target, error);
     // Our UDP socket is bound before asking, so the request can name the exact address
     // the hop should accept datagrams from.
-    let socket = sockopt::udp_socket(SocketAddr::new(first.local.ip(), 0)).map_err(|e| hop_failed(e.into()))?;
+    let socket = sockopt::udp_bind(SocketAddr::new(first.local.ip(), 0), udp_opts).map_err(|e| hop_failed(e.into()))?;
     let from = socket.local_addr().map_err(|e| hop_failed(e.into()))?;
     let bound = request(&mut negotiation, chain[0].credentials.as_ref(), Command::UdpAssociate, &from.into())
         .map_err(hop_failed)?;

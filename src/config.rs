@@ -3,7 +3,8 @@
 use crate::auth::Users;
 use crate::wire::addr::TargetAddr;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 /// One listening service.
@@ -118,6 +119,21 @@ pub struct SocketOptions {
     pub rcvbuf: Option<usize>,
 }
 
+/// UDP ASSOCIATE: the relay sockets and how long an association may sit idle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpOptions {
+    /// An association with no datagram either way for this long ends; `None` never.
+    pub idle_timeout: Option<Duration>,
+    /// Ports the client-facing relay socket is bound from; `None` lets the OS pick.
+    pub port_range: Option<RangeInclusive<u16>>,
+    /// The address put in the UDP ASSOCIATE reply instead of the relay socket's own, for a
+    /// server behind NAT.
+    pub advertise: Option<IpAddr>,
+    /// SO_SNDBUF and SO_RCVBUF of every UDP socket; `None` leaves the operating system's choice.
+    pub sndbuf: Option<usize>,
+    pub rcvbuf: Option<usize>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub services: Vec<ServiceSpec>,
@@ -136,6 +152,7 @@ pub struct Config {
     /// Upstream SOCKS5 proxies every outbound connection goes through, in order; empty
     /// means connect directly.
     pub chain: Vec<Hop>,
+    pub udp: UdpOptions,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1080";
@@ -146,6 +163,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_UDP_TTL: Duration = Duration::from_secs(60);
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
+pub const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Chosen by measurement on loopback; see README "Performance".
 pub const DEFAULT_BUFFER_SIZE: usize = 128 * 1024;
 
@@ -162,6 +180,13 @@ impl Default for Config {
             buffer_size: DEFAULT_BUFFER_SIZE,
             socket: SocketOptions { keepalive: Some(DEFAULT_KEEPALIVE), sndbuf: None, rcvbuf: None },
             chain: Vec::new(),
+            udp: UdpOptions {
+                idle_timeout: Some(DEFAULT_UDP_IDLE_TIMEOUT),
+                port_range: None,
+                advertise: None,
+                sndbuf: None,
+                rcvbuf: None,
+            },
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::config::UdpForwardSpec;
 use crate::connect;
 use crate::message_io::is_timeout;
 use crate::pool::{Refused, WorkerPool};
+use crate::relay::Activity;
 use crate::server::{Context, FoldedWarning};
 use crate::session::{self, SessionLog};
 use crate::sockopt;
@@ -25,10 +26,10 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How often blocked receives wake to check the stop flag, session expiry and upstream
 /// control connections.
@@ -39,18 +40,17 @@ const BUF_LEN: usize = MAX_HEADER_LEN + MAX_PAYLOAD;
 /// Datagrams held for a session while its outbound socket is being opened; more are dropped.
 const MAX_PENDING: usize = 16;
 
-/// Starts the receive thread of a `udp://` service on its bound socket. It ends once
-/// `stopping` is set and the last session has ended.
+/// Starts the receive thread of a `udp://` service on its bound socket. Once the server
+/// stops accepting it starts no new session, and it ends with the last one.
 pub fn start(
     ctx: Arc<Context>,
     workers: Arc<WorkerPool>,
     spec: UdpForwardSpec,
     socket: UdpSocket,
-    stopping: Arc<AtomicBool>,
 ) -> io::Result<JoinHandle<()>> {
     socket.set_read_timeout(Some(TICK))?;
     let service = Arc::new(Service { ctx, spec, socket, sessions: Mutex::new(HashMap::new()) });
-    std::thread::Builder::new().name("burrowd-udp".into()).spawn(move || service.receive(&workers, &stopping))
+    std::thread::Builder::new().name("burrowd-udp".into()).spawn(move || service.receive(&workers))
 }
 
 struct Service {
@@ -64,9 +64,8 @@ struct Service {
 struct Session {
     client: SocketAddr,
     outbound: Mutex<Outbound>,
-    started: Instant,
-    /// Milliseconds after `started` of the last datagram either way.
-    last_ms: AtomicU64,
+    /// When the last datagram moved either way, for the ttl.
+    activity: Activity,
     up_bytes: AtomicU64,
     up_datagrams: AtomicU64,
     dropped: AtomicU64,
@@ -91,14 +90,14 @@ impl Service {
         self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn receive(self: Arc<Self>, workers: &Arc<WorkerPool>, stopping: &AtomicBool) {
+    fn receive(self: Arc<Self>, workers: &Arc<WorkerPool>) {
         // Payloads land after room for a header, so an upstream header goes in front
         // without copying.
         let mut buf = vec![0u8; BUF_LEN];
         let mut errors = FoldedWarning::default();
         let mut refusals = FoldedWarning::default();
         loop {
-            let stop = stopping.load(Ordering::SeqCst);
+            let stop = self.ctx.is_stopping();
             if stop && self.sessions().is_empty() {
                 return;
             }
@@ -246,14 +245,19 @@ impl Service {
                     .map_err(|e| e.to_string())?
                     .first()
                     .expect("resolve returns at least one address");
-                let socket = sockopt::udp_socket(SocketAddr::new(unspecified_like(target.ip()), 0))
+                let socket = sockopt::udp_bind(SocketAddr::new(unspecified_like(target.ip()), 0), &config.udp)
                     .map_err(|e| format!("cannot open outbound socket: {e}"))?;
                 Ok(Path::Direct { socket, target })
             }
             1 => {
-                let udp =
-                    chain::udp_associate(&config.chain, &self.spec.target, config.connect_timeout, &config.socket)
-                        .map_err(|e| e.to_string())?;
+                let udp = chain::udp_associate(
+                    &config.chain,
+                    &self.spec.target,
+                    config.connect_timeout,
+                    &config.socket,
+                    &config.udp,
+                )
+                .map_err(|e| e.to_string())?;
                 udp.control.set_nonblocking(true).map_err(|e| format!("upstream control connection: {e}"))?;
                 Ok(Path::Upstream { udp, target: self.spec.target.clone() })
             }
@@ -275,8 +279,7 @@ impl Session {
         Session {
             client,
             outbound: Mutex::new(Outbound::Opening(Vec::new())),
-            started: Instant::now(),
-            last_ms: AtomicU64::new(0),
+            activity: Activity::new(),
             up_bytes: AtomicU64::new(0),
             up_datagrams: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -288,11 +291,11 @@ impl Session {
     }
 
     fn touch(&self) {
-        self.last_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.activity.touch();
     }
 
     fn idle_for(&self) -> Duration {
-        self.started.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+        self.activity.idle_for()
     }
 
     fn count_drop(&self) {

@@ -26,6 +26,7 @@ pub mod session;
 pub mod sockopt;
 pub mod socks5;
 pub mod stats;
+pub mod udp_relay;
 pub mod wire;
 
 pub use config::Config;

@@ -34,9 +34,16 @@ pub struct Context {
     pub stats: Stats,
     pub relayer: Arc<Relayer>,
     next_session: AtomicU64,
+    /// Set when the server stops accepting. UDP associations, which have no end of their
+    /// own, watch it and end then.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Context {
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
     /// Opens the outbound connection for a request: directly, or through the upstream chain.
     pub fn connect_target(&self, target: &TargetAddr) -> Result<Connected, ConnectError> {
         let config = &self.config;
@@ -79,7 +86,7 @@ impl Server {
         for spec in &config.services {
             let addr = spec.listen_addr();
             let socket = match spec {
-                ServiceSpec::UdpForward(_) => sockopt::udp_socket(addr).map(Bound::Udp),
+                ServiceSpec::UdpForward(_) => sockopt::udp_bind(addr, &config.udp).map(Bound::Udp),
                 _ => sockopt::listen(addr).map(Bound::Tcp),
             };
             let socket = socket.map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
@@ -87,8 +94,14 @@ impl Server {
         }
         let relayer = Arc::new(Relayer::new(config.max_clients, config.buffer_size, config.idle_timeout));
         let workers = Arc::new(WorkerPool::new("burrowd-worker", config.max_clients, config.queue, WORKER_STACK));
-        let ctx = Arc::new(Context { config, stats: Stats::default(), relayer, next_session: AtomicU64::new(1) });
         let stopping = Arc::new(AtomicBool::new(false));
+        let ctx = Arc::new(Context {
+            config,
+            stats: Stats::default(),
+            relayer,
+            next_session: AtomicU64::new(1),
+            stopping: Arc::clone(&stopping),
+        });
         let mut addrs = Vec::new();
         let mut accept_threads = Vec::new();
         for (socket, spec) in bound {
@@ -96,8 +109,7 @@ impl Server {
                 (Bound::Udp(socket), ServiceSpec::UdpForward(udp)) => {
                     let addr = socket.local_addr()?;
                     log::info!("listening on udp {addr}: forward to {} (ttl {:?})", udp.target, udp.ttl);
-                    let (ctx, workers, stopping) = (Arc::clone(&ctx), Arc::clone(&workers), Arc::clone(&stopping));
-                    forward_udp::start(ctx, workers, udp, socket, stopping)?;
+                    forward_udp::start(Arc::clone(&ctx), Arc::clone(&workers), udp, socket)?;
                     addrs.push(addr);
                 }
                 (Bound::Tcp(listener), spec) => {

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::thread;
 
 const REPLIES: usize = 3;
+const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 /// Sends `request` and reads `REPLIES` datagrams, which must be exactly its own replies.
 fn exchange(client: &std::net::UdpSocket, service: SocketAddr, request: &str) {
@@ -32,7 +33,7 @@ fn twenty_clients_at_once_each_get_only_their_own_replies() {
     let clients: Vec<_> = (0..20)
         .map(|n| {
             thread::spawn(move || {
-                let client = udp_socket("127.0.0.1:0");
+                let client = udp_socket_near(LOOPBACK);
                 for round in 0..5 {
                     exchange(&client, service, &format!("client {n} round {round}"));
                 }
@@ -54,14 +55,14 @@ fn twenty_clients_at_once_each_get_only_their_own_replies() {
 fn a_session_ends_after_ttl_without_traffic() {
     let (target, sources) = udp_multi_echo("127.0.0.1:0", REPLIES);
     let (server, addrs) = start_urls(&[&format!("udp://127.0.0.1:0/{target}?ttl=300ms")], &[]);
-    let client = udp_socket("127.0.0.1:0");
+    let client = udp_socket_near(LOOPBACK);
     exchange(&client, addrs[0], "first");
     let first_outbound = t!(sources.recv_timeout(TIMEOUT));
 
     wait_until("the idle session is counted out", || server.stats().sessions == 1);
     assert_eq!(server.stats().active, 0);
     // Its outbound socket is closed: a datagram to it now earns a port-unreachable.
-    let probe = udp_socket("127.0.0.1:0");
+    let probe = udp_socket_near(LOOPBACK);
     t!(probe.connect(first_outbound));
     t!(probe.send(b"late reply"));
     let err = probe.recv(&mut [0u8; 16]).unwrap_err();
@@ -77,7 +78,7 @@ fn a_session_ends_after_ttl_without_traffic() {
 fn ipv6_forward_and_a_large_datagram() {
     let (target, _) = udp_multi_echo("[::1]:0", 1);
     let (_server, addrs) = start_urls(&[&format!("udp://[::1]:0/{target}")], &[]);
-    let client = udp_socket("[::1]:0");
+    let client = udp_socket_near(addrs[0]);
     let big = vec![b'x'; 60_000];
     t!(client.send_to(&big, addrs[0]));
     let mut buf = vec![0u8; 65_536];
@@ -91,11 +92,11 @@ fn ipv6_forward_and_a_large_datagram() {
 fn stop_accepting_starts_no_new_sessions_but_live_ones_go_on() {
     let (target, _) = udp_multi_echo("127.0.0.1:0", REPLIES);
     let (mut server, addrs) = start_urls(&[&format!("udp://127.0.0.1:0/{target}?ttl=30s")], &[]);
-    let live = udp_socket("127.0.0.1:0");
+    let live = udp_socket_near(LOOPBACK);
     exchange(&live, addrs[0], "before stop");
     server.stop_accepting();
     exchange(&live, addrs[0], "after stop");
-    let newcomer = udp_socket("127.0.0.1:0");
+    let newcomer = udp_socket_near(LOOPBACK);
     t!(newcomer.set_read_timeout(Some(std::time::Duration::from_millis(500))));
     t!(newcomer.send_to(b"hello?", addrs[0]));
     assert!(newcomer.recv_from(&mut [0u8; 64]).is_err(), "no session for a new client after stop");
