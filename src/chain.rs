@@ -15,6 +15,7 @@ use crate::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Req
 use crate::wire::{self, userpass};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Which hop of the chain failed, at what, and why.
@@ -94,11 +95,11 @@ pub fn connect(
     timeout: Duration,
     opts: &SocketOptions,
 ) -> Result<Connected, ConnectError> {
-    let (mut negotiation, first) = reach_first_hop(chain, target, timeout * chain.len() as u32, opts)?;
+    let (mut negotiation, first) = reach_first_hop(chain, timeout * chain.len() as u32, opts)?;
     for (index, hop) in chain.iter().enumerate() {
         let next = chain.get(index + 1).map_or(target, |next_hop| &next_hop.addr);
         request(&mut negotiation, hop.credentials.as_ref(), Command::Connect, next)
-            .map_err(|error| hop_error(chain, index, next, target, error))?;
+            .map_err(|error| hop_error(chain, index, next, index + 1 == chain.len(), error))?;
     }
     Ok(Connected { stream: negotiation.into_stream(), peer: first.peer, local: first.local })
 }
@@ -108,27 +109,28 @@ pub fn connect(
 /// the same way. The association lasts while `control` stays open.
 pub struct UpstreamUdp {
     pub control: TcpStream,
-    pub socket: UdpSocket,
+    pub socket: Arc<UdpSocket>,
     pub relay: SocketAddr,
 }
 
-/// Asks the first hop of `chain` for a UDP association, to carry datagrams for `target`
-/// (named only in errors: each datagram names its own target).
+/// Asks the first hop of `chain` for a UDP association. Its reply code is about this very
+/// request, so an error passes it on as the verdict for our client.
 pub fn udp_associate(
     chain: &[Hop],
-    target: &TargetAddr,
     timeout: Duration,
     opts: &SocketOptions,
     udp_opts: &UdpOptions,
 ) -> Result<UpstreamUdp, ConnectError> {
-    let (mut negotiation, first) = reach_first_hop(chain, target, timeout, opts)?;
-    let hop_failed = |error| hop_error(chain, 0, target, target, error);
+    let (mut negotiation, first) = reach_first_hop(chain, timeout, opts)?;
     // Our UDP socket is bound before asking, so the request can name the exact address
     // the hop should accept datagrams from.
-    let socket = sockopt::udp_bind(SocketAddr::new(first.local.ip(), 0), udp_opts).map_err(|e| hop_failed(e.into()))?;
-    let from = socket.local_addr().map_err(|e| hop_failed(e.into()))?;
-    let bound = request(&mut negotiation, chain[0].credentials.as_ref(), Command::UdpAssociate, &from.into())
-        .map_err(hop_failed)?;
+    let local_error = |e: std::io::Error| hop_error(chain, 0, &chain[0].addr, false, e.into());
+    let socket = sockopt::udp_bind(SocketAddr::new(first.local.ip(), 0), udp_opts).map_err(local_error)?;
+    let from = socket.local_addr().map_err(local_error)?;
+    let asked = TargetAddr::Ip(from);
+    let hop_failed = |error| hop_error(chain, 0, &asked, true, error);
+    let bound =
+        request(&mut negotiation, chain[0].credentials.as_ref(), Command::UdpAssociate, &asked).map_err(hop_failed)?;
     let relay = match bound {
         // An unspecified address means "where you reached me" (RFC 1928 leaves it open).
         TargetAddr::Ip(relay) if relay.ip().is_unspecified() => SocketAddr::new(first.peer.ip(), relay.port()),
@@ -136,7 +138,7 @@ pub fn udp_associate(
         other => return Err(hop_failed(UpstreamError::BadRelayAddress(other))),
     };
     socket.connect(relay).map_err(|e| hop_failed(e.into()))?;
-    Ok(UpstreamUdp { control: negotiation.into_stream(), socket, relay })
+    Ok(UpstreamUdp { control: negotiation.into_stream(), socket: Arc::new(socket), relay })
 }
 
 fn same_family(a: IpAddr, b: IpAddr) -> bool {
@@ -153,29 +155,22 @@ struct FirstHop {
 /// Opens the TCP connection to the first hop, ready for a negotiation within `budget`.
 fn reach_first_hop(
     chain: &[Hop],
-    target: &TargetAddr,
     budget: Duration,
     opts: &SocketOptions,
 ) -> Result<(Negotiation, FirstHop), ConnectError> {
     let first = &chain.first().expect("a chain has at least one hop").addr;
-    let unreachable = |e| hop_error(chain, 0, first, target, UpstreamError::Unreachable(Box::new(e)));
+    let unreachable = |e| hop_error(chain, 0, first, false, UpstreamError::Unreachable(Box::new(e)));
     let Connected { stream, peer, local } = connect::connect_direct(first, budget, opts).map_err(unreachable)?;
-    let negotiation = Negotiation::new(stream, budget).map_err(|e| hop_error(chain, 0, first, target, e.into()))?;
+    let negotiation = Negotiation::new(stream, budget).map_err(|e| hop_error(chain, 0, first, false, e.into()))?;
     Ok((negotiation, FirstHop { peer, local }))
 }
 
-fn hop_error(
-    chain: &[Hop],
-    index: usize,
-    asked: &TargetAddr,
-    target: &TargetAddr,
-    error: UpstreamError,
-) -> ConnectError {
+fn hop_error(chain: &[Hop], index: usize, asked: &TargetAddr, for_target: bool, error: UpstreamError) -> ConnectError {
     ConnectError::Upstream(Box::new(UpstreamFailure {
         hop: index + 1,
         proxy: chain[index].addr.clone(),
         asked: asked.clone(),
-        for_target: asked == target && index + 1 == chain.len(),
+        for_target,
         error,
     }))
 }

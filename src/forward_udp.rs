@@ -11,7 +11,7 @@
 //! it. With one upstream hop, the session holds a UDP association with that hop and the
 //! datagrams carry its UDP ASSOCIATE header.
 
-use crate::chain::{self, UpstreamUdp};
+use crate::chain::UpstreamUdp;
 use crate::config::UdpForwardSpec;
 use crate::connect;
 use crate::message_io::is_timeout;
@@ -238,32 +238,15 @@ impl Service {
 
     /// A socket straight to the target, or a UDP association with the one upstream hop.
     fn open_path(&self) -> Result<Path, String> {
-        let config = &self.ctx.config;
-        match config.chain.len() {
-            0 => {
-                let target = *connect::resolve(&self.spec.target)
-                    .map_err(|e| e.to_string())?
-                    .first()
-                    .expect("resolve returns at least one address");
-                let socket = sockopt::udp_bind(SocketAddr::new(unspecified_like(target.ip()), 0), &config.udp)
-                    .map_err(|e| format!("cannot open outbound socket: {e}"))?;
-                Ok(Path::Direct { socket, target })
-            }
-            1 => {
-                let udp = chain::udp_associate(
-                    &config.chain,
-                    &self.spec.target,
-                    config.connect_timeout,
-                    &config.socket,
-                    &config.udp,
-                )
-                .map_err(|e| e.to_string())?;
-                udp.control.set_nonblocking(true).map_err(|e| format!("upstream control connection: {e}"))?;
-                Ok(Path::Upstream { udp, target: self.spec.target.clone() })
-            }
-            // Config::check refuses this at start-up.
-            hops => Err(format!("UDP goes through one upstream hop at most, {hops} configured")),
+        if let Some(udp) = self.ctx.udp_upstream().map_err(|e| e.to_string())? {
+            udp.control.set_nonblocking(true).map_err(|e| format!("upstream control connection: {e}"))?;
+            return Ok(Path::Upstream { udp, target: self.spec.target.clone() });
         }
+        let resolved = connect::resolve(&self.spec.target).map_err(|e| e.to_string())?;
+        let target = *resolved.first().expect("resolve returns at least one address");
+        let socket = sockopt::udp_bind(SocketAddr::new(unspecified_like(target.ip()), 0), &self.ctx.config.udp)
+            .map_err(|e| format!("cannot open outbound socket: {e}"))?;
+        Ok(Path::Direct { socket, target })
     }
 }
 

@@ -1,12 +1,13 @@
 //! Listeners, the accept loops, and the worker pool clients are handed to.
 
-use crate::chain;
+use crate::chain::{self, UpstreamUdp};
 use crate::config::{Config, ServiceSpec};
 use crate::connect::{self, ConnectError, Connected};
 use crate::forward_tcp;
 use crate::forward_udp;
 use crate::pool::{Refused, WorkerPool};
 use crate::relay::Relayer;
+use crate::reply::Failure;
 use crate::session;
 use crate::sockopt;
 use crate::stats::{Snapshot, Stats};
@@ -51,6 +52,19 @@ impl Context {
             connect::connect_direct(target, config.connect_timeout, &config.socket)
         } else {
             chain::connect(&config.chain, target, config.connect_timeout, &config.socket)
+        }
+    }
+
+    /// The UDP association with the upstream hop that UDP traffic goes through, or `None`
+    /// without a chain. UDP takes one hop at most: a hop's UDP relay cannot be reached
+    /// through a further hop, so with more the request is refused rather than sent around
+    /// the chain.
+    pub fn udp_upstream(&self) -> Result<Option<UpstreamUdp>, Failure> {
+        let config = &self.config;
+        match config.chain.len() {
+            0 => Ok(None),
+            1 => Ok(Some(chain::udp_associate(&config.chain, config.connect_timeout, &config.socket, &config.udp)?)),
+            _ => Err(Failure::CommandNotSupported),
         }
     }
 
@@ -132,6 +146,9 @@ impl Server {
         }
         for hop in &ctx.config.chain {
             log::info!("outbound connections go through {hop}");
+        }
+        if ctx.config.chain.len() > 1 {
+            log::warn!("UDP ASSOCIATE is refused (reply 7): UDP goes through one upstream hop at most");
         }
         Ok(Server { ctx, addrs, accept_threads, stopping })
     }

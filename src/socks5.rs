@@ -136,7 +136,12 @@ fn connect(ctx: &Arc<Context>, mut negotiation: Negotiation, target: &TargetAddr
 
 /// UDP ASSOCIATE: `from` is where the client says it will send datagrams from.
 fn udp_associate(ctx: &Arc<Context>, mut negotiation: Negotiation, from: &TargetAddr, log: &mut SessionLog) {
-    let association = match Association::open(ctx, negotiation.stream(), from, log.id) {
+    let upstream = match ctx.udp_upstream() {
+        Ok(upstream) => upstream,
+        Err(failure) => return fail(negotiation, failure, log),
+    };
+    log.reached = upstream.as_ref().map(|upstream| upstream.relay);
+    let association = match Association::open(ctx, negotiation.stream(), from, log.id, upstream) {
         Ok(association) => association,
         Err(e) => return fail(negotiation, Failure::Local(e), log),
     };

@@ -13,7 +13,13 @@
 //! when the control connection closes, the association sits idle too long, or the server
 //! shuts down. Each thread owns one datagram buffer for the association's whole life, so
 //! relaying a datagram allocates nothing.
+//!
+//! With one upstream hop (`-F`), the association holds a UDP association of its own with
+//! that hop instead of outbound sockets: datagrams go to the hop's relay as they came,
+//! header and all (the hop resolves names and reaches targets), and the hop's datagrams,
+//! already labelled with their source, come back the same way.
 
+use crate::chain::UpstreamUdp;
 use crate::config::UdpOptions;
 use crate::connect::{self, ConnectError};
 use crate::message_io::is_timeout;
@@ -52,6 +58,7 @@ pub struct Association {
     /// The port the client named in its request, if it named one.
     client_port: Option<u16>,
     advertised: SocketAddr,
+    upstream: Option<UpstreamUdp>,
 }
 
 /// Datagrams and payload bytes moved one way.
@@ -100,6 +107,8 @@ pub enum UdpEnd {
     Shutdown,
     /// The relay socket failed.
     Failed(io::Error),
+    /// The upstream hop ended the UDP association we hold with it.
+    UpstreamEnded,
 }
 
 pub struct UdpOutcome {
@@ -115,6 +124,7 @@ impl fmt::Display for UdpEnd {
             UdpEnd::IdleTimeout => write!(f, "udp idle timeout"),
             UdpEnd::Shutdown => write!(f, "server shutdown"),
             UdpEnd::Failed(e) => write!(f, "relay socket error: {e}"),
+            UdpEnd::UpstreamEnded => write!(f, "upstream hop ended its UDP association"),
         }
     }
 }
@@ -143,7 +153,14 @@ impl fmt::Display for UdpCounts {
 impl Association {
     /// Opens the relay socket for the client on `control`. `requested` is the request's
     /// DST.ADDR: where the client says it will send from (all zeros when it does not know).
-    pub fn open(ctx: &Context, control: &TcpStream, requested: &TargetAddr, session: u64) -> io::Result<Self> {
+    /// With `upstream`, datagrams go through that association with an upstream hop.
+    pub fn open(
+        ctx: &Context,
+        control: &TcpStream,
+        requested: &TargetAddr,
+        session: u64,
+        upstream: Option<UpstreamUdp>,
+    ) -> io::Result<Self> {
         // An IPv4 client on a dual-stack listener shows up as ::ffff:a.b.c.d; the relay
         // socket and the client check both want the plain IPv4 form.
         let local_ip = control.local_addr()?.ip().to_canonical();
@@ -153,7 +170,11 @@ impl Association {
         relay.set_read_timeout(Some(TICK))?;
         let advertised = SocketAddr::new(udp.advertise.unwrap_or(local_ip), relay.local_addr()?.port());
         let client_port = Some(requested.port()).filter(|&port| port != 0);
-        Ok(Association { relay: Arc::new(relay), client_ip, client_port, advertised })
+        if let Some(upstream) = &upstream {
+            upstream.control.set_nonblocking(true)?;
+            upstream.socket.set_read_timeout(Some(TICK))?;
+        }
+        Ok(Association { relay: Arc::new(relay), client_ip, client_port, advertised, upstream })
     }
 
     /// The address for the UDP ASSOCIATE reply: where the client must send its datagrams.
@@ -173,6 +194,8 @@ impl Association {
             client_port: self.client_port,
             shared: Arc::new(Shared { stop: AtomicBool::new(false), activity: Activity::new() }),
             outbound: [None, None],
+            upstream: self.upstream,
+            upstream_replies: false,
             names: NameCache::default(),
             traffic: Traffic::default(),
             dropped: Dropped::default(),
@@ -238,6 +261,10 @@ struct ClientSide {
     shared: Arc<Shared>,
     /// Outbound sockets, IPv4 then IPv6, opened on the first datagram to that family.
     outbound: [Option<Arc<UdpSocket>>; 2],
+    /// The association with the upstream hop, used instead of outbound sockets.
+    upstream: Option<UpstreamUdp>,
+    /// Whether the thread for the upstream hop's datagrams has started.
+    upstream_replies: bool,
     names: NameCache,
     traffic: Traffic,
     dropped: Dropped,
@@ -277,6 +304,9 @@ impl ClientSide {
         if let Some(end) = control_ended(control) {
             return Some(end);
         }
+        if self.upstream.as_ref().is_some_and(|upstream| control_ended(&upstream.control).is_some()) {
+            return Some(UdpEnd::UpstreamEnded);
+        }
         match self.ctx.config.udp.idle_timeout {
             Some(limit) if self.shared.activity.idle_for() >= limit => Some(UdpEnd::IdleTimeout),
             _ => None,
@@ -302,6 +332,12 @@ impl ClientSide {
             return;
         }
         let client_port = *self.client_port.get_or_insert(from.port());
+        let client = SocketAddr::new(self.client_ip, client_port);
+        if let Some(upstream) = self.upstream.as_ref().map(|upstream| Arc::clone(&upstream.socket)) {
+            let sent = self.upstream_replies(&upstream, client).and_then(|()| upstream.send(datagram));
+            let payload_len = datagram.len() - payload_at;
+            return self.count_sent(sent, payload_len, from, header.addr);
+        }
         let target = match header.addr {
             // A v4-mapped target goes out of the IPv4 socket like any IPv4 target.
             Addr::Ip(target) => SocketAddr::new(target.ip().to_canonical(), target.port()),
@@ -315,11 +351,15 @@ impl ClientSide {
             },
         };
         let payload = &datagram[payload_at..];
-        let client = SocketAddr::new(self.client_ip, client_port);
-        match self.outbound(target.is_ipv6(), client).and_then(|socket| socket.send_to(payload, target)) {
+        let sent = self.outbound(target.is_ipv6(), client).and_then(|socket| socket.send_to(payload, target));
+        self.count_sent(sent, payload.len(), from, Addr::Ip(target));
+    }
+
+    fn count_sent(&mut self, sent: io::Result<usize>, payload_len: usize, from: SocketAddr, target: Addr<'_>) {
+        match sent {
             Ok(_) => {
                 self.traffic.datagrams += 1;
-                self.traffic.bytes += payload.len() as u64;
+                self.traffic.bytes += payload_len as u64;
                 self.shared.activity.touch();
             }
             Err(e) => {
@@ -329,35 +369,47 @@ impl ClientSide {
         }
     }
 
+    /// Starts, on first use, the thread that passes the upstream hop's datagrams to `client`.
+    fn upstream_replies(&mut self, upstream: &Arc<UdpSocket>, client: SocketAddr) -> io::Result<()> {
+        if !self.upstream_replies {
+            self.start_replies(Arc::clone(upstream), client, true)?;
+            self.upstream_replies = true;
+        }
+        Ok(())
+    }
+
     /// The outbound socket for a family; the first use opens it and starts the thread
     /// that passes its replies back to `client`.
     fn outbound(&mut self, ipv6: bool, client: SocketAddr) -> io::Result<&UdpSocket> {
         let slot = usize::from(ipv6);
         if self.outbound[slot].is_none() {
             let socket = Arc::new(open_outbound(ipv6, &self.ctx.config.udp)?);
-            let replies = Replies {
-                from: Arc::clone(&socket),
-                relay: Arc::clone(&self.relay),
-                client,
-                shared: Arc::clone(&self.shared),
-            };
-            let done = self.done.clone();
-            self.ctx
-                .relayer
-                .run_beside(Box::new(move || {
-                    let _ = done.send(replies.run());
-                }))
-                .map_err(|why| io::Error::other(format!("no relay thread for replies ({why:?})")))?;
-            self.replies_started += 1;
+            self.start_replies(Arc::clone(&socket), client, false)?;
             self.outbound[slot] = Some(socket);
         }
         Ok(self.outbound[slot].as_deref().expect("opened above"))
+    }
+
+    /// Starts a thread passing datagrams that arrive on `from` back to `client`.
+    fn start_replies(&mut self, from: Arc<UdpSocket>, client: SocketAddr, labelled: bool) -> io::Result<()> {
+        let replies =
+            Replies { from, relay: Arc::clone(&self.relay), client, shared: Arc::clone(&self.shared), labelled };
+        let done = self.done.clone();
+        self.ctx
+            .relayer
+            .run_beside(Box::new(move || {
+                let _ = done.send(replies.run());
+            }))
+            .map_err(|why| io::Error::other(format!("no relay thread for replies ({why:?})")))?;
+        self.replies_started += 1;
+        Ok(())
     }
 
     /// Waits for the reply threads, which see the stop flag within a tick; returns what
     /// they relayed and how many replies they could not deliver.
     fn collect_replies(&mut self, done: &Receiver<(Traffic, u64)>) -> (Traffic, u64) {
         self.outbound = [None, None];
+        self.upstream = None;
         let (mut down, mut lost) = (Traffic::default(), 0);
         for _ in 0..self.replies_started {
             match done.recv_timeout(TICK * 10) {
@@ -406,6 +458,9 @@ struct Replies {
     relay: Arc<UdpSocket>,
     client: SocketAddr,
     shared: Arc<Shared>,
+    /// Datagrams arrive with their UDP ASSOCIATE header already (from an upstream hop's
+    /// relay) and pass on as they are, once checked.
+    labelled: bool,
 }
 
 impl Replies {
@@ -425,13 +480,26 @@ impl Replies {
                     break;
                 }
             };
-            let header = Header { frag: 0, addr: Addr::Ip(source) };
-            let start = MAX_IP_HEADER_LEN - header.encoded_len();
-            header.emit(&mut buf[start..]);
-            match self.relay.send_to(&buf[start..MAX_IP_HEADER_LEN + len], self.client) {
+            let end = MAX_IP_HEADER_LEN + len;
+            let (start, payload_len) = if self.labelled {
+                match Header::parse(&buf[MAX_IP_HEADER_LEN..end]) {
+                    Ok((header, at)) if header.frag == 0 => (MAX_IP_HEADER_LEN, len - at),
+                    _ => {
+                        log::debug!("udp datagram from upstream {source} for {} dropped: bad header", self.client);
+                        lost += 1;
+                        continue;
+                    }
+                }
+            } else {
+                let header = Header { frag: 0, addr: Addr::Ip(source) };
+                let start = MAX_IP_HEADER_LEN - header.encoded_len();
+                header.emit(&mut buf[start..]);
+                (start, len)
+            };
+            match self.relay.send_to(&buf[start..end], self.client) {
                 Ok(_) => {
                     traffic.datagrams += 1;
-                    traffic.bytes += len as u64;
+                    traffic.bytes += payload_len as u64;
                     self.shared.activity.touch();
                 }
                 Err(e) => {

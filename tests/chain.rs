@@ -126,3 +126,67 @@ fn names_go_upstream_unresolved_and_its_reply_code_passes_through() {
     assert_eq!(t!(requests.recv_timeout(TIMEOUT)), name);
     assert_eq!(code, ReplyCode::NOT_ALLOWED);
 }
+
+#[test]
+fn udp_associate_through_one_hop_with_credentials() {
+    let (target, _) = udp_multi_echo("127.0.0.1:0", 2);
+    let (upstream, upstream_addr) = upstream_with_user("carol:pw");
+    let (front, addrs) = start_urls(&["socks5://127.0.0.1:0"], &[&format!("socks5://carol:pw@{upstream_addr}")]);
+    let association = UdpAssociation::open(addrs[0], None);
+    for request in ["by address", "by name"] {
+        let to = match request {
+            "by address" => ip_target(target),
+            _ => domain_target("localhost", target.port()),
+        };
+        association.send(&to, request.as_bytes());
+        for i in 0..2 {
+            // However the target was named, the hop labels replies with its address.
+            let (from, payload) = association.recv();
+            assert!(matches!(from, TargetAddr::Ip(addr) if addr.port() == target.port()), "{from}");
+            assert_eq!(payload, format!("{request}#{i}").as_bytes());
+        }
+    }
+    drop(association);
+    // Our association ending ends the one we held with the hop.
+    wait_until("the front association ends", || front.stats().sessions == 1);
+    wait_until("the hop's association ends", || upstream.stats().sessions == 1);
+}
+
+#[test]
+fn udp_forward_through_one_hop() {
+    let (target, _) = udp_multi_echo("127.0.0.1:0", 3);
+    let (upstream, upstream_addr) = upstream_with_user("dave:pw");
+    let (_front, addrs) =
+        start_urls(&[&format!("udp://127.0.0.1:0/{target}")], &[&format!("socks5://dave:pw@{upstream_addr}")]);
+    let client = udp_socket_near(addrs[0]);
+    t!(client.send_to(b"hello", addrs[0]));
+    let mut buf = [0u8; 64];
+    for i in 0..3 {
+        let (len, from) = t!(client.recv_from(&mut buf));
+        assert_eq!(from, addrs[0]);
+        assert_eq!(&buf[..len], format!("hello#{i}").as_bytes());
+    }
+    assert_eq!(upstream.stats().active, 1, "the hop holds the forwarder's association");
+}
+
+#[test]
+fn udp_associate_with_a_wrong_upstream_password_is_a_general_failure() {
+    let (_upstream, upstream_addr) = upstream_with_user("carol:pw");
+    let (_front, addrs) = start_urls(&["socks5://127.0.0.1:0"], &[&format!("socks5://carol:nope@{upstream_addr}")]);
+    let mut control = connect(addrs[0]);
+    socks5_login(&mut control, None);
+    let (code, _) = socks5_request(&mut control, Command::UdpAssociate, &ip_target("0.0.0.0:0".parse().unwrap()));
+    assert_eq!(code, ReplyCode::GENERAL_FAILURE);
+}
+
+#[test]
+fn udp_associate_is_refused_with_two_hops() {
+    let (_hop1, hop1_addr) = proxy();
+    let (_hop2, hop2_addr) = proxy();
+    let (_front, addrs) =
+        start_urls(&["socks5://127.0.0.1:0"], &[&format!("socks5://{hop1_addr}"), &format!("socks5://{hop2_addr}")]);
+    let mut control = connect(addrs[0]);
+    socks5_login(&mut control, None);
+    let (code, _) = socks5_request(&mut control, Command::UdpAssociate, &ip_target("0.0.0.0:0".parse().unwrap()));
+    assert_eq!(code, ReplyCode::COMMAND_NOT_SUPPORTED, "rather than sent around the chain");
+}
