@@ -213,3 +213,49 @@ fn request(
     }
     Ok(reply.addr.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+    use std::net::TcpListener;
+
+    fn hop(addr: SocketAddr) -> Hop {
+        Hop { addr: TargetAddr::Ip(addr), credentials: None }
+    }
+
+    /// A port with nothing listening.
+    fn closed_port() -> SocketAddr {
+        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    }
+
+    #[test]
+    fn a_failure_names_the_hop_and_what_it_was_asked() {
+        let down = closed_port();
+        let target = TargetAddr::Domain("example.org".into(), 443);
+        let opts = Config::default().socket;
+        let err = connect(&[hop(down)], &target, Duration::from_secs(5), &opts).err().expect("hop is down");
+        let ConnectError::Upstream(failure) = &err else { panic!("{err}") };
+        assert_eq!((failure.hop, failure.for_target), (1, false));
+        let message = err.to_string();
+        assert!(message.starts_with(&format!("upstream hop 1 ({down})")), "{message}");
+        assert!(!message.contains('\n'));
+    }
+
+    #[test]
+    fn a_hop_that_is_not_socks5_is_a_handshake_error() {
+        // An HTTP-ish server answering the greeting with junk.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let (mut stream, _) = listener.accept().unwrap();
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        });
+        let target = TargetAddr::Ip("127.0.0.1:9".parse().unwrap());
+        let err = connect(&[hop(addr)], &target, Duration::from_secs(5), &Config::default().socket).err().unwrap();
+        let ConnectError::Upstream(failure) = &err else { panic!("{err}") };
+        assert!(matches!(failure.error, UpstreamError::Handshake(HandshakeError::Malformed(_))), "{err}");
+        assert!(failure.for_target, "the one hop was asked for the target");
+    }
+}

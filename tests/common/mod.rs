@@ -266,10 +266,6 @@ pub fn fill_pseudo_random(state: &mut u64, buf: &mut [u8]) {
     }
 }
 
-pub fn sha256(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
-}
-
 /// Reads until EOF, returning the SHA-256 and length of everything read.
 pub fn hash_to_end(stream: &mut TcpStream) -> ([u8; 32], u64) {
     let mut hasher = Sha256::new();
