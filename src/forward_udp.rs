@@ -39,9 +39,13 @@ const MAX_PAYLOAD: usize = 65_535;
 const BUF_LEN: usize = MAX_HEADER_LEN + MAX_PAYLOAD;
 /// Datagrams held for a session while its outbound socket is being opened; more are dropped.
 const MAX_PENDING: usize = 16;
+/// Once the server stops, a session ends after this long without traffic (or its ttl, if
+/// shorter): replies already on their way still arrive, and a drain need not wait a ttl.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Starts the receive thread of a `udp://` service on its bound socket. Once the server
-/// stops accepting it starts no new session, and it ends with the last one.
+/// stops accepting it starts no new session, sessions end after a short grace without
+/// traffic, and the thread ends with the last one.
 pub fn start(
     ctx: Arc<Context>,
     workers: Arc<WorkerPool>,
@@ -169,11 +173,11 @@ impl Service {
         *session.outbound() = Outbound::Closed;
     }
 
-    /// Ends the session if it is still idle, under the lock the receive thread takes to
-    /// find it, so a datagram either counts as traffic or starts a new session.
-    fn forget_if_idle(&self, session: &Arc<Session>) -> bool {
+    /// Ends the session if it has been idle for `limit`, under the lock the receive thread
+    /// takes to find it, so a datagram either counts as traffic or starts a new session.
+    fn forget_if_idle(&self, session: &Arc<Session>, limit: Duration) -> bool {
         let mut sessions = self.sessions();
-        if session.idle_for() < self.spec.ttl {
+        if session.idle_for() < limit {
             return false;
         }
         if sessions.get(&session.client).is_some_and(|s| Arc::ptr_eq(s, session)) {
@@ -227,7 +231,10 @@ impl Service {
                     if path.upstream_closed() {
                         return "upstream closed the UDP association".into();
                     }
-                    if self.forget_if_idle(session) {
+                    if self.ctx.is_stopping() && self.forget_if_idle(session, self.spec.ttl.min(STOP_GRACE)) {
+                        return "server stopping".into();
+                    }
+                    if self.forget_if_idle(session, self.spec.ttl) {
                         return format!("no traffic for {:?}", self.spec.ttl);
                     }
                 }
