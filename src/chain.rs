@@ -95,7 +95,7 @@ pub fn connect(
     timeout: Duration,
     opts: &SocketOptions,
 ) -> Result<Connected, ConnectError> {
-    let (mut negotiation, first) = reach_first_hop(chain, timeout * chain.len() as u32, opts)?;
+    let (mut negotiation, first) = reach_first_hop(chain, timeout, timeout * chain.len() as u32, opts)?;
     for (index, hop) in chain.iter().enumerate() {
         let next = chain.get(index + 1).map_or(target, |next_hop| &next_hop.addr);
         request(&mut negotiation, hop.credentials.as_ref(), Command::Connect, next)
@@ -121,7 +121,7 @@ pub fn udp_associate(
     opts: &SocketOptions,
     udp_opts: &UdpOptions,
 ) -> Result<UpstreamUdp, ConnectError> {
-    let (mut negotiation, first) = reach_first_hop(chain, timeout, opts)?;
+    let (mut negotiation, first) = reach_first_hop(chain, timeout, timeout, opts)?;
     // Our UDP socket is bound before asking, so the request can name the exact address
     // the hop should accept datagrams from.
     let local_error = |e: std::io::Error| hop_error(chain, 0, &chain[0].addr, false, e.into());
@@ -152,15 +152,17 @@ struct FirstHop {
     local: SocketAddr,
 }
 
-/// Opens the TCP connection to the first hop, ready for a negotiation within `budget`.
+/// Opens the TCP connection to the first hop within `timeout`, ready for a negotiation
+/// within `budget`.
 fn reach_first_hop(
     chain: &[Hop],
+    timeout: Duration,
     budget: Duration,
     opts: &SocketOptions,
 ) -> Result<(Negotiation, FirstHop), ConnectError> {
     let first = &chain.first().expect("a chain has at least one hop").addr;
     let unreachable = |e| hop_error(chain, 0, first, false, UpstreamError::Unreachable(Box::new(e)));
-    let Connected { stream, peer, local } = connect::connect_direct(first, budget, opts).map_err(unreachable)?;
+    let Connected { stream, peer, local } = connect::connect_direct(first, timeout, opts).map_err(unreachable)?;
     let negotiation = Negotiation::new(stream, budget).map_err(|e| hop_error(chain, 0, first, false, e.into()))?;
     Ok((negotiation, FirstHop { peer, local }))
 }
