@@ -299,6 +299,15 @@ if $have_ipv6; then
 fi
 url4=http://127.0.0.1:$http4/blob.bin
 url_name=http://localhost:$http4/blob.bin
+# A second burrowd whose outbound connections go through the `auth` one (-F), with a tcp://
+# forward to the HTTP server by name; and one whose upstream password is wrong.
+start_burrowd chain 127.0.0.1 -F "socks5://$user:$password@$auth" -L "tcp://127.0.0.1:0/localhost:$http4" ||
+  die "burrowd -F did not start"
+chain=$ready
+await_log chain 's/.* listening on \([^ ]*\): forward to .*/\1/p' || die "burrowd -L tcp:// did not start"
+forward=$ready
+start_burrowd badchain 127.0.0.1 -F "socks5://$user:wrong@$auth" || die "burrowd -F (wrong password) did not start"
+badchain=$ready
 
 # ---------------------------------------------------------------- checks
 
@@ -321,6 +330,11 @@ check "ncat --proxy-type socks5 echo" ncat_echo --proxy "$open" 127.0.0.1 "$echo
 check "ncat --proxy-type socks5 --proxy-auth echo" \
   ncat_echo --proxy "$auth" --proxy-auth "$user:$password" 127.0.0.1 "$echo4"
 
+check "curl --socks5-hostname through a burrowd chain" curl_gets_blob --socks5-hostname "$chain" "$url_name"
+check "curl through -L tcp:// forwarded via the chain" curl_gets_blob "http://$forward/blob.bin"
+check "ncat --proxy-type socks5 echo through a burrowd chain" ncat_echo --proxy "$chain" 127.0.0.1 "$echo4"
+check "curl --socks5 refused when the upstream rejects our password" curl_rejected --socks5 "$badchain" "$url4"
+
 if $have_ipv6; then
   url6="http://[::1]:$http6/blob.bin"
   check "ipv6 curl --socks5 [::1] proxy to [::1] target" curl_gets_blob --socks5 "$open6" "$url6"
@@ -336,7 +350,7 @@ else
 fi
 
 if ((failed)); then
-  for name in open auth open6 auth6; do
+  for name in open auth open6 auth6 chain badchain; do
     [[ -f $work/$name.log ]] || continue
     echo "--- last lines of burrowd ($name) log:" >&2
     tail -n 20 "$work/$name.log" >&2
