@@ -166,7 +166,7 @@ impl Association {
     pub fn run(self, ctx: &Arc<Context>, control: TcpStream) -> UdpOutcome {
         let relay_addr = self.relay.local_addr().unwrap_or(self.advertised);
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
-        let mut up = ClientSide {
+        let mut client_side = ClientSide {
             ctx: Arc::clone(ctx),
             relay: self.relay,
             client_ip: self.client_ip,
@@ -179,13 +179,13 @@ impl Association {
             replies_started: 0,
             done: done_tx,
         };
-        let end = up.serve(&control);
+        let end = client_side.serve(&control);
         drop(control);
-        up.shared.stop.store(true, Ordering::SeqCst);
-        let (down, lost) = up.collect_replies(&done_rx);
-        let client = up.client_port.map(|port| SocketAddr::new(up.client_ip, port));
-        let dropped = Dropped { unsendable: up.dropped.unsendable + lost, ..up.dropped };
-        UdpOutcome { counts: UdpCounts { relay: relay_addr, client, up: up.traffic, down, dropped }, end }
+        client_side.shared.stop.store(true, Ordering::SeqCst);
+        let (down, lost) = client_side.collect_replies(&done_rx);
+        let client = client_side.client_port.map(|port| SocketAddr::new(client_side.client_ip, port));
+        let dropped = Dropped { unsendable: client_side.dropped.unsendable + lost, ..client_side.dropped };
+        UdpOutcome { counts: UdpCounts { relay: relay_addr, client, up: client_side.traffic, down, dropped }, end }
     }
 }
 
@@ -357,6 +357,7 @@ impl ClientSide {
     /// Waits for the reply threads, which see the stop flag within a tick; returns what
     /// they relayed and how many replies they could not deliver.
     fn collect_replies(&mut self, done: &Receiver<(Traffic, u64)>) -> (Traffic, u64) {
+        // The reply threads hold the other references: each socket closes as its thread ends.
         self.outbound = [None, None];
         let (mut down, mut lost) = (Traffic::default(), 0);
         for _ in 0..self.replies_started {
