@@ -496,6 +496,22 @@ mod tests {
     }
 
     #[test]
+    fn the_log_line_names_every_count() {
+        let counts = UdpCounts {
+            relay: "127.0.0.1:40000".parse().unwrap(),
+            client: Some("127.0.0.1:5353".parse().unwrap()),
+            up: Traffic { datagrams: 3, bytes: 1536 },
+            down: Traffic { datagrams: 2, bytes: 100 },
+            dropped: Dropped { foreign: 1, fragmented: 2, malformed: 3, unsendable: 4 },
+        };
+        assert_eq!(
+            counts.to_string(),
+            "relay 127.0.0.1:40000 client 127.0.0.1:5353 up 3 datagrams 1.5 KiB down 2 datagrams 100 B \
+             dropped foreign 1 fragmented 2 malformed 3 unsendable 4"
+        );
+    }
+
+    #[test]
     fn a_fresh_cached_name_is_answered_without_a_lookup() {
         let mut cache = NameCache::default();
         // .invalid never resolves, so only the cache can answer
