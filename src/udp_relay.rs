@@ -146,12 +146,13 @@ impl Association {
     pub fn open(ctx: &Context, control: &TcpStream, requested: &TargetAddr, session: u64) -> io::Result<Self> {
         // An IPv4 client on a dual-stack listener shows up as ::ffff:a.b.c.d; the relay
         // socket and the client check both want the plain IPv4 form.
-        let local_ip = control.local_addr()?.ip().to_canonical();
+        let mut local = control.local_addr()?;
+        local.set_ip(local.ip().to_canonical());
         let client_ip = control.peer_addr()?.ip().to_canonical();
         let udp = &ctx.config.udp;
-        let relay = bind_relay(local_ip, udp, session)?;
+        let relay = bind_relay(local, udp, session)?;
         relay.set_read_timeout(Some(TICK))?;
-        let advertised = SocketAddr::new(udp.advertise.unwrap_or(local_ip), relay.local_addr()?.port());
+        let advertised = SocketAddr::new(udp.advertise.unwrap_or(local.ip()), relay.local_addr()?.port());
         let client_port = Some(requested.port()).filter(|&port| port != 0);
         Ok(Association { relay: Arc::new(relay), client_ip, client_port, advertised })
     }
@@ -189,17 +190,20 @@ impl Association {
     }
 }
 
-/// Binds the relay socket on `ip`, on any port or on a free one from the configured range.
-fn bind_relay(ip: IpAddr, opts: &UdpOptions, session: u64) -> io::Result<UdpSocket> {
+/// Binds the relay socket on `local`'s address (an IPv6 scope included), on any port or on a
+/// free one from the configured range.
+fn bind_relay(mut local: SocketAddr, opts: &UdpOptions, session: u64) -> io::Result<UdpSocket> {
     let Some(range) = &opts.port_range else {
-        return sockopt::udp_bind(SocketAddr::new(ip, 0), opts);
+        local.set_port(0);
+        return sockopt::udp_bind(local, opts);
     };
     let (first, count) = (u64::from(*range.start()), u64::from(*range.end() - *range.start()) + 1);
     for i in 0..count {
         // Each association starts at a different port, so they do not all try the same
         // taken ones first.
         let port = (first + (session.wrapping_add(i)) % count) as u16;
-        match sockopt::udp_bind(SocketAddr::new(ip, port), opts) {
+        local.set_port(port);
+        match sockopt::udp_bind(local, opts) {
             Ok(socket) => return Ok(socket),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
             Err(e) => return Err(e),
@@ -207,7 +211,7 @@ fn bind_relay(ip: IpAddr, opts: &UdpOptions, session: u64) -> io::Result<UdpSock
     }
     Err(io::Error::new(
         io::ErrorKind::AddrInUse,
-        format!("every UDP port in {}-{} on {ip} is taken", range.start(), range.end()),
+        format!("every UDP port in {}-{} on {} is taken", range.start(), range.end(), local.ip()),
     ))
 }
 
