@@ -163,12 +163,13 @@ impl Association {
     ) -> io::Result<Self> {
         // An IPv4 client on a dual-stack listener shows up as ::ffff:a.b.c.d; the relay
         // socket and the client check both want the plain IPv4 form.
-        let local_ip = control.local_addr()?.ip().to_canonical();
+        let mut local = control.local_addr()?;
+        local.set_ip(local.ip().to_canonical());
         let client_ip = control.peer_addr()?.ip().to_canonical();
         let udp = &ctx.config.udp;
-        let relay = bind_relay(local_ip, udp, session)?;
+        let relay = bind_relay(local, udp, session)?;
         relay.set_read_timeout(Some(TICK))?;
-        let advertised = SocketAddr::new(udp.advertise.unwrap_or(local_ip), relay.local_addr()?.port());
+        let advertised = SocketAddr::new(udp.advertise.unwrap_or(local.ip()), relay.local_addr()?.port());
         let client_port = Some(requested.port()).filter(|&port| port != 0);
         if let Some(upstream) = &upstream {
             upstream.control.set_nonblocking(true)?;
@@ -187,7 +188,7 @@ impl Association {
     pub fn run(self, ctx: &Arc<Context>, control: TcpStream) -> UdpOutcome {
         let relay_addr = self.relay.local_addr().unwrap_or(self.advertised);
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
-        let mut up = ClientSide {
+        let mut client_side = ClientSide {
             ctx: Arc::clone(ctx),
             relay: self.relay,
             client_ip: self.client_ip,
@@ -202,27 +203,30 @@ impl Association {
             replies_started: 0,
             done: done_tx,
         };
-        let end = up.serve(&control);
+        let end = client_side.serve(&control);
         drop(control);
-        up.shared.stop.store(true, Ordering::SeqCst);
-        let (down, lost) = up.collect_replies(&done_rx);
-        let client = up.client_port.map(|port| SocketAddr::new(up.client_ip, port));
-        let dropped = Dropped { unsendable: up.dropped.unsendable + lost, ..up.dropped };
-        UdpOutcome { counts: UdpCounts { relay: relay_addr, client, up: up.traffic, down, dropped }, end }
+        client_side.shared.stop.store(true, Ordering::SeqCst);
+        let (down, lost) = client_side.collect_replies(&done_rx);
+        let client = client_side.client_port.map(|port| SocketAddr::new(client_side.client_ip, port));
+        let dropped = Dropped { unsendable: client_side.dropped.unsendable + lost, ..client_side.dropped };
+        UdpOutcome { counts: UdpCounts { relay: relay_addr, client, up: client_side.traffic, down, dropped }, end }
     }
 }
 
-/// Binds the relay socket on `ip`, on any port or on a free one from the configured range.
-fn bind_relay(ip: IpAddr, opts: &UdpOptions, session: u64) -> io::Result<UdpSocket> {
+/// Binds the relay socket on `local`'s address (an IPv6 scope included), on any port or on a
+/// free one from the configured range.
+fn bind_relay(mut local: SocketAddr, opts: &UdpOptions, session: u64) -> io::Result<UdpSocket> {
     let Some(range) = &opts.port_range else {
-        return sockopt::udp_bind(SocketAddr::new(ip, 0), opts);
+        local.set_port(0);
+        return sockopt::udp_bind(local, opts);
     };
     let (first, count) = (u64::from(*range.start()), u64::from(*range.end() - *range.start()) + 1);
     for i in 0..count {
         // Each association starts at a different port, so they do not all try the same
         // taken ones first.
         let port = (first + (session.wrapping_add(i)) % count) as u16;
-        match sockopt::udp_bind(SocketAddr::new(ip, port), opts) {
+        local.set_port(port);
+        match sockopt::udp_bind(local, opts) {
             Ok(socket) => return Ok(socket),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
             Err(e) => return Err(e),
@@ -230,7 +234,7 @@ fn bind_relay(ip: IpAddr, opts: &UdpOptions, session: u64) -> io::Result<UdpSock
     }
     Err(io::Error::new(
         io::ErrorKind::AddrInUse,
-        format!("every UDP port in {}-{} on {ip} is taken", range.start(), range.end()),
+        format!("every UDP port in {}-{} on {} is taken", range.start(), range.end(), local.ip()),
     ))
 }
 
@@ -408,6 +412,7 @@ impl ClientSide {
     /// Waits for the reply threads, which see the stop flag within a tick; returns what
     /// they relayed and how many replies they could not deliver.
     fn collect_replies(&mut self, done: &Receiver<(Traffic, u64)>) -> (Traffic, u64) {
+        // The reply threads hold the other references: each socket closes as its thread ends.
         self.outbound = [None, None];
         self.upstream = None;
         let (mut down, mut lost) = (Traffic::default(), 0);
@@ -560,6 +565,22 @@ mod tests {
         assert!(v4.local_addr().unwrap().ip().is_unspecified());
         let v6 = open_outbound(true, &opts).unwrap();
         assert!(v6.local_addr().unwrap().is_ipv6());
+    }
+
+    #[test]
+    fn the_log_line_names_every_count() {
+        let counts = UdpCounts {
+            relay: "127.0.0.1:40000".parse().unwrap(),
+            client: Some("127.0.0.1:5353".parse().unwrap()),
+            up: Traffic { datagrams: 3, bytes: 1536 },
+            down: Traffic { datagrams: 2, bytes: 100 },
+            dropped: Dropped { foreign: 1, fragmented: 2, malformed: 3, unsendable: 4 },
+        };
+        assert_eq!(
+            counts.to_string(),
+            "relay 127.0.0.1:40000 client 127.0.0.1:5353 up 3 datagrams 1.5 KiB down 2 datagrams 100 B \
+             dropped foreign 1 fragmented 2 malformed 3 unsendable 4"
+        );
     }
 
     #[test]
