@@ -72,6 +72,8 @@ pub struct Config {
     pub queue: usize,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
+    /// How long a BIND waits for its one incoming connection.
+    pub bind_timeout: Duration,
     /// A session with no traffic either way for this long is closed; `None` never.
     pub idle_timeout: Option<Duration>,
     pub drain_timeout: Duration,
@@ -85,6 +87,7 @@ pub const DEFAULT_MAX_CLIENTS: usize = 1024;
 pub const DEFAULT_QUEUE: usize = 128;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_BIND_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
 /// Chosen by measurement on loopback; see README "Performance".
@@ -98,6 +101,7 @@ impl Default for Config {
             queue: DEFAULT_QUEUE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            bind_timeout: DEFAULT_BIND_TIMEOUT,
             idle_timeout: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             buffer_size: DEFAULT_BUFFER_SIZE,

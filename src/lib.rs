@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod bind;
 pub mod cli;
 pub mod config;
 pub mod connect;
@@ -20,6 +21,7 @@ pub mod reply;
 pub mod server;
 pub mod session;
 pub mod sockopt;
+pub mod socks4;
 pub mod socks5;
 pub mod stats;
 pub mod wire;
