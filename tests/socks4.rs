@@ -68,6 +68,20 @@ fn socks4_bind_relays_a_third_party() {
 }
 
 #[test]
+fn socks4_bind_over_ipv6_replies_zeros_for_the_address_it_cannot_carry() {
+    let (_server, proxy) = start(Config::socks_on("[::1]:0".parse().unwrap()));
+    let mut control = connect(proxy);
+    let first = socks4_request(&mut control, Command::Bind, ip("0.0.0.0:0".parse().unwrap()), b"");
+    assert_eq!(first.code, ReplyCode::Granted);
+    assert!(first.addr.ip().is_unspecified(), "0.0.0.0 means the proxy's own address: {first:?}");
+    let peer = connect(SocketAddr::new(proxy.ip(), first.addr.port()));
+    let second = read_socks4_reply(&mut control);
+    let peer_port = t!(peer.local_addr()).port();
+    assert_eq!(second, Reply { code: ReplyCode::Granted, addr: SocketAddrV4::new([0, 0, 0, 0].into(), peer_port) });
+    assert_carries(&peer, &control, b"over IPv6");
+}
+
+#[test]
 fn socks4_bind_refuses_a_wrong_peer_with_91() {
     let (_server, proxy) = proxy();
     let mut control = connect(proxy);
