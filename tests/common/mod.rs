@@ -144,3 +144,10 @@ pub fn ip_target(addr: SocketAddr) -> TargetAddr {
 pub fn domain_target(name: &str, port: u16) -> TargetAddr {
     Addr::Domain(name, port).to_owned()
 }
+
+/// A domain name that fails to resolve without any query leaving this host: a label
+/// longer than 63 bytes is rejected by the resolver before it builds a DNS packet (checked
+/// with strace), whereas a plain `.invalid` name would be sent to the configured server.
+pub fn unresolvable_name() -> String {
+    format!("{}.invalid", "x".repeat(64))
+}
