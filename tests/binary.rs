@@ -20,12 +20,22 @@ struct Proxy {
 }
 
 fn spawn(args: &[&str]) -> Proxy {
-    let mut child = t!(Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn());
+    spawn_under(&[], args)
+}
+
+/// Starts burrowd under a wrapper command such as `prlimit --nofile=16 --`.
+fn spawn_under(wrapper: &[&str], args: &[&str]) -> Proxy {
+    let (program, wrapper_args) = match wrapper.split_first() {
+        Some((program, rest)) => (*program, rest.to_vec()),
+        None => (BIN, Vec::new()),
+    };
+    let mut command = Command::new(program);
+    command.args(wrapper_args);
+    if !wrapper.is_empty() {
+        command.arg(BIN);
+    }
+    let mut child =
+        t!(command.args(["--listen", "127.0.0.1:0"]).args(args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn());
     let (tx, log) = mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     thread::spawn(move || {
@@ -104,6 +114,30 @@ fn sigterm_cuts_sessions_after_the_drain_timeout_and_a_second_signal_exits_at_on
     proxy.wait_for("signal received");
     proxy.signal("-INT");
     assert_eq!(proxy.exit_code(), 130);
+}
+
+#[test]
+fn running_out_of_descriptors_is_logged_and_survived() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        eprintln!("skipped: prlimit (util-linux) is not installed");
+        return;
+    }
+    let mut proxy = spawn_under(&["prlimit", "--nofile=16", "--"], &["--handshake-timeout", "60s"]);
+    // clients that never finish their handshake hold a descriptor each until the limit
+    let hogs: Vec<_> = (0..16).map(|_| connect(proxy.addr)).collect();
+    let warning = proxy.wait_for("accept");
+    assert!(warning.contains("Too many open files"), "{warning}");
+    drop(hogs);
+    // descriptors come back and the same listener serves again
+    let target = echo_server("127.0.0.1:0");
+    let mut session = socks5_connect(proxy.addr, target);
+    t!(session.write_all(b"alive"));
+    let mut echo = [0u8; 5];
+    t!(session.read_exact(&mut echo));
+    assert_eq!(&echo, b"alive");
+    proxy.signal("-INT");
+    drop(session);
+    assert_eq!(proxy.exit_code(), 0);
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {
