@@ -1,0 +1,346 @@
+#!/usr/bin/env bash
+# Drives real third-party SOCKS clients (curl, PySocks, ncat) through the release burrowd binary
+# and checks the bytes that arrive, not just exit codes. Prints one line per check
+# (`PASS name` / `FAIL name: reason`), then `N passed, N failed`; exits non-zero on any failure.
+#
+# Installs what it lacks: Debian packages with apt-get (ncat, curl, python3, python3-pip) and
+# PySocks with pip into target/interop-python. Safe to run again.
+#
+# NETWORK RULE: every address used here is loopback (127.0.0.1, ::1, localhost). Nothing else.
+#
+# To add a check: start what it needs in the setup section, write a function that returns
+# non-zero and prints one line saying why when the client saw the wrong thing, then call
+# `check "name" that_function args...` in the checks section.
+
+set -uo pipefail
+export DEBIAN_FRONTEND=noninteractive
+# A proxy or no-proxy setting in the environment must not reroute or bypass the clients under test.
+unset http_proxy https_proxy all_proxy no_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY NO_PROXY
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root" || exit 1
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+work=$(mktemp -d "${TMPDIR:-/tmp}/burrowd-interop.XXXXXX")
+pids=()
+passed=0
+failed=0
+
+# Stops every process this script started (politely, then for sure) and removes the scratch dir.
+cleanup() {
+  local pid i alive
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+  for ((i = 0; i < 50; i++)); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    ((alive)) || break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+summary() {
+  echo "$passed passed, $failed failed"
+}
+
+# A setup step failed: no check can run meaningfully, so report it as one failure and stop.
+die() {
+  echo "FAIL setup: $*"
+  failed=$((failed + 1))
+  summary
+  exit 1
+}
+
+# check NAME COMMAND...: runs COMMAND (in a subshell: it cannot change this script's variables),
+# which prints why on failure, and prints one result line.
+check() {
+  local name=$1 out rc
+  shift
+  out=$("$@" 2>&1)
+  rc=$?
+  if ((rc == 0)); then
+    echo "PASS $name"
+    passed=$((passed + 1))
+  else
+    out=$(printf '%s\n' "$out" | sed '/^[[:space:]]*$/d' | tail -n 1)
+    echo "FAIL $name: ${out:-exit status $rc}"
+    failed=$((failed + 1))
+  fi
+}
+
+skip() {
+  echo "SKIP $1: $2"
+}
+
+apt_updated=false
+apt_install() {
+  if ! $apt_updated; then
+    apt-get update -qq >/dev/null || return 1
+    apt_updated=true
+  fi
+  apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# need COMMAND PACKAGE: installs the Debian PACKAGE unless COMMAND is already on PATH.
+need() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  echo "installing $2 (for $1)" >&2
+  apt_install "$2" && command -v "$1" >/dev/null 2>&1
+}
+
+# start NAME COMMAND...: runs COMMAND in the background with its output in $work/NAME.log.
+start() {
+  local name=$1
+  shift
+  "$@" >"$work/$name.log" 2>&1 &
+  pids+=($!)
+}
+
+# await_log NAME SED_SCRIPT: waits (bounded, polling) until the log of process NAME has a line the
+# sed script prints, and sets `ready` to that. Fails early if the process has exited.
+await_log() {
+  local name=$1 script=$2 pid=${pids[-1]} i
+  for ((i = 0; i < 300; i++)); do
+    ready=$(sed -n "$script" "$work/$name.log" | head -n 1)
+    [[ -n $ready ]] && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "$name did not become ready; its log:" >&2
+  sed 's/^/  /' "$work/$name.log" >&2
+  return 1
+}
+
+# start_burrowd NAME HOST ARGS...: the release binary listening on HOST with ARGS; sets `ready` to
+# the address it reports (the OS picks the port, so it is free by construction).
+start_burrowd() {
+  local name=$1 host=$2
+  shift 2
+  [[ $host == *:* ]] && host="[$host]"
+  start "$name" env RUST_LOG=info "$burrowd" --listen "$host:0" "$@"
+  await_log "$name" 's/.* listening on \([^ ]*:[0-9][0-9]*\):.*/\1/p'
+}
+
+# start_http NAME HOST: serves $work/www from HOST only; sets `ready` to its port.
+start_http() {
+  start "$1" python3 -u -m http.server --bind "$2" --directory "$work/www" 0
+  await_log "$1" 's/^Serving HTTP on .* port \([0-9]*\).*/\1/p'
+}
+
+# start_echo NAME HOST: a TCP server on HOST that sends back everything it reads and closes after
+# the client's FIN; sets `ready` to its port.
+start_echo() {
+  start "$1" python3 -u "$work/echo_server.py" "$2"
+  await_log "$1" 's/^port \([0-9]*\)$/\1/p'
+}
+
+sha_of() {
+  sha256sum "$1" | cut -d' ' -f1
+}
+
+# same_bytes EXPECTED GOT: fails saying how they differ.
+same_bytes() {
+  cmp -s "$1" "$2" && return 0
+  echo "got $(wc -c <"$2") bytes sha256 $(sha_of "$2"), want $(wc -c <"$1") bytes sha256 $(sha_of "$1")"
+  return 1
+}
+
+# curl_gets_blob CURL_ARGS...: fetches the URL (last argument) and compares it with the served file.
+curl_gets_blob() {
+  local got
+  got=$(mktemp "$work/got.XXXXXX")
+  curl --silent --show-error --fail --max-time 20 --output "$got" "$@" || return 1
+  same_bytes "$blob" "$got"
+}
+
+# curl_rejected CURL_ARGS...: the proxy must refuse: curl reports a SOCKS failure (exit 97,
+# CURLE_PROXY) and no body arrives.
+curl_rejected() {
+  local got rc
+  got=$(mktemp "$work/got.XXXXXX")
+  curl --silent --show-error --max-time 20 --output "$got" "$@"
+  rc=$?
+  if ((rc != 97)); then
+    echo "curl exit status $rc, want 97 (proxy refused)"
+    return 1
+  fi
+  if [[ -s $got ]]; then
+    echo "a body of $(wc -c <"$got") bytes arrived"
+    return 1
+  fi
+}
+
+# pysocks MODE PROXY TARGET_HOST TARGET_PORT [USER PASS]: see pysocks_client.py.
+pysocks() {
+  timeout 30 python3 "$work/pysocks_client.py" "$@"
+}
+
+# pysocks_rejected ARGS...: as pysocks, but the proxy must refuse the login.
+pysocks_rejected() {
+  local out
+  if out=$(pysocks "$@" 2>&1); then
+    echo "the proxy accepted the login"
+    return 1
+  fi
+  grep -q SOCKS5AuthError <<<"$out" && return 0
+  printf '%s\n' "$out" | tail -n 1
+  return 1
+}
+
+# ncat_echo NCAT_ARGS...: sends the payload through ncat (last arguments: echo host and port) and
+# compares what comes back.
+ncat_echo() {
+  local got
+  got=$(mktemp "$work/got.XXXXXX")
+  timeout 30 ncat --proxy-type socks5 "$@" <"$payload" >"$got" || return 1
+  same_bytes "$payload" "$got"
+}
+
+# ---------------------------------------------------------------- setup
+
+need curl curl || die "cannot install curl"
+need ncat ncat || die "cannot install ncat"
+need python3 python3 || die "cannot install python3"
+python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip || die "cannot install python3-pip"
+# --target keeps PySocks out of the system's Python (and out of Debian's externally-managed check).
+pydeps=$target_dir/interop-python
+export PYTHONPATH=$pydeps${PYTHONPATH:+:$PYTHONPATH}
+if ! python3 -c 'import socks' 2>/dev/null; then
+  echo "installing PySocks into $pydeps" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    --target "$pydeps" PySocks >&2 || die "cannot pip install PySocks"
+fi
+
+cargo build --release --quiet || die "cargo build --release failed"
+burrowd=$target_dir/release/burrowd
+
+have_ipv6=false
+python3 -c 'import socket; socket.socket(socket.AF_INET6).bind(("::1", 0))' 2>/dev/null && have_ipv6=true
+
+mkdir -p "$work/www"
+blob=$work/www/blob.bin
+head -c $((4 * 1024 * 1024)) /dev/urandom >"$blob"
+payload=$work/payload.bin
+head -c $((1024 * 1024)) /dev/urandom >"$payload"
+
+cat >"$work/echo_server.py" <<'EOF'
+import socket, socketserver, sys
+
+class Echo(socketserver.BaseRequestHandler):
+    def handle(self):
+        while chunk := self.request.recv(65536):
+            self.request.sendall(chunk)
+
+class Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    address_family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+
+with Server((sys.argv[1], 0), Echo) as server:
+    print("port", server.server_address[1], flush=True)
+    server.serve_forever()
+EOF
+
+cat >"$work/pysocks_client.py" <<'EOF'
+# Usage: MODE PROXY TARGET_HOST TARGET_PORT [USER PASSWORD], PROXY as 127.0.0.1:1080 or [::1]:1080.
+# MODE http: GET /blob.bin through the proxy and compare the body with BLOB's bytes.
+# MODE echo: send PAYLOAD, half-close, read until EOF and compare.
+# A TARGET_HOST that is not an IP address is sent to the proxy to resolve (rdns).
+import hashlib, os, socket, sys, socks
+
+mode, proxy, host, port, *login = sys.argv[1:]
+user, password = login if login else (None, None)
+proxy_host, _, proxy_port = proxy.rpartition(":")
+proxy_host = proxy_host.strip("[]")
+s = socks.socksocket(socket.AF_INET6 if ":" in proxy_host else socket.AF_INET)
+s.settimeout(20)
+s.set_proxy(socks.SOCKS5, proxy_host, int(proxy_port), rdns=True, username=user, password=password)
+s.connect((host, int(port)))
+if mode == "http":
+    want = open(os.environ["BLOB"], "rb").read()
+    s.sendall(f"GET /blob.bin HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+else:
+    want = open(os.environ["PAYLOAD"], "rb").read()
+    s.sendall(want)
+    s.shutdown(socket.SHUT_WR)
+got = bytearray()
+while chunk := s.recv(65536):
+    got += chunk
+s.close()
+if mode == "http":
+    head, _, got = bytes(got).partition(b"\r\n\r\n")
+    status = head.split(b"\r\n")[0].decode(errors="replace")
+    if " 200 " not in status:
+        sys.exit(f"status line {status!r}")
+if got != want:
+    sys.exit(f"got {len(got)} bytes sha256 {hashlib.sha256(got).hexdigest()}, "
+             f"want {len(want)} bytes sha256 {hashlib.sha256(want).hexdigest()}")
+EOF
+export BLOB=$blob PAYLOAD=$payload
+
+user=interop
+password='s3cret-pa55'
+start_http http4 127.0.0.1 || die "http server on 127.0.0.1 did not start"
+http4=$ready
+start_echo echo4 127.0.0.1 || die "echo server on 127.0.0.1 did not start"
+echo4=$ready
+start_burrowd open 127.0.0.1 || die "burrowd did not start"
+open=$ready
+start_burrowd auth 127.0.0.1 --user "$user:$password" || die "burrowd --user did not start"
+auth=$ready
+if $have_ipv6; then
+  start_http http6 ::1 || die "http server on ::1 did not start"
+  http6=$ready
+  start_burrowd open6 ::1 || die "burrowd on [::1] did not start"
+  open6=$ready
+  start_burrowd auth6 ::1 --user "$user:$password" || die "burrowd --user on [::1] did not start"
+  auth6=$ready
+fi
+url4=http://127.0.0.1:$http4/blob.bin
+url_name=http://localhost:$http4/blob.bin
+
+# ---------------------------------------------------------------- checks
+
+check "curl --socks5" curl_gets_blob --socks5 "$open" "$url4"
+check "curl --socks5-hostname" curl_gets_blob --socks5-hostname "$open" "$url_name"
+check "curl --socks5 --proxy-user" curl_gets_blob --socks5 "$auth" --proxy-user "$user:$password" "$url4"
+check "curl --socks5-hostname --proxy-user" \
+  curl_gets_blob --socks5-hostname "$auth" --proxy-user "$user:$password" "$url_name"
+check "curl --socks5 wrong password rejected" curl_rejected --socks5 "$auth" --proxy-user "$user:wrong" "$url4"
+check "curl --socks5 no login rejected by --user proxy" curl_rejected --socks5 "$auth" "$url4"
+
+check "pysocks http" pysocks http "$open" 127.0.0.1 "$http4"
+check "pysocks http by name (resolved by burrowd)" pysocks http "$open" localhost "$http4"
+check "pysocks http login" pysocks http "$auth" 127.0.0.1 "$http4" "$user" "$password"
+check "pysocks wrong password rejected" \
+  pysocks_rejected http "$auth" 127.0.0.1 "$http4" "$user" wrong
+check "pysocks echo with half-close" pysocks echo "$open" 127.0.0.1 "$echo4"
+
+check "ncat --proxy-type socks5 echo" ncat_echo --proxy "$open" 127.0.0.1 "$echo4"
+check "ncat --proxy-type socks5 --proxy-auth echo" \
+  ncat_echo --proxy "$auth" --proxy-auth "$user:$password" 127.0.0.1 "$echo4"
+
+if $have_ipv6; then
+  url6="http://[::1]:$http6/blob.bin"
+  check "ipv6 curl --socks5 [::1] proxy to [::1] target" curl_gets_blob --socks5 "$open6" "$url6"
+  check "ipv6 curl --socks5-hostname [::1] proxy" curl_gets_blob --socks5-hostname "$open6" "$url_name"
+  check "ipv6 curl --socks5 [::1] proxy --proxy-user" \
+    curl_gets_blob --socks5 "$auth6" --proxy-user "$user:$password" "$url6"
+  check "ipv6 pysocks 127.0.0.1 proxy to [::1] target" \
+    pysocks http "$open" ::1 "$http6"
+  check "ipv6 pysocks [::1] proxy echo" pysocks echo "$open6" 127.0.0.1 "$echo4"
+  check "ipv6 ncat [::1] proxy echo" ncat_echo --proxy "$open6" 127.0.0.1 "$echo4"
+else
+  skip ipv6 "::1 is not available on this machine"
+fi
+
+if ((failed)); then
+  for name in open auth open6 auth6; do
+    [[ -f $work/$name.log ]] || continue
+    echo "--- last lines of burrowd ($name) log:" >&2
+    tail -n 20 "$work/$name.log" >&2
+  done
+fi
+summary
+((failed == 0))
