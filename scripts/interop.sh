@@ -55,7 +55,8 @@ die() {
   exit 1
 }
 
-# check NAME COMMAND...: runs COMMAND, which prints why on failure, and prints one result line.
+# check NAME COMMAND...: runs COMMAND (in a subshell: it cannot change this script's variables),
+# which prints why on failure, and prints one result line.
 check() {
   local name=$1 out rc
   shift
@@ -173,7 +174,7 @@ curl_rejected() {
   fi
 }
 
-# pysocks MODE PROXY_HOST PROXY_PORT TARGET_HOST TARGET_PORT [USER PASS]: see pysocks_client.py.
+# pysocks MODE PROXY TARGET_HOST TARGET_PORT [USER PASS]: see pysocks_client.py.
 pysocks() {
   timeout 30 python3 "$work/pysocks_client.py" "$@"
 }
@@ -277,13 +278,16 @@ with Server((sys.argv[1], 0), Echo) as server:
 EOF
 
 cat >"$work/pysocks_client.py" <<'EOF'
+# Usage: MODE PROXY TARGET_HOST TARGET_PORT [USER PASSWORD], PROXY as 127.0.0.1:1080 or [::1]:1080.
 # MODE http: GET /blob.bin through the proxy and compare the body with BLOB's bytes.
 # MODE echo: send PAYLOAD, half-close, read until EOF and compare.
-# TARGET_HOST that is not an IP address is sent to the proxy to resolve (rdns).
+# A TARGET_HOST that is not an IP address is sent to the proxy to resolve (rdns).
 import hashlib, os, socket, sys, socks
 
-mode, proxy_host, proxy_port, host, port, *login = sys.argv[1:]
+mode, proxy, host, port, *login = sys.argv[1:]
 user, password = login if login else (None, None)
+proxy_host, _, proxy_port = proxy.rpartition(":")
+proxy_host = proxy_host.strip("[]")
 s = socks.socksocket(socket.AF_INET6 if ":" in proxy_host else socket.AF_INET)
 s.settimeout(20)
 s.set_proxy(socks.SOCKS5, proxy_host, int(proxy_port), rdns=True, username=user, password=password)
@@ -347,12 +351,12 @@ check "curl --socks5-hostname --proxy-user" \
 check "curl --socks5 wrong password rejected" curl_rejected --socks5 "$auth" --proxy-user "$user:wrong" "$url4"
 check "curl --socks5 no login rejected by --user proxy" curl_rejected --socks5 "$auth" "$url4"
 
-check "pysocks http" pysocks http "${open%:*}" "${open##*:}" 127.0.0.1 "$http4"
-check "pysocks http remote dns" pysocks http "${open%:*}" "${open##*:}" localhost "$http4"
-check "pysocks http login" pysocks http "${auth%:*}" "${auth##*:}" 127.0.0.1 "$http4" "$user" "$password"
+check "pysocks http" pysocks http "$open" 127.0.0.1 "$http4"
+check "pysocks http by name (resolved by burrowd)" pysocks http "$open" localhost "$http4"
+check "pysocks http login" pysocks http "$auth" 127.0.0.1 "$http4" "$user" "$password"
 check "pysocks wrong password rejected" \
-  pysocks_rejected http "${auth%:*}" "${auth##*:}" 127.0.0.1 "$http4" "$user" wrong
-check "pysocks echo with half-close" pysocks echo "${open%:*}" "${open##*:}" 127.0.0.1 "$echo4"
+  pysocks_rejected http "$auth" 127.0.0.1 "$http4" "$user" wrong
+check "pysocks echo with half-close" pysocks echo "$open" 127.0.0.1 "$echo4"
 
 check "ncat --proxy-type socks5 echo" ncat_echo --proxy "$open" 127.0.0.1 "$echo4"
 check "ncat --proxy-type socks5 --proxy-auth echo" \
@@ -382,7 +386,8 @@ if $have_ipv6; then
   check "ipv6 curl --socks5 [::1] proxy --proxy-user" \
     curl_gets_blob --socks5 "$auth6" --proxy-user "$user:$password" "$url6"
   check "ipv6 pysocks 127.0.0.1 proxy to [::1] target" \
-    pysocks http "${open%:*}" "${open##*:}" ::1 "$http6"
+    pysocks http "$open" ::1 "$http6"
+  check "ipv6 pysocks [::1] proxy echo" pysocks echo "$open6" 127.0.0.1 "$echo4"
   check "ipv6 ncat [::1] proxy echo" ncat_echo --proxy "$open6" 127.0.0.1 "$echo4"
 else
   skip ipv6 "::1 is not available on this machine"

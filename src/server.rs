@@ -167,8 +167,8 @@ impl Acceptor {
             ServiceSpec::Socks(socks) => session::serve_socks(&ctx, socks, id, stream, peer),
         });
         if let Err((job, why)) = self.workers.try_execute(job) {
-            drop(job); // closes the client's socket
             self.ctx.stats.session_refused();
+            drop(job); // closes the client's socket
             let limits = (self.ctx.config.max_clients, self.ctx.config.queue);
             refusals.warn(|count| match why {
                 Refused::Full => format!(

@@ -217,3 +217,10 @@ pub fn assert_half_close(a: &mut TcpStream, b: &mut TcpStream) {
     t!(b.shutdown(Shutdown::Write));
     assert_eq!(read_to_end(a), b"reply after half-close", "the other direction keeps going");
 }
+
+/// A domain name that fails to resolve without any query leaving this host: a label
+/// longer than 63 bytes is rejected by the resolver before it builds a DNS packet (checked
+/// with strace), whereas a plain `.invalid` name would be sent to the configured server.
+pub fn unresolvable_name() -> String {
+    format!("{}.invalid", "x".repeat(64))
+}
