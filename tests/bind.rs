@@ -100,3 +100,17 @@ fn bind_naming_a_host_accepts_its_addresses() {
     let peer = peer_arrives(&mut control, bound);
     assert_carries(&peer, &control, b"via a name");
 }
+
+#[test]
+fn data_the_client_sends_before_the_peer_arrives_reaches_the_peer() {
+    let (_server, proxy) = proxy();
+    let (mut control, bound) = socks5_bind(proxy, "0.0.0.0:0".parse().unwrap());
+    t!(std::io::Write::write_all(&mut control, b"sent early"));
+    // Give the wait loop time to see the early bytes before the peer comes.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut peer = peer_arrives(&mut control, bound);
+    let mut early = [0u8; 10];
+    t!(std::io::Read::read_exact(&mut peer, &mut early));
+    assert_eq!(&early, b"sent early");
+    assert_half_close(&mut control, &mut peer);
+}
