@@ -44,11 +44,13 @@ impl ServiceSpec {
         }
     }
 
-    /// A SOCKS service anyone who can reach it may use: it has no users and listens
-    /// beyond loopback.
+    /// A SOCKS service anyone who can reach it may use: it listens beyond loopback and
+    /// has no users, or lets SOCKS4 in without a login (`--socks4`).
     pub fn is_open_proxy(&self) -> bool {
         match self {
-            ServiceSpec::Socks(socks) => socks.users.is_empty() && !socks.addr.ip().is_loopback(),
+            ServiceSpec::Socks(socks) => {
+                (socks.users.is_empty() || socks.socks4 == Socks4Policy::On) && !socks.addr.ip().is_loopback()
+            }
         }
     }
 }
@@ -124,5 +126,28 @@ impl Config {
             spec.users.add_entry(entry).expect("valid NAME:PASSWORD");
         }
         Config { services: vec![ServiceSpec::Socks(spec)], ..Config::default() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_proxy_means_no_login_needed_beyond_loopback() {
+        let service = |addr: &str, users: &[&str], socks4| {
+            let mut spec = SocksSpec::new(addr.parse().unwrap());
+            for entry in users {
+                spec.users.add_entry(entry).unwrap();
+            }
+            ServiceSpec::Socks(SocksSpec { socks4, ..spec })
+        };
+        use Socks4Policy::*;
+        assert!(service("0.0.0.0:1080", &[], Auto).is_open_proxy());
+        assert!(service("0.0.0.0:1080", &["u:p"], On).is_open_proxy(), "--socks4 needs no login");
+        assert!(!service("0.0.0.0:1080", &["u:p"], Auto).is_open_proxy());
+        assert!(!service("0.0.0.0:1080", &["u:p"], Off).is_open_proxy());
+        assert!(!service("127.0.0.1:1080", &[], On).is_open_proxy());
+        assert!(!service("[::1]:1080", &[], Auto).is_open_proxy());
     }
 }
