@@ -6,7 +6,7 @@
 
 use crate::config::SocketOptions;
 use crate::connect;
-use crate::message_io::{Negotiation, is_timeout};
+use crate::message_io::Negotiation;
 use crate::reply::Failure;
 use crate::server::Context;
 use crate::session::{self, Replies, SessionLog};
@@ -117,14 +117,15 @@ impl Bound {
             match self.listener.accept() {
                 Ok((stream, addr)) => return self.admit(stream, addr, opts),
                 // Nobody yet, or a peer that gave up before we took it.
-                Err(e) if is_timeout(&e) || is_transient(&e) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || is_transient(&e) => {}
                 Err(e) => return Err(WaitEnd::Failed(Failure::Local(e))),
             }
             match control.peek(&mut probe) {
                 Ok(0) => return Err(WaitEnd::ClientGone("client closed while waiting for the BIND peer".into())),
-                // Nothing from the client, or data sent ahead of the peer, which stays for the relay.
+                // Data the client sent ahead of the peer stays in the socket for the relay.
                 Ok(_) => {}
-                Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+                // Nothing from the client.
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
                 Err(e) => {
                     return Err(WaitEnd::ClientGone(format!("client error while waiting for the BIND peer: {e}")));
                 }
