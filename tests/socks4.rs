@@ -93,6 +93,18 @@ fn socks4_bind_refuses_a_wrong_peer_with_91() {
 }
 
 #[test]
+fn socks4_bind_timeout_gives_91() {
+    let config =
+        Config { bind_timeout: Duration::from_millis(300), ..Config::socks_on("127.0.0.1:0".parse().unwrap()) };
+    let (_server, proxy) = start(config);
+    let mut control = connect(proxy);
+    let first = socks4_request(&mut control, Command::Bind, ip("0.0.0.0:0".parse().unwrap()), b"");
+    assert_eq!(first.code, ReplyCode::Granted);
+    assert_rejected(read_socks4_reply(&mut control));
+    assert_closed_without_reply(&mut control);
+}
+
+#[test]
 fn refused_target_gives_91() {
     let (_server, proxy) = proxy();
     let mut client = connect(proxy);
