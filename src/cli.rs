@@ -1,7 +1,7 @@
 //! The command line: flags to a [`Config`], and the help text that lists them.
 
 use crate::auth::Users;
-use crate::config::{self, Config, ServiceSpec, SocksSpec};
+use crate::config::{self, Config, ServiceSpec, Socks4Policy, SocksSpec};
 use crate::service_url;
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
@@ -46,11 +46,18 @@ Options:
                                send every outbound connection through this upstream SOCKS5
                                proxy; repeat to chain several, first given is first hop
       --users FILE             read users from FILE, one name:password per line
+      --socks4                 serve SOCKS4/4a even when users are configured; SOCKS4 carries
+                               no password, so anyone who can connect may use the proxy
+                               (default: SOCKS4/4a served only when no users are configured)
+      --no-socks4              refuse SOCKS4/4a: such clients are closed without a reply
+                               (default: off)
       --max-clients N          worker threads, so sessions served at once (default: {max_clients})
       --queue N                clients that wait for a worker when all are busy; more are
                                refused (default: {queue})
       --handshake-timeout DUR  limit on the whole SOCKS negotiation (default: {handshake:?})
       --connect-timeout DUR    limit on each outbound connection attempt (default: {connect:?})
+      --bind-timeout DUR       limit on waiting for the incoming connection of a BIND
+                               (default: {bind:?})
       --idle-timeout DUR       close a session with no traffic either way for DUR; 0 is off
                                (default: 0)
       --drain-timeout DUR      on SIGINT/SIGTERM, wait this long for sessions to finish
@@ -80,6 +87,7 @@ BYTES is a number, or with K or M (64K, 1M; powers of 1024).
         queue = config::DEFAULT_QUEUE,
         handshake = config::DEFAULT_HANDSHAKE_TIMEOUT,
         connect = config::DEFAULT_CONNECT_TIMEOUT,
+        bind = config::DEFAULT_BIND_TIMEOUT,
         drain = config::DEFAULT_DRAIN_TIMEOUT,
         buffer = config::DEFAULT_BUFFER_SIZE,
         keepalive = config::DEFAULT_KEEPALIVE,
@@ -93,6 +101,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
     let mut listens = Vec::new();
     let mut url_services = Vec::new();
     let mut users = Users::default();
+    let mut socks4 = None;
     let mut verbosity: i8 = 0;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -130,10 +139,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
             }
             "-u" | "--user" => users.add_entry(&value()?).map_err(|e| format!("--user: {e}"))?,
             "--users" => users.add_file(Path::new(&value()?)).map_err(|e| format!("--users: {e}"))?,
+            "--socks4" => set_socks4(&mut socks4, Socks4Policy::On)?,
+            "--no-socks4" => set_socks4(&mut socks4, Socks4Policy::Off)?,
             "--max-clients" => config.max_clients = parse_count(&flag, &value()?, 1)?,
             "--queue" => config.queue = parse_count(&flag, &value()?, 0)?,
             "--handshake-timeout" => config.handshake_timeout = parse_nonzero_duration(&flag, &value()?)?,
             "--connect-timeout" => config.connect_timeout = parse_nonzero_duration(&flag, &value()?)?,
+            "--bind-timeout" => config.bind_timeout = parse_nonzero_duration(&flag, &value()?)?,
             "--idle-timeout" => config.idle_timeout = optional(flag_duration(&flag, &value()?)?),
             "--drain-timeout" => config.drain_timeout = flag_duration(&flag, &value()?)?,
             "--buffer-size" => config.buffer_size = parse_size(&value()?).map_err(|e| format!("{flag}: {e}"))?.max(1),
@@ -158,9 +170,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
     if listens.is_empty() && url_services.is_empty() {
         listens.push(config::DEFAULT_LISTEN.parse().expect("valid default"));
     }
+    let socks4 = socks4.unwrap_or(Socks4Policy::Auto);
     config.services = listens
         .into_iter()
-        .map(|addr| ServiceSpec::Socks(SocksSpec { users: users.clone(), ..SocksSpec::new(addr) }))
+        .map(|addr| ServiceSpec::Socks(SocksSpec { users: users.clone(), socks4, ..SocksSpec::new(addr) }))
         .chain(url_services)
         .collect();
     config.check()?;
@@ -170,6 +183,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
 /// One line naming the flag and its value, the password hidden.
 fn url_error(flag: &str, url: &str, error: service_url::UrlError) -> String {
     format!("{flag} {}: {error}", service_url::redacted(url))
+}
+
+/// `--socks4` and `--no-socks4` contradict each other; saying one twice is fine.
+fn set_socks4(policy: &mut Option<Socks4Policy>, wanted: Socks4Policy) -> Result<(), String> {
+    match policy.replace(wanted) {
+        Some(earlier) if earlier != wanted => Err("--socks4 and --no-socks4 cannot both be given".into()),
+        _ => Ok(()),
+    }
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {
@@ -264,6 +285,9 @@ mod tests {
         assert_eq!(settings.config.idle_timeout, None);
         assert_eq!(settings.config.udp.idle_timeout, Some(Duration::from_secs(120)));
         assert_eq!(settings.config.udp.port_range, None);
+        assert_eq!(settings.config.bind_timeout, Duration::from_secs(60));
+        let ServiceSpec::Socks(socks) = &settings.config.services[0] else { panic!("not SOCKS") };
+        assert_eq!(socks.socks4, Socks4Policy::Auto);
     }
 
     #[test]
@@ -279,6 +303,8 @@ mod tests {
             "--queue=0",
             "--idle-timeout",
             "1.5s",
+            "--bind-timeout=250ms",
+            "--socks4",
             "--keepalive",
             "0",
             "--buffer-size",
@@ -300,7 +326,9 @@ mod tests {
         for service in &s.config.services {
             let ServiceSpec::Socks(socks) = service else { panic!("{service:?}") };
             assert!(socks.users.verify(b"alice", b"pw"), "--user applies to every --listen");
+            assert_eq!(socks.socks4, Socks4Policy::On, "--socks4 applies to every --listen");
         }
+        assert_eq!(s.config.bind_timeout, Duration::from_millis(250));
         assert_eq!((s.config.max_clients, s.config.queue), (8, 0));
         assert_eq!(s.config.idle_timeout, Some(Duration::from_millis(1500)));
         assert_eq!(s.config.socket.keepalive, None);
@@ -329,6 +357,8 @@ mod tests {
             (&["--udp-port-range", "0-10"], "--udp-port-range"),
             (&["--udp-port-range", "100"], "--udp-port-range"),
             (&["--udp-advertise", "nat.example"], "--udp-advertise"),
+            (&["--bind-timeout", "0"], "--bind-timeout: must be more than 0"),
+            (&["--socks4", "--no-socks4"], "--socks4 and --no-socks4"),
         ];
         for (args, want) in table {
             let err = run(args).unwrap_err();
@@ -361,6 +391,15 @@ mod tests {
         assert_eq!(run(&["-F"]).unwrap_err(), "-F needs a value");
         let err = run(&["-L", "udp://:0/h:53", "-F", "socks5://h:1", "-F", "socks5://h:2"]).unwrap_err();
         assert!(err.contains("udp service on 0.0.0.0:0 cannot go through 2 upstream hops"), "{err}");
+    }
+
+    #[test]
+    fn no_socks4_turns_it_off_everywhere() {
+        let s = run(&["-l", "127.0.0.1:0", "-l", "[::1]:0", "--no-socks4", "--no-socks4"]).unwrap();
+        for service in &s.config.services {
+            let ServiceSpec::Socks(socks) = service else { panic!("{service:?}") };
+            assert_eq!(socks.socks4, Socks4Policy::Off);
+        }
     }
 
     #[test]

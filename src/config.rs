@@ -98,11 +98,13 @@ impl ServiceSpec {
         }
     }
 
-    /// A SOCKS service anyone who can reach it may use: it has no users and listens
-    /// beyond loopback.
+    /// A SOCKS service anyone who can reach it may use: it listens beyond loopback and
+    /// has no users, or lets SOCKS4 in without a login (`--socks4`).
     pub fn is_open_proxy(&self) -> bool {
         match self {
-            ServiceSpec::Socks(socks) => socks.users.is_empty() && !socks.addr.ip().is_loopback(),
+            ServiceSpec::Socks(socks) => {
+                (socks.users.is_empty() || socks.socks4 == Socks4Policy::On) && !socks.addr.ip().is_loopback()
+            }
             // A forwarder reaches only its one target.
             ServiceSpec::TcpForward(_) | ServiceSpec::UdpForward(_) => false,
         }
@@ -143,6 +145,8 @@ pub struct Config {
     pub queue: usize,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
+    /// How long a BIND waits for its one incoming connection.
+    pub bind_timeout: Duration,
     /// A session with no traffic either way for this long is closed; `None` never.
     pub idle_timeout: Option<Duration>,
     pub drain_timeout: Duration,
@@ -160,6 +164,7 @@ pub const DEFAULT_MAX_CLIENTS: usize = 1024;
 pub const DEFAULT_QUEUE: usize = 128;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_BIND_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_UDP_TTL: Duration = Duration::from_secs(60);
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
@@ -175,6 +180,7 @@ impl Default for Config {
             queue: DEFAULT_QUEUE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            bind_timeout: DEFAULT_BIND_TIMEOUT,
             idle_timeout: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             buffer_size: DEFAULT_BUFFER_SIZE,
@@ -218,5 +224,28 @@ impl Config {
             spec.users.add_entry(entry).expect("valid NAME:PASSWORD");
         }
         Config { services: vec![ServiceSpec::Socks(spec)], ..Config::default() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_proxy_means_no_login_needed_beyond_loopback() {
+        let service = |addr: &str, users: &[&str], socks4| {
+            let mut spec = SocksSpec::new(addr.parse().unwrap());
+            for entry in users {
+                spec.users.add_entry(entry).unwrap();
+            }
+            ServiceSpec::Socks(SocksSpec { socks4, ..spec })
+        };
+        use Socks4Policy::*;
+        assert!(service("0.0.0.0:1080", &[], Auto).is_open_proxy());
+        assert!(service("0.0.0.0:1080", &["u:p"], On).is_open_proxy(), "--socks4 needs no login");
+        assert!(!service("0.0.0.0:1080", &["u:p"], Auto).is_open_proxy());
+        assert!(!service("0.0.0.0:1080", &["u:p"], Off).is_open_proxy());
+        assert!(!service("127.0.0.1:1080", &[], On).is_open_proxy());
+        assert!(!service("[::1]:1080", &[], Auto).is_open_proxy());
     }
 }

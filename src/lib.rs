@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod bind;
 pub mod chain;
 pub mod cli;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod server;
 pub mod service_url;
 pub mod session;
 pub mod sockopt;
+pub mod socks4;
 pub mod socks5;
 pub mod stats;
 pub mod udp_relay;

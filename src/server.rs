@@ -246,8 +246,8 @@ impl Acceptor {
             ServiceSpec::UdpForward(_) => unreachable!("UDP services have no accept loop"),
         });
         if let Err((job, why)) = self.workers.try_execute(job) {
-            drop(job); // closes the client's socket
             self.ctx.stats.session_refused();
+            drop(job); // closes the client's socket
             let limits = (self.ctx.config.max_clients, self.ctx.config.queue);
             refusals.warn(|count| match why {
                 Refused::Full => format!(

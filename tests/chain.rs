@@ -2,7 +2,8 @@
 
 mod common;
 
-use burrowd::wire::addr::TargetAddr;
+use burrowd::wire::addr::{Addr, TargetAddr};
+use burrowd::wire::socks4;
 use burrowd::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
 use common::*;
 use std::io::{Read, Write};
@@ -121,7 +122,8 @@ fn names_go_upstream_unresolved_and_its_reply_code_passes_through() {
     let (_front, addrs) = start_urls(&["socks5://127.0.0.1:0"], &[&format!("socks5://{upstream}")]);
     let mut client = connect(addrs[0]);
     socks5_login(&mut client, None);
-    let name = domain_target("only-the-upstream-knows.invalid", 443);
+    // A name no resolver here can answer (and none is asked): only the upstream sees it.
+    let name = domain_target(&unresolvable_name(), 443);
     let (code, _) = socks5_request(&mut client, Command::Connect, &name);
     assert_eq!(t!(requests.recv_timeout(TIMEOUT)), name);
     assert_eq!(code, ReplyCode::NOT_ALLOWED);
@@ -189,4 +191,16 @@ fn udp_associate_is_refused_with_two_hops() {
     socks5_login(&mut control, None);
     let (code, _) = socks5_request(&mut control, Command::UdpAssociate, &ip_target("0.0.0.0:0".parse().unwrap()));
     assert_eq!(code, ReplyCode::COMMAND_NOT_SUPPORTED, "rather than sent around the chain");
+}
+
+#[test]
+fn socks4a_connect_goes_through_the_chain_too() {
+    let target = echo_server("127.0.0.1:0");
+    let (upstream, upstream_addr) = proxy();
+    let (_front, addrs) = start_urls(&["socks://127.0.0.1:0"], &[&format!("socks5://{upstream_addr}")]);
+    let mut client = connect(addrs[0]);
+    let reply = socks4_request(&mut client, socks4::Command::Connect, Addr::Domain("localhost", target.port()), b"");
+    assert_eq!(reply.code, socks4::ReplyCode::Granted);
+    echo_through(client, b"SOCKS4a via one hop");
+    wait_until("the upstream served the session", || upstream.stats().sessions == 1);
 }

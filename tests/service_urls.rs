@@ -1,6 +1,36 @@
-//! Bad `-L`/`-F` URLs stop the binary at start-up: exit 2 and one line naming the value.
+//! `-L` URLs as users give them: `socks://` and `socks5://` differ in SOCKS4, and bad URLs
+//! stop the binary at start-up with exit 2 and one line naming the value.
 
+mod common;
+
+use burrowd::wire::addr::Addr;
+use burrowd::wire::socks4;
+use common::*;
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
 use std::process::Command;
+
+#[test]
+fn socks_serves_socks4_and_socks5_does_not() {
+    let target = echo_server("127.0.0.1:0");
+    let (_server, addrs) = start_urls(&["socks://127.0.0.1:0", "socks5://127.0.0.1:0"], &[]);
+
+    let mut client = connect(addrs[0]);
+    let reply = socks4_request(&mut client, socks4::Command::Connect, Addr::Ip(target), b"");
+    assert_eq!(reply.code, socks4::ReplyCode::Granted);
+    echo_once(client, b"socks4 via socks://");
+
+    let mut client = connect(addrs[1]);
+    t!(client.write_all(&socks4_request_bytes(socks4::Command::Connect, Addr::Ip(target), b"")));
+    assert_closed_without_reply(&mut client);
+    echo_once(socks5_connect(addrs[1], target), b"socks5 via socks5://");
+}
+
+fn echo_once(mut stream: TcpStream, payload: &[u8]) {
+    t!(stream.write_all(payload));
+    t!(stream.shutdown(Shutdown::Write));
+    assert_eq!(read_to_end(&mut stream), payload);
+}
 
 #[test]
 fn bad_urls_exit_2_with_one_line_naming_them() {

@@ -1,12 +1,13 @@
 //! Helpers shared by the integration tests: a proxy started in-process on port 0, target
-//! servers, and a small SOCKS5 client written against the wire module.
+//! servers, and small SOCKS5 and SOCKS4 clients written against the wire module.
 #![allow(dead_code)] // each test binary uses its own subset of these helpers
 
+use burrowd::config::{ServiceSpec, Socks4Policy};
 use burrowd::service_url;
 use burrowd::wire::addr::{Addr, TargetAddr};
 use burrowd::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
 use burrowd::wire::udp::{Header, MAX_HEADER_LEN};
-use burrowd::wire::userpass;
+use burrowd::wire::{socks4, userpass};
 use burrowd::{Config, Server};
 use crossbeam_channel::Receiver;
 use sha2::{Digest, Sha256};
@@ -38,6 +39,17 @@ pub fn start(config: Config) -> (Server, SocketAddr) {
 /// A default SOCKS proxy on 127.0.0.1, any free port.
 pub fn proxy() -> (Server, SocketAddr) {
     start(Config::socks_on("127.0.0.1:0".parse().unwrap()))
+}
+
+/// Sets the SOCKS4 policy of every SOCKS service in `config`, as `--socks4` and
+/// `--no-socks4` do.
+pub fn with_socks4(mut config: Config, policy: Socks4Policy) -> Config {
+    for service in &mut config.services {
+        if let ServiceSpec::Socks(socks) = service {
+            socks.socks4 = policy;
+        }
+    }
+    config
 }
 
 /// A TCP server on `bind` running `handle` for each connection on its own thread.
@@ -147,6 +159,75 @@ pub fn ip_target(addr: SocketAddr) -> TargetAddr {
 
 pub fn domain_target(name: &str, port: u16) -> TargetAddr {
     Addr::Domain(name, port).to_owned()
+}
+
+/// Asserts the server closed the connection cleanly (FIN, not a reset) without sending a
+/// single byte.
+pub fn assert_closed_without_reply(stream: &mut TcpStream) {
+    assert_eq!(read_to_end(stream), b"", "expected a close with no reply");
+}
+
+/// SOCKS5 BIND naming `peer` as the expected peer; asserts the first reply succeeded and
+/// returns the control connection and the address the proxy listens on.
+pub fn socks5_bind(proxy: SocketAddr, peer: SocketAddr) -> (TcpStream, SocketAddr) {
+    let mut control = connect(proxy);
+    socks5_login(&mut control, None);
+    let (code, bound) = socks5_request(&mut control, Command::Bind, &TargetAddr::Ip(peer));
+    assert_eq!(code, ReplyCode::SUCCEEDED, "first BIND reply");
+    let TargetAddr::Ip(bound) = bound else { panic!("BIND replied with a name: {bound}") };
+    (control, bound)
+}
+
+/// The bytes of a SOCKS4 request; a domain address makes it SOCKS4a.
+pub fn socks4_request_bytes(command: socks4::Command, addr: Addr<'_>, user_id: &[u8]) -> Vec<u8> {
+    let mut buf = [0u8; 600];
+    let len = socks4::Request { command, addr, user_id }.emit(&mut buf);
+    buf[..len].to_vec()
+}
+
+/// Sends a SOCKS4 or 4a request and reads the reply.
+pub fn socks4_request(
+    stream: &mut TcpStream,
+    command: socks4::Command,
+    addr: Addr<'_>,
+    user_id: &[u8],
+) -> socks4::Reply {
+    t!(stream.write_all(&socks4_request_bytes(command, addr, user_id)));
+    read_socks4_reply(stream)
+}
+
+pub fn read_socks4_reply(stream: &mut TcpStream) -> socks4::Reply {
+    let mut buf = [0u8; socks4::Reply::LEN];
+    t!(stream.read_exact(&mut buf));
+    t!(socks4::Reply::parse(&buf))
+}
+
+/// Writes `data` into `from` and asserts exactly those bytes come out of `to` (the same
+/// stream for an echo).
+pub fn assert_carries(from: &TcpStream, to: &TcpStream, data: &[u8]) {
+    t!((&*from).write_all(data));
+    let mut got = vec![0u8; data.len()];
+    t!((&*to).read_exact(&mut got));
+    assert_eq!(got, data);
+}
+
+/// Asserts the full half-close sequence between two ends of a tunnel: `a` sends FIN,
+/// `b` sees exactly the end of the stream, `b` can still send to `a`, then `b`'s FIN
+/// reaches `a`.
+pub fn assert_half_close(a: &mut TcpStream, b: &mut TcpStream) {
+    t!(a.write_all(b"last words"));
+    t!(a.shutdown(Shutdown::Write));
+    assert_eq!(read_to_end(b), b"last words", "data then FIN reach the other side");
+    t!(b.write_all(b"reply after half-close"));
+    t!(b.shutdown(Shutdown::Write));
+    assert_eq!(read_to_end(a), b"reply after half-close", "the other direction keeps going");
+}
+
+/// A domain name that fails to resolve without any query leaving this host: a label
+/// longer than 63 bytes is rejected by the resolver before it builds a DNS packet (checked
+/// with strace), whereas a plain `.invalid` name would be sent to the configured server.
+pub fn unresolvable_name() -> String {
+    format!("{}.invalid", "x".repeat(64))
 }
 
 /// The largest datagram a UDP socket can receive, for test buffers.
