@@ -104,3 +104,19 @@ fn stop_accepting_starts_no_new_sessions_and_live_ones_drain() {
     assert!(server.drain(TIMEOUT), "drained");
     assert_eq!(server.stats().sessions, 1);
 }
+
+/// 127.255.255.255 is the loopback network's broadcast address: sending to it fails with
+/// EACCES unless the socket has SO_BROADCAST, and a socket on the wildcard address hears it.
+#[test]
+fn forwards_to_a_broadcast_target() {
+    let (listener, _) = udp_multi_echo("0.0.0.0:0", 2);
+    let broadcast = format!("127.255.255.255:{}", listener.port());
+    let (_server, addrs) = start_urls(&[&format!("udp://127.0.0.1:0/{broadcast}")], &[]);
+    let client = udp_socket_near(addrs[0]);
+    t!(client.send_to(b"anyone?", addrs[0]));
+    let mut buf = [0u8; 64];
+    for i in 0..2 {
+        let (len, _) = t!(client.recv_from(&mut buf));
+        assert_eq!(&buf[..len], format!("anyone?#{i}").as_bytes());
+    }
+}
