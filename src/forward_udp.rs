@@ -28,7 +28,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// How often blocked receives wake to check the stop flag, session expiry and upstream
@@ -45,16 +44,12 @@ const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Starts the receive thread of a `udp://` service on its bound socket. Once the server
 /// stops accepting it starts no new session, sessions end after a short grace without
-/// traffic, and the thread ends with the last one.
-pub fn start(
-    ctx: Arc<Context>,
-    workers: Arc<WorkerPool>,
-    spec: UdpForwardSpec,
-    socket: UdpSocket,
-) -> io::Result<JoinHandle<()>> {
+/// traffic, and the thread ends with the last one, so nobody needs to join it.
+pub fn start(ctx: Arc<Context>, workers: Arc<WorkerPool>, spec: UdpForwardSpec, socket: UdpSocket) -> io::Result<()> {
     socket.set_read_timeout(Some(TICK))?;
     let service = Arc::new(Service { ctx, spec, socket, sessions: Mutex::new(HashMap::new()) });
-    std::thread::Builder::new().name("burrowd-udp".into()).spawn(move || service.receive(&workers))
+    std::thread::Builder::new().name("burrowd-udp".into()).spawn(move || service.receive(&workers))?;
+    Ok(())
 }
 
 struct Service {
