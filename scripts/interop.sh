@@ -191,6 +191,11 @@ pysocks_rejected() {
   return 1
 }
 
+# pysocks_udp PROXY TARGET_HOST TARGET_PORT [USER PASS]: see pysocks_udp.py.
+pysocks_udp() {
+  timeout 30 python3 "$work/pysocks_udp.py" "$@"
+}
+
 # ncat_echo NCAT_ARGS...: sends the payload through ncat (last arguments: echo host and port) and
 # compares what comes back.
 ncat_echo() {
@@ -312,6 +317,52 @@ if got != want:
     sys.exit(f"got {len(got)} bytes sha256 {hashlib.sha256(got).hexdigest()}, "
              f"want {len(want)} bytes sha256 {hashlib.sha256(want).hexdigest()}")
 EOF
+cat >"$work/dns_echo.py" <<'EOF'
+# A loopback UDP server that answers each DNS query for an A record the way a resolver would:
+# the same ID and question, QR set, one answer 127.0.0.1. Anything else is echoed as it came.
+import socket, struct, sys
+
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 0))
+print("port", s.getsockname()[1], flush=True)
+while True:
+    query, peer = s.recvfrom(65535)
+    if len(query) < 12 or struct.unpack("!H", query[4:6])[0] != 1:
+        s.sendto(query, peer)
+        continue
+    ident, flags = struct.unpack("!HH", query[:4])
+    header = struct.pack("!HHHHHH", ident, flags | 0x8080, 1, 1, 0, 0)  # QR, RA
+    answer = struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4) + socket.inet_aton("127.0.0.1")
+    s.sendto(header + query[12:] + answer, peer)
+EOF
+
+cat >"$work/pysocks_udp.py" <<'EOF'
+# Usage: PROXY TARGET_HOST TARGET_PORT [USER PASSWORD], PROXY as 127.0.0.1:1080.
+# A DNS query for burrowd.test (type A) through UDP ASSOCIATE with PySocks; the reply must carry
+# the query's ID and question, QR set, the answer 127.0.0.1, and come labelled from the server.
+import random, socket, struct, sys, socks
+
+proxy, host, port, *login = sys.argv[1:]
+user, password = login if login else (None, None)
+proxy_host, _, proxy_port = proxy.rpartition(":")
+s = socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(10)
+s.set_proxy(socks.SOCKS5, proxy_host, int(proxy_port), rdns=True, username=user, password=password)
+ident = random.randrange(1 << 16)
+question = b"".join(bytes([len(p)]) + p for p in (b"burrowd", b"test")) + b"\0" + struct.pack("!HH", 1, 1)
+query = struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + question
+s.sendto(query, (host, int(port)))
+reply, source = s.recvfrom(65535)
+if source[1] != int(port):
+    sys.exit(f"reply labelled {source}, want port {port}")
+got_id, flags, qd, an = struct.unpack("!HHHH", reply[:8])
+if got_id != ident or not flags & 0x8000 or (qd, an) != (1, 1):
+    sys.exit(f"not the answer to our query: id {got_id} (want {ident}) flags {flags:#x} qd {qd} an {an}")
+if reply[12:12 + len(question)] != question:
+    sys.exit("question not echoed")
+if socket.inet_ntoa(reply[-4:]) != "127.0.0.1":
+    sys.exit(f"answer {socket.inet_ntoa(reply[-4:])}, want 127.0.0.1")
+EOF
 export BLOB=$blob PAYLOAD=$payload
 
 user=interop
@@ -320,6 +371,9 @@ start_http http4 127.0.0.1 || die "http server on 127.0.0.1 did not start"
 http4=$ready
 start_echo echo4 127.0.0.1 || die "echo server on 127.0.0.1 did not start"
 echo4=$ready
+start "dns4" python3 -u "$work/dns_echo.py" 127.0.0.1
+await_log dns4 's/^port \([0-9]*\)$/\1/p' || die "UDP DNS echo server on 127.0.0.1 did not start"
+dns4=$ready
 start_burrowd open 127.0.0.1 || die "burrowd did not start"
 open=$ready
 start_burrowd auth 127.0.0.1 --user "$user:$password" || die "burrowd --user did not start"
@@ -357,6 +411,10 @@ check "pysocks http login" pysocks http "$auth" 127.0.0.1 "$http4" "$user" "$pas
 check "pysocks wrong password rejected" \
   pysocks_rejected http "$auth" 127.0.0.1 "$http4" "$user" wrong
 check "pysocks echo with half-close" pysocks echo "$open" 127.0.0.1 "$echo4"
+
+check "pysocks udp associate dns query" pysocks_udp "$open" 127.0.0.1 "$dns4"
+check "pysocks udp associate dns query by name (resolved by burrowd)" pysocks_udp "$open" localhost "$dns4"
+check "pysocks udp associate dns query with login" pysocks_udp "$auth" 127.0.0.1 "$dns4" "$user" "$password"
 
 check "ncat --proxy-type socks5 echo" ncat_echo --proxy "$open" 127.0.0.1 "$echo4"
 check "ncat --proxy-type socks5 --proxy-auth echo" \

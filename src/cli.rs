@@ -3,7 +3,8 @@
 use crate::auth::Users;
 use crate::config::{self, Config, ServiceSpec, Socks4Policy, SocksSpec};
 use std::ffi::OsString;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::Path;
 use std::time::Duration;
 
@@ -54,6 +55,13 @@ Options:
       --keepalive DUR          TCP keepalive idle time on both legs; 0 is off (default: {keepalive:?})
       --sndbuf BYTES           SO_SNDBUF for every TCP socket (default: the OS's)
       --rcvbuf BYTES           SO_RCVBUF for every TCP socket (default: the OS's)
+      --udp-idle-timeout DUR   end a UDP association with no datagram either way for DUR;
+                               0 is off (default: {udp_idle:?})
+      --udp-port-range LO-HI   bind UDP relay sockets to a port in LO..=HI (default: any free port)
+      --udp-advertise IP       put IP in UDP ASSOCIATE replies instead of the relay socket's own
+                               address, for a server behind NAT (default: the relay's address)
+      --udp-sndbuf BYTES       SO_SNDBUF for every UDP socket (default: the OS's)
+      --udp-rcvbuf BYTES       SO_RCVBUF for every UDP socket (default: the OS's)
   -v, --verbose                more log output (-v debug, -vv trace); RUST_LOG overrides
   -q, --quiet                  less log output (-q warnings only, -qq errors only)
   -h, --help                   print this help
@@ -72,6 +80,7 @@ BYTES is a number, or with K or M (64K, 1M; powers of 1024).
         drain = config::DEFAULT_DRAIN_TIMEOUT,
         buffer = config::DEFAULT_BUFFER_SIZE,
         keepalive = config::DEFAULT_KEEPALIVE,
+        udp_idle = config::DEFAULT_UDP_IDLE_TIMEOUT,
     )
 }
 
@@ -122,6 +131,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
             "--keepalive" => config.socket.keepalive = optional(flag_duration(&flag, &value()?)?),
             "--sndbuf" => config.socket.sndbuf = Some(parse_size(&value()?).map_err(|e| format!("{flag}: {e}"))?),
             "--rcvbuf" => config.socket.rcvbuf = Some(parse_size(&value()?).map_err(|e| format!("{flag}: {e}"))?),
+            "--udp-idle-timeout" => config.udp.idle_timeout = optional(flag_duration(&flag, &value()?)?),
+            "--udp-port-range" => {
+                config.udp.port_range = Some(parse_port_range(&value()?).map_err(|e| format!("{flag}: {e}"))?)
+            }
+            "--udp-advertise" => {
+                let text = value()?;
+                let ip = text.parse::<IpAddr>().map_err(|_| format!("{flag}: {text:?} is not an IP address"))?;
+                config.udp.advertise = Some(ip);
+            }
+            "--udp-sndbuf" => config.udp.sndbuf = Some(parse_size(&value()?).map_err(|e| format!("{flag}: {e}"))?),
+            "--udp-rcvbuf" => config.udp.rcvbuf = Some(parse_size(&value()?).map_err(|e| format!("{flag}: {e}"))?),
             _ if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
             _ => return Err(format!("unexpected argument {arg:?}")),
         }
@@ -165,6 +185,17 @@ fn parse_nonzero_duration(flag: &str, text: &str) -> Result<Duration, String> {
         d if d.is_zero() => Err(format!("{flag}: must be more than 0")),
         d => Ok(d),
     }
+}
+
+/// `LO-HI`, both ports from 1 to 65535, LO <= HI.
+fn parse_port_range(text: &str) -> Result<RangeInclusive<u16>, String> {
+    let bad = || format!("{text:?} is not a port range LO-HI (like 40000-40099)");
+    let (lo, hi) = text.split_once('-').ok_or_else(bad)?;
+    let (lo, hi) = (lo.parse::<u16>().map_err(|_| bad())?, hi.parse::<u16>().map_err(|_| bad())?);
+    if lo == 0 || lo > hi {
+        return Err(bad());
+    }
+    Ok(lo..=hi)
 }
 
 /// Zero means "off".
@@ -227,6 +258,8 @@ mod tests {
         assert_eq!(settings.config.bind_timeout, Duration::from_secs(60));
         let ServiceSpec::Socks(socks) = &settings.config.services[0];
         assert_eq!(socks.socks4, Socks4Policy::Auto);
+        assert_eq!(settings.config.udp.idle_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(settings.config.udp.port_range, None);
     }
 
     #[test]
@@ -250,6 +283,13 @@ mod tests {
             "64K",
             "--sndbuf",
             "1M",
+            "--udp-port-range",
+            "40000-40099",
+            "--udp-advertise=203.0.113.7",
+            "--udp-idle-timeout",
+            "0",
+            "--udp-rcvbuf",
+            "4M",
             "-v",
             "-v",
         ])
@@ -266,6 +306,10 @@ mod tests {
         assert_eq!(s.config.socket.keepalive, None);
         assert_eq!(s.config.buffer_size, 64 * 1024);
         assert_eq!(s.config.socket.sndbuf, Some(1024 * 1024));
+        assert_eq!(s.config.udp.port_range, Some(40000..=40099));
+        assert_eq!(s.config.udp.advertise, Some("203.0.113.7".parse().unwrap()));
+        assert_eq!(s.config.udp.idle_timeout, None);
+        assert_eq!(s.config.udp.rcvbuf, Some(4 << 20));
         assert_eq!(s.verbosity, 2);
     }
 
@@ -283,6 +327,10 @@ mod tests {
             (&["stray"], "unexpected argument"),
             (&["--bind-timeout", "0"], "--bind-timeout: must be more than 0"),
             (&["--socks4", "--no-socks4"], "--socks4 and --no-socks4"),
+            (&["--udp-port-range", "9-1"], "--udp-port-range"),
+            (&["--udp-port-range", "0-10"], "--udp-port-range"),
+            (&["--udp-port-range", "100"], "--udp-port-range"),
+            (&["--udp-advertise", "nat.example"], "--udp-advertise"),
         ];
         for (args, want) in table {
             let err = run(args).unwrap_err();

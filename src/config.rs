@@ -1,7 +1,8 @@
 //! Everything a running burrowd is told, with the defaults in one place.
 
 use crate::auth::Users;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 /// One listening service.
@@ -65,6 +66,21 @@ pub struct SocketOptions {
     pub rcvbuf: Option<usize>,
 }
 
+/// UDP ASSOCIATE: the relay sockets and how long an association may sit idle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpOptions {
+    /// An association with no datagram either way for this long ends; `None` never.
+    pub idle_timeout: Option<Duration>,
+    /// Ports the client-facing relay socket is bound from; `None` lets the OS pick.
+    pub port_range: Option<RangeInclusive<u16>>,
+    /// The address put in the UDP ASSOCIATE reply instead of the relay socket's own, for a
+    /// server behind NAT.
+    pub advertise: Option<IpAddr>,
+    /// SO_SNDBUF and SO_RCVBUF of every UDP socket; `None` leaves the operating system's choice.
+    pub sndbuf: Option<usize>,
+    pub rcvbuf: Option<usize>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub services: Vec<ServiceSpec>,
@@ -82,6 +98,7 @@ pub struct Config {
     /// Bytes each relay direction moves per read.
     pub buffer_size: usize,
     pub socket: SocketOptions,
+    pub udp: UdpOptions,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1080";
@@ -92,6 +109,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BIND_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
+pub const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Chosen by measurement on loopback; see README "Performance".
 pub const DEFAULT_BUFFER_SIZE: usize = 128 * 1024;
 
@@ -108,6 +126,13 @@ impl Default for Config {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             buffer_size: DEFAULT_BUFFER_SIZE,
             socket: SocketOptions { keepalive: Some(DEFAULT_KEEPALIVE), sndbuf: None, rcvbuf: None },
+            udp: UdpOptions {
+                idle_timeout: Some(DEFAULT_UDP_IDLE_TIMEOUT),
+                port_range: None,
+                advertise: None,
+                sndbuf: None,
+                rcvbuf: None,
+            },
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod sockopt;
 pub mod socks4;
 pub mod socks5;
 pub mod stats;
+pub mod udp_relay;
 pub mod wire;
 
 pub use config::Config;

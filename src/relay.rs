@@ -11,7 +11,7 @@
 //! parked threads, nothing more.
 
 use crate::message_io::is_timeout;
-use crate::pool::WorkerPool;
+use crate::pool::{Job, Refused, WorkerPool};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -67,12 +67,17 @@ impl fmt::Display for RelayEnd {
 impl Relayer {
     pub fn new(max_sessions: usize, buffer_size: usize, idle_timeout: Option<Duration>) -> Self {
         Relayer {
-            // Each session holds at most one relay thread, and sessions are bounded, so
-            // this pool never has to queue.
-            threads: WorkerPool::new("burrowd-relay", max_sessions, max_sessions, RELAY_THREAD_STACK),
+            // A TCP session holds at most one relay thread and a UDP association two (one
+            // per address family), and sessions are bounded, so this pool never has to queue.
+            threads: WorkerPool::new("burrowd-relay", 2 * max_sessions, max_sessions, RELAY_THREAD_STACK),
             buffers: BufferPool { size: buffer_size.max(1), spare: Mutex::new(Vec::new()) },
             idle_timeout,
         }
+    }
+
+    /// Runs a session's second copy loop on a relay thread (UDP replies from targets).
+    pub fn run_beside(&self, job: Job) -> Result<(), Refused> {
+        self.threads.try_execute(job).map_err(|(_, why)| why)
     }
 
     /// Relays until both directions are done; returns the byte counts and how it ended.
@@ -198,22 +203,22 @@ impl Link {
     }
 }
 
-/// When the last byte moved either way, for the idle timeout.
-struct Activity {
+/// When the last byte (or datagram) moved either way, for the idle timeout.
+pub(crate) struct Activity {
     start: Instant,
     last_ms: AtomicU64,
 }
 
 impl Activity {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Activity { start: Instant::now(), last_ms: AtomicU64::new(0) }
     }
 
-    fn touch(&self) {
+    pub(crate) fn touch(&self) {
         self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
-    fn idle_for(&self) -> Duration {
+    pub(crate) fn idle_for(&self) -> Duration {
         self.start.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
     }
 }

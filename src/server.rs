@@ -31,9 +31,16 @@ pub struct Context {
     pub stats: Stats,
     pub relayer: Arc<Relayer>,
     next_session: AtomicU64,
+    /// Set when the server stops accepting. UDP associations, which have no end of their
+    /// own, watch it and end then.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Context {
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
     /// Opens the outbound connection for a request.
     pub fn connect_target(&self, target: &TargetAddr) -> Result<Connected, ConnectError> {
         connect::connect_direct(target, self.config.connect_timeout, &self.config.socket)
@@ -60,8 +67,14 @@ impl Server {
         }
         let relayer = Arc::new(Relayer::new(config.max_clients, config.buffer_size, config.idle_timeout));
         let workers = Arc::new(WorkerPool::new("burrowd-worker", config.max_clients, config.queue, WORKER_STACK));
-        let ctx = Arc::new(Context { config, stats: Stats::default(), relayer, next_session: AtomicU64::new(1) });
         let stopping = Arc::new(AtomicBool::new(false));
+        let ctx = Arc::new(Context {
+            config,
+            stats: Stats::default(),
+            relayer,
+            next_session: AtomicU64::new(1),
+            stopping: Arc::clone(&stopping),
+        });
         let mut listeners = Vec::new();
         for (listener, spec) in bound {
             let addr = listener.local_addr()?;

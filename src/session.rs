@@ -7,6 +7,7 @@ use crate::reply::Failure;
 use crate::server::Context;
 use crate::sockopt;
 use crate::stats::human_bytes;
+use crate::udp_relay::UdpCounts;
 use crate::wire::addr::TargetAddr;
 use crate::{socks4, socks5};
 use std::fmt;
@@ -29,6 +30,8 @@ pub struct SessionLog {
     pub outbound_local: Option<SocketAddr>,
     pub up: u64,
     pub down: u64,
+    /// A UDP association's datagram counts, reported instead of `up` and `down`.
+    pub udp: Option<UdpCounts>,
     /// How it ended: `closed`, a reply code with its reason, an error.
     pub outcome: String,
 }
@@ -46,6 +49,7 @@ impl SessionLog {
             outbound_local: None,
             up: 0,
             down: 0,
+            udp: None,
             outcome: String::new(),
         }
     }
@@ -69,14 +73,11 @@ impl fmt::Display for SessionLog {
         if let Some(local) = self.outbound_local {
             write!(f, " from {local}")?;
         }
-        write!(
-            f,
-            " up {} down {} {:.1}s: {}",
-            human_bytes(self.up),
-            human_bytes(self.down),
-            self.started.elapsed().as_secs_f64(),
-            self.outcome
-        )
+        match &self.udp {
+            Some(udp) => write!(f, " {udp}")?,
+            None => write!(f, " up {} down {}", human_bytes(self.up), human_bytes(self.down))?,
+        }
+        write!(f, " {:.1}s: {}", self.started.elapsed().as_secs_f64(), self.outcome)
     }
 }
 

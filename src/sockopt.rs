@@ -1,9 +1,9 @@
 //! Every socket option burrowd sets, in one place, through socket2.
 
-use crate::config::SocketOptions;
+use crate::config::{SocketOptions, UdpOptions};
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
 /// Pending connections the kernel holds for each listener before the accept loop takes them.
@@ -58,9 +58,31 @@ pub fn connect(addr: SocketAddr, timeout: Duration, opts: &SocketOptions) -> io:
     Ok(socket.into())
 }
 
+/// Opens a UDP socket bound to `addr` with the configured buffer sizes. An IPv4 socket gets
+/// SO_BROADCAST, so a datagram to 255.255.255.255 or a subnet broadcast is sent rather
+/// than refused with EACCES; IPv6 has no broadcast, and its socket is IPv6-only so each
+/// family has a socket of its own.
+pub fn udp_bind(addr: SocketAddr, opts: &UdpOptions) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    } else {
+        socket.set_broadcast(true)?;
+    }
+    if let Some(size) = opts.sndbuf {
+        socket.set_send_buffer_size(size)?;
+    }
+    if let Some(size) = opts.rcvbuf {
+        socket.set_recv_buffer_size(size)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Config;
 
     #[test]
     fn connected_streams_carry_the_options() {
@@ -73,5 +95,17 @@ mod tests {
         assert!(sock.keepalive().unwrap());
         // Linux doubles the value it is given for bookkeeping; others keep it.
         assert!(sock.send_buffer_size().unwrap() >= 256 * 1024);
+    }
+
+    #[test]
+    fn udp_sockets_broadcast_with_their_buffers() {
+        let opts = UdpOptions { rcvbuf: Some(512 * 1024), sndbuf: Some(256 * 1024), ..Config::default().udp };
+        let v4 = udp_bind("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
+        let sock = SockRef::from(&v4);
+        assert!(sock.broadcast().unwrap());
+        assert!(sock.recv_buffer_size().unwrap() >= 512 * 1024);
+        assert!(sock.send_buffer_size().unwrap() >= 256 * 1024);
+        let v6 = udp_bind("[::1]:0".parse().unwrap(), &opts).unwrap();
+        assert!(SockRef::from(&v6).only_v6().unwrap());
     }
 }

@@ -7,6 +7,7 @@ use crate::message_io::{HandshakeError, Negotiation, close_after_reply};
 use crate::reply::{Failure, socks5_code};
 use crate::server::Context;
 use crate::session::{self, Replies, SessionLog};
+use crate::udp_relay::Association;
 use crate::wire::addr::{Addr, TargetAddr};
 use crate::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
 use crate::wire::{self, userpass};
@@ -30,7 +31,7 @@ pub fn serve(ctx: &Arc<Context>, spec: &SocksSpec, mut negotiation: Negotiation,
     match command {
         Command::Connect => session::serve_connect(ctx, negotiation, &target, log, &Socks5Replies),
         Command::Bind => bind::serve(ctx, negotiation, &target, log, &Socks5Replies),
-        Command::UdpAssociate => fail(negotiation, Failure::CommandNotSupported, log),
+        Command::UdpAssociate => udp_associate(ctx, negotiation, &target, log),
     }
 }
 
@@ -128,4 +129,22 @@ impl Replies for Socks5Replies {
     fn fail(&self, negotiation: Negotiation, failure: Failure, log: &mut SessionLog) {
         fail(negotiation, failure, log)
     }
+}
+
+/// UDP ASSOCIATE: `from` is where the client says it will send datagrams from.
+fn udp_associate(ctx: &Arc<Context>, mut negotiation: Negotiation, from: &TargetAddr, log: &mut SessionLog) {
+    let association = match Association::open(ctx, negotiation.stream(), from, log.id) {
+        Ok(association) => association,
+        Err(e) => return fail(negotiation, Failure::Local(e), log),
+    };
+    let reply = Reply { code: ReplyCode::SUCCEEDED, addr: Addr::Ip(association.advertised()) };
+    if let Err(e) = send_reply(&mut negotiation, reply) {
+        log.outcome = e.to_string();
+        return;
+    }
+    let outcome = association.run(ctx, negotiation.into_stream());
+    log.up = outcome.counts.up.bytes;
+    log.down = outcome.counts.down.bytes;
+    log.udp = Some(outcome.counts);
+    log.outcome = outcome.end.to_string();
 }

@@ -13,6 +13,9 @@ mod field {
 
 /// The longest header: a 255-byte domain name.
 pub const MAX_HEADER_LEN: usize = field::ADDR + addr::MAX_LEN;
+/// The longest header that carries an IP address (IPv6), as on every datagram a relay
+/// sends back: room reserved in front of a reply's payload so the header goes in place.
+pub const MAX_IP_HEADER_LEN: usize = field::ADDR + 1 + 16 + 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header<'a> {
@@ -73,6 +76,16 @@ mod tests {
         assert_eq!(len, header.encoded_len());
         assert_eq!(Header::parse(&buf[..len]), Ok((header, len)));
         assert_eq!(buf[len], 0xa5);
+    }
+
+    #[test]
+    fn ip_headers_fit_the_reserved_room() {
+        for ip in ["127.0.0.1:53", "[::1]:53"] {
+            let header = Header { frag: 0, addr: Addr::Ip(ip.parse().unwrap()) };
+            assert!(header.encoded_len() <= MAX_IP_HEADER_LEN);
+        }
+        let v6 = Header { frag: 0, addr: Addr::Ip("[2001:db8::1]:53".parse().unwrap()) };
+        assert_eq!(v6.encoded_len(), MAX_IP_HEADER_LEN);
     }
 
     #[test]

@@ -5,10 +5,11 @@
 use burrowd::config::{ServiceSpec, Socks4Policy};
 use burrowd::wire::addr::{Addr, TargetAddr};
 use burrowd::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
+use burrowd::wire::udp::{Header, MAX_HEADER_LEN};
 use burrowd::wire::{socks4, userpass};
 use burrowd::{Config, Server};
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::thread;
 use std::time::Duration;
 
@@ -223,4 +224,88 @@ pub fn assert_half_close(a: &mut TcpStream, b: &mut TcpStream) {
 /// with strace), whereas a plain `.invalid` name would be sent to the configured server.
 pub fn unresolvable_name() -> String {
     format!("{}.invalid", "x".repeat(64))
+}
+
+/// The largest datagram a UDP socket can receive, for test buffers.
+pub const MAX_DATAGRAM: usize = 65_535;
+
+/// Sends every datagram back to whoever sent it.
+pub fn udp_echo_server(bind: &str) -> SocketAddr {
+    let socket = t!(UdpSocket::bind(bind));
+    let addr = t!(socket.local_addr());
+    thread::spawn(move || {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        while let Ok((len, from)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(&buf[..len], from);
+        }
+    });
+    addr
+}
+
+/// A UDP socket on `addr`'s IP (any port) that gives up reading after [`TIMEOUT`].
+pub fn udp_socket_near(addr: SocketAddr) -> UdpSocket {
+    let socket = t!(UdpSocket::bind(SocketAddr::new(addr.ip(), 0)));
+    t!(socket.set_read_timeout(Some(TIMEOUT)));
+    socket
+}
+
+/// A client's side of a UDP association: the control connection that keeps it alive, the
+/// client's datagram socket and the relay address the proxy replied with.
+pub struct UdpAssociation {
+    pub control: TcpStream,
+    pub socket: UdpSocket,
+    pub relay: SocketAddr,
+}
+
+impl UdpAssociation {
+    /// Asks for an association without saying where datagrams will come from (0.0.0.0:0);
+    /// the client socket is on the proxy's IP. Success asserted.
+    pub fn open(proxy: SocketAddr, credentials: Option<(&str, &str)>) -> Self {
+        let unknown = ip_target("0.0.0.0:0".parse().unwrap());
+        Self::open_from(proxy, udp_socket_near(proxy), &unknown, credentials)
+    }
+
+    /// Asks for an association naming `from` as the client's datagram address.
+    pub fn open_from(
+        proxy: SocketAddr,
+        socket: UdpSocket,
+        from: &TargetAddr,
+        credentials: Option<(&str, &str)>,
+    ) -> Self {
+        let mut control = connect(proxy);
+        socks5_login(&mut control, credentials);
+        let (code, relay) = socks5_request(&mut control, Command::UdpAssociate, from);
+        assert_eq!(code, ReplyCode::SUCCEEDED, "UDP ASSOCIATE reply");
+        let TargetAddr::Ip(relay) = relay else { panic!("relay address is a name: {relay}") };
+        UdpAssociation { control, socket, relay }
+    }
+
+    /// Sends `payload` to `target` through the relay.
+    pub fn send(&self, target: &TargetAddr, payload: &[u8]) {
+        self.send_with_frag(0, target, payload);
+    }
+
+    pub fn send_with_frag(&self, frag: u8, target: &TargetAddr, payload: &[u8]) {
+        let datagram = datagram(frag, target, payload);
+        assert_eq!(t!(self.socket.send_to(&datagram, self.relay)), datagram.len());
+    }
+
+    /// Receives one datagram from the relay: the source it is labelled with, and the payload.
+    pub fn recv(&self) -> (TargetAddr, Vec<u8>) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let (len, from) = t!(self.socket.recv_from(&mut buf));
+        assert_eq!(from, self.relay, "datagram not from the relay");
+        let (header, at) = t!(Header::parse(&buf[..len]));
+        assert_eq!(header.frag, 0);
+        (header.addr.to_owned(), buf[at..len].to_vec())
+    }
+}
+
+/// A whole UDP ASSOCIATE datagram: header, then payload.
+pub fn datagram(frag: u8, target: &TargetAddr, payload: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; MAX_HEADER_LEN + payload.len()];
+    let len = Header { frag, addr: target.as_addr() }.emit(&mut buf);
+    buf[len..len + payload.len()].copy_from_slice(payload);
+    buf.truncate(len + payload.len());
+    buf
 }

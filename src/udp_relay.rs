@@ -1,0 +1,552 @@
+//! UDP ASSOCIATE (RFC 1928 §7): one association's datagram relay, for exactly as long as
+//! its TCP control connection lives.
+//!
+//! An association has up to three sockets: the relay socket the client sends to, bound to
+//! the address the client reached us on, and one outbound socket per address family that
+//! sends to targets and hears their replies. Because client traffic and target traffic
+//! arrive on different sockets, the socket says which way a datagram goes, even when the
+//! client and a target share 127.0.0.1.
+//!
+//! The session's worker reads the relay socket (client → target) and watches the control
+//! connection; each outbound socket gets a thread from the relay pool that reads replies
+//! (target → client). Every read has a short timeout, so all threads notice within a tick
+//! when the control connection closes, the association sits idle too long, or the server
+//! shuts down. Each thread owns one datagram buffer for the association's whole life, so
+//! relaying a datagram allocates nothing.
+
+use crate::config::UdpOptions;
+use crate::connect::{self, ConnectError};
+use crate::message_io::is_timeout;
+use crate::relay::Activity;
+use crate::server::Context;
+use crate::sockopt;
+use crate::stats::human_bytes;
+use crate::wire::addr::{Addr, TargetAddr};
+use crate::wire::udp::{Header, MAX_IP_HEADER_LEN};
+use crossbeam_channel::{Receiver, Sender};
+use std::fmt;
+use std::io::{self, Read};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How often each thread of an association looks up from its socket to see whether the
+/// association is over; it bounds how long teardown takes.
+const TICK: Duration = Duration::from_millis(200);
+/// The largest datagram IPv4 or IPv6 can deliver.
+const MAX_DATAGRAM: usize = 65_535;
+/// Domain names an association remembers, and for how long: enough for a client talking
+/// to a few servers by name without a lookup per datagram, short enough to follow DNS.
+const NAME_CACHE_SIZE: usize = 16;
+const NAME_TTL: Duration = Duration::from_secs(60);
+/// Bytes read and thrown away per check from a client that talks on its control
+/// connection, where it has nothing to say.
+const CONTROL_SINK: usize = 4096;
+
+/// A relay socket opened for one client, not yet relaying.
+pub struct Association {
+    relay: Arc<UdpSocket>,
+    /// The IP of the client's control connection; datagrams from any other are dropped.
+    client_ip: IpAddr,
+    /// The port the client named in its request, if it named one.
+    client_port: Option<u16>,
+    advertised: SocketAddr,
+}
+
+/// Datagrams and payload bytes moved one way.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Traffic {
+    pub datagrams: u64,
+    pub bytes: u64,
+}
+
+/// Datagrams dropped, by reason.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped {
+    /// Sent to the relay socket from an address other than the client's.
+    pub foreign: u64,
+    /// FRAG was not 0; burrowd does not reassemble fragments.
+    pub fragmented: u64,
+    /// The header did not parse.
+    pub malformed: u64,
+    /// The target name did not resolve, or a send failed (either way).
+    pub unsendable: u64,
+}
+
+/// What the association's log line reports.
+#[derive(Debug, Clone, Copy)]
+pub struct UdpCounts {
+    pub relay: SocketAddr,
+    /// The client's datagram address, once known.
+    pub client: Option<SocketAddr>,
+    /// Client → targets.
+    pub up: Traffic,
+    /// Targets → client.
+    pub down: Traffic,
+    pub dropped: Dropped,
+}
+
+/// Why an association ended.
+#[derive(Debug)]
+pub enum UdpEnd {
+    /// The client closed its control connection.
+    ControlClosed,
+    /// The control connection failed (a reset, most often).
+    ControlFailed(io::Error),
+    /// No datagram either way for the UDP idle timeout.
+    IdleTimeout,
+    /// The server is shutting down.
+    Shutdown,
+    /// The relay socket failed.
+    Failed(io::Error),
+}
+
+pub struct UdpOutcome {
+    pub counts: UdpCounts,
+    pub end: UdpEnd,
+}
+
+impl fmt::Display for UdpEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UdpEnd::ControlClosed => write!(f, "control connection closed"),
+            UdpEnd::ControlFailed(e) => write!(f, "control connection failed: {e}"),
+            UdpEnd::IdleTimeout => write!(f, "udp idle timeout"),
+            UdpEnd::Shutdown => write!(f, "server shutdown"),
+            UdpEnd::Failed(e) => write!(f, "relay socket error: {e}"),
+        }
+    }
+}
+
+impl fmt::Display for Traffic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} datagrams {}", self.datagrams, human_bytes(self.bytes))
+    }
+}
+
+impl fmt::Display for UdpCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "relay {}", self.relay)?;
+        if let Some(client) = self.client {
+            write!(f, " client {client}")?;
+        }
+        let d = self.dropped;
+        write!(
+            f,
+            " up {} down {} dropped foreign {} fragmented {} malformed {} unsendable {}",
+            self.up, self.down, d.foreign, d.fragmented, d.malformed, d.unsendable
+        )
+    }
+}
+
+impl Association {
+    /// Opens the relay socket for the client on `control`. `requested` is the request's
+    /// DST.ADDR: where the client says it will send from (all zeros when it does not know).
+    pub fn open(ctx: &Context, control: &TcpStream, requested: &TargetAddr, session: u64) -> io::Result<Self> {
+        // An IPv4 client on a dual-stack listener shows up as ::ffff:a.b.c.d; the relay
+        // socket and the client check both want the plain IPv4 form.
+        let mut local = control.local_addr()?;
+        local.set_ip(local.ip().to_canonical());
+        let client_ip = control.peer_addr()?.ip().to_canonical();
+        let udp = &ctx.config.udp;
+        let relay = bind_relay(local, udp, session)?;
+        relay.set_read_timeout(Some(TICK))?;
+        let advertised = SocketAddr::new(udp.advertise.unwrap_or(local.ip()), relay.local_addr()?.port());
+        let client_port = Some(requested.port()).filter(|&port| port != 0);
+        Ok(Association { relay: Arc::new(relay), client_ip, client_port, advertised })
+    }
+
+    /// The address for the UDP ASSOCIATE reply: where the client must send its datagrams.
+    pub fn advertised(&self) -> SocketAddr {
+        self.advertised
+    }
+
+    /// Relays until the control connection closes, the association idles out or the
+    /// server shuts down; every thread has ended and every socket is closed on return.
+    pub fn run(self, ctx: &Arc<Context>, control: TcpStream) -> UdpOutcome {
+        let relay_addr = self.relay.local_addr().unwrap_or(self.advertised);
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let mut client_side = ClientSide {
+            ctx: Arc::clone(ctx),
+            relay: self.relay,
+            client_ip: self.client_ip,
+            client_port: self.client_port,
+            shared: Arc::new(Shared { stop: AtomicBool::new(false), activity: Activity::new() }),
+            outbound: [None, None],
+            names: NameCache::default(),
+            traffic: Traffic::default(),
+            dropped: Dropped::default(),
+            replies_started: 0,
+            done: done_tx,
+        };
+        let end = client_side.serve(&control);
+        drop(control);
+        client_side.shared.stop.store(true, Ordering::SeqCst);
+        let (down, lost) = client_side.collect_replies(&done_rx);
+        let client = client_side.client_port.map(|port| SocketAddr::new(client_side.client_ip, port));
+        let dropped = Dropped { unsendable: client_side.dropped.unsendable + lost, ..client_side.dropped };
+        UdpOutcome { counts: UdpCounts { relay: relay_addr, client, up: client_side.traffic, down, dropped }, end }
+    }
+}
+
+/// Binds the relay socket on `local`'s address (an IPv6 scope included), on any port or on a
+/// free one from the configured range.
+fn bind_relay(mut local: SocketAddr, opts: &UdpOptions, session: u64) -> io::Result<UdpSocket> {
+    let Some(range) = &opts.port_range else {
+        local.set_port(0);
+        return sockopt::udp_bind(local, opts);
+    };
+    let (first, count) = (u64::from(*range.start()), u64::from(*range.end() - *range.start()) + 1);
+    for i in 0..count {
+        // Each association starts at a different port, so they do not all try the same
+        // taken ones first.
+        let port = (first + (session.wrapping_add(i)) % count) as u16;
+        local.set_port(port);
+        match sockopt::udp_bind(local, opts) {
+            Ok(socket) => return Ok(socket),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("every UDP port in {}-{} on {} is taken", range.start(), range.end(), local.ip()),
+    ))
+}
+
+/// Opens the socket that sends to targets of one address family (and hears their
+/// replies). It is bound to the wildcard address so routing picks the source, and carries
+/// SO_BROADCAST (IPv4) so broadcast targets are served.
+fn open_outbound(ipv6: bool, opts: &UdpOptions) -> io::Result<UdpSocket> {
+    let any = if ipv6 { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
+    let socket = sockopt::udp_bind(SocketAddr::new(any, 0), opts)?;
+    socket.set_read_timeout(Some(TICK))?;
+    Ok(socket)
+}
+
+/// What the threads of one association share.
+struct Shared {
+    stop: AtomicBool,
+    activity: Activity,
+}
+
+/// The worker's half: datagrams from the client to targets, and the watch on the
+/// control connection.
+struct ClientSide {
+    ctx: Arc<Context>,
+    relay: Arc<UdpSocket>,
+    client_ip: IpAddr,
+    /// Named in the request, or fixed by the client's first datagram.
+    client_port: Option<u16>,
+    shared: Arc<Shared>,
+    /// Outbound sockets, IPv4 then IPv6, opened on the first datagram to that family.
+    outbound: [Option<Arc<UdpSocket>>; 2],
+    names: NameCache,
+    traffic: Traffic,
+    dropped: Dropped,
+    replies_started: usize,
+    done: Sender<(Traffic, u64)>,
+}
+
+impl ClientSide {
+    fn serve(&mut self, control: &TcpStream) -> UdpEnd {
+        if let Err(e) = control.set_nonblocking(true) {
+            return UdpEnd::ControlFailed(e);
+        }
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut next_check = Instant::now() + TICK;
+        loop {
+            match self.relay.recv_from(&mut buf) {
+                Ok((len, from)) => self.forward(&buf[..len], from),
+                Err(e) if is_timeout(&e) || is_transient(&e) => {}
+                Err(e) => return UdpEnd::Failed(e),
+            }
+            // Checked on a timer rather than per datagram, so a busy association pays
+            // for the checks once a tick.
+            let now = Instant::now();
+            if now >= next_check {
+                if let Some(end) = self.end_reason(control) {
+                    return end;
+                }
+                next_check = now + TICK;
+            }
+        }
+    }
+
+    fn end_reason(&self, control: &TcpStream) -> Option<UdpEnd> {
+        if self.ctx.is_stopping() {
+            return Some(UdpEnd::Shutdown);
+        }
+        if let Some(end) = control_ended(control) {
+            return Some(end);
+        }
+        match self.ctx.config.udp.idle_timeout {
+            Some(limit) if self.shared.activity.idle_for() >= limit => Some(UdpEnd::IdleTimeout),
+            _ => None,
+        }
+    }
+
+    /// Sends one datagram from the relay socket on to its target, or drops and counts it.
+    fn forward(&mut self, datagram: &[u8], from: SocketAddr) {
+        let from = SocketAddr::new(from.ip().to_canonical(), from.port());
+        if from.ip() != self.client_ip || self.client_port.is_some_and(|port| port != from.port()) {
+            self.dropped.foreign += 1;
+            return;
+        }
+        let (header, payload_at) = match Header::parse(datagram) {
+            Ok(parsed) => parsed,
+            Err(_) => {
+                self.dropped.malformed += 1;
+                return;
+            }
+        };
+        if header.frag != 0 {
+            self.dropped.fragmented += 1;
+            return;
+        }
+        let client_port = *self.client_port.get_or_insert(from.port());
+        let target = match header.addr {
+            // A v4-mapped target goes out of the IPv4 socket like any IPv4 target.
+            Addr::Ip(target) => SocketAddr::new(target.ip().to_canonical(), target.port()),
+            Addr::Domain(name, port) => match self.names.resolve(name, port, self.client_ip.is_ipv6()) {
+                Ok(target) => target,
+                Err(e) => {
+                    log::debug!("udp datagram from {from} dropped: {e}");
+                    self.dropped.unsendable += 1;
+                    return;
+                }
+            },
+        };
+        let payload = &datagram[payload_at..];
+        let client = SocketAddr::new(self.client_ip, client_port);
+        match self.outbound(target.is_ipv6(), client).and_then(|socket| socket.send_to(payload, target)) {
+            Ok(_) => {
+                self.traffic.datagrams += 1;
+                self.traffic.bytes += payload.len() as u64;
+                self.shared.activity.touch();
+            }
+            Err(e) => {
+                log::debug!("udp datagram from {from} to {target} not sent: {e}");
+                self.dropped.unsendable += 1;
+            }
+        }
+    }
+
+    /// The outbound socket for a family; the first use opens it and starts the thread
+    /// that passes its replies back to `client`.
+    fn outbound(&mut self, ipv6: bool, client: SocketAddr) -> io::Result<&UdpSocket> {
+        let slot = usize::from(ipv6);
+        if self.outbound[slot].is_none() {
+            let socket = Arc::new(open_outbound(ipv6, &self.ctx.config.udp)?);
+            let replies = Replies {
+                from: Arc::clone(&socket),
+                relay: Arc::clone(&self.relay),
+                client,
+                shared: Arc::clone(&self.shared),
+            };
+            let done = self.done.clone();
+            self.ctx
+                .relayer
+                .run_beside(Box::new(move || {
+                    let _ = done.send(replies.run());
+                }))
+                .map_err(|why| io::Error::other(format!("no relay thread for replies ({why:?})")))?;
+            self.replies_started += 1;
+            self.outbound[slot] = Some(socket);
+        }
+        Ok(self.outbound[slot].as_deref().expect("opened above"))
+    }
+
+    /// Waits for the reply threads, which see the stop flag within a tick; returns what
+    /// they relayed and how many replies they could not deliver.
+    fn collect_replies(&mut self, done: &Receiver<(Traffic, u64)>) -> (Traffic, u64) {
+        // The reply threads hold the other references: each socket closes as its thread ends.
+        self.outbound = [None, None];
+        let (mut down, mut lost) = (Traffic::default(), 0);
+        for _ in 0..self.replies_started {
+            match done.recv_timeout(TICK * 10) {
+                Ok((traffic, undelivered)) => {
+                    down.datagrams += traffic.datagrams;
+                    down.bytes += traffic.bytes;
+                    lost += undelivered;
+                }
+                Err(_) => {
+                    log::warn!("udp reply thread did not stop in time");
+                    break;
+                }
+            }
+        }
+        (down, lost)
+    }
+}
+
+/// Whether the control connection has ended. The client has nothing to say on it after
+/// the reply, so whatever it sends is read and dropped.
+fn control_ended(control: &TcpStream) -> Option<UdpEnd> {
+    let mut sink = [0u8; 512];
+    let mut budget = CONTROL_SINK;
+    while budget > 0 {
+        match (&*control).read(&mut sink) {
+            Ok(0) => return Some(UdpEnd::ControlClosed),
+            Ok(n) => budget = budget.saturating_sub(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Some(UdpEnd::ControlFailed(e)),
+        }
+    }
+    None
+}
+
+/// Errors a UDP socket may report that say nothing about the socket itself: an
+/// interrupted call, or an ICMP error some systems attach to the next read.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset)
+}
+
+/// A reply thread: datagrams from targets on one outbound socket, back to the client
+/// with the target's address in front.
+struct Replies {
+    from: Arc<UdpSocket>,
+    relay: Arc<UdpSocket>,
+    client: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl Replies {
+    /// Relays until the stop flag is set; returns what went through and how many
+    /// replies could not be sent to the client.
+    fn run(self) -> (Traffic, u64) {
+        // The payload is received behind room for the longest IP header, and the header
+        // is then written just in front of it: no copy.
+        let mut buf = vec![0u8; MAX_IP_HEADER_LEN + MAX_DATAGRAM];
+        let (mut traffic, mut lost) = (Traffic::default(), 0);
+        while !self.shared.stop.load(Ordering::SeqCst) {
+            let (len, source) = match self.from.recv_from(&mut buf[MAX_IP_HEADER_LEN..]) {
+                Ok(received) => received,
+                Err(e) if is_timeout(&e) || is_transient(&e) => continue,
+                Err(e) => {
+                    log::warn!("udp replies for {} end: {e}", self.client);
+                    break;
+                }
+            };
+            let header = Header { frag: 0, addr: Addr::Ip(source) };
+            let start = MAX_IP_HEADER_LEN - header.encoded_len();
+            header.emit(&mut buf[start..]);
+            match self.relay.send_to(&buf[start..MAX_IP_HEADER_LEN + len], self.client) {
+                Ok(_) => {
+                    traffic.datagrams += 1;
+                    traffic.bytes += len as u64;
+                    self.shared.activity.touch();
+                }
+                Err(e) => {
+                    log::debug!("udp reply from {source} to {} not sent: {e}", self.client);
+                    lost += 1;
+                }
+            }
+        }
+        (traffic, lost)
+    }
+}
+
+/// Domain names this association resolved recently, so a client talking to a server by
+/// name does not cost a lookup per datagram.
+#[derive(Default)]
+struct NameCache {
+    /// Oldest first.
+    entries: Vec<CachedName>,
+}
+
+struct CachedName {
+    name: Box<str>,
+    ip: IpAddr,
+    resolved: Instant,
+}
+
+impl NameCache {
+    /// The address for `name`, from the cache while fresh, else resolved. Of several
+    /// addresses, one of the client's family is preferred: the client reached us that way,
+    /// so that family surely works here.
+    fn resolve(&mut self, name: &str, port: u16, prefer_ipv6: bool) -> Result<SocketAddr, ConnectError> {
+        let now = Instant::now();
+        self.entries.retain(|entry| now.duration_since(entry.resolved) < NAME_TTL);
+        if let Some(entry) = self.entries.iter().find(|entry| &*entry.name == name) {
+            return Ok(SocketAddr::new(entry.ip, port));
+        }
+        let addrs = connect::resolve(&TargetAddr::Domain(name.to_owned(), port))?;
+        let chosen = addrs.iter().find(|addr| addr.is_ipv6() == prefer_ipv6).unwrap_or(&addrs[0]);
+        if self.entries.len() >= NAME_CACHE_SIZE {
+            self.entries.remove(0);
+        }
+        self.entries.push(CachedName { name: name.into(), ip: chosen.ip(), resolved: now });
+        Ok(*chosen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+    use socket2::SockRef;
+
+    #[test]
+    fn the_socket_that_sends_to_targets_may_broadcast() {
+        let opts = Config::default().udp;
+        let v4 = open_outbound(false, &opts).unwrap();
+        assert!(SockRef::from(&v4).broadcast().unwrap(), "SO_BROADCAST on the IPv4 outbound socket");
+        assert!(v4.local_addr().unwrap().ip().is_unspecified());
+        let v6 = open_outbound(true, &opts).unwrap();
+        assert!(v6.local_addr().unwrap().is_ipv6());
+    }
+
+    #[test]
+    fn the_log_line_names_every_count() {
+        let counts = UdpCounts {
+            relay: "127.0.0.1:40000".parse().unwrap(),
+            client: Some("127.0.0.1:5353".parse().unwrap()),
+            up: Traffic { datagrams: 3, bytes: 1536 },
+            down: Traffic { datagrams: 2, bytes: 100 },
+            dropped: Dropped { foreign: 1, fragmented: 2, malformed: 3, unsendable: 4 },
+        };
+        assert_eq!(
+            counts.to_string(),
+            "relay 127.0.0.1:40000 client 127.0.0.1:5353 up 3 datagrams 1.5 KiB down 2 datagrams 100 B \
+             dropped foreign 1 fragmented 2 malformed 3 unsendable 4"
+        );
+    }
+
+    #[test]
+    fn a_fresh_cached_name_is_answered_without_a_lookup() {
+        let mut cache = NameCache::default();
+        // .invalid never resolves, so only the cache can answer
+        let ip: IpAddr = "127.0.0.9".parse().unwrap();
+        cache.entries.push(CachedName { name: "cached.invalid".into(), ip, resolved: Instant::now() });
+        assert_eq!(cache.resolve("cached.invalid", 53, false).unwrap(), SocketAddr::new(ip, 53));
+        assert_eq!(cache.resolve("cached.invalid", 5353, true).unwrap(), SocketAddr::new(ip, 5353));
+    }
+
+    #[test]
+    fn a_stale_name_is_looked_up_again() {
+        let mut cache = NameCache::default();
+        let Some(long_ago) = Instant::now().checked_sub(NAME_TTL + Duration::from_secs(1)) else {
+            return; // the clock started too recently to fake an old entry
+        };
+        let ip = "127.0.0.9".parse().unwrap();
+        cache.entries.push(CachedName { name: "stale.invalid".into(), ip, resolved: long_ago });
+        assert!(matches!(cache.resolve("stale.invalid", 53, false), Err(ConnectError::Resolve { .. })));
+        assert!(cache.entries.is_empty(), "the stale entry is gone and a failure is not cached");
+    }
+
+    #[test]
+    fn the_cache_stays_small_and_prefers_the_clients_family() {
+        let mut cache = NameCache::default();
+        for i in 0..NAME_CACHE_SIZE {
+            let name: Box<str> = format!("n{i}.invalid").into();
+            cache.entries.push(CachedName { name, ip: "127.0.0.9".parse().unwrap(), resolved: Instant::now() });
+        }
+        let addr = cache.resolve("localhost", 53, false).unwrap();
+        assert_eq!(addr, "127.0.0.1:53".parse().unwrap());
+        assert_eq!(cache.entries.len(), NAME_CACHE_SIZE);
+        assert_eq!(&*cache.entries[0].name, "n1.invalid", "the oldest entry made room");
+    }
+}
