@@ -283,11 +283,11 @@ mod tests {
         assert_eq!(settings.config.services[0].listen_addr(), "127.0.0.1:1080".parse().unwrap());
         assert_eq!(settings.config.handshake_timeout, Duration::from_secs(10));
         assert_eq!(settings.config.idle_timeout, None);
-        assert_eq!(settings.config.udp.idle_timeout, Some(Duration::from_secs(120)));
-        assert_eq!(settings.config.udp.port_range, None);
         assert_eq!(settings.config.bind_timeout, Duration::from_secs(60));
         let ServiceSpec::Socks(socks) = &settings.config.services[0] else { panic!("not SOCKS") };
         assert_eq!(socks.socks4, Socks4Policy::Auto);
+        assert_eq!(settings.config.udp.idle_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(settings.config.udp.port_range, None);
     }
 
     #[test]
@@ -353,12 +353,12 @@ mod tests {
             (&["--buffer-size", "lots"], "--buffer-size"),
             (&["--user", "nocolon"], "--user"),
             (&["stray"], "unexpected argument"),
+            (&["--bind-timeout", "0"], "--bind-timeout: must be more than 0"),
+            (&["--socks4", "--no-socks4"], "--socks4 and --no-socks4"),
             (&["--udp-port-range", "9-1"], "--udp-port-range"),
             (&["--udp-port-range", "0-10"], "--udp-port-range"),
             (&["--udp-port-range", "100"], "--udp-port-range"),
             (&["--udp-advertise", "nat.example"], "--udp-advertise"),
-            (&["--bind-timeout", "0"], "--bind-timeout: must be more than 0"),
-            (&["--socks4", "--no-socks4"], "--socks4 and --no-socks4"),
         ];
         for (args, want) in table {
             let err = run(args).unwrap_err();
