@@ -6,7 +6,7 @@ use burrowd::wire::addr::{Addr, TargetAddr};
 use burrowd::wire::socks4;
 use burrowd::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
 use common::*;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::thread;
@@ -94,21 +94,11 @@ fn recording_upstream(code: ReplyCode) -> (SocketAddr, mpsc::Receiver<TargetAddr
     thread::spawn(move || {
         let (mut stream, _) = t!(listener.accept());
         let mut buf = [0u8; 600];
-        t!(stream.read_exact(&mut buf[..2]));
-        let len = t!(Greeting::wanted_len(&buf[..2]));
-        t!(stream.read_exact(&mut buf[2..len]));
+        let len = read_framed(&mut stream, &mut buf, Greeting::wanted_len);
         assert!(t!(Greeting::parse(&buf[..len])).offers(method::NO_AUTH));
         t!(stream.write_all(&MethodChoice { method: method::NO_AUTH }.emit()));
-        let mut have = 0;
-        loop {
-            let want = t!(Request::wanted_len(&buf[..have]));
-            if want <= have {
-                break;
-            }
-            t!(stream.read_exact(&mut buf[have..want]));
-            have = want;
-        }
-        let request = t!(Request::parse(&buf[..have]));
+        let len = read_framed(&mut stream, &mut buf, Request::wanted_len);
+        let request = t!(Request::parse(&buf[..len]));
         let _ = requests.send(request.addr.to_owned());
         let len = Reply::failure(code).emit(&mut buf);
         t!(stream.write_all(&buf[..len]));

@@ -121,19 +121,29 @@ pub fn socks5_request(stream: &mut TcpStream, command: Command, target: &TargetA
     read_socks5_reply(stream)
 }
 
-/// Reads exactly one reply, however it is split.
-pub fn read_socks5_reply(stream: &mut TcpStream) -> (ReplyCode, TargetAddr) {
-    let mut buf = [0u8; Reply::MAX_LEN];
+/// Reads exactly one message whose length `wanted_len` tells, however it is split;
+/// returns its length in `buf`.
+pub fn read_framed(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    wanted_len: fn(&[u8]) -> burrowd::wire::Result<usize>,
+) -> usize {
     let mut have = 0;
     loop {
-        let want = t!(Reply::wanted_len(&buf[..have]));
+        let want = t!(wanted_len(&buf[..have]));
         if want <= have {
-            break;
+            return have;
         }
         t!(stream.read_exact(&mut buf[have..want]));
         have = want;
     }
-    let reply = t!(Reply::parse(&buf[..have]));
+}
+
+/// Reads exactly one reply, however it is split.
+pub fn read_socks5_reply(stream: &mut TcpStream) -> (ReplyCode, TargetAddr) {
+    let mut buf = [0u8; Reply::MAX_LEN];
+    let len = read_framed(stream, &mut buf, Reply::wanted_len);
+    let reply = t!(Reply::parse(&buf[..len]));
     (reply.code, reply.addr.to_owned())
 }
 
