@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Drives real third-party SOCKS clients (curl, PySocks, ncat) through the release burrowd binary
+# Drives real third-party SOCKS clients (curl, PySocks, ncat, OpenBSD nc, proxychains4) through the
+# release burrowd binary
 # and checks the bytes that arrive, not just exit codes. Prints one line per check
 # (`PASS name` / `FAIL name: reason`), then `N passed, N failed`; exits non-zero on any failure.
 #
-# Installs what it lacks: Debian packages with apt-get (ncat, curl, python3, python3-pip) and
+# Installs what it lacks: Debian packages with apt-get (ncat, curl, python3, python3-pip,
+# netcat-openbsd, proxychains4) and
 # PySocks with pip into target/interop-python. Safe to run again.
 #
 # NETWORK RULE: every address used here is loopback (127.0.0.1, ::1, localhost). Nothing else.
@@ -203,10 +205,43 @@ ncat_echo() {
   same_bytes "$payload" "$got"
 }
 
+# echo_through COMMAND...: runs COMMAND with the payload on stdin; COMMAND must carry it to the echo
+# server, pass the end of stdin on as a FIN and stop at the echo's FIN. Compares what comes back.
+echo_through() {
+  local got
+  got=$(mktemp "$work/got.XXXXXX")
+  timeout 30 "$@" <"$payload" >"$got" || return 1
+  same_bytes "$payload" "$got"
+}
+
+# proxychained TYPE PROXY URL: curl under proxychains4 with a config that names only PROXY
+# (HOST:PORT, TYPE socks4 or socks5) and proxy_dns. The body must match, and the `chain` burrowd
+# must log a session for the URL's host and port, so a curl that went around the proxy fails.
+proxychained() {
+  local type=$1 proxy=$2 url=$3 conf got hostport i
+  conf=$(mktemp "$work/proxychains.XXXXXX")
+  printf '%s\n' strict_chain quiet_mode proxy_dns "tcp_read_time_out 15000" "tcp_connect_time_out 8000" \
+    "[ProxyList]" "$type ${proxy%:*} ${proxy##*:}" >"$conf"
+  got=$(mktemp "$work/got.XXXXXX")
+  timeout 30 proxychains4 -q -f "$conf" curl --silent --show-error --fail --output "$got" "$url" || return 1
+  same_bytes "$blob" "$got" || return 1
+  hostport=${url#http://}
+  hostport=${hostport%%/*}
+  # The session's log line is written when both directions have closed, just after curl exits.
+  for ((i = 0; i < 50; i++)); do
+    grep -q "CONNECT $hostport " "$work/chain.log" && return 0
+    sleep 0.1
+  done
+  echo "burrowd logged no CONNECT $hostport: the request did not go through the proxy"
+  return 1
+}
+
 # ---------------------------------------------------------------- setup
 
 need curl curl || die "cannot install curl"
 need ncat ncat || die "cannot install ncat"
+need nc.openbsd netcat-openbsd || die "cannot install netcat-openbsd"
+need proxychains4 proxychains4 || die "cannot install proxychains4"
 need python3 python3 || die "cannot install python3"
 python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip || die "cannot install python3-pip"
 # --target keeps PySocks out of the system's Python (and out of Debian's externally-managed check).
@@ -343,6 +378,12 @@ start_burrowd open 127.0.0.1 || die "burrowd did not start"
 open=$ready
 start_burrowd auth 127.0.0.1 --user "$user:$password" || die "burrowd --user did not start"
 auth=$ready
+start_burrowd auth4 127.0.0.1 --user "$user:$password" --socks4 || die "burrowd --user --socks4 did not start"
+auth4=$ready
+start_burrowd no4 127.0.0.1 --no-socks4 || die "burrowd --no-socks4 did not start"
+no4=$ready
+start_burrowd chain 127.0.0.1 || die "burrowd for proxychains did not start"
+chain=$ready
 if $have_ipv6; then
   start_http http6 ::1 || die "http server on ::1 did not start"
   http6=$ready
@@ -353,6 +394,15 @@ if $have_ipv6; then
 fi
 url4=http://127.0.0.1:$http4/blob.bin
 url_name=http://localhost:$http4/blob.bin
+# A second burrowd whose outbound connections go through the `auth` one (-F), with a tcp://
+# forward to the HTTP server by name; and one whose upstream password is wrong.
+start_burrowd front 127.0.0.1 -F "socks5://$user:$password@$auth" -L "tcp://127.0.0.1:0/localhost:$http4" ||
+  die "burrowd -F did not start"
+front=$ready
+await_log front 's/.* listening on \([^ ]*\): forward to .*/\1/p' || die "burrowd -L tcp:// did not start"
+forward=$ready
+start_burrowd badfront 127.0.0.1 -F "socks5://$user:wrong@$auth" || die "burrowd -F (wrong password) did not start"
+badfront=$ready
 
 # ---------------------------------------------------------------- checks
 
@@ -379,6 +429,28 @@ check "ncat --proxy-type socks5 echo" ncat_echo --proxy "$open" 127.0.0.1 "$echo
 check "ncat --proxy-type socks5 --proxy-auth echo" \
   ncat_echo --proxy "$auth" --proxy-auth "$user:$password" 127.0.0.1 "$echo4"
 
+check "curl --socks4" curl_gets_blob --socks4 "$open" "$url4"
+check "curl --socks4a" curl_gets_blob --socks4a "$open" "$url_name"
+check "curl --socks4 refused by --user proxy" curl_rejected --socks4 "$auth" "$url4"
+check "curl --socks4a served by --user --socks4 proxy" curl_gets_blob --socks4a "$auth4" "$url_name"
+check "curl --socks4 closed by --no-socks4 proxy" curl_rejected --socks4 "$no4" "$url4"
+check "curl --socks5 still served by --no-socks4 proxy" curl_gets_blob --socks5-hostname "$no4" "$url_name"
+
+check "nc.openbsd -X 4 echo with half-close" echo_through nc.openbsd -N -X 4 -x "$open" 127.0.0.1 "$echo4"
+check "nc.openbsd -X 5 echo with half-close" echo_through nc.openbsd -N -X 5 -x "$open" 127.0.0.1 "$echo4"
+check "ncat --proxy-type socks4 echo" \
+  echo_through ncat --proxy-type socks4 --proxy "$open" 127.0.0.1 "$echo4"
+
+check "proxychains4 socks5 curl" proxychained socks5 "$chain" "$url4"
+check "proxychains4 socks4 curl" proxychained socks4 "$chain" "$url4"
+# No by-name check: proxychains answers names found in /etc/hosts (localhost) itself, even with
+# proxy_dns, and a loopback-only script has no other name to offer.
+
+check "curl --socks5-hostname through a burrowd chain" curl_gets_blob --socks5-hostname "$front" "$url_name"
+check "curl through -L tcp:// forwarded via the chain" curl_gets_blob "http://$forward/blob.bin"
+check "ncat --proxy-type socks5 echo through a burrowd chain" ncat_echo --proxy "$front" 127.0.0.1 "$echo4"
+check "curl --socks5 refused when the upstream rejects our password" curl_rejected --socks5 "$badfront" "$url4"
+
 if $have_ipv6; then
   url6="http://[::1]:$http6/blob.bin"
   check "ipv6 curl --socks5 [::1] proxy to [::1] target" curl_gets_blob --socks5 "$open6" "$url6"
@@ -394,7 +466,7 @@ else
 fi
 
 if ((failed)); then
-  for name in open auth open6 auth6; do
+  for name in open auth auth4 no4 chain front badfront open6 auth6; do
     [[ -f $work/$name.log ]] || continue
     echo "--- last lines of burrowd ($name) log:" >&2
     tail -n 20 "$work/$name.log" >&2

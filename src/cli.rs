@@ -1,7 +1,8 @@
 //! The command line: flags to a [`Config`], and the help text that lists them.
 
 use crate::auth::Users;
-use crate::config::{self, Config, RelayMode, ServiceSpec, SocksSpec};
+use crate::config::{self, Config, RelayMode, ServiceSpec, Socks4Policy, SocksSpec};
+use crate::service_url;
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -26,20 +27,37 @@ pub struct Settings {
 pub fn help() -> String {
     format!(
         "\
-burrowd {version}: a SOCKS4/4a/5 proxy server
+burrowd {version}: a SOCKS4/4a/5 proxy server and port forwarder
 
 Usage: burrowd [OPTIONS]
 
 Options:
   -l, --listen ADDR:PORT       listen for SOCKS clients here; repeatable, IPv6 as [::1]:1080
-                               (default: {listen})
-  -u, --user NAME:PASSWORD     require username/password login and accept this user; repeatable
+                               (default: {listen}, unless -L is given)
+  -u, --user NAME:PASSWORD     require username/password login on --listen services and accept
+                               this user; repeatable
+  -L URL                       run one more service; repeatable:
+                                 socks://[USER:PASS@]HOST:PORT    SOCKS4/4a/5 server
+                                 socks5://[USER:PASS@]HOST:PORT   SOCKS5 only
+                                 tcp://HOST:PORT/TARGET_HOST:TARGET_PORT
+                                 udp://HOST:PORT/TARGET_HOST:TARGET_PORT?ttl=60s
+                               HOST empty means all IPv4 addresses; IPv6 as [::]
+  -F socks5://[USER:PASS@]HOST:PORT
+                               send every outbound connection through this upstream SOCKS5
+                               proxy; repeat to chain several, first given is first hop
       --users FILE             read users from FILE, one name:password per line
+      --socks4                 serve SOCKS4/4a even when users are configured; SOCKS4 carries
+                               no password, so anyone who can connect may use the proxy
+                               (default: SOCKS4/4a served only when no users are configured)
+      --no-socks4              refuse SOCKS4/4a: such clients are closed without a reply
+                               (default: off)
       --max-clients N          worker threads, so sessions served at once (default: {max_clients})
       --queue N                clients that wait for a worker when all are busy; more are
                                refused (default: {queue})
       --handshake-timeout DUR  limit on the whole SOCKS negotiation (default: {handshake:?})
       --connect-timeout DUR    limit on each outbound connection attempt (default: {connect:?})
+      --bind-timeout DUR       limit on waiting for the incoming connection of a BIND
+                               (default: {bind:?})
       --idle-timeout DUR       close a session with no traffic either way for DUR; 0 is off
                                (default: 0)
       --drain-timeout DUR      on SIGINT/SIGTERM, wait this long for sessions to finish
@@ -73,6 +91,7 @@ BYTES is a number, or with K or M (64K, 1M; powers of 1024).
         queue = config::DEFAULT_QUEUE,
         handshake = config::DEFAULT_HANDSHAKE_TIMEOUT,
         connect = config::DEFAULT_CONNECT_TIMEOUT,
+        bind = config::DEFAULT_BIND_TIMEOUT,
         drain = config::DEFAULT_DRAIN_TIMEOUT,
         buffer = config::DEFAULT_BUFFER_SIZE,
         relay = relay_name(config::DEFAULT_RELAY),
@@ -85,7 +104,9 @@ BYTES is a number, or with K or M (64K, 1M; powers of 1024).
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String> {
     let mut config = Config::default();
     let mut listens = Vec::new();
+    let mut url_services = Vec::new();
     let mut users = Users::default();
+    let mut socks4 = None;
     let mut verbosity: i8 = 0;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -112,12 +133,24 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
             "-q" | "--quiet" => verbosity -= 1,
             "-qq" => verbosity -= 2,
             "-l" | "--listen" => listens.push(parse_listen(&value()?).map_err(|e| format!("--listen: {e}"))?),
+            "-L" => {
+                let url = value()?;
+                let service = service_url::parse_service(&url).map_err(|e| url_error("-L", &url, e))?;
+                url_services.push(service);
+            }
+            "-F" => {
+                let url = value()?;
+                config.chain.push(service_url::parse_hop(&url).map_err(|e| url_error("-F", &url, e))?);
+            }
             "-u" | "--user" => users.add_entry(&value()?).map_err(|e| format!("--user: {e}"))?,
             "--users" => users.add_file(Path::new(&value()?)).map_err(|e| format!("--users: {e}"))?,
+            "--socks4" => set_socks4(&mut socks4, Socks4Policy::On)?,
+            "--no-socks4" => set_socks4(&mut socks4, Socks4Policy::Off)?,
             "--max-clients" => config.max_clients = parse_count(&flag, &value()?, 1)?,
             "--queue" => config.queue = parse_count(&flag, &value()?, 0)?,
             "--handshake-timeout" => config.handshake_timeout = parse_nonzero_duration(&flag, &value()?)?,
             "--connect-timeout" => config.connect_timeout = parse_nonzero_duration(&flag, &value()?)?,
+            "--bind-timeout" => config.bind_timeout = parse_nonzero_duration(&flag, &value()?)?,
             "--idle-timeout" => config.idle_timeout = optional(flag_duration(&flag, &value()?)?),
             "--drain-timeout" => config.drain_timeout = flag_duration(&flag, &value()?)?,
             "--buffer-size" => config.buffer_size = parse_size(&value()?).map_err(|e| format!("{flag}: {e}"))?.max(1),
@@ -140,14 +173,30 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
             _ => return Err(format!("unexpected argument {arg:?}")),
         }
     }
-    if listens.is_empty() {
+    if listens.is_empty() && url_services.is_empty() {
         listens.push(config::DEFAULT_LISTEN.parse().expect("valid default"));
     }
+    let socks4 = socks4.unwrap_or(Socks4Policy::Auto);
     config.services = listens
         .into_iter()
-        .map(|addr| ServiceSpec::Socks(SocksSpec { users: users.clone(), ..SocksSpec::new(addr) }))
+        .map(|addr| ServiceSpec::Socks(SocksSpec { users: users.clone(), socks4, ..SocksSpec::new(addr) }))
+        .chain(url_services)
         .collect();
+    config.check()?;
     Ok(Action::Run(Box::new(Settings { config, verbosity })))
+}
+
+/// One line naming the flag and its value, the password hidden.
+fn url_error(flag: &str, url: &str, error: service_url::UrlError) -> String {
+    format!("{flag} {}: {error}", service_url::redacted(url))
+}
+
+/// `--socks4` and `--no-socks4` contradict each other; saying one twice is fine.
+fn set_socks4(policy: &mut Option<Socks4Policy>, wanted: Socks4Policy) -> Result<(), String> {
+    match policy.replace(wanted) {
+        Some(earlier) if earlier != wanted => Err("--socks4 and --no-socks4 cannot both be given".into()),
+        _ => Ok(()),
+    }
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {
@@ -256,6 +305,9 @@ mod tests {
         assert_eq!(settings.config.services[0].listen_addr(), "127.0.0.1:1080".parse().unwrap());
         assert_eq!(settings.config.handshake_timeout, Duration::from_secs(10));
         assert_eq!(settings.config.idle_timeout, None);
+        assert_eq!(settings.config.bind_timeout, Duration::from_secs(60));
+        let ServiceSpec::Socks(socks) = &settings.config.services[0] else { panic!("not SOCKS") };
+        assert_eq!(socks.socks4, Socks4Policy::Auto);
         assert_eq!(settings.config.udp.idle_timeout, Some(Duration::from_secs(120)));
         assert_eq!(settings.config.udp.port_range, None);
     }
@@ -273,6 +325,8 @@ mod tests {
             "--queue=0",
             "--idle-timeout",
             "1.5s",
+            "--bind-timeout=250ms",
+            "--socks4",
             "--keepalive",
             "0",
             "--buffer-size",
@@ -294,9 +348,11 @@ mod tests {
         .unwrap();
         assert_eq!(s.config.services.len(), 2);
         for service in &s.config.services {
-            let ServiceSpec::Socks(socks) = service;
+            let ServiceSpec::Socks(socks) = service else { panic!("{service:?}") };
             assert!(socks.users.verify(b"alice", b"pw"), "--user applies to every --listen");
+            assert_eq!(socks.socks4, Socks4Policy::On, "--socks4 applies to every --listen");
         }
+        assert_eq!(s.config.bind_timeout, Duration::from_millis(250));
         assert_eq!((s.config.max_clients, s.config.queue), (8, 0));
         assert_eq!(s.config.idle_timeout, Some(Duration::from_millis(1500)));
         assert_eq!(s.config.socket.keepalive, None);
@@ -323,6 +379,8 @@ mod tests {
             (&["--relay", "teleport"], "--relay: \"teleport\" is not splice or copy"),
             (&["--user", "nocolon"], "--user"),
             (&["stray"], "unexpected argument"),
+            (&["--bind-timeout", "0"], "--bind-timeout: must be more than 0"),
+            (&["--socks4", "--no-socks4"], "--socks4 and --no-socks4"),
             (&["--udp-port-range", "9-1"], "--udp-port-range"),
             (&["--udp-port-range", "0-10"], "--udp-port-range"),
             (&["--udp-port-range", "100"], "--udp-port-range"),
@@ -331,6 +389,42 @@ mod tests {
         for (args, want) in table {
             let err = run(args).unwrap_err();
             assert!(err.contains(want) && !err.contains('\n'), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn urls_add_services_and_hops_in_order() {
+        let s = run(&["-L", "tcp://127.0.0.1:0/example.org:80", "-l", "127.0.0.1:0", "-u", "a:b", "-L", "socks5://:0"])
+            .unwrap();
+        let services = &s.config.services;
+        assert_eq!(services.len(), 3, "--listen first, then -L in order: {services:?}");
+        assert!(matches!(&services[0], ServiceSpec::Socks(socks) if !socks.users.is_empty()));
+        assert!(matches!(&services[1], ServiceSpec::TcpForward(_)));
+        assert!(matches!(&services[2], ServiceSpec::Socks(socks) if socks.users.is_empty()), "--user is for --listen");
+
+        let s = run(&["-L", "tcp://:0/127.0.0.1:53", "-F", "socks5://127.0.0.1:1", "-F", "socks5://h:2"]).unwrap();
+        assert_eq!(s.config.services.len(), 1, "-L alone replaces the default listener");
+        let hops: Vec<String> = s.config.chain.iter().map(|hop| hop.to_string()).collect();
+        assert_eq!(hops, ["socks5://127.0.0.1:1", "socks5://h:2"]);
+    }
+
+    #[test]
+    fn bad_urls_name_the_flag_and_hide_the_password() {
+        let err = run(&["-L", "tcp://:8080"]).unwrap_err();
+        assert_eq!(err, "-L tcp://:8080: missing target (add /TARGET_HOST:TARGET_PORT)");
+        let err = run(&["-F", "socks5://u:secret@h"]).unwrap_err();
+        assert_eq!(err, "-F socks5://u:***@h: missing :PORT");
+        assert_eq!(run(&["-F"]).unwrap_err(), "-F needs a value");
+        let err = run(&["-L", "udp://:0/h:53", "-F", "socks5://h:1", "-F", "socks5://h:2"]).unwrap_err();
+        assert!(err.contains("udp service on 0.0.0.0:0 cannot go through 2 upstream hops"), "{err}");
+    }
+
+    #[test]
+    fn no_socks4_turns_it_off_everywhere() {
+        let s = run(&["-l", "127.0.0.1:0", "-l", "[::1]:0", "--no-socks4", "--no-socks4"]).unwrap();
+        for service in &s.config.services {
+            let ServiceSpec::Socks(socks) = service else { panic!("{service:?}") };
+            assert_eq!(socks.socks4, Socks4Policy::Off);
         }
     }
 

@@ -1,6 +1,8 @@
 //! Everything a running burrowd is told, with the defaults in one place.
 
 use crate::auth::Users;
+use crate::wire::addr::TargetAddr;
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::time::Duration;
@@ -9,6 +11,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub enum ServiceSpec {
     Socks(SocksSpec),
+    TcpForward(TcpForwardSpec),
+    UdpForward(UdpForwardSpec),
 }
 
 /// A SOCKS server: what `--listen` starts.
@@ -32,6 +36,53 @@ pub enum Socks4Policy {
     Off,
 }
 
+/// `tcp://ADDR/TARGET`: every accepted connection is relayed to one fixed target.
+#[derive(Debug, Clone)]
+pub struct TcpForwardSpec {
+    pub addr: SocketAddr,
+    pub target: TargetAddr,
+}
+
+/// `udp://ADDR/TARGET?ttl=DUR`: datagrams from each client address are forwarded to one
+/// fixed target through an outbound socket of that client's own.
+#[derive(Debug, Clone)]
+pub struct UdpForwardSpec {
+    pub addr: SocketAddr,
+    pub target: TargetAddr,
+    /// A client's session ends after this long with no datagram either way.
+    pub ttl: Duration,
+}
+
+/// One upstream SOCKS5 proxy of the chain (`-F`); outbound traffic goes through each in turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    pub addr: TargetAddr,
+    pub credentials: Option<Credentials>,
+}
+
+/// An RFC 1929 login for an upstream proxy.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+// Written by hand so passwords never reach a log line.
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credentials({:?}, password hidden)", self.user)
+    }
+}
+
+impl fmt::Display for Hop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.credentials {
+            Some(credentials) => write!(f, "socks5://{}@{}", credentials.user, self.addr),
+            None => write!(f, "socks5://{}", self.addr),
+        }
+    }
+}
+
 impl SocksSpec {
     pub fn new(addr: SocketAddr) -> Self {
         SocksSpec { addr, users: Users::default(), socks4: Socks4Policy::Auto }
@@ -42,14 +93,20 @@ impl ServiceSpec {
     pub fn listen_addr(&self) -> SocketAddr {
         match self {
             ServiceSpec::Socks(socks) => socks.addr,
+            ServiceSpec::TcpForward(forward) => forward.addr,
+            ServiceSpec::UdpForward(forward) => forward.addr,
         }
     }
 
-    /// A SOCKS service anyone who can reach it may use: it has no users and listens
-    /// beyond loopback.
+    /// A SOCKS service anyone who can reach it may use: it listens beyond loopback and
+    /// has no users, or lets SOCKS4 in without a login (`--socks4`).
     pub fn is_open_proxy(&self) -> bool {
         match self {
-            ServiceSpec::Socks(socks) => socks.users.is_empty() && !socks.addr.ip().is_loopback(),
+            ServiceSpec::Socks(socks) => {
+                (socks.users.is_empty() || socks.socks4 == Socks4Policy::On) && !socks.addr.ip().is_loopback()
+            }
+            // A forwarder reaches only its one target.
+            ServiceSpec::TcpForward(_) | ServiceSpec::UdpForward(_) => false,
         }
     }
 }
@@ -97,6 +154,8 @@ pub struct Config {
     pub queue: usize,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
+    /// How long a BIND waits for its one incoming connection.
+    pub bind_timeout: Duration,
     /// A session with no traffic either way for this long is closed; `None` never.
     pub idle_timeout: Option<Duration>,
     pub drain_timeout: Duration,
@@ -104,6 +163,9 @@ pub struct Config {
     pub buffer_size: usize,
     pub relay: RelayMode,
     pub socket: SocketOptions,
+    /// Upstream SOCKS5 proxies every outbound connection goes through, in order; empty
+    /// means connect directly.
+    pub chain: Vec<Hop>,
     pub udp: UdpOptions,
 }
 
@@ -112,7 +174,9 @@ pub const DEFAULT_MAX_CLIENTS: usize = 1024;
 pub const DEFAULT_QUEUE: usize = 128;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_BIND_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_UDP_TTL: Duration = Duration::from_secs(60);
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
 pub const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Chosen by measurement on loopback; see README "Performance".
@@ -129,11 +193,13 @@ impl Default for Config {
             queue: DEFAULT_QUEUE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            bind_timeout: DEFAULT_BIND_TIMEOUT,
             idle_timeout: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             buffer_size: DEFAULT_BUFFER_SIZE,
             relay: DEFAULT_RELAY,
             socket: SocketOptions { keepalive: Some(DEFAULT_KEEPALIVE), sndbuf: None, rcvbuf: None },
+            chain: Vec::new(),
             udp: UdpOptions {
                 idle_timeout: Some(DEFAULT_UDP_IDLE_TIMEOUT),
                 port_range: None,
@@ -146,6 +212,19 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Refuses what burrowd cannot do, in one line: UDP goes through one upstream hop at
+    /// most, since a hop's UDP ASSOCIATE cannot be chained through a second hop.
+    pub fn check(&self) -> Result<(), String> {
+        let hops = self.chain.len();
+        match self.services.iter().find(|s| matches!(s, ServiceSpec::UdpForward(_))) {
+            Some(udp) if hops > 1 => Err(format!(
+                "udp service on {} cannot go through {hops} upstream hops; UDP takes one hop at most",
+                udp.listen_addr()
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// A config for tests and embedding: one SOCKS listener on `addr` (port 0 picks a free
     /// port), everything else default.
     pub fn socks_on(addr: SocketAddr) -> Self {
@@ -159,5 +238,28 @@ impl Config {
             spec.users.add_entry(entry).expect("valid NAME:PASSWORD");
         }
         Config { services: vec![ServiceSpec::Socks(spec)], ..Config::default() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_proxy_means_no_login_needed_beyond_loopback() {
+        let service = |addr: &str, users: &[&str], socks4| {
+            let mut spec = SocksSpec::new(addr.parse().unwrap());
+            for entry in users {
+                spec.users.add_entry(entry).unwrap();
+            }
+            ServiceSpec::Socks(SocksSpec { socks4, ..spec })
+        };
+        use Socks4Policy::*;
+        assert!(service("0.0.0.0:1080", &[], Auto).is_open_proxy());
+        assert!(service("0.0.0.0:1080", &["u:p"], On).is_open_proxy(), "--socks4 needs no login");
+        assert!(!service("0.0.0.0:1080", &["u:p"], Auto).is_open_proxy());
+        assert!(!service("0.0.0.0:1080", &["u:p"], Off).is_open_proxy());
+        assert!(!service("127.0.0.1:1080", &[], On).is_open_proxy());
+        assert!(!service("[::1]:1080", &[], Auto).is_open_proxy());
     }
 }

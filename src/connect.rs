@@ -1,6 +1,7 @@
 //! Opening outbound TCP connections: name resolution, then every resolved address in
 //! turn, each within the connect timeout, reporting the last error.
 
+use crate::chain::UpstreamFailure;
 use crate::config::SocketOptions;
 use crate::sockopt;
 use crate::wire::addr::TargetAddr;
@@ -16,6 +17,8 @@ pub enum ConnectError {
     Resolve { name: String, error: io::Error },
     /// Every address was tried; this is the last one's error.
     Connect { addr: SocketAddr, error: io::Error },
+    /// A hop of the upstream chain failed (boxed: it is rare and large).
+    Upstream(Box<UpstreamFailure>),
 }
 
 impl fmt::Display for ConnectError {
@@ -23,6 +26,7 @@ impl fmt::Display for ConnectError {
         match self {
             ConnectError::Resolve { name, error } => write!(f, "cannot resolve {name}: {error}"),
             ConnectError::Connect { addr, error } => write!(f, "connect to {addr}: {error}"),
+            ConnectError::Upstream(failure) => failure.fmt(f),
         }
     }
 }

@@ -10,16 +10,22 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod bind;
+pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod connect;
+pub mod forward_tcp;
+pub mod forward_udp;
 pub mod message_io;
 pub mod pool;
 pub mod relay;
 pub mod reply;
 pub mod server;
+pub mod service_url;
 pub mod session;
 pub mod sockopt;
+pub mod socks4;
 pub mod socks5;
 #[cfg(target_os = "linux")]
 pub mod splice;

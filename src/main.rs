@@ -24,7 +24,10 @@ fn main() -> ExitCode {
     init_logging(settings.verbosity);
     let config = settings.config;
     for spec in config.services.iter().filter(|s| s.is_open_proxy()) {
-        log::warn!("{} is not loopback and no users are configured: this is an open proxy", spec.listen_addr());
+        log::warn!(
+            "{} is not loopback and needs no login (no users, or --socks4): this is an open proxy",
+            spec.listen_addr()
+        );
     }
     let drain_timeout = config.drain_timeout;
 

@@ -1,9 +1,12 @@
 //! The one place that decides which SOCKS reply code a failure earns.
 
+use crate::chain::{UpstreamError, UpstreamFailure};
 use crate::connect::ConnectError;
-use crate::wire::{self, socks5::ReplyCode};
+use crate::wire::{self, socks4, socks5::ReplyCode};
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Why a SOCKS request was not served. Each ends in a reply to the client.
 #[derive(Debug)]
@@ -18,6 +21,11 @@ pub enum Failure {
     Connect(ConnectError),
     /// A local socket operation failed (binding a relay socket, ...).
     Local(io::Error),
+    /// No connection reached a BIND's listening socket within the bind timeout.
+    BindTimedOut(Duration),
+    /// A BIND's listening socket was reached from an address other than the one the
+    /// client named.
+    UnexpectedPeer(SocketAddr),
 }
 
 impl fmt::Display for Failure {
@@ -28,6 +36,8 @@ impl fmt::Display for Failure {
             Failure::NotAllowed(why) => write!(f, "not allowed: {why}"),
             Failure::Connect(e) => e.fmt(f),
             Failure::Local(e) => write!(f, "local error: {e}"),
+            Failure::BindTimedOut(limit) => write!(f, "no connection to the bound port within {limit:?}"),
+            Failure::UnexpectedPeer(peer) => write!(f, "bound port reached by {peer}, not the named peer"),
         }
     }
 }
@@ -38,8 +48,7 @@ impl From<ConnectError> for Failure {
     }
 }
 
-/// The SOCKS5 reply code for a failure. SOCKS4 has a single failure code (91), so this is
-/// the only table there is.
+/// The SOCKS5 reply code for a failure.
 pub fn socks5_code(failure: &Failure) -> ReplyCode {
     match failure {
         Failure::Malformed(wire::Error::UnknownCommand(_)) | Failure::CommandNotSupported => {
@@ -47,10 +56,30 @@ pub fn socks5_code(failure: &Failure) -> ReplyCode {
         }
         Failure::Malformed(wire::Error::UnknownAddressType(_)) => ReplyCode::ADDRESS_TYPE_NOT_SUPPORTED,
         Failure::Malformed(_) | Failure::Local(_) => ReplyCode::GENERAL_FAILURE,
-        Failure::NotAllowed(_) => ReplyCode::NOT_ALLOWED,
+        Failure::NotAllowed(_) | Failure::UnexpectedPeer(_) => ReplyCode::NOT_ALLOWED,
+        // Like a connect that timed out: the other side never showed up.
+        Failure::BindTimedOut(_) => ReplyCode::HOST_UNREACHABLE,
         Failure::Connect(ConnectError::Resolve { .. }) => ReplyCode::HOST_UNREACHABLE,
         Failure::Connect(ConnectError::Connect { error, .. }) => io_error_code(error),
+        Failure::Connect(ConnectError::Upstream(failure)) => upstream_code(failure),
     }
+}
+
+/// The last hop's verdict on the target (refused, unreachable, not allowed, ...) is what
+/// our client would have heard connecting itself, so it passes through. Anything else is
+/// the chain itself failing (a hop down, our login to it rejected, a hop refusing to reach
+/// the next hop): that is a failure of this server, not of the target, so code 1.
+fn upstream_code(failure: &UpstreamFailure) -> ReplyCode {
+    match failure.error {
+        UpstreamError::Replied(code) if failure.for_target && (2..=8).contains(&code.0) => code,
+        _ => ReplyCode::GENERAL_FAILURE,
+    }
+}
+
+/// The SOCKS4 reply code for a failure: SOCKS4 has one (91), since 92 and 93 are about
+/// identd, which burrowd does not consult.
+pub fn socks4_code(_failure: &Failure) -> socks4::ReplyCode {
+    socks4::ReplyCode::Rejected
 }
 
 fn io_error_code(error: &io::Error) -> ReplyCode {
@@ -67,9 +96,16 @@ fn io_error_code(error: &io::Error) -> ReplyCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::addr::TargetAddr;
 
     fn connect_failure(kind: io::ErrorKind) -> Failure {
         Failure::Connect(ConnectError::Connect { addr: "127.0.0.1:1".parse().unwrap(), error: kind.into() })
+    }
+
+    fn upstream_failure(for_target: bool, error: UpstreamError) -> Failure {
+        let proxy = TargetAddr::Ip("127.0.0.1:1080".parse().unwrap());
+        let asked = TargetAddr::Domain("example.org".into(), 80);
+        Failure::Connect(ConnectError::Upstream(Box::new(UpstreamFailure { hop: 1, proxy, asked, for_target, error })))
     }
 
     #[test]
@@ -84,13 +120,23 @@ mod tests {
             (connect_failure(AddrInUse), 1),
             (Failure::Connect(ConnectError::Resolve { name: "x.invalid".into(), error: NotFound.into() }), 4),
             (Failure::NotAllowed("rule"), 2),
+            (Failure::UnexpectedPeer("127.0.0.2:4000".parse().unwrap()), 2),
+            (Failure::BindTimedOut(std::time::Duration::from_secs(60)), 4),
             (Failure::CommandNotSupported, 7),
             (Failure::Malformed(wire::Error::UnknownCommand(9)), 7),
             (Failure::Malformed(wire::Error::UnknownAddressType(9)), 8),
             (Failure::Malformed(wire::Error::BadDomain), 1),
+            (upstream_failure(true, UpstreamError::Replied(ReplyCode::CONNECTION_REFUSED)), 5),
+            (upstream_failure(true, UpstreamError::Replied(ReplyCode::NOT_ALLOWED)), 2),
+            (upstream_failure(true, UpstreamError::Replied(ReplyCode::HOST_UNREACHABLE)), 4),
+            (upstream_failure(true, UpstreamError::Replied(ReplyCode(0x42))), 1),
+            (upstream_failure(false, UpstreamError::Replied(ReplyCode::CONNECTION_REFUSED)), 1),
+            (upstream_failure(true, UpstreamError::LoginRejected), 1),
+            (upstream_failure(true, UpstreamError::NoAcceptableMethod(0xff)), 1),
         ];
         for (failure, code) in table {
             assert_eq!(socks5_code(&failure), ReplyCode(code), "{failure}");
+            assert_eq!(socks4_code(&failure), socks4::ReplyCode::Rejected, "{failure}");
         }
     }
 }

@@ -1,15 +1,19 @@
 //! Listeners, the accept loops, and the worker pool clients are handed to.
 
+use crate::chain::{self, UpstreamUdp};
 use crate::config::{Config, ServiceSpec};
 use crate::connect::{self, ConnectError, Connected};
+use crate::forward_tcp;
+use crate::forward_udp;
 use crate::pool::{Refused, WorkerPool};
 use crate::relay::Relayer;
+use crate::reply::Failure;
 use crate::session;
 use crate::sockopt;
 use crate::stats::{Snapshot, Stats};
 use crate::wire::addr::TargetAddr;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -41,29 +45,66 @@ impl Context {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    /// Opens the outbound connection for a request.
+    /// Opens the outbound connection for a request: directly, or through the upstream chain.
     pub fn connect_target(&self, target: &TargetAddr) -> Result<Connected, ConnectError> {
-        connect::connect_direct(target, self.config.connect_timeout, &self.config.socket)
+        let config = &self.config;
+        if config.chain.is_empty() {
+            connect::connect_direct(target, config.connect_timeout, &config.socket)
+        } else {
+            chain::connect(&config.chain, target, config.connect_timeout, &config.socket)
+        }
+    }
+
+    /// The UDP association with the upstream hop that UDP traffic goes through, or `None`
+    /// without a chain. UDP takes one hop at most: a hop's UDP relay cannot be reached
+    /// through a further hop, so with more the request is refused rather than sent around
+    /// the chain.
+    pub fn udp_upstream(&self) -> Result<Option<UpstreamUdp>, Failure> {
+        let config = &self.config;
+        match config.chain.len() {
+            0 => Ok(None),
+            1 => Ok(Some(chain::udp_associate(&config.chain, config.connect_timeout, &config.socket, &config.udp)?)),
+            _ => Err(Failure::CommandNotSupported),
+        }
+    }
+
+    /// A fresh id for a session's log line.
+    pub fn new_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
     }
 }
 
 /// A running server. Dropping it does not stop it; call [`Server::stop_accepting`].
 pub struct Server {
     ctx: Arc<Context>,
-    listeners: Vec<(SocketAddr, JoinHandle<()>)>,
+    /// Every service's bound address, in the order the services were given.
+    addrs: Vec<SocketAddr>,
+    /// The TCP listeners' accept threads. UDP services' receive threads are not joined:
+    /// they keep serving live sessions after a stop and end with the last one.
+    accept_threads: Vec<(SocketAddr, JoinHandle<()>)>,
     stopping: Arc<AtomicBool>,
 }
 
+/// A service's socket, bound before anything starts so a bad address fails the start.
+enum Bound {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
 impl Server {
-    /// Binds every listener, then starts serving. Fails, naming the address, if any
-    /// listener cannot be bound.
+    /// Binds every service's socket, then starts serving. Fails, naming the address, if
+    /// any cannot be bound, or if the config asks for what burrowd cannot do.
     pub fn start(config: Config) -> io::Result<Server> {
+        config.check().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let mut bound = Vec::new();
         for spec in &config.services {
             let addr = spec.listen_addr();
-            let listener =
-                sockopt::listen(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-            bound.push((listener, spec.clone()));
+            let socket = match spec {
+                ServiceSpec::UdpForward(_) => sockopt::udp_bind(addr, &config.udp).map(Bound::Udp),
+                _ => sockopt::listen(addr).map(Bound::Tcp),
+            };
+            let socket = socket.map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            bound.push((socket, spec.clone()));
         }
         let relayer = Arc::new(Relayer::new(config.max_clients, config.buffer_size, config.relay, config.idle_timeout));
         let workers = Arc::new(WorkerPool::new("burrowd-worker", config.max_clients, config.queue, WORKER_STACK));
@@ -75,40 +116,61 @@ impl Server {
             next_session: AtomicU64::new(1),
             stopping: Arc::clone(&stopping),
         });
-        let mut listeners = Vec::new();
-        for (listener, spec) in bound {
-            let addr = listener.local_addr()?;
-            log::info!("listening on {addr}: {}", spec_summary(&spec));
-            let acceptor = Acceptor {
-                ctx: Arc::clone(&ctx),
-                workers: Arc::clone(&workers),
-                stopping: Arc::clone(&stopping),
-                spec: Arc::new(spec),
-            };
-            let thread =
-                std::thread::Builder::new().name("burrowd-accept".into()).spawn(move || acceptor.run(listener))?;
-            listeners.push((addr, thread));
+        let mut addrs = Vec::new();
+        let mut accept_threads = Vec::new();
+        for (socket, spec) in bound {
+            match (socket, spec) {
+                (Bound::Udp(socket), ServiceSpec::UdpForward(udp)) => {
+                    let addr = socket.local_addr()?;
+                    log::info!("listening on udp {addr}: forward to {} (ttl {:?})", udp.target, udp.ttl);
+                    forward_udp::start(Arc::clone(&ctx), Arc::clone(&workers), udp, socket)?;
+                    addrs.push(addr);
+                }
+                (Bound::Tcp(listener), spec) => {
+                    let addr = listener.local_addr()?;
+                    log::info!("listening on {addr}: {}", spec_summary(&spec));
+                    let acceptor = Acceptor {
+                        ctx: Arc::clone(&ctx),
+                        workers: Arc::clone(&workers),
+                        stopping: Arc::clone(&stopping),
+                        spec: Arc::new(spec),
+                    };
+                    let thread = std::thread::Builder::new()
+                        .name("burrowd-accept".into())
+                        .spawn(move || acceptor.run(listener))?;
+                    addrs.push(addr);
+                    accept_threads.push((addr, thread));
+                }
+                (Bound::Udp(_), _) => unreachable!("only udp:// services are bound to UDP sockets"),
+            }
         }
-        Ok(Server { ctx, listeners, stopping })
+        for hop in &ctx.config.chain {
+            log::info!("outbound connections go through {hop}");
+        }
+        if ctx.config.chain.len() > 1 {
+            log::warn!("UDP ASSOCIATE is refused (reply 7): UDP goes through one upstream hop at most");
+        }
+        Ok(Server { ctx, addrs, accept_threads, stopping })
     }
 
     /// The bound addresses, in the order the services were given (port 0 resolved).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().map(|(addr, _)| *addr).collect()
+        self.addrs.clone()
     }
 
     pub fn stats(&self) -> Snapshot {
         self.ctx.stats.snapshot()
     }
 
-    /// Stops every accept loop and closes the listeners; sessions already accepted go on.
+    /// Stops every accept loop and closes the TCP listeners; a UDP service starts no new
+    /// sessions. Sessions already started go on.
     pub fn stop_accepting(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
-        for (addr, _) in &self.listeners {
+        for (addr, _) in &self.accept_threads {
             // A connection to ourselves is how a thread blocked in accept() learns to stop.
             let _ = TcpStream::connect_timeout(&wake_address(*addr), Duration::from_secs(1));
         }
-        for (_, thread) in self.listeners.drain(..) {
+        for (_, thread) in self.accept_threads.drain(..) {
             let _ = thread.join();
         }
     }
@@ -130,6 +192,8 @@ fn spec_summary(spec: &ServiceSpec) -> String {
     match spec {
         ServiceSpec::Socks(socks) if socks.users.is_empty() => "SOCKS, no authentication".into(),
         ServiceSpec::Socks(socks) => format!("SOCKS, {} user(s)", socks.users.len()),
+        ServiceSpec::TcpForward(forward) => format!("forward to {}", forward.target),
+        ServiceSpec::UdpForward(forward) => format!("udp forward to {}", forward.target),
     }
 }
 
@@ -173,15 +237,17 @@ impl Acceptor {
 
     /// Hands a client to the pool; all per-client work happens on the worker.
     fn dispatch(&self, stream: TcpStream, peer: SocketAddr, refusals: &mut FoldedWarning) {
-        let id = self.ctx.next_session.fetch_add(1, Ordering::Relaxed);
+        let id = self.ctx.new_session_id();
         self.ctx.stats.session_queued();
         let (ctx, spec) = (Arc::clone(&self.ctx), Arc::clone(&self.spec));
         let job = Box::new(move || match &*spec {
             ServiceSpec::Socks(socks) => session::serve_socks(&ctx, socks, id, stream, peer),
+            ServiceSpec::TcpForward(forward) => forward_tcp::serve(&ctx, forward, id, stream, peer),
+            ServiceSpec::UdpForward(_) => unreachable!("UDP services have no accept loop"),
         });
         if let Err((job, why)) = self.workers.try_execute(job) {
-            drop(job); // closes the client's socket
             self.ctx.stats.session_refused();
+            drop(job); // closes the client's socket
             let limits = (self.ctx.config.max_clients, self.ctx.config.queue);
             refusals.warn(|count| match why {
                 Refused::Full => format!(
@@ -207,13 +273,13 @@ fn accept_error_pause(e: &io::Error) -> Duration {
 
 /// A warning printed at most once per interval, with how often it happened meanwhile.
 #[derive(Default)]
-struct FoldedWarning {
+pub(crate) struct FoldedWarning {
     last: Option<Instant>,
     count: u64,
 }
 
 impl FoldedWarning {
-    fn warn(&mut self, message: impl FnOnce(u64) -> String) {
+    pub(crate) fn warn(&mut self, message: impl FnOnce(u64) -> String) {
         self.count += 1;
         if self.last.is_none_or(|at| at.elapsed() >= WARN_INTERVAL) {
             log::warn!("{}", message(self.count));

@@ -2,13 +2,14 @@
 //! written when it ends.
 
 use crate::config::SocksSpec;
-use crate::message_io::Negotiation;
+use crate::message_io::{HandshakeError, Negotiation, close_after_reply};
+use crate::reply::Failure;
 use crate::server::Context;
 use crate::sockopt;
-use crate::socks5;
 use crate::stats::human_bytes;
 use crate::udp_relay::UdpCounts;
 use crate::wire::addr::TargetAddr;
+use crate::{socks4, socks5};
 use std::fmt;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -80,12 +81,17 @@ impl fmt::Display for SessionLog {
     }
 }
 
-/// Serves one accepted client of a SOCKS listener from start to close.
-pub fn serve_socks(ctx: &Arc<Context>, spec: &SocksSpec, id: u64, client: TcpStream, peer: SocketAddr) {
+/// Runs one session, then writes its log line and counts it out.
+pub fn logged(ctx: &Context, id: u64, peer: SocketAddr, serve: impl FnOnce(&mut SessionLog)) {
     let mut log = SessionLog::new(id, peer);
-    run_socks(ctx, spec, client, &mut log);
+    serve(&mut log);
     log::info!("{log}");
     ctx.stats.session_ended(log.up, log.down);
+}
+
+/// Serves one accepted client of a SOCKS listener from start to close.
+pub fn serve_socks(ctx: &Arc<Context>, spec: &SocksSpec, id: u64, client: TcpStream, peer: SocketAddr) {
+    logged(ctx, id, peer, |log| run_socks(ctx, spec, client, log));
 }
 
 fn run_socks(ctx: &Arc<Context>, spec: &SocksSpec, client: TcpStream, log: &mut SessionLog) {
@@ -102,7 +108,51 @@ fn run_socks(ctx: &Arc<Context>, spec: &SocksSpec, client: TcpStream, log: &mut 
     };
     match negotiation.peek_first_byte() {
         Ok(socks5::VERSION) => socks5::serve(ctx, spec, negotiation, log),
-        Ok(other) => log.outcome = format!("not SOCKS: first byte {other:#04x}, closed"),
+        Ok(socks4::VERSION) => socks4::serve(ctx, spec, negotiation, log),
+        Ok(other) => {
+            log.outcome = format!("not SOCKS: first byte {other:#04x}, closed");
+            // No reply, since there is no protocol to word one in; a clean FIN still
+            // tells the client more than a reset would.
+            close_after_reply(negotiation.stream());
+        }
         Err(e) => log.outcome = e.to_string(),
     }
+}
+
+/// How one protocol words its replies. The command flows (CONNECT below, BIND in
+/// [`crate::bind`]) are the same for SOCKS4 and SOCKS5 apart from this.
+pub trait Replies {
+    /// Sends a success reply carrying `addr`.
+    fn granted(&self, negotiation: &mut Negotiation, addr: SocketAddr) -> Result<(), HandshakeError>;
+    /// Sends the reply `failure` earns, records it in the log, and closes.
+    fn fail(&self, negotiation: Negotiation, failure: Failure, log: &mut SessionLog);
+}
+
+/// CONNECT: opens the outbound connection, replies with its local address, relays.
+pub fn serve_connect(
+    ctx: &Arc<Context>,
+    mut negotiation: Negotiation,
+    target: &TargetAddr,
+    log: &mut SessionLog,
+    replies: &impl Replies,
+) {
+    let connected = match ctx.connect_target(target) {
+        Ok(connected) => connected,
+        Err(e) => return replies.fail(negotiation, e.into(), log),
+    };
+    log.reached = Some(connected.peer);
+    log.outbound_local = Some(connected.local);
+    if let Err(e) = replies.granted(&mut negotiation, connected.local) {
+        log.outcome = e.to_string();
+        return;
+    }
+    relay(ctx, negotiation, connected.stream, log);
+}
+
+/// Ends the negotiation and relays between the client and `other` until both are done.
+pub fn relay(ctx: &Arc<Context>, negotiation: Negotiation, other: TcpStream, log: &mut SessionLog) {
+    let outcome = ctx.relayer.relay(negotiation.into_stream(), other);
+    log.up = outcome.up;
+    log.down = outcome.down;
+    log.outcome = outcome.end.to_string();
 }

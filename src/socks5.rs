@@ -1,15 +1,17 @@
 //! A SOCKS5 client's negotiation, in the order it happens: greeting and method choice,
 //! username/password, request, then the command.
 
+use crate::bind;
 use crate::config::SocksSpec;
 use crate::message_io::{HandshakeError, Negotiation, close_after_reply};
 use crate::reply::{Failure, socks5_code};
 use crate::server::Context;
-use crate::session::SessionLog;
+use crate::session::{self, Replies, SessionLog};
 use crate::udp_relay::Association;
 use crate::wire::addr::{Addr, TargetAddr};
 use crate::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
 use crate::wire::{self, userpass};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use crate::wire::socks5::VERSION;
@@ -27,9 +29,9 @@ pub fn serve(ctx: &Arc<Context>, spec: &SocksSpec, mut negotiation: Negotiation,
     log.command = Some(command.to_string());
     log.target = Some(target.clone());
     match command {
-        Command::Connect => connect(ctx, negotiation, &target, log),
+        Command::Connect => session::serve_connect(ctx, negotiation, &target, log, &Socks5Replies),
+        Command::Bind => bind::serve(ctx, negotiation, &target, log, &Socks5Replies),
         Command::UdpAssociate => udp_associate(ctx, negotiation, &target, log),
-        Command::Bind => fail(negotiation, Failure::CommandNotSupported, log),
     }
 }
 
@@ -116,27 +118,27 @@ fn send_reply(negotiation: &mut Negotiation, reply: Reply<'_>) -> Result<(), Han
     negotiation.write(&buf[..len])
 }
 
-fn connect(ctx: &Arc<Context>, mut negotiation: Negotiation, target: &TargetAddr, log: &mut SessionLog) {
-    let connected = match ctx.connect_target(target) {
-        Ok(connected) => connected,
-        Err(e) => return fail(negotiation, e.into(), log),
-    };
-    log.reached = Some(connected.peer);
-    log.outbound_local = Some(connected.local);
-    if let Err(e) = send_reply(&mut negotiation, Reply { code: ReplyCode::SUCCEEDED, addr: Addr::Ip(connected.local) })
-    {
-        log.outcome = e.to_string();
-        return;
+/// SOCKS5 replies: `VER=5 | REP | RSV | ATYP | BND.ADDR | BND.PORT`.
+struct Socks5Replies;
+
+impl Replies for Socks5Replies {
+    fn granted(&self, negotiation: &mut Negotiation, addr: SocketAddr) -> Result<(), HandshakeError> {
+        send_reply(negotiation, Reply { code: ReplyCode::SUCCEEDED, addr: Addr::Ip(addr) })
     }
-    let outcome = ctx.relayer.relay(negotiation.into_stream(), connected.stream);
-    log.up = outcome.up;
-    log.down = outcome.down;
-    log.outcome = outcome.end.to_string();
+
+    fn fail(&self, negotiation: Negotiation, failure: Failure, log: &mut SessionLog) {
+        fail(negotiation, failure, log)
+    }
 }
 
 /// UDP ASSOCIATE: `from` is where the client says it will send datagrams from.
 fn udp_associate(ctx: &Arc<Context>, mut negotiation: Negotiation, from: &TargetAddr, log: &mut SessionLog) {
-    let association = match Association::open(ctx, negotiation.stream(), from, log.id) {
+    let upstream = match ctx.udp_upstream() {
+        Ok(upstream) => upstream,
+        Err(failure) => return fail(negotiation, failure, log),
+    };
+    log.reached = upstream.as_ref().map(|upstream| upstream.relay);
+    let association = match Association::open(ctx, negotiation.stream(), from, log.id, upstream) {
         Ok(association) => association,
         Err(e) => return fail(negotiation, Failure::Local(e), log),
     };

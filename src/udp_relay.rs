@@ -13,7 +13,13 @@
 //! when the control connection closes, the association sits idle too long, or the server
 //! shuts down. Each thread owns one datagram buffer for the association's whole life, so
 //! relaying a datagram allocates nothing.
+//!
+//! With one upstream hop (`-F`), the association holds a UDP association of its own with
+//! that hop instead of outbound sockets: datagrams go to the hop's relay as they came,
+//! header and all (the hop resolves names and reaches targets), and the hop's datagrams,
+//! already labelled with their source, come back the same way.
 
+use crate::chain::UpstreamUdp;
 use crate::config::UdpOptions;
 use crate::connect::{self, ConnectError};
 use crate::message_io::is_timeout;
@@ -52,6 +58,7 @@ pub struct Association {
     /// The port the client named in its request, if it named one.
     client_port: Option<u16>,
     advertised: SocketAddr,
+    upstream: Option<UpstreamUdp>,
 }
 
 /// Datagrams and payload bytes moved one way.
@@ -100,6 +107,8 @@ pub enum UdpEnd {
     Shutdown,
     /// The relay socket failed.
     Failed(io::Error),
+    /// The upstream hop ended the UDP association we hold with it.
+    UpstreamEnded,
 }
 
 pub struct UdpOutcome {
@@ -115,6 +124,7 @@ impl fmt::Display for UdpEnd {
             UdpEnd::IdleTimeout => write!(f, "udp idle timeout"),
             UdpEnd::Shutdown => write!(f, "server shutdown"),
             UdpEnd::Failed(e) => write!(f, "relay socket error: {e}"),
+            UdpEnd::UpstreamEnded => write!(f, "upstream hop ended its UDP association"),
         }
     }
 }
@@ -143,17 +153,29 @@ impl fmt::Display for UdpCounts {
 impl Association {
     /// Opens the relay socket for the client on `control`. `requested` is the request's
     /// DST.ADDR: where the client says it will send from (all zeros when it does not know).
-    pub fn open(ctx: &Context, control: &TcpStream, requested: &TargetAddr, session: u64) -> io::Result<Self> {
+    /// With `upstream`, datagrams go through that association with an upstream hop.
+    pub fn open(
+        ctx: &Context,
+        control: &TcpStream,
+        requested: &TargetAddr,
+        session: u64,
+        upstream: Option<UpstreamUdp>,
+    ) -> io::Result<Self> {
         // An IPv4 client on a dual-stack listener shows up as ::ffff:a.b.c.d; the relay
         // socket and the client check both want the plain IPv4 form.
-        let local_ip = control.local_addr()?.ip().to_canonical();
+        let mut local = control.local_addr()?;
+        local.set_ip(local.ip().to_canonical());
         let client_ip = control.peer_addr()?.ip().to_canonical();
         let udp = &ctx.config.udp;
-        let relay = bind_relay(local_ip, udp, session)?;
+        let relay = bind_relay(local, udp, session)?;
         relay.set_read_timeout(Some(TICK))?;
-        let advertised = SocketAddr::new(udp.advertise.unwrap_or(local_ip), relay.local_addr()?.port());
+        let advertised = SocketAddr::new(udp.advertise.unwrap_or(local.ip()), relay.local_addr()?.port());
         let client_port = Some(requested.port()).filter(|&port| port != 0);
-        Ok(Association { relay: Arc::new(relay), client_ip, client_port, advertised })
+        if let Some(upstream) = &upstream {
+            upstream.control.set_nonblocking(true)?;
+            upstream.socket.set_read_timeout(Some(TICK))?;
+        }
+        Ok(Association { relay: Arc::new(relay), client_ip, client_port, advertised, upstream })
     }
 
     /// The address for the UDP ASSOCIATE reply: where the client must send its datagrams.
@@ -166,40 +188,45 @@ impl Association {
     pub fn run(self, ctx: &Arc<Context>, control: TcpStream) -> UdpOutcome {
         let relay_addr = self.relay.local_addr().unwrap_or(self.advertised);
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
-        let mut up = ClientSide {
+        let mut client_side = ClientSide {
             ctx: Arc::clone(ctx),
             relay: self.relay,
             client_ip: self.client_ip,
             client_port: self.client_port,
             shared: Arc::new(Shared { stop: AtomicBool::new(false), activity: Activity::new() }),
             outbound: [None, None],
+            upstream: self.upstream,
+            upstream_replies: false,
             names: NameCache::default(),
             traffic: Traffic::default(),
             dropped: Dropped::default(),
             replies_started: 0,
             done: done_tx,
         };
-        let end = up.serve(&control);
+        let end = client_side.serve(&control);
         drop(control);
-        up.shared.stop.store(true, Ordering::SeqCst);
-        let (down, lost) = up.collect_replies(&done_rx);
-        let client = up.client_port.map(|port| SocketAddr::new(up.client_ip, port));
-        let dropped = Dropped { unsendable: up.dropped.unsendable + lost, ..up.dropped };
-        UdpOutcome { counts: UdpCounts { relay: relay_addr, client, up: up.traffic, down, dropped }, end }
+        client_side.shared.stop.store(true, Ordering::SeqCst);
+        let (down, lost) = client_side.collect_replies(&done_rx);
+        let client = client_side.client_port.map(|port| SocketAddr::new(client_side.client_ip, port));
+        let dropped = Dropped { unsendable: client_side.dropped.unsendable + lost, ..client_side.dropped };
+        UdpOutcome { counts: UdpCounts { relay: relay_addr, client, up: client_side.traffic, down, dropped }, end }
     }
 }
 
-/// Binds the relay socket on `ip`, on any port or on a free one from the configured range.
-fn bind_relay(ip: IpAddr, opts: &UdpOptions, session: u64) -> io::Result<UdpSocket> {
+/// Binds the relay socket on `local`'s address (an IPv6 scope included), on any port or on a
+/// free one from the configured range.
+fn bind_relay(mut local: SocketAddr, opts: &UdpOptions, session: u64) -> io::Result<UdpSocket> {
     let Some(range) = &opts.port_range else {
-        return sockopt::udp_bind(SocketAddr::new(ip, 0), opts);
+        local.set_port(0);
+        return sockopt::udp_bind(local, opts);
     };
     let (first, count) = (u64::from(*range.start()), u64::from(*range.end() - *range.start()) + 1);
     for i in 0..count {
         // Each association starts at a different port, so they do not all try the same
         // taken ones first.
         let port = (first + (session.wrapping_add(i)) % count) as u16;
-        match sockopt::udp_bind(SocketAddr::new(ip, port), opts) {
+        local.set_port(port);
+        match sockopt::udp_bind(local, opts) {
             Ok(socket) => return Ok(socket),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
             Err(e) => return Err(e),
@@ -207,7 +234,7 @@ fn bind_relay(ip: IpAddr, opts: &UdpOptions, session: u64) -> io::Result<UdpSock
     }
     Err(io::Error::new(
         io::ErrorKind::AddrInUse,
-        format!("every UDP port in {}-{} on {ip} is taken", range.start(), range.end()),
+        format!("every UDP port in {}-{} on {} is taken", range.start(), range.end(), local.ip()),
     ))
 }
 
@@ -238,6 +265,10 @@ struct ClientSide {
     shared: Arc<Shared>,
     /// Outbound sockets, IPv4 then IPv6, opened on the first datagram to that family.
     outbound: [Option<Arc<UdpSocket>>; 2],
+    /// The association with the upstream hop, used instead of outbound sockets.
+    upstream: Option<UpstreamUdp>,
+    /// Whether the thread for the upstream hop's datagrams has started.
+    upstream_replies: bool,
     names: NameCache,
     traffic: Traffic,
     dropped: Dropped,
@@ -277,6 +308,9 @@ impl ClientSide {
         if let Some(end) = control_ended(control) {
             return Some(end);
         }
+        if self.upstream.as_ref().is_some_and(|upstream| control_ended(&upstream.control).is_some()) {
+            return Some(UdpEnd::UpstreamEnded);
+        }
         match self.ctx.config.udp.idle_timeout {
             Some(limit) if self.shared.activity.idle_for() >= limit => Some(UdpEnd::IdleTimeout),
             _ => None,
@@ -302,6 +336,12 @@ impl ClientSide {
             return;
         }
         let client_port = *self.client_port.get_or_insert(from.port());
+        let client = SocketAddr::new(self.client_ip, client_port);
+        if let Some(upstream) = self.upstream.as_ref().map(|upstream| Arc::clone(&upstream.socket)) {
+            let sent = self.upstream_replies(&upstream, client).and_then(|()| upstream.send(datagram));
+            let payload_len = datagram.len() - payload_at;
+            return self.count_sent(sent, payload_len, from, header.addr);
+        }
         let target = match header.addr {
             // A v4-mapped target goes out of the IPv4 socket like any IPv4 target.
             Addr::Ip(target) => SocketAddr::new(target.ip().to_canonical(), target.port()),
@@ -315,11 +355,15 @@ impl ClientSide {
             },
         };
         let payload = &datagram[payload_at..];
-        let client = SocketAddr::new(self.client_ip, client_port);
-        match self.outbound(target.is_ipv6(), client).and_then(|socket| socket.send_to(payload, target)) {
+        let sent = self.outbound(target.is_ipv6(), client).and_then(|socket| socket.send_to(payload, target));
+        self.count_sent(sent, payload.len(), from, Addr::Ip(target));
+    }
+
+    fn count_sent(&mut self, sent: io::Result<usize>, payload_len: usize, from: SocketAddr, target: Addr<'_>) {
+        match sent {
             Ok(_) => {
                 self.traffic.datagrams += 1;
-                self.traffic.bytes += payload.len() as u64;
+                self.traffic.bytes += payload_len as u64;
                 self.shared.activity.touch();
             }
             Err(e) => {
@@ -329,35 +373,48 @@ impl ClientSide {
         }
     }
 
+    /// Starts, on first use, the thread that passes the upstream hop's datagrams to `client`.
+    fn upstream_replies(&mut self, upstream: &Arc<UdpSocket>, client: SocketAddr) -> io::Result<()> {
+        if !self.upstream_replies {
+            self.start_replies(Arc::clone(upstream), client, true)?;
+            self.upstream_replies = true;
+        }
+        Ok(())
+    }
+
     /// The outbound socket for a family; the first use opens it and starts the thread
     /// that passes its replies back to `client`.
     fn outbound(&mut self, ipv6: bool, client: SocketAddr) -> io::Result<&UdpSocket> {
         let slot = usize::from(ipv6);
         if self.outbound[slot].is_none() {
             let socket = Arc::new(open_outbound(ipv6, &self.ctx.config.udp)?);
-            let replies = Replies {
-                from: Arc::clone(&socket),
-                relay: Arc::clone(&self.relay),
-                client,
-                shared: Arc::clone(&self.shared),
-            };
-            let done = self.done.clone();
-            self.ctx
-                .relayer
-                .run_beside(Box::new(move || {
-                    let _ = done.send(replies.run());
-                }))
-                .map_err(|why| io::Error::other(format!("no relay thread for replies ({why:?})")))?;
-            self.replies_started += 1;
+            self.start_replies(Arc::clone(&socket), client, false)?;
             self.outbound[slot] = Some(socket);
         }
         Ok(self.outbound[slot].as_deref().expect("opened above"))
     }
 
+    /// Starts a thread passing datagrams that arrive on `from` back to `client`.
+    fn start_replies(&mut self, from: Arc<UdpSocket>, client: SocketAddr, labelled: bool) -> io::Result<()> {
+        let replies =
+            Replies { from, relay: Arc::clone(&self.relay), client, shared: Arc::clone(&self.shared), labelled };
+        let done = self.done.clone();
+        self.ctx
+            .relayer
+            .run_beside(Box::new(move || {
+                let _ = done.send(replies.run());
+            }))
+            .map_err(|why| io::Error::other(format!("no relay thread for replies ({why:?})")))?;
+        self.replies_started += 1;
+        Ok(())
+    }
+
     /// Waits for the reply threads, which see the stop flag within a tick; returns what
     /// they relayed and how many replies they could not deliver.
     fn collect_replies(&mut self, done: &Receiver<(Traffic, u64)>) -> (Traffic, u64) {
+        // The reply threads hold the other references: each socket closes as its thread ends.
         self.outbound = [None, None];
+        self.upstream = None;
         let (mut down, mut lost) = (Traffic::default(), 0);
         for _ in 0..self.replies_started {
             match done.recv_timeout(TICK * 10) {
@@ -406,6 +463,9 @@ struct Replies {
     relay: Arc<UdpSocket>,
     client: SocketAddr,
     shared: Arc<Shared>,
+    /// Datagrams arrive with their UDP ASSOCIATE header already (from an upstream hop's
+    /// relay) and pass on as they are, once checked.
+    labelled: bool,
 }
 
 impl Replies {
@@ -425,13 +485,26 @@ impl Replies {
                     break;
                 }
             };
-            let header = Header { frag: 0, addr: Addr::Ip(source) };
-            let start = MAX_IP_HEADER_LEN - header.encoded_len();
-            header.emit(&mut buf[start..]);
-            match self.relay.send_to(&buf[start..MAX_IP_HEADER_LEN + len], self.client) {
+            let end = MAX_IP_HEADER_LEN + len;
+            let (start, payload_len) = if self.labelled {
+                match Header::parse(&buf[MAX_IP_HEADER_LEN..end]) {
+                    Ok((header, at)) if header.frag == 0 => (MAX_IP_HEADER_LEN, len - at),
+                    _ => {
+                        log::debug!("udp datagram from upstream {source} for {} dropped: bad header", self.client);
+                        lost += 1;
+                        continue;
+                    }
+                }
+            } else {
+                let header = Header { frag: 0, addr: Addr::Ip(source) };
+                let start = MAX_IP_HEADER_LEN - header.encoded_len();
+                header.emit(&mut buf[start..]);
+                (start, len)
+            };
+            match self.relay.send_to(&buf[start..end], self.client) {
                 Ok(_) => {
                     traffic.datagrams += 1;
-                    traffic.bytes += len as u64;
+                    traffic.bytes += payload_len as u64;
                     self.shared.activity.touch();
                 }
                 Err(e) => {
@@ -492,6 +565,22 @@ mod tests {
         assert!(v4.local_addr().unwrap().ip().is_unspecified());
         let v6 = open_outbound(true, &opts).unwrap();
         assert!(v6.local_addr().unwrap().is_ipv6());
+    }
+
+    #[test]
+    fn the_log_line_names_every_count() {
+        let counts = UdpCounts {
+            relay: "127.0.0.1:40000".parse().unwrap(),
+            client: Some("127.0.0.1:5353".parse().unwrap()),
+            up: Traffic { datagrams: 3, bytes: 1536 },
+            down: Traffic { datagrams: 2, bytes: 100 },
+            dropped: Dropped { foreign: 1, fragmented: 2, malformed: 3, unsendable: 4 },
+        };
+        assert_eq!(
+            counts.to_string(),
+            "relay 127.0.0.1:40000 client 127.0.0.1:5353 up 3 datagrams 1.5 KiB down 2 datagrams 100 B \
+             dropped foreign 1 fragmented 2 malformed 3 unsendable 4"
+        );
     }
 
     #[test]

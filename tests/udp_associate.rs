@@ -146,30 +146,58 @@ fn a_65507_byte_payload_reaches_an_ipv4_target_intact() {
     assert_echo(&association, &ip_target(echo), echo, &payload);
 }
 
-#[test]
-fn the_association_ends_with_its_control_connection() {
-    let (server, proxy) = proxy();
-    let echo = udp_echo_server("127.0.0.1:0");
-    let association = UdpAssociation::open(proxy, None);
-    assert_echo(&association, &ip_target(echo), echo, b"alive");
-    let UdpAssociation { control, socket, relay } = association;
-    drop(control);
-    assert!(server.drain(TIMEOUT), "the association's session ended");
-    // A closed relay socket makes the kernel answer with port unreachable, which a
-    // connected UDP socket reads as ECONNREFUSED.
-    t!(socket.connect(relay));
+/// Waits (bounded) until datagrams from `socket` to `to` are refused: a closed UDP port
+/// makes the kernel answer with port unreachable, which a connected socket reads as
+/// ECONNREFUSED.
+fn assert_port_closes(socket: &UdpSocket, to: SocketAddr, probe: &[u8]) {
+    t!(socket.connect(to));
     t!(socket.set_read_timeout(Some(Duration::from_millis(100))));
     let deadline = Instant::now() + TIMEOUT;
     let mut buf = [0u8; 64];
     loop {
-        t!(socket.send(&datagram(0, &ip_target(echo), b"anyone there?")));
+        t!(socket.send(probe));
         match socket.recv(&mut buf) {
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => break,
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => return,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            other => panic!("relay still answers: {other:?}"),
+            other => panic!("{to} still answers: {other:?}"),
         }
-        assert!(Instant::now() < deadline, "relay port did not close");
+        assert!(Instant::now() < deadline, "{to} did not close");
     }
+}
+
+#[test]
+fn the_association_ends_with_its_control_connection() {
+    let (server, proxy) = proxy();
+    // a target that shows which socket burrowd sends to targets from
+    let target = udp_socket_near(proxy);
+    let target_addr = t!(target.local_addr());
+    let association = UdpAssociation::open(proxy, None);
+    association.send(&ip_target(target_addr), b"hello");
+    let mut buf = [0u8; 64];
+    let (len, outbound) = t!(target.recv_from(&mut buf));
+    assert_eq!(&buf[..len], b"hello");
+    t!(target.send_to(b"hello back", outbound));
+    assert_eq!(association.recv(), (ip_target(target_addr), b"hello back".to_vec()));
+
+    let UdpAssociation { control, socket, relay } = association;
+    drop(control);
+    assert!(server.drain(TIMEOUT), "the association's session ended");
+    assert_port_closes(&socket, relay, &datagram(0, &ip_target(target_addr), b"anyone there?"));
+    assert_port_closes(&target, SocketAddr::new(proxy.ip(), outbound.port()), b"late reply");
+}
+
+#[test]
+fn a_reset_control_connection_ends_the_association() {
+    let (server, proxy) = proxy();
+    let echo = udp_echo_server("127.0.0.1:0");
+    let association = UdpAssociation::open(proxy, None);
+    assert_echo(&association, &ip_target(echo), echo, b"alive");
+    // linger 0: close sends a reset instead of a FIN
+    t!(socket2::SockRef::from(&association.control).set_linger(Some(Duration::ZERO)));
+    let UdpAssociation { control, socket, relay } = association;
+    drop(control);
+    assert!(server.drain(TIMEOUT), "the association's session ended");
+    assert_port_closes(&socket, relay, &datagram(0, &ip_target(echo), b"anyone there?"));
 }
 
 #[test]

@@ -126,6 +126,26 @@ fn header_wanted_len(buf: &[u8]) -> Result<usize> {
     Ok(field::ADDR + addr::wanted_len(&buf[field::ADDR..])?)
 }
 
+/// Parses the layout requests and replies share: returns the CMD or REP byte and the
+/// address. The reserved byte is checked before the address, since a non-zero one means
+/// the framing itself is off.
+fn parse_header(buf: &[u8]) -> Result<(u8, Addr<'_>)> {
+    expect_len(buf, header_wanted_len(buf)?)?;
+    if buf[field::RSV] != 0 {
+        return Err(Error::BadReserved(buf[field::RSV]));
+    }
+    let (addr, _) = addr::parse(&buf[field::ADDR..])?;
+    Ok((buf[field::CMD_OR_REP], addr))
+}
+
+/// Writes the shared layout; returns its length.
+fn emit_header(buf: &mut [u8], cmd_or_rep: u8, addr: &Addr<'_>) -> usize {
+    buf[field::VER] = VERSION;
+    buf[field::CMD_OR_REP] = cmd_or_rep;
+    buf[field::RSV] = 0;
+    field::ADDR + addr.emit(&mut buf[field::ADDR..])
+}
+
 impl<'a> Request<'a> {
     pub const MAX_LEN: usize = field::ADDR + addr::MAX_LEN;
 
@@ -134,23 +154,14 @@ impl<'a> Request<'a> {
     }
 
     /// Parses a whole request. The command is checked after the address so that an
-    /// unknown command still has a well-formed request around it; the reserved byte
-    /// before both, since a non-zero one means the framing itself is off.
+    /// unknown command still has a well-formed request around it.
     pub fn parse(buf: &'a [u8]) -> Result<Self> {
-        expect_len(buf, Self::wanted_len(buf)?)?;
-        if buf[field::RSV] != 0 {
-            return Err(Error::BadReserved(buf[field::RSV]));
-        }
-        let (addr, _) = addr::parse(&buf[field::ADDR..])?;
-        let command = Command::from_byte(buf[field::CMD_OR_REP])?;
-        Ok(Request { command, addr })
+        let (command, addr) = parse_header(buf)?;
+        Ok(Request { command: Command::from_byte(command)?, addr })
     }
 
     pub fn emit(&self, buf: &mut [u8]) -> usize {
-        buf[field::VER] = VERSION;
-        buf[field::CMD_OR_REP] = self.command as u8;
-        buf[field::RSV] = 0;
-        field::ADDR + self.addr.emit(&mut buf[field::ADDR..])
+        emit_header(buf, self.command as u8, &self.addr)
     }
 }
 
@@ -208,19 +219,12 @@ impl<'a> Reply<'a> {
     }
 
     pub fn parse(buf: &'a [u8]) -> Result<Self> {
-        expect_len(buf, Self::wanted_len(buf)?)?;
-        if buf[field::RSV] != 0 {
-            return Err(Error::BadReserved(buf[field::RSV]));
-        }
-        let (addr, _) = addr::parse(&buf[field::ADDR..])?;
-        Ok(Reply { code: ReplyCode(buf[field::CMD_OR_REP]), addr })
+        let (code, addr) = parse_header(buf)?;
+        Ok(Reply { code: ReplyCode(code), addr })
     }
 
     pub fn emit(&self, buf: &mut [u8]) -> usize {
-        buf[field::VER] = VERSION;
-        buf[field::CMD_OR_REP] = self.code.0;
-        buf[field::RSV] = 0;
-        field::ADDR + self.addr.emit(&mut buf[field::ADDR..])
+        emit_header(buf, self.code.0, &self.addr)
     }
 }
 

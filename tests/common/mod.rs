@@ -1,16 +1,20 @@
 //! Helpers shared by the integration tests: a proxy started in-process on port 0, target
-//! servers, and a small SOCKS5 client written against the wire module.
+//! servers, and small SOCKS5 and SOCKS4 clients written against the wire module.
 #![allow(dead_code)] // each test binary uses its own subset of these helpers
 
+use burrowd::config::{ServiceSpec, Socks4Policy};
+use burrowd::service_url;
 use burrowd::wire::addr::{Addr, TargetAddr};
 use burrowd::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
 use burrowd::wire::udp::{Header, MAX_HEADER_LEN};
-use burrowd::wire::userpass;
+use burrowd::wire::{socks4, userpass};
 use burrowd::{Config, Server};
+use crossbeam_channel::Receiver;
+use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Unwraps, naming the expression that failed.
 #[macro_export]
@@ -35,6 +39,17 @@ pub fn start(config: Config) -> (Server, SocketAddr) {
 /// A default SOCKS proxy on 127.0.0.1, any free port.
 pub fn proxy() -> (Server, SocketAddr) {
     start(Config::socks_on("127.0.0.1:0".parse().unwrap()))
+}
+
+/// Sets the SOCKS4 policy of every SOCKS service in `config`, as `--socks4` and
+/// `--no-socks4` do.
+pub fn with_socks4(mut config: Config, policy: Socks4Policy) -> Config {
+    for service in &mut config.services {
+        if let ServiceSpec::Socks(socks) = service {
+            socks.socks4 = policy;
+        }
+    }
+    config
 }
 
 /// A TCP server on `bind` running `handle` for each connection on its own thread.
@@ -106,19 +121,29 @@ pub fn socks5_request(stream: &mut TcpStream, command: Command, target: &TargetA
     read_socks5_reply(stream)
 }
 
-/// Reads exactly one reply, however it is split.
-pub fn read_socks5_reply(stream: &mut TcpStream) -> (ReplyCode, TargetAddr) {
-    let mut buf = [0u8; Reply::MAX_LEN];
+/// Reads exactly one message whose length `wanted_len` tells, however it is split;
+/// returns its length in `buf`.
+pub fn read_framed(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    wanted_len: fn(&[u8]) -> burrowd::wire::Result<usize>,
+) -> usize {
     let mut have = 0;
     loop {
-        let want = t!(Reply::wanted_len(&buf[..have]));
+        let want = t!(wanted_len(&buf[..have]));
         if want <= have {
-            break;
+            return have;
         }
         t!(stream.read_exact(&mut buf[have..want]));
         have = want;
     }
-    let reply = t!(Reply::parse(&buf[..have]));
+}
+
+/// Reads exactly one reply, however it is split.
+pub fn read_socks5_reply(stream: &mut TcpStream) -> (ReplyCode, TargetAddr) {
+    let mut buf = [0u8; Reply::MAX_LEN];
+    let len = read_framed(stream, &mut buf, Reply::wanted_len);
+    let reply = t!(Reply::parse(&buf[..len]));
     (reply.code, reply.addr.to_owned())
 }
 
@@ -144,6 +169,75 @@ pub fn ip_target(addr: SocketAddr) -> TargetAddr {
 
 pub fn domain_target(name: &str, port: u16) -> TargetAddr {
     Addr::Domain(name, port).to_owned()
+}
+
+/// Asserts the server closed the connection cleanly (FIN, not a reset) without sending a
+/// single byte.
+pub fn assert_closed_without_reply(stream: &mut TcpStream) {
+    assert_eq!(read_to_end(stream), b"", "expected a close with no reply");
+}
+
+/// SOCKS5 BIND naming `peer` as the expected peer; asserts the first reply succeeded and
+/// returns the control connection and the address the proxy listens on.
+pub fn socks5_bind(proxy: SocketAddr, peer: SocketAddr) -> (TcpStream, SocketAddr) {
+    let mut control = connect(proxy);
+    socks5_login(&mut control, None);
+    let (code, bound) = socks5_request(&mut control, Command::Bind, &TargetAddr::Ip(peer));
+    assert_eq!(code, ReplyCode::SUCCEEDED, "first BIND reply");
+    let TargetAddr::Ip(bound) = bound else { panic!("BIND replied with a name: {bound}") };
+    (control, bound)
+}
+
+/// The bytes of a SOCKS4 request; a domain address makes it SOCKS4a.
+pub fn socks4_request_bytes(command: socks4::Command, addr: Addr<'_>, user_id: &[u8]) -> Vec<u8> {
+    let mut buf = [0u8; 600];
+    let len = socks4::Request { command, addr, user_id }.emit(&mut buf);
+    buf[..len].to_vec()
+}
+
+/// Sends a SOCKS4 or 4a request and reads the reply.
+pub fn socks4_request(
+    stream: &mut TcpStream,
+    command: socks4::Command,
+    addr: Addr<'_>,
+    user_id: &[u8],
+) -> socks4::Reply {
+    t!(stream.write_all(&socks4_request_bytes(command, addr, user_id)));
+    read_socks4_reply(stream)
+}
+
+pub fn read_socks4_reply(stream: &mut TcpStream) -> socks4::Reply {
+    let mut buf = [0u8; socks4::Reply::LEN];
+    t!(stream.read_exact(&mut buf));
+    t!(socks4::Reply::parse(&buf))
+}
+
+/// Writes `data` into `from` and asserts exactly those bytes come out of `to` (the same
+/// stream for an echo).
+pub fn assert_carries(from: &TcpStream, to: &TcpStream, data: &[u8]) {
+    t!((&*from).write_all(data));
+    let mut got = vec![0u8; data.len()];
+    t!((&*to).read_exact(&mut got));
+    assert_eq!(got, data);
+}
+
+/// Asserts the full half-close sequence between two ends of a tunnel: `a` sends FIN,
+/// `b` sees exactly the end of the stream, `b` can still send to `a`, then `b`'s FIN
+/// reaches `a`.
+pub fn assert_half_close(a: &mut TcpStream, b: &mut TcpStream) {
+    t!(a.write_all(b"last words"));
+    t!(a.shutdown(Shutdown::Write));
+    assert_eq!(read_to_end(b), b"last words", "data then FIN reach the other side");
+    t!(b.write_all(b"reply after half-close"));
+    t!(b.shutdown(Shutdown::Write));
+    assert_eq!(read_to_end(a), b"reply after half-close", "the other direction keeps going");
+}
+
+/// A domain name that fails to resolve without any query leaving this host: a label
+/// longer than 63 bytes is rejected by the resolver before it builds a DNS packet (checked
+/// with strace), whereas a plain `.invalid` name would be sent to the configured server.
+pub fn unresolvable_name() -> String {
+    format!("{}.invalid", "x".repeat(64))
 }
 
 /// The largest datagram a UDP socket can receive, for test buffers.
@@ -228,4 +322,90 @@ pub fn datagram(frag: u8, target: &TargetAddr, payload: &[u8]) -> Vec<u8> {
     buf[len..len + payload.len()].copy_from_slice(payload);
     buf.truncate(len + payload.len());
     buf
+}
+
+/// Starts a server with `-L`-style service URLs and `-F`-style upstream hops, parsed by
+/// the same code as the command line; returns it and every service's address in order.
+pub fn start_urls(services: &[&str], chain: &[&str]) -> (Server, Vec<SocketAddr>) {
+    let config = Config {
+        services: services.iter().map(|url| t!(service_url::parse_service(url))).collect(),
+        chain: chain.iter().map(|url| t!(service_url::parse_hop(url))).collect(),
+        ..Config::default()
+    };
+    let server = t!(Server::start(config));
+    let addrs = server.local_addrs();
+    (server, addrs)
+}
+
+/// Waits until `done` holds, failing the test after [`TIMEOUT`]. For state that settles
+/// on its own (a session counted out), never for measuring speed.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Fills `buf` with the next bytes of a deterministic pseudo-random stream.
+pub fn fill_pseudo_random(state: &mut u64, buf: &mut [u8]) {
+    for chunk in buf.chunks_mut(8) {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+}
+
+/// Reads until EOF, returning the SHA-256 and length of everything read.
+pub fn hash_to_end(stream: &mut TcpStream) -> ([u8; 32], u64) {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        match t!(stream.read(&mut buf)) {
+            0 => return (hasher.finalize().into(), total),
+            n => {
+                hasher.update(&buf[..n]);
+                total += n as u64;
+            }
+        }
+    }
+}
+
+/// Writes `len` pseudo-random bytes from `seed`; returns their SHA-256.
+pub fn send_pseudo_random(stream: &mut TcpStream, seed: u64, len: usize) -> [u8; 32] {
+    let mut state = seed;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let chunk = &mut buf[..left.min(256 * 1024)];
+        fill_pseudo_random(&mut state, chunk);
+        hasher.update(&*chunk);
+        t!(stream.write_all(chunk));
+        left -= chunk.len();
+    }
+    hasher.finalize().into()
+}
+
+/// A UDP target that answers every datagram with `replies` datagrams, each the request
+/// followed by `#i`, sent back to the datagram's source. Returns its address and a
+/// channel of the source addresses it served, one per datagram.
+pub fn udp_multi_echo(bind: &str, replies: usize) -> (SocketAddr, Receiver<SocketAddr>) {
+    let socket = t!(UdpSocket::bind(bind));
+    let addr = t!(socket.local_addr());
+    let (sources, seen) = crossbeam_channel::unbounded();
+    thread::spawn(move || {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        while let Ok((len, from)) = socket.recv_from(&mut buf) {
+            let _ = sources.send(from);
+            for i in 0..replies {
+                let mut reply = buf[..len].to_vec();
+                reply.extend_from_slice(format!("#{i}").as_bytes());
+                let _ = socket.send_to(&reply, from);
+            }
+        }
+    });
+    (addr, seen)
 }

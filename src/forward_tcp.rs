@@ -1,0 +1,40 @@
+//! `tcp://` port forwarding: each accepted connection is relayed to one fixed target,
+//! through the same outbound connect and relay as a SOCKS CONNECT.
+
+use crate::config::TcpForwardSpec;
+use crate::message_io::close_after_reply;
+use crate::server::Context;
+use crate::session::{self, SessionLog};
+use crate::sockopt;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+
+/// Serves one accepted client of a `tcp://` service from start to close.
+pub fn serve(ctx: &Arc<Context>, spec: &TcpForwardSpec, id: u64, client: TcpStream, peer: SocketAddr) {
+    session::logged(ctx, id, peer, |log| forward(ctx, spec, client, log));
+}
+
+fn forward(ctx: &Arc<Context>, spec: &TcpForwardSpec, client: TcpStream, log: &mut SessionLog) {
+    log.command = Some("TCP-FORWARD".into());
+    log.target = Some(spec.target.clone());
+    if let Err(e) = sockopt::tune_stream(&client, &ctx.config.socket) {
+        log.outcome = format!("cannot set socket options: {e}");
+        return;
+    }
+    let connected = match ctx.connect_target(&spec.target) {
+        Ok(connected) => connected,
+        Err(e) => {
+            log.outcome = e.to_string();
+            // A forwarder has no reply to send; the client learns from a clean close
+            // (FIN, not a reset over whatever it already sent).
+            close_after_reply(&client);
+            return;
+        }
+    };
+    log.reached = Some(connected.peer);
+    log.outbound_local = Some(connected.local);
+    let outcome = ctx.relayer.relay(client, connected.stream);
+    log.up = outcome.up;
+    log.down = outcome.down;
+    log.outcome = outcome.end.to_string();
+}

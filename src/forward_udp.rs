@@ -1,0 +1,398 @@
+//! `udp://` port forwarding, one session per client address.
+//!
+//! One thread per service receives from every client. A client's first datagram starts
+//! its session: a job on the shared worker pool opens an outbound socket of the client's
+//! own (so replies can only be the client's), sends what arrived meanwhile, then carries
+//! replies back until the session has seen no datagram either way for the ttl. Any number
+//! of replies may answer one request.
+//!
+//! Without an upstream chain the outbound socket sends straight to the target and passes
+//! back replies from any address: a broadcast target is answered by each host that heard
+//! it. With one upstream hop, the session holds a UDP association with that hop and the
+//! datagrams carry its UDP ASSOCIATE header.
+
+use crate::chain::UpstreamUdp;
+use crate::config::UdpForwardSpec;
+use crate::connect;
+use crate::message_io::is_timeout;
+use crate::pool::{Refused, WorkerPool};
+use crate::relay::Activity;
+use crate::server::{Context, FoldedWarning};
+use crate::session::{self, SessionLog};
+use crate::sockopt;
+use crate::wire::addr::TargetAddr;
+use crate::wire::udp::{Header, MAX_HEADER_LEN};
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How often blocked receives wake to check the stop flag, session expiry and upstream
+/// control connections.
+const TICK: Duration = Duration::from_millis(200);
+/// The largest UDP payload; buffers are this plus room for a UDP ASSOCIATE header in front.
+const MAX_PAYLOAD: usize = 65_535;
+const BUF_LEN: usize = MAX_HEADER_LEN + MAX_PAYLOAD;
+/// Datagrams held for a session while its outbound socket is being opened; more are dropped.
+const MAX_PENDING: usize = 16;
+/// Once the server stops, a session ends after this long without traffic (or its ttl, if
+/// shorter): replies already on their way still arrive, and a drain need not wait a ttl.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// Starts the receive thread of a `udp://` service on its bound socket. Once the server
+/// stops accepting it starts no new session, sessions end after a short grace without
+/// traffic, and the thread ends with the last one, so nobody needs to join it.
+pub fn start(ctx: Arc<Context>, workers: Arc<WorkerPool>, spec: UdpForwardSpec, socket: UdpSocket) -> io::Result<()> {
+    socket.set_read_timeout(Some(TICK))?;
+    let service = Arc::new(Service { ctx, spec, socket, sessions: Mutex::new(HashMap::new()) });
+    std::thread::Builder::new().name("burrowd-udp".into()).spawn(move || service.receive(&workers))?;
+    Ok(())
+}
+
+struct Service {
+    ctx: Arc<Context>,
+    spec: UdpForwardSpec,
+    /// The listening socket: clients send to it, and their replies go out from it.
+    socket: UdpSocket,
+    sessions: Mutex<HashMap<SocketAddr, Arc<Session>>>,
+}
+
+struct Session {
+    client: SocketAddr,
+    outbound: Mutex<Outbound>,
+    /// When the last datagram moved either way, for the ttl.
+    activity: Activity,
+    up_bytes: AtomicU64,
+    up_datagrams: AtomicU64,
+    dropped: AtomicU64,
+}
+
+enum Outbound {
+    /// Being opened; what the client sent meanwhile waits here.
+    Opening(Vec<Vec<u8>>),
+    Ready(Arc<Path>),
+    /// Could not be opened, or the session is over.
+    Closed,
+}
+
+/// Where a session's datagrams go.
+enum Path {
+    Direct { socket: UdpSocket, target: SocketAddr },
+    Upstream { udp: UpstreamUdp, target: TargetAddr },
+}
+
+impl Service {
+    fn sessions(&self) -> MutexGuard<'_, HashMap<SocketAddr, Arc<Session>>> {
+        self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn receive(self: Arc<Self>, workers: &Arc<WorkerPool>) {
+        // Payloads land after room for a header, so an upstream header goes in front
+        // without copying.
+        let mut buf = vec![0u8; BUF_LEN];
+        let mut errors = FoldedWarning::default();
+        let mut refusals = FoldedWarning::default();
+        loop {
+            let stop = self.ctx.is_stopping();
+            if stop && self.sessions().is_empty() {
+                return;
+            }
+            match self.socket.recv_from(&mut buf[MAX_HEADER_LEN..]) {
+                Ok((len, client)) => self.from_client(client, &mut buf, len, stop, workers, &mut refusals),
+                Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    errors.warn(|count| format!("udp receive on {}: {e} ({count} times)", self.spec.addr));
+                    std::thread::sleep(TICK);
+                }
+            }
+        }
+    }
+
+    fn from_client(
+        self: &Arc<Self>,
+        client: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+        stopping: bool,
+        workers: &WorkerPool,
+        refusals: &mut FoldedWarning,
+    ) {
+        let session = {
+            let mut sessions = self.sessions();
+            match sessions.get(&client) {
+                Some(session) => {
+                    session.touch();
+                    Arc::clone(session)
+                }
+                None if stopping => return,
+                None => {
+                    let session = Arc::new(Session::new(client));
+                    sessions.insert(client, Arc::clone(&session));
+                    drop(sessions);
+                    session.send_up(buf, len);
+                    self.begin(session, workers, refusals);
+                    return;
+                }
+            }
+        };
+        session.send_up(buf, len);
+    }
+
+    /// Hands a new session to the worker pool, or forgets it when the pool is full.
+    fn begin(self: &Arc<Self>, session: Arc<Session>, workers: &WorkerPool, refusals: &mut FoldedWarning) {
+        let id = self.ctx.new_session_id();
+        self.ctx.stats.session_queued();
+        let (service, job_session) = (Arc::clone(self), Arc::clone(&session));
+        let job = Box::new(move || service.run_session(id, &job_session));
+        if let Err((job, why)) = workers.try_execute(job) {
+            drop(job);
+            self.forget(&session);
+            self.ctx.stats.session_refused();
+            refusals.warn(|count| match why {
+                Refused::Full => format!("refused {count} UDP client(s), last {}: all workers busy", session.client),
+                Refused::NoThread => {
+                    format!("refused {count} UDP client(s), last {}: cannot start a worker thread", session.client)
+                }
+            });
+        }
+    }
+
+    fn forget(&self, session: &Arc<Session>) {
+        let mut sessions = self.sessions();
+        if sessions.get(&session.client).is_some_and(|s| Arc::ptr_eq(s, session)) {
+            sessions.remove(&session.client);
+        }
+        *session.outbound() = Outbound::Closed;
+    }
+
+    /// Ends the session if it has been idle for `limit`, under the lock the receive thread
+    /// takes to find it, so a datagram either counts as traffic or starts a new session.
+    fn forget_if_idle(&self, session: &Arc<Session>, limit: Duration) -> bool {
+        let mut sessions = self.sessions();
+        if session.idle_for() < limit {
+            return false;
+        }
+        if sessions.get(&session.client).is_some_and(|s| Arc::ptr_eq(s, session)) {
+            sessions.remove(&session.client);
+        }
+        true
+    }
+
+    fn run_session(&self, id: u64, session: &Arc<Session>) {
+        session::logged(&self.ctx, id, session.client, |log| {
+            log.command = Some("UDP-FORWARD".into());
+            log.target = Some(self.spec.target.clone());
+            let mut down_datagrams = 0u64;
+            let end = self.forward_replies(session, log, &mut down_datagrams);
+            self.forget(session);
+            log.up = session.up_bytes.load(Ordering::Relaxed);
+            log.outcome = format!(
+                "{} datagram(s) up, {down_datagrams} down, {} dropped; {end}",
+                session.up_datagrams.load(Ordering::Relaxed),
+                session.dropped.load(Ordering::Relaxed),
+            );
+        });
+    }
+
+    /// Opens the outbound path, then copies replies to the client until the session ends;
+    /// returns why it ended.
+    fn forward_replies(&self, session: &Arc<Session>, log: &mut SessionLog, down_datagrams: &mut u64) -> String {
+        let path = match self.open_path() {
+            Ok(path) => Arc::new(path),
+            Err(e) => return e,
+        };
+        log.reached = Some(path.reached());
+        log.outbound_local = path.local_addr().ok();
+        if let Err(e) = path.set_read_timeout(self.spec.ttl.min(TICK)) {
+            return format!("cannot set read timeout: {e}");
+        }
+        let mut buf = vec![0u8; BUF_LEN];
+        session.ready(&path, &mut buf);
+        loop {
+            match path.recv(&mut buf) {
+                Ok(Some(payload)) => match self.socket.send_to(&buf[payload.clone()], session.client) {
+                    Ok(_) => {
+                        session.touch();
+                        log.down += payload.len() as u64;
+                        *down_datagrams += 1;
+                    }
+                    Err(_) => session.count_drop(),
+                },
+                Ok(None) => session.count_drop(),
+                Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {
+                    if path.upstream_closed() {
+                        return "upstream closed the UDP association".into();
+                    }
+                    if self.ctx.is_stopping() && self.forget_if_idle(session, self.spec.ttl.min(STOP_GRACE)) {
+                        return "server stopping".into();
+                    }
+                    if self.forget_if_idle(session, self.spec.ttl) {
+                        return format!("no traffic for {:?}", self.spec.ttl);
+                    }
+                }
+                Err(e) => return format!("outbound socket error: {e}"),
+            }
+        }
+    }
+
+    /// A socket straight to the target, or a UDP association with the one upstream hop.
+    fn open_path(&self) -> Result<Path, String> {
+        if let Some(udp) = self.ctx.udp_upstream().map_err(|e| e.to_string())? {
+            udp.control.set_nonblocking(true).map_err(|e| format!("upstream control connection: {e}"))?;
+            return Ok(Path::Upstream { udp, target: self.spec.target.clone() });
+        }
+        let resolved = connect::resolve(&self.spec.target).map_err(|e| e.to_string())?;
+        let target = *resolved.first().expect("resolve returns at least one address");
+        let socket = sockopt::udp_bind(SocketAddr::new(unspecified_like(target.ip()), 0), &self.ctx.config.udp)
+            .map_err(|e| format!("cannot open outbound socket: {e}"))?;
+        Ok(Path::Direct { socket, target })
+    }
+}
+
+fn unspecified_like(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+impl Session {
+    fn new(client: SocketAddr) -> Self {
+        Session {
+            client,
+            outbound: Mutex::new(Outbound::Opening(Vec::new())),
+            activity: Activity::new(),
+            up_bytes: AtomicU64::new(0),
+            up_datagrams: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    fn outbound(&self) -> MutexGuard<'_, Outbound> {
+        self.outbound.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn touch(&self) {
+        self.activity.touch();
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.activity.idle_for()
+    }
+
+    fn count_drop(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sends the client's datagram at `buf[MAX_HEADER_LEN..][..len]` on, or holds it while
+    /// the path is being opened.
+    fn send_up(&self, buf: &mut [u8], len: usize) {
+        let mut outbound = self.outbound();
+        let path = match &mut *outbound {
+            Outbound::Ready(path) => Arc::clone(path),
+            Outbound::Opening(pending) if pending.len() < MAX_PENDING => {
+                pending.push(buf[MAX_HEADER_LEN..][..len].to_vec());
+                return;
+            }
+            Outbound::Opening(_) | Outbound::Closed => return self.count_drop(),
+        };
+        drop(outbound);
+        self.send_on(&path, buf, len);
+    }
+
+    fn send_on(&self, path: &Path, buf: &mut [u8], len: usize) {
+        match path.send(buf, len) {
+            Ok(()) => {
+                self.up_bytes.fetch_add(len as u64, Ordering::Relaxed);
+                self.up_datagrams.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                log::debug!("udp forward from {}: send failed: {e}", self.client);
+                self.count_drop();
+            }
+        }
+    }
+
+    /// Sends what waited while the path was opened, then lets datagrams go straight on.
+    /// Both happen under the lock so nothing overtakes the waiting datagrams.
+    fn ready(&self, path: &Arc<Path>, buf: &mut [u8]) {
+        let mut outbound = self.outbound();
+        if let Outbound::Opening(pending) = &mut *outbound {
+            for datagram in pending.drain(..) {
+                buf[MAX_HEADER_LEN..][..datagram.len()].copy_from_slice(&datagram);
+                self.send_on(path, buf, datagram.len());
+            }
+            *outbound = Outbound::Ready(Arc::clone(path));
+        }
+    }
+}
+
+impl Path {
+    /// Sends the payload at `buf[MAX_HEADER_LEN..][..len]`; the room in front takes the
+    /// UDP ASSOCIATE header when there is one.
+    fn send(&self, buf: &mut [u8], len: usize) -> io::Result<()> {
+        match self {
+            Path::Direct { socket, target } => socket.send_to(&buf[MAX_HEADER_LEN..][..len], *target).map(drop),
+            Path::Upstream { udp, target } => {
+                let header = Header { frag: 0, addr: target.as_addr() };
+                let start = MAX_HEADER_LEN - header.encoded_len();
+                header.emit(&mut buf[start..]);
+                udp.socket.send(&buf[start..MAX_HEADER_LEN + len]).map(drop)
+            }
+        }
+    }
+
+    /// Receives one reply into `buf`; returns where its payload is, or `None` for a
+    /// datagram to drop (a malformed or fragmented one from the upstream relay).
+    fn recv(&self, buf: &mut [u8]) -> io::Result<Option<Range<usize>>> {
+        match self {
+            Path::Direct { socket, .. } => socket.recv_from(buf).map(|(len, _)| Some(0..len)),
+            Path::Upstream { udp, .. } => {
+                let len = udp.socket.recv(buf)?;
+                Ok(match Header::parse(&buf[..len]) {
+                    Ok((header, at)) if header.frag == 0 => Some(at..len),
+                    _ => None,
+                })
+            }
+        }
+    }
+
+    fn set_read_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.socket().set_read_timeout(Some(timeout))
+    }
+
+    fn socket(&self) -> &UdpSocket {
+        match self {
+            Path::Direct { socket, .. } => socket,
+            Path::Upstream { udp, .. } => &udp.socket,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket().local_addr()
+    }
+
+    /// Where datagrams are sent: the target, or the upstream hop's relay.
+    fn reached(&self) -> SocketAddr {
+        match self {
+            Path::Direct { target, .. } => *target,
+            Path::Upstream { udp, .. } => udp.relay,
+        }
+    }
+
+    /// Whether the upstream hop closed the TCP connection its association lives on.
+    fn upstream_closed(&self) -> bool {
+        let Path::Upstream { udp, .. } = self else {
+            return false;
+        };
+        let mut probe = [0u8; 1];
+        match udp.control.peek(&mut probe) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !is_timeout(&e) && e.kind() != io::ErrorKind::Interrupted,
+        }
+    }
+}

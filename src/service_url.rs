@@ -1,0 +1,440 @@
+//! gost-style URLs for services (`-L`) and upstream proxies (`-F`): pure parsing, no I/O.
+//!
+//! ```text
+//! socks://[USER:PASS@]HOST:PORT        SOCKS4/4a/5 server
+//! socks5://[USER:PASS@]HOST:PORT       SOCKS5 only
+//! tcp://HOST:PORT/TARGET_HOST:TARGET_PORT
+//! udp://HOST:PORT/TARGET_HOST:TARGET_PORT[?ttl=DUR]
+//! -F socks5://[USER:PASS@]HOST:PORT    one upstream hop
+//! ```
+//!
+//! A listening HOST may be empty (all IPv4 addresses), an IPv4 address, or an IPv6
+//! address in brackets; a target or upstream HOST may also be a domain name, which stays
+//! a name until whoever connects to it resolves it. USER and PASS may be percent-encoded.
+
+use crate::auth::Users;
+use crate::cli::parse_duration;
+use crate::config::{
+    Credentials, DEFAULT_UDP_TTL, Hop, ServiceSpec, Socks4Policy, SocksSpec, TcpForwardSpec, UdpForwardSpec,
+};
+use crate::wire::addr::TargetAddr;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// Why a URL is not a service or hop burrowd can run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlError {
+    /// No `SCHEME://` in front.
+    NoScheme,
+    /// A scheme this flag does not know; carries the scheme and the ones it does know.
+    UnknownScheme(String, &'static str),
+    /// USER:PASS that is not two parts, has an empty name, is too long or badly encoded.
+    BadCredentials(&'static str),
+    /// Credentials on a service that cannot check them (a forwarder).
+    UnexpectedCredentials,
+    /// A HOST that is not allowed where it stands (a name to listen on, junk).
+    BadHost(String),
+    /// No `:PORT` after the host.
+    MissingPort,
+    /// A PORT that is not a number from 1 (0 for listening) to 65535.
+    BadPort(String),
+    /// A forwarder without its `/TARGET_HOST:TARGET_PORT`.
+    MissingTarget,
+    /// A `/PATH` on a URL that takes none (a SOCKS service, an upstream hop).
+    UnexpectedPath(String),
+    /// A `ttl=` that is not a duration above zero.
+    BadTtl(String),
+    /// A `?KEY=VALUE` this URL does not take.
+    UnknownOption(String),
+}
+
+impl fmt::Display for UrlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UrlError::NoScheme => write!(f, "missing scheme (like socks5://)"),
+            UrlError::UnknownScheme(scheme, known) => write!(f, "unknown scheme {scheme:?} (use {known})"),
+            UrlError::BadCredentials(why) => write!(f, "bad USER:PASS: {why}"),
+            UrlError::UnexpectedCredentials => write!(f, "a forwarder takes no USER:PASS"),
+            UrlError::BadHost(why) => write!(f, "bad host: {why}"),
+            UrlError::MissingPort => write!(f, "missing :PORT"),
+            UrlError::BadPort(port) => write!(f, "bad port {port:?}"),
+            UrlError::MissingTarget => write!(f, "missing target (add /TARGET_HOST:TARGET_PORT)"),
+            UrlError::UnexpectedPath(path) => write!(f, "unexpected path {path:?}"),
+            UrlError::BadTtl(why) => write!(f, "bad ttl: {why}"),
+            UrlError::UnknownOption(option) => write!(f, "unknown option {option:?}"),
+        }
+    }
+}
+
+impl std::error::Error for UrlError {}
+
+const SERVICE_SCHEMES: &str = "socks, socks5, tcp or udp";
+const HOP_SCHEMES: &str = "socks5";
+
+/// Parses a `-L` URL into the service it describes.
+pub fn parse_service(text: &str) -> Result<ServiceSpec, UrlError> {
+    let url = Parts::split(text)?;
+    match url.scheme {
+        "socks" | "socks5" => {
+            url.no_path()?;
+            url.no_options()?;
+            let mut spec = SocksSpec::new(listen_addr(url.host_port)?);
+            if let Some(credentials) = url.credentials()? {
+                spec.users = one_user(&credentials)?;
+            }
+            if url.scheme == "socks5" {
+                spec.socks4 = Socks4Policy::Off;
+            }
+            Ok(ServiceSpec::Socks(spec))
+        }
+        "tcp" => {
+            url.no_credentials()?;
+            url.no_options()?;
+            Ok(ServiceSpec::TcpForward(TcpForwardSpec {
+                addr: listen_addr(url.host_port)?,
+                target: remote_addr(url.target()?)?,
+            }))
+        }
+        "udp" => {
+            url.no_credentials()?;
+            let mut ttl = DEFAULT_UDP_TTL;
+            for (key, value) in url.options() {
+                match key {
+                    "ttl" => ttl = parse_ttl(value)?,
+                    _ => return Err(UrlError::UnknownOption(key.into())),
+                }
+            }
+            Ok(ServiceSpec::UdpForward(UdpForwardSpec {
+                addr: listen_addr(url.host_port)?,
+                target: remote_addr(url.target()?)?,
+                ttl,
+            }))
+        }
+        other => Err(UrlError::UnknownScheme(other.into(), SERVICE_SCHEMES)),
+    }
+}
+
+/// Parses a `-F` URL into one upstream hop.
+pub fn parse_hop(text: &str) -> Result<Hop, UrlError> {
+    let url = Parts::split(text)?;
+    if url.scheme != "socks5" {
+        return Err(UrlError::UnknownScheme(url.scheme.into(), HOP_SCHEMES));
+    }
+    url.no_path()?;
+    url.no_options()?;
+    let credentials = url.credentials()?;
+    if let Some(credentials) = &credentials {
+        // The same bounds RFC 1929 puts on the wire, checked now rather than per connection.
+        one_user(credentials)?;
+    }
+    Ok(Hop { addr: remote_addr(url.host_port)?, credentials })
+}
+
+/// The URL with its password replaced, for error messages and logs.
+pub fn redacted(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.into();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, _)) if userinfo.contains(':') => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("{scheme}://{user}:***@{}", &rest[userinfo.len() + 1..])
+        }
+        _ => text.into(),
+    }
+}
+
+/// A URL cut at its delimiters, nothing interpreted yet.
+struct Parts<'a> {
+    scheme: &'a str,
+    userinfo: Option<&'a str>,
+    host_port: &'a str,
+    path: Option<&'a str>,
+    query: Option<&'a str>,
+}
+
+impl<'a> Parts<'a> {
+    fn split(text: &'a str) -> Result<Self, UrlError> {
+        let (scheme, rest) = text.split_once("://").ok_or(UrlError::NoScheme)?;
+        if scheme.is_empty() {
+            return Err(UrlError::NoScheme);
+        }
+        let (rest, query) = match rest.split_once('?') {
+            Some((rest, query)) => (rest, Some(query)),
+            None => (rest, None),
+        };
+        let (authority, path) = match rest.split_once('/') {
+            Some((authority, path)) => (authority, Some(path)),
+            None => (rest, None),
+        };
+        // The last '@' ends the user part, so a password may hold an '@' of its own.
+        let (userinfo, host_port) = match authority.rsplit_once('@') {
+            Some((userinfo, host_port)) => (Some(userinfo), host_port),
+            None => (None, authority),
+        };
+        Ok(Parts { scheme, userinfo, host_port, path, query })
+    }
+
+    fn credentials(&self) -> Result<Option<Credentials>, UrlError> {
+        let Some(userinfo) = self.userinfo else {
+            return Ok(None);
+        };
+        let (user, password) = userinfo.split_once(':').ok_or(UrlError::BadCredentials("expected USER:PASS"))?;
+        let user = percent_decode(user)?;
+        let password = percent_decode(password)?;
+        Ok(Some(Credentials { user, password }))
+    }
+
+    fn no_credentials(&self) -> Result<(), UrlError> {
+        match self.userinfo {
+            Some(_) => Err(UrlError::UnexpectedCredentials),
+            None => Ok(()),
+        }
+    }
+
+    fn target(&self) -> Result<&'a str, UrlError> {
+        match self.path {
+            Some(path) if !path.is_empty() => Ok(path),
+            _ => Err(UrlError::MissingTarget),
+        }
+    }
+
+    fn no_path(&self) -> Result<(), UrlError> {
+        match self.path {
+            Some(path) if !path.is_empty() => Err(UrlError::UnexpectedPath(path.into())),
+            _ => Ok(()),
+        }
+    }
+
+    /// `KEY=VALUE` pairs; a bare `KEY` has an empty value.
+    fn options(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        let pairs = self.query.unwrap_or("").split('&').filter(|pair| !pair.is_empty());
+        pairs.map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+    }
+
+    fn no_options(&self) -> Result<(), UrlError> {
+        match self.options().next() {
+            Some((key, _)) => Err(UrlError::UnknownOption(key.into())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A user table holding exactly these credentials, with RFC 1929's length bounds.
+fn one_user(credentials: &Credentials) -> Result<Users, UrlError> {
+    let mut users = Users::default();
+    users
+        .add_entry(&format!("{}:{}", credentials.user, credentials.password))
+        .map_err(|_| UrlError::BadCredentials("USER must be 1 to 255 bytes and PASS at most 255"))?;
+    Ok(users)
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, UrlError> {
+    match parse_duration(text) {
+        Ok(ttl) if ttl.is_zero() => Err(UrlError::BadTtl("must be more than 0".into())),
+        Ok(ttl) => Ok(ttl),
+        Err(e) => Err(UrlError::BadTtl(e)),
+    }
+}
+
+/// `HOST:PORT` to listen on: HOST must be an address, or empty for all IPv4 addresses.
+fn listen_addr(text: &str) -> Result<SocketAddr, UrlError> {
+    let (host, port) = split_host_port(text)?;
+    let port = parse_port(port, 0)?;
+    let ip = match host {
+        "" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        host => host.parse().map_err(|_| UrlError::BadHost(format!("{host:?} is not an IP address to listen on")))?,
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// `HOST:PORT` to reach: an address, or a domain name left for the connecting side to resolve.
+fn remote_addr(text: &str) -> Result<TargetAddr, UrlError> {
+    let (host, port) = split_host_port(text)?;
+    let port = parse_port(port, 1)?;
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(TargetAddr::Ip(SocketAddr::new(ip, port)));
+    }
+    let is_name_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
+    if host.is_empty() || host.len() > 255 || !host.bytes().all(is_name_byte) {
+        return Err(UrlError::BadHost(format!("{host:?} is not an IP address or domain name")));
+    }
+    Ok(TargetAddr::Domain(host.into(), port))
+}
+
+/// Splits `HOST:PORT` or `[IPV6]:PORT`; the brackets are removed.
+fn split_host_port(text: &str) -> Result<(&str, &str), UrlError> {
+    if let Some(bracketed) = text.strip_prefix('[') {
+        let (host, after) =
+            bracketed.split_once(']').ok_or_else(|| UrlError::BadHost(format!("{text:?} has no closing ']'")))?;
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(UrlError::BadHost(format!("[{host}] is not an IPv6 address")));
+        }
+        let port = after.strip_prefix(':').ok_or(UrlError::MissingPort)?;
+        return Ok((host, port));
+    }
+    let (host, port) = text.rsplit_once(':').ok_or(UrlError::MissingPort)?;
+    if host.contains(':') {
+        return Err(UrlError::BadHost(format!("{host:?}: put an IPv6 address in brackets, like [::1]")));
+    }
+    Ok((host, port))
+}
+
+fn parse_port(text: &str, min: u16) -> Result<u16, UrlError> {
+    match text.parse::<u16>() {
+        Ok(port) if port >= min && text.bytes().all(|b| b.is_ascii_digit()) => Ok(port),
+        _ if text.is_empty() => Err(UrlError::MissingPort),
+        _ => Err(UrlError::BadPort(text.into())),
+    }
+}
+
+/// Decodes `%XX` escapes, so a password can hold ':', '@' or '/'.
+fn percent_decode(text: &str) -> Result<String, UrlError> {
+    const BAD_ESCAPE: UrlError = UrlError::BadCredentials("bad %XX escape");
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        if byte == b'%' {
+            let hex = tail.get(..2).and_then(|h| std::str::from_utf8(h).ok()).ok_or(BAD_ESCAPE)?;
+            bytes.push(u8::from_str_radix(hex, 16).map_err(|_| BAD_ESCAPE)?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(byte);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).map_err(|_| UrlError::BadCredentials("not UTF-8 once decoded"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn socks(text: &str) -> SocksSpec {
+        match parse_service(text) {
+            Ok(ServiceSpec::Socks(spec)) => spec,
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn socks_services() {
+        let spec = socks("socks://:1080");
+        assert_eq!(spec.addr, "0.0.0.0:1080".parse().unwrap());
+        assert!(spec.users.is_empty());
+        assert_eq!(spec.socks4, Socks4Policy::Auto);
+
+        let spec = socks("socks5://alice:s%3Acret%40x@[::1]:0");
+        assert_eq!(spec.addr, "[::1]:0".parse().unwrap());
+        assert!(spec.users.verify(b"alice", b"s:cret@x"), "percent-decoded password");
+        assert_eq!(spec.socks4, Socks4Policy::Off);
+
+        // a raw '@' in the password: the last '@' ends the user part
+        assert!(socks("socks://bob:p@ss@127.0.0.1:1").users.verify(b"bob", b"p@ss"));
+        assert_eq!(socks("socks://127.0.0.1:1080/").addr.port(), 1080, "an empty path is no path");
+    }
+
+    #[test]
+    fn forwarders() {
+        let Ok(ServiceSpec::TcpForward(tcp)) = parse_service("tcp://127.0.0.1:8080/example.org:80") else {
+            panic!("tcp");
+        };
+        assert_eq!(tcp.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(tcp.target, TargetAddr::Domain("example.org".into(), 80));
+
+        let Ok(ServiceSpec::UdpForward(udp)) = parse_service("udp://:5353/[::1]:53?ttl=1.5s") else {
+            panic!("udp");
+        };
+        assert_eq!(udp.addr, "0.0.0.0:5353".parse().unwrap());
+        assert_eq!(udp.target, TargetAddr::Ip("[::1]:53".parse().unwrap()));
+        assert_eq!(udp.ttl, Duration::from_millis(1500));
+
+        let Ok(ServiceSpec::UdpForward(udp)) = parse_service("udp://127.0.0.1:0/10.0.0.255:9") else {
+            panic!("udp default ttl");
+        };
+        assert_eq!(udp.ttl, DEFAULT_UDP_TTL);
+    }
+
+    #[test]
+    fn hops() {
+        let hop = parse_hop("socks5://proxy.example:1080").unwrap();
+        assert_eq!(hop, Hop { addr: TargetAddr::Domain("proxy.example".into(), 1080), credentials: None });
+        let hop = parse_hop("socks5://u:p%2Fq@127.0.0.1:1081").unwrap();
+        assert_eq!(hop.credentials, Some(Credentials { user: "u".into(), password: "p/q".into() }));
+        assert_eq!(hop.to_string(), "socks5://u@127.0.0.1:1081", "display hides the password");
+    }
+
+    #[test]
+    fn bad_service_urls_say_what_is_wrong() {
+        let long = format!("socks://{}:p@:1", "u".repeat(256));
+        let table: &[(&str, UrlError)] = &[
+            ("127.0.0.1:1080", UrlError::NoScheme),
+            ("://:1080", UrlError::NoScheme),
+            ("http://:8080", UrlError::UnknownScheme("http".into(), SERVICE_SCHEMES)),
+            ("socks4://:1080", UrlError::UnknownScheme("socks4".into(), SERVICE_SCHEMES)),
+            ("tcp://:8080", UrlError::MissingTarget),
+            ("tcp://:8080/", UrlError::MissingTarget),
+            ("udp://:5353?ttl=5s", UrlError::MissingTarget),
+            ("tcp://:8080/example.org", UrlError::MissingPort),
+            ("tcp://:8080/example.org:0", UrlError::BadPort("0".into())),
+            ("tcp://:8080/example.org:65536", UrlError::BadPort("65536".into())),
+            ("tcp://:8080/example.org:+80", UrlError::BadPort("+80".into())),
+            ("tcp://:http/example.org:80", UrlError::BadPort("http".into())),
+            ("socks://:", UrlError::MissingPort),
+            ("socks://127.0.0.1", UrlError::MissingPort),
+            ("socks://[::1]", UrlError::MissingPort),
+            ("socks://localhost:1080", UrlError::BadHost("\"localhost\" is not an IP address to listen on".into())),
+            ("socks://::1:1080", UrlError::BadHost("\"::1\": put an IPv6 address in brackets, like [::1]".into())),
+            ("socks://[::1:1080", UrlError::BadHost("\"[::1:1080\" has no closing ']'".into())),
+            ("socks://[example]:1080", UrlError::BadHost("[example] is not an IPv6 address".into())),
+            ("tcp://:1/exa mple:80", UrlError::BadHost("\"exa mple\" is not an IP address or domain name".into())),
+            ("tcp://:1/:80", UrlError::BadHost("\"\" is not an IP address or domain name".into())),
+            ("socks://:1080/extra", UrlError::UnexpectedPath("extra".into())),
+            ("socks://:1080?ttl=5s", UrlError::UnknownOption("ttl".into())),
+            ("tcp://:1/h:1?ttl=5s", UrlError::UnknownOption("ttl".into())),
+            ("udp://:1/h:1?tll=5s", UrlError::UnknownOption("tll".into())),
+            ("udp://:1/h:1?ttl=0", UrlError::BadTtl("must be more than 0".into())),
+            ("udp://:1/h:1?ttl=", UrlError::BadTtl("\"\" is not a duration".into())),
+            ("udp://:1/h:1?ttl=5d", UrlError::BadTtl("\"5d\" has unknown unit \"d\" (use ms, s, m or h)".into())),
+            ("tcp://u:p@:1/h:1", UrlError::UnexpectedCredentials),
+            ("socks://alice@:1080", UrlError::BadCredentials("expected USER:PASS")),
+            ("socks://:pw@:1080", UrlError::BadCredentials("USER must be 1 to 255 bytes and PASS at most 255")),
+            (&long, UrlError::BadCredentials("USER must be 1 to 255 bytes and PASS at most 255")),
+            ("socks://u:%zz@:1080", UrlError::BadCredentials("bad %XX escape")),
+            ("socks://u:%4@:1080", UrlError::BadCredentials("bad %XX escape")),
+            ("socks://u:%ff@:1080", UrlError::BadCredentials("not UTF-8 once decoded")),
+        ];
+        for (text, want) in table {
+            assert_eq!(parse_service(text).unwrap_err(), *want, "{text}");
+            assert!(!want.to_string().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn bad_hop_urls_say_what_is_wrong() {
+        let table: &[(&str, UrlError)] = &[
+            ("127.0.0.1:1080", UrlError::NoScheme),
+            ("socks://127.0.0.1:1080", UrlError::UnknownScheme("socks".into(), HOP_SCHEMES)),
+            ("http://127.0.0.1:3128", UrlError::UnknownScheme("http".into(), HOP_SCHEMES)),
+            ("socks5://127.0.0.1", UrlError::MissingPort),
+            ("socks5://127.0.0.1:0", UrlError::BadPort("0".into())),
+            ("socks5://:1080", UrlError::BadHost("\"\" is not an IP address or domain name".into())),
+            ("socks5://127.0.0.1:1080/x:1", UrlError::UnexpectedPath("x:1".into())),
+            ("socks5://127.0.0.1:1080?ttl=1s", UrlError::UnknownOption("ttl".into())),
+            ("socks5://user@127.0.0.1:1080", UrlError::BadCredentials("expected USER:PASS")),
+        ];
+        for (text, want) in table {
+            assert_eq!(parse_hop(text).unwrap_err(), *want, "{text}");
+        }
+    }
+
+    #[test]
+    fn redaction_hides_only_the_password() {
+        assert_eq!(redacted("socks5://u:secret@h:1"), "socks5://u:***@h:1");
+        assert_eq!(redacted("socks5://u:p@ss@h:1/x"), "socks5://u:***@h:1/x");
+        assert_eq!(redacted("tcp://:1/h:2"), "tcp://:1/h:2");
+        assert_eq!(redacted("garbage"), "garbage");
+    }
+}

@@ -1,0 +1,86 @@
+//! A SOCKS4 or SOCKS4a client: one request, CONNECT or BIND, and its reply (two for BIND).
+//!
+//! SOCKS4 carries no password, so a service with users refuses it unless `--socks4` says
+//! otherwise, and `--no-socks4` closes such clients without a word.
+
+use crate::bind;
+use crate::config::{Socks4Policy, SocksSpec};
+use crate::message_io::{HandshakeError, Negotiation, close_after_reply};
+use crate::reply::{Failure, socks4_code};
+use crate::server::Context;
+use crate::session::{self, Replies, SessionLog};
+use crate::wire::addr::Addr;
+use crate::wire::socks4::{Command, MAX_FIELD_LEN, Reply, ReplyCode, Request};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+
+pub use crate::wire::socks4::VERSION;
+
+/// Room for the longest request: the fixed header, then USERID and a 4a host name, each
+/// with its NUL.
+const REQUEST_BUF: usize = 8 + 2 * (MAX_FIELD_LEN + 1);
+
+/// Serves a client whose first byte was 4.
+pub fn serve(ctx: &Arc<Context>, spec: &SocksSpec, mut negotiation: Negotiation, log: &mut SessionLog) {
+    if spec.socks4 == Socks4Policy::Off {
+        log.outcome = "SOCKS4 is turned off (--no-socks4), closed".into();
+        close_after_reply(negotiation.stream());
+        return;
+    }
+    let mut buf = [0u8; REQUEST_BUF];
+    let request =
+        match negotiation.read_message(&mut buf, Request::wanted_len).and_then(|bytes| Ok(Request::parse(bytes)?)) {
+            Ok(request) => request,
+            Err(HandshakeError::Malformed(e)) => return Socks4Replies.fail(negotiation, Failure::Malformed(e), log),
+            Err(e) => {
+                log.outcome = e.to_string();
+                return;
+            }
+        };
+    let dialect = if matches!(request.addr, Addr::Domain(..)) { "SOCKS4a" } else { "SOCKS4" };
+    let command = match request.command {
+        Command::Connect => "CONNECT",
+        Command::Bind => "BIND",
+    };
+    log.command = Some(format!("{dialect} {command}"));
+    if !request.user_id.is_empty() {
+        // The USERID is whatever the client claims; the log says so.
+        log.user = Some(format!("{:?} (unverified SOCKS4 USERID)", String::from_utf8_lossy(request.user_id)));
+    }
+    let target = request.addr.to_owned();
+    log.target = Some(target.clone());
+
+    if spec.socks4 == Socks4Policy::Auto && !spec.users.is_empty() {
+        let why = "SOCKS4 carries no password and this service has users (--socks4 allows it)";
+        return Socks4Replies.fail(negotiation, Failure::NotAllowed(why), log);
+    }
+    match request.command {
+        Command::Connect => session::serve_connect(ctx, negotiation, &target, log, &Socks4Replies),
+        Command::Bind => bind::serve(ctx, negotiation, &target, log, &Socks4Replies),
+    }
+}
+
+/// SOCKS4 replies: `VN=0 | CD | DSTPORT | DSTIP`.
+struct Socks4Replies;
+
+impl Replies for Socks4Replies {
+    /// An IPv6 address cannot go in a SOCKS4 reply; it goes as 0.0.0.0 with the port,
+    /// which the protocol tells clients to read as "the SOCKS server's own address".
+    fn granted(&self, negotiation: &mut Negotiation, addr: SocketAddr) -> Result<(), HandshakeError> {
+        let ip = match addr {
+            SocketAddr::V4(v4) => *v4.ip(),
+            SocketAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+        };
+        let reply = Reply { code: ReplyCode::Granted, addr: SocketAddrV4::new(ip, addr.port()) };
+        negotiation.write(&reply.emit())
+    }
+
+    fn fail(&self, mut negotiation: Negotiation, failure: Failure, log: &mut SessionLog) {
+        let code = socks4_code(&failure);
+        log.outcome = format!("reply {}: {failure}", code as u8);
+        if let Err(e) = negotiation.write(&Reply { code, ..Reply::rejected() }.emit()) {
+            log.outcome.push_str(&format!(" (reply not sent: {e})"));
+        }
+        close_after_reply(negotiation.stream());
+    }
+}

@@ -1,0 +1,216 @@
+//! The `burrowd` binary as a user runs it: flags, the listening line, and signals.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_burrowd");
+
+/// A burrowd child on a free port; its stderr lines arrive on the channel.
+struct Proxy {
+    child: Child,
+    addr: SocketAddr,
+    log: mpsc::Receiver<String>,
+}
+
+fn spawn(args: &[&str]) -> Proxy {
+    spawn_under(&[], args)
+}
+
+/// Starts burrowd under a wrapper command such as `prlimit --nofile=16 --`.
+fn spawn_under(wrapper: &[&str], args: &[&str]) -> Proxy {
+    let (program, wrapper_args) = match wrapper.split_first() {
+        Some((program, rest)) => (*program, rest.to_vec()),
+        None => (BIN, Vec::new()),
+    };
+    let mut command = Command::new(program);
+    command.args(wrapper_args);
+    if !wrapper.is_empty() {
+        command.arg(BIN);
+    }
+    let mut child =
+        t!(command.args(["--listen", "127.0.0.1:0"]).args(args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn());
+    let (tx, log) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut proxy = Proxy { child, addr: "0.0.0.0:0".parse().unwrap(), log };
+    let line = proxy.wait_for("listening on ");
+    let addr = line.split("listening on ").nth(1).unwrap().split(':').take(2).collect::<Vec<_>>().join(":");
+    proxy.addr = t!(addr.parse());
+    proxy
+}
+
+impl Proxy {
+    fn wait_for(&self, needle: &str) -> String {
+        loop {
+            match self.log.recv_timeout(TIMEOUT) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no log line containing {needle:?}: {e}"),
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = t!(Command::new("kill").args([name, &self.child.id().to_string()]).status());
+        assert!(status.success());
+    }
+
+    fn exit_code(&mut self) -> i32 {
+        for _ in 0..200 {
+            if let Some(status) = t!(self.child.try_wait()) {
+                return status.code().unwrap_or(-1);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("burrowd did not exit within 10 s");
+    }
+}
+
+#[test]
+fn sigint_with_a_live_session_drains_then_exits_zero() {
+    let mut proxy = spawn(&["--drain-timeout", "10s"]);
+    let target = echo_server("127.0.0.1:0");
+    let mut session = socks5_connect(proxy.addr, target);
+    proxy.signal("-INT");
+    proxy.wait_for("signal received");
+    thread::sleep(Duration::from_millis(200));
+    assert!(std::net::TcpStream::connect(proxy.addr).is_err(), "the listener is closed at once");
+    // the live session keeps working while the server drains
+    t!(session.write_all(b"still here"));
+    let mut echo = [0u8; 10];
+    t!(session.read_exact(&mut echo));
+    assert_eq!(&echo, b"still here");
+    t!(session.shutdown(std::net::Shutdown::Write));
+    assert_eq!(read_to_end(&mut session), b"");
+    assert_eq!(proxy.exit_code(), 0);
+    let summary = proxy.wait_for("shutdown:");
+    assert!(summary.contains("1 sessions served"), "{summary}");
+}
+
+#[test]
+fn sigterm_cuts_sessions_after_the_drain_timeout_and_a_second_signal_exits_at_once() {
+    let mut proxy = spawn(&["--drain-timeout", "300ms"]);
+    let target = echo_server("127.0.0.1:0");
+    let _session = socks5_connect(proxy.addr, target);
+    proxy.signal("-TERM");
+    assert_eq!(proxy.exit_code(), 0, "drain timeout passes, exit 0");
+    proxy.wait_for("still open were cut");
+
+    let mut proxy = spawn(&["--drain-timeout", "60s"]);
+    let _session = socks5_connect(proxy.addr, target);
+    proxy.signal("-INT");
+    proxy.wait_for("signal received");
+    proxy.signal("-INT");
+    assert_eq!(proxy.exit_code(), 130);
+}
+
+#[test]
+fn running_out_of_descriptors_is_logged_and_survived() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        eprintln!("skipped: prlimit (util-linux) is not installed");
+        return;
+    }
+    let mut proxy = spawn_under(&["prlimit", "--nofile=16", "--"], &["--handshake-timeout", "60s"]);
+    // clients that never finish their handshake hold a descriptor each until the limit
+    let hogs: Vec<_> = (0..16).map(|_| connect(proxy.addr)).collect();
+    let warning = proxy.wait_for("accept");
+    assert!(warning.contains("Too many open files"), "{warning}");
+    drop(hogs);
+    // descriptors come back and the same listener serves again
+    let target = echo_server("127.0.0.1:0");
+    let mut session = socks5_connect(proxy.addr, target);
+    t!(session.write_all(b"alive"));
+    let mut echo = [0u8; 5];
+    t!(session.read_exact(&mut echo));
+    assert_eq!(&echo, b"alive");
+    proxy.signal("-INT");
+    drop(session);
+    assert_eq!(proxy.exit_code(), 0);
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = t!(Command::new(BIN).args(args).output());
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn a_bad_flag_prints_one_line_and_exits_2() {
+    for args in
+        [&["--bogus"][..], &["--listen", "nowhere"], &["--max-clients", "-3"], &["--users", "/nonexistent/users"]]
+    {
+        let (code, _, stderr) = run(args);
+        assert_eq!(code, 2, "{args:?}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("burrowd: "), "{stderr}");
+    }
+}
+
+#[test]
+fn help_lists_every_flag_with_its_default_and_version_prints() {
+    let (code, help, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    for flag in [
+        "--listen",
+        "--user",
+        "--users",
+        "--max-clients",
+        "--queue",
+        "--handshake-timeout",
+        "--connect-timeout",
+        "--bind-timeout",
+        "--socks4",
+        "--no-socks4",
+        "--idle-timeout",
+        "--drain-timeout",
+        "--buffer-size",
+        "--keepalive",
+        "--sndbuf",
+        "--rcvbuf",
+        "--verbose",
+        "--quiet",
+        "--help",
+        "--version",
+    ] {
+        assert!(help.contains(flag), "--help does not mention {flag}");
+    }
+    assert!(help.contains("default: 127.0.0.1:1080"));
+    let (code, version, _) = run(&["--version"]);
+    assert_eq!((code, version.trim()), (0, concat!("burrowd ", env!("CARGO_PKG_VERSION"))));
+}
+
+#[test]
+fn a_port_in_use_is_one_clear_line() {
+    let taken = t!(std::net::TcpListener::bind("127.0.0.1:0"));
+    let addr = t!(taken.local_addr()).to_string();
+    let (code, _, stderr) = run(&["--listen", &addr]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
+}
+
+#[test]
+fn listening_beyond_loopback_without_users_warns_of_an_open_proxy() {
+    let mut child = t!(Command::new(BIN).args(["--listen", "0.0.0.0:0"]).stderr(Stdio::piped()).spawn());
+    let mut stderr = child.stderr.take().unwrap();
+    thread::sleep(Duration::from_millis(300));
+    t!(child.kill());
+    let mut text = String::new();
+    t!(stderr.read_to_string(&mut text));
+    let _ = child.wait();
+    assert!(text.contains("open proxy"), "{text}");
+}

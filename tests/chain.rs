@@ -1,0 +1,196 @@
+//! Upstream chains over loopback: client -> burrowd -> burrowd (-> burrowd) -> target.
+
+mod common;
+
+use burrowd::wire::addr::{Addr, TargetAddr};
+use burrowd::wire::socks4;
+use burrowd::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
+use common::*;
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::thread;
+
+/// A SOCKS5 upstream that needs `user:password`.
+fn upstream_with_user(user_password: &str) -> (burrowd::Server, SocketAddr) {
+    start(burrowd::Config::socks_with_users("127.0.0.1:0".parse().unwrap(), &[user_password]))
+}
+
+fn echo_through(mut stream: TcpStream, payload: &[u8]) {
+    t!(stream.write_all(payload));
+    t!(stream.shutdown(Shutdown::Write));
+    assert_eq!(read_to_end(&mut stream), payload);
+}
+
+#[test]
+fn connect_through_one_hop_without_credentials() {
+    let target = echo_server("127.0.0.1:0");
+    let (upstream, upstream_addr) = proxy();
+    let (_front, addrs) = start_urls(&["socks5://127.0.0.1:0"], &[&format!("socks5://{upstream_addr}")]);
+    echo_through(socks5_connect(addrs[0], target), b"via one hop");
+    wait_until("the upstream served the session", || upstream.stats().sessions == 1);
+}
+
+#[test]
+fn connect_and_tcp_forward_through_two_hops_with_credentials() {
+    let target = echo_server("127.0.0.1:0");
+    let (hop1, hop1_addr) = upstream_with_user("alice:one");
+    let (hop2, hop2_addr) = upstream_with_user("bob:t%wo");
+    let chain = [format!("socks5://alice:one@{hop1_addr}"), format!("socks5://bob:t%25wo@{hop2_addr}")];
+    let (_front, addrs) =
+        start_urls(&["socks://127.0.0.1:0", &format!("tcp://127.0.0.1:0/{target}")], &[&chain[0], &chain[1]]);
+    echo_through(socks5_connect(addrs[0], target), b"CONNECT via two hops");
+    echo_through(connect(addrs[1]), b"tcp:// via two hops");
+    wait_until("both hops served both sessions", || hop1.stats().sessions == 2 && hop2.stats().sessions == 2);
+}
+
+#[test]
+fn the_last_hops_refusal_reaches_the_client() {
+    let (_upstream, upstream_addr) = proxy();
+    let (_front, addrs) = start_urls(&["socks5://127.0.0.1:0"], &[&format!("socks5://{upstream_addr}")]);
+    let mut client = connect(addrs[0]);
+    socks5_login(&mut client, None);
+    let (code, _) = socks5_request(&mut client, Command::Connect, &ip_target(closed_port()));
+    assert_eq!(code, ReplyCode::CONNECTION_REFUSED);
+    assert_eq!(read_to_end(&mut client), b"", "closed after the failure reply");
+}
+
+/// A wrong upstream password is burrowd's own misconfiguration, not anything about the
+/// target, so the client gets 1 (general SOCKS server failure) rather than 2 (which
+/// says the target is refused by a rule), and a tcp:// client sees its connection closed.
+#[test]
+fn a_wrong_upstream_password_is_a_general_failure() {
+    let target = echo_server("127.0.0.1:0");
+    let (upstream, upstream_addr) = upstream_with_user("alice:right");
+    let (_front, addrs) = start_urls(
+        &["socks5://127.0.0.1:0", &format!("tcp://127.0.0.1:0/{target}")],
+        &[&format!("socks5://alice:wrong@{upstream_addr}")],
+    );
+    let mut client = connect(addrs[0]);
+    socks5_login(&mut client, None);
+    let (code, _) = socks5_request(&mut client, Command::Connect, &ip_target(target));
+    assert_eq!(code, ReplyCode::GENERAL_FAILURE);
+    assert_eq!(read_to_end(&mut client), b"");
+
+    let mut forwarded = connect(addrs[1]);
+    assert_eq!(read_to_end(&mut forwarded), b"", "tcp:// client closed");
+    wait_until("the upstream logged both failed logins", || upstream.stats().sessions == 2);
+}
+
+#[test]
+fn a_missing_upstream_is_a_general_failure() {
+    let (_front, addrs) = start_urls(&["socks5://127.0.0.1:0"], &[&format!("socks5://{}", closed_port())]);
+    let mut client = connect(addrs[0]);
+    socks5_login(&mut client, None);
+    let (code, _) = socks5_request(&mut client, Command::Connect, &ip_target(echo_server("127.0.0.1:0")));
+    assert_eq!(code, ReplyCode::GENERAL_FAILURE);
+}
+
+/// A fake upstream that records the request it is sent and answers with `code`.
+fn recording_upstream(code: ReplyCode) -> (SocketAddr, mpsc::Receiver<TargetAddr>) {
+    let listener = t!(TcpListener::bind("127.0.0.1:0"));
+    let addr = t!(listener.local_addr());
+    let (requests, seen) = mpsc::channel();
+    thread::spawn(move || {
+        let (mut stream, _) = t!(listener.accept());
+        let mut buf = [0u8; 600];
+        let len = read_framed(&mut stream, &mut buf, Greeting::wanted_len);
+        assert!(t!(Greeting::parse(&buf[..len])).offers(method::NO_AUTH));
+        t!(stream.write_all(&MethodChoice { method: method::NO_AUTH }.emit()));
+        let len = read_framed(&mut stream, &mut buf, Request::wanted_len);
+        let request = t!(Request::parse(&buf[..len]));
+        let _ = requests.send(request.addr.to_owned());
+        let len = Reply::failure(code).emit(&mut buf);
+        t!(stream.write_all(&buf[..len]));
+    });
+    (addr, seen)
+}
+
+#[test]
+fn names_go_upstream_unresolved_and_its_reply_code_passes_through() {
+    let (upstream, requests) = recording_upstream(ReplyCode::NOT_ALLOWED);
+    let (_front, addrs) = start_urls(&["socks5://127.0.0.1:0"], &[&format!("socks5://{upstream}")]);
+    let mut client = connect(addrs[0]);
+    socks5_login(&mut client, None);
+    // A name no resolver here can answer (and none is asked): only the upstream sees it.
+    let name = domain_target(&unresolvable_name(), 443);
+    let (code, _) = socks5_request(&mut client, Command::Connect, &name);
+    assert_eq!(t!(requests.recv_timeout(TIMEOUT)), name);
+    assert_eq!(code, ReplyCode::NOT_ALLOWED);
+}
+
+#[test]
+fn udp_associate_through_one_hop_with_credentials() {
+    let (target, _) = udp_multi_echo("127.0.0.1:0", 2);
+    let (upstream, upstream_addr) = upstream_with_user("carol:pw");
+    let (front, addrs) = start_urls(&["socks5://127.0.0.1:0"], &[&format!("socks5://carol:pw@{upstream_addr}")]);
+    let association = UdpAssociation::open(addrs[0], None);
+    for request in ["by address", "by name"] {
+        let to = match request {
+            "by address" => ip_target(target),
+            _ => domain_target("localhost", target.port()),
+        };
+        association.send(&to, request.as_bytes());
+        for i in 0..2 {
+            // However the target was named, the hop labels replies with its address.
+            let (from, payload) = association.recv();
+            assert!(matches!(from, TargetAddr::Ip(addr) if addr.port() == target.port()), "{from}");
+            assert_eq!(payload, format!("{request}#{i}").as_bytes());
+        }
+    }
+    drop(association);
+    // Our association ending ends the one we held with the hop.
+    wait_until("the front association ends", || front.stats().sessions == 1);
+    wait_until("the hop's association ends", || upstream.stats().sessions == 1);
+}
+
+#[test]
+fn udp_forward_through_one_hop() {
+    let (target, _) = udp_multi_echo("127.0.0.1:0", 3);
+    let (upstream, upstream_addr) = upstream_with_user("dave:pw");
+    let (_front, addrs) =
+        start_urls(&[&format!("udp://127.0.0.1:0/{target}")], &[&format!("socks5://dave:pw@{upstream_addr}")]);
+    let client = udp_socket_near(addrs[0]);
+    t!(client.send_to(b"hello", addrs[0]));
+    let mut buf = [0u8; 64];
+    for i in 0..3 {
+        let (len, from) = t!(client.recv_from(&mut buf));
+        assert_eq!(from, addrs[0]);
+        assert_eq!(&buf[..len], format!("hello#{i}").as_bytes());
+    }
+    assert_eq!(upstream.stats().active, 1, "the hop holds the forwarder's association");
+}
+
+#[test]
+fn udp_associate_with_a_wrong_upstream_password_is_a_general_failure() {
+    let (_upstream, upstream_addr) = upstream_with_user("carol:pw");
+    let (_front, addrs) = start_urls(&["socks5://127.0.0.1:0"], &[&format!("socks5://carol:nope@{upstream_addr}")]);
+    let mut control = connect(addrs[0]);
+    socks5_login(&mut control, None);
+    let (code, _) = socks5_request(&mut control, Command::UdpAssociate, &ip_target("0.0.0.0:0".parse().unwrap()));
+    assert_eq!(code, ReplyCode::GENERAL_FAILURE);
+}
+
+#[test]
+fn udp_associate_is_refused_with_two_hops() {
+    let (_hop1, hop1_addr) = proxy();
+    let (_hop2, hop2_addr) = proxy();
+    let (_front, addrs) =
+        start_urls(&["socks5://127.0.0.1:0"], &[&format!("socks5://{hop1_addr}"), &format!("socks5://{hop2_addr}")]);
+    let mut control = connect(addrs[0]);
+    socks5_login(&mut control, None);
+    let (code, _) = socks5_request(&mut control, Command::UdpAssociate, &ip_target("0.0.0.0:0".parse().unwrap()));
+    assert_eq!(code, ReplyCode::COMMAND_NOT_SUPPORTED, "rather than sent around the chain");
+}
+
+#[test]
+fn socks4a_connect_goes_through_the_chain_too() {
+    let target = echo_server("127.0.0.1:0");
+    let (upstream, upstream_addr) = proxy();
+    let (_front, addrs) = start_urls(&["socks://127.0.0.1:0"], &[&format!("socks5://{upstream_addr}")]);
+    let mut client = connect(addrs[0]);
+    let reply = socks4_request(&mut client, socks4::Command::Connect, Addr::Domain("localhost", target.port()), b"");
+    assert_eq!(reply.code, socks4::ReplyCode::Granted);
+    echo_through(client, b"SOCKS4a via one hop");
+    wait_until("the upstream served the session", || upstream.stats().sessions == 1);
+}

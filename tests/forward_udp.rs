@@ -1,0 +1,122 @@
+//! `udp://` port forwarding over loopback: many clients at once, several replies per
+//! request, session expiry.
+
+mod common;
+
+use common::*;
+use std::collections::HashSet;
+use std::io;
+use std::net::SocketAddr;
+use std::thread;
+
+const REPLIES: usize = 3;
+const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+/// Sends `request` and reads `REPLIES` datagrams, which must be exactly its own replies.
+fn exchange(client: &std::net::UdpSocket, service: SocketAddr, request: &str) {
+    t!(client.send_to(request.as_bytes(), service));
+    let mut want: HashSet<String> = (0..REPLIES).map(|i| format!("{request}#{i}")).collect();
+    let mut buf = [0u8; 512];
+    while !want.is_empty() {
+        let (len, from) = t!(client.recv_from(&mut buf));
+        assert_eq!(from, service, "replies come from the service address");
+        let reply = String::from_utf8_lossy(&buf[..len]).into_owned();
+        assert!(want.remove(&reply), "{request:?} got {reply:?}, not one of its own replies");
+    }
+}
+
+#[test]
+fn twenty_clients_at_once_each_get_only_their_own_replies() {
+    let (target, sources) = udp_multi_echo("127.0.0.1:0", REPLIES);
+    let (server, addrs) = start_urls(&[&format!("udp://127.0.0.1:0/{target}?ttl=30s")], &[]);
+    let service = addrs[0];
+    let clients: Vec<_> = (0..20)
+        .map(|n| {
+            thread::spawn(move || {
+                let client = udp_socket_near(LOOPBACK);
+                for round in 0..5 {
+                    exchange(&client, service, &format!("client {n} round {round}"));
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        t!(client.join());
+    }
+    // One outbound socket per client: the target saw 20 distinct sources, none of them
+    // the service's own address.
+    let seen: HashSet<SocketAddr> = sources.try_iter().collect();
+    assert_eq!(seen.len(), 20, "{seen:?}");
+    assert!(!seen.contains(&service));
+    assert_eq!(server.stats().active, 20, "sessions live until their ttl");
+}
+
+#[test]
+fn a_session_ends_after_ttl_without_traffic() {
+    let (target, sources) = udp_multi_echo("127.0.0.1:0", REPLIES);
+    let (server, addrs) = start_urls(&[&format!("udp://127.0.0.1:0/{target}?ttl=300ms")], &[]);
+    let client = udp_socket_near(LOOPBACK);
+    exchange(&client, addrs[0], "first");
+    let first_outbound = t!(sources.recv_timeout(TIMEOUT));
+
+    wait_until("the idle session is counted out", || server.stats().sessions == 1);
+    assert_eq!(server.stats().active, 0);
+    // Its outbound socket is closed: a datagram to it now earns a port-unreachable.
+    let probe = udp_socket_near(LOOPBACK);
+    t!(probe.connect(first_outbound));
+    t!(probe.send(b"late reply"));
+    let err = probe.recv(&mut [0u8; 16]).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+
+    // The same client starts a new session with a new outbound socket.
+    exchange(&client, addrs[0], "second");
+    let second_outbound = t!(sources.recv_timeout(TIMEOUT));
+    assert_ne!(first_outbound, second_outbound);
+}
+
+#[test]
+fn ipv6_forward_and_a_large_datagram() {
+    let (target, _) = udp_multi_echo("[::1]:0", 1);
+    let (_server, addrs) = start_urls(&[&format!("udp://[::1]:0/{target}")], &[]);
+    let client = udp_socket_near(addrs[0]);
+    let big = vec![b'x'; 60_000];
+    t!(client.send_to(&big, addrs[0]));
+    let mut buf = vec![0u8; 65_536];
+    let (len, _) = t!(client.recv_from(&mut buf));
+    assert_eq!(len, big.len() + 2);
+    assert_eq!(&buf[..big.len()], &big[..]);
+    assert_eq!(&buf[big.len()..len], b"#0");
+}
+
+#[test]
+fn stop_accepting_starts_no_new_sessions_and_live_ones_drain() {
+    let (target, _) = udp_multi_echo("127.0.0.1:0", REPLIES);
+    let (mut server, addrs) = start_urls(&[&format!("udp://127.0.0.1:0/{target}?ttl=30s")], &[]);
+    let live = udp_socket_near(LOOPBACK);
+    exchange(&live, addrs[0], "before stop");
+    server.stop_accepting();
+    exchange(&live, addrs[0], "after stop");
+    let newcomer = udp_socket_near(LOOPBACK);
+    t!(newcomer.set_read_timeout(Some(std::time::Duration::from_millis(500))));
+    t!(newcomer.send_to(b"hello?", addrs[0]));
+    assert!(newcomer.recv_from(&mut [0u8; 64]).is_err(), "no session for a new client after stop");
+    // The live session ends after a short grace rather than its 30 s ttl.
+    assert!(server.drain(TIMEOUT), "drained");
+    assert_eq!(server.stats().sessions, 1);
+}
+
+/// 127.255.255.255 is the loopback network's broadcast address: sending to it fails with
+/// EACCES unless the socket has SO_BROADCAST, and a socket on the wildcard address hears it.
+#[test]
+fn forwards_to_a_broadcast_target() {
+    let (listener, _) = udp_multi_echo("0.0.0.0:0", 2);
+    let broadcast = format!("127.255.255.255:{}", listener.port());
+    let (_server, addrs) = start_urls(&[&format!("udp://127.0.0.1:0/{broadcast}")], &[]);
+    let client = udp_socket_near(addrs[0]);
+    t!(client.send_to(b"anyone?", addrs[0]));
+    let mut buf = [0u8; 64];
+    for i in 0..2 {
+        let (len, _) = t!(client.recv_from(&mut buf));
+        assert_eq!(&buf[..len], format!("anyone?#{i}").as_bytes());
+    }
+}
