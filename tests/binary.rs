@@ -50,6 +50,14 @@ fn spawn_under(wrapper: &[&str], args: &[&str]) -> Proxy {
     proxy
 }
 
+/// A test that fails part-way must not leave its burrowd running.
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Proxy {
     fn wait_for(&self, needle: &str) -> String {
         loop {
