@@ -16,16 +16,6 @@ fn users_proxy() -> (burrowd::Server, SocketAddr) {
     start(Config::socks_with_users("127.0.0.1:0".parse().unwrap(), &["alice:wonder land"]))
 }
 
-/// Asserts the server has closed: a read returns end of stream (or a reset).
-fn assert_closed(stream: &mut TcpStream) {
-    let mut byte = [0u8; 1];
-    match stream.read(&mut byte) {
-        Ok(0) => {}
-        Ok(_) => panic!("expected the connection closed, got data"),
-        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
-    }
-}
-
 #[test]
 fn connect_succeeds_and_reply_carries_the_outbound_address() {
     let (_proxy, proxy_addr) = proxy();

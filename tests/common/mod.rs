@@ -171,6 +171,17 @@ pub fn domain_target(name: &str, port: u16) -> TargetAddr {
     Addr::Domain(name, port).to_owned()
 }
 
+/// The server has closed this client (FIN or reset) rather than leaving it hanging until
+/// the read timeout; any data it sent first must already have been read.
+pub fn assert_closed(stream: &mut TcpStream) {
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("expected the connection closed, got {other:?}"),
+    }
+}
+
 /// Asserts the server closed the connection cleanly (FIN, not a reset) without sending a
 /// single byte.
 pub fn assert_closed_without_reply(stream: &mut TcpStream) {
