@@ -53,9 +53,10 @@ trap cleanup EXIT
 
 ip netns add "$ns_proxy" 2>/dev/null || skip "cannot create network namespaces here"
 ip netns add "$ns_peer"
-ip link add "$veth_proxy" type veth peer name "$veth_peer" || skip "cannot create a veth pair here"
-ip link set "$veth_proxy" netns "$ns_proxy"
-ip link set "$veth_peer" netns "$ns_peer"
+# Both ends are created inside the namespaces, never in the host's own, so a failure
+# half-way leaves no interface on the host for cleanup to miss.
+ip -n "$ns_proxy" link add "$veth_proxy" type veth peer name "$veth_peer" netns "$ns_peer" ||
+    skip "cannot create a veth pair here"
 ip -n "$ns_proxy" addr add 10.213.7.1/24 brd + dev "$veth_proxy"
 ip -n "$ns_peer" addr add 10.213.7.2/24 brd + dev "$veth_peer"
 for ns in "$ns_proxy" "$ns_peer"; do
