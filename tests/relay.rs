@@ -95,11 +95,10 @@ fn sixty_four_mib_round_trip_keeps_its_sha256() {
 /// file and closes; the receiver saves it. The saved file must be byte-identical.
 #[test]
 fn file_transfer_workload_saves_an_identical_file() {
-    let dir = std::env::temp_dir().join(format!("burrowd-transfer-{}", std::process::id()));
-    t!(std::fs::create_dir_all(&dir));
-    let source = dir.join("source.bin");
+    let dir = TempDir::new("transfer");
+    let source = dir.path().join("source.bin");
     t!(std::fs::write(&source, pattern(5 * 1024 * 1024 + 17, 0xf11e)));
-    let inbox = dir.join("inbox");
+    let inbox = dir.path().join("inbox");
     t!(std::fs::create_dir_all(&inbox));
 
     let (saved_tx, saved_rx) = mpsc::channel();
@@ -127,7 +126,6 @@ fn file_transfer_workload_saves_an_identical_file() {
     t!(client.shutdown(Shutdown::Write));
     let saved = t!(saved_rx.recv_timeout(Duration::from_secs(30)));
     assert_eq!(t!(std::fs::read(&saved)), t!(std::fs::read(&source)));
-    t!(std::fs::remove_dir_all(&dir));
 }
 
 #[test]

@@ -420,3 +420,25 @@ pub fn udp_multi_echo(bind: &str, replies: usize) -> (SocketAddr, Receiver<Socke
     });
     (addr, seen)
 }
+
+/// A fresh directory under the system temp dir, removed with everything in it when
+/// dropped, so a failing test leaves nothing behind either.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("burrowd-{name}-{}", std::process::id()));
+        t!(std::fs::create_dir_all(&path));
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
