@@ -149,7 +149,7 @@ fn running_out_of_descriptors_is_logged_and_survived() {
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = t!(Command::new(BIN).args(args).output());
+    let out = run_burrowd(args);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into(),

@@ -8,7 +8,6 @@ use burrowd::wire::socks4;
 use common::*;
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
-use std::process::Command;
 
 #[test]
 fn socks_serves_socks4_and_socks5_does_not() {
@@ -42,7 +41,7 @@ fn bad_urls_exit_2_with_one_line_naming_them() {
         (&["-F", "socks5://u:secret@127.0.0.1"], "-F socks5://u:***@127.0.0.1: missing :PORT"),
     ];
     for (args, want) in table {
-        let output = Command::new(env!("CARGO_BIN_EXE_burrowd")).args(*args).output().expect("run burrowd");
+        let output = run_burrowd(args);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");

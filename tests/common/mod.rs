@@ -442,3 +442,26 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Runs the burrowd binary with `args` to its exit, for flags that must make it stop at
+/// once (help, version, a bad value). A regression that lets it start serving instead is
+/// killed after [`TIMEOUT`] and fails the test rather than hanging it.
+pub fn run_burrowd(args: &[&str]) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    let mut child = t!(Command::new(env!("CARGO_BIN_EXE_burrowd"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn());
+    let deadline = Instant::now() + TIMEOUT;
+    while t!(child.try_wait()).is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("burrowd {args:?} was still running after {TIMEOUT:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    t!(child.wait_with_output())
+}
