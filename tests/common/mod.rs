@@ -465,3 +465,30 @@ pub fn run_burrowd(args: &[&str]) -> std::process::Output {
     }
     t!(child.wait_with_output())
 }
+
+/// Runs `scripts/NAME` with the burrowd binary; it builds network namespaces of its own,
+/// names them `burrowd-TAG<its pid>...`, and prints `PASS: ...`, or `skipped: ...` where
+/// namespaces cannot be made. Asserts it passed and left no namespace behind; a skip
+/// passes, printing why.
+pub fn run_netns_script(name: &str, tag: &str) {
+    use std::process::{Command, Stdio};
+    let script = format!("{}/scripts/{name}", env!("CARGO_MANIFEST_DIR"));
+    let child = t!(Command::new("bash")
+        .arg(&script)
+        .arg(env!("CARGO_BIN_EXE_burrowd"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn());
+    let namespace = format!("burrowd-{tag}{}", child.id());
+    let output = t!(child.wait_with_output());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if let Some(reason) = stdout.lines().find(|line| line.starts_with("skipped:")) {
+        println!("{name} {reason}");
+        return;
+    }
+    assert!(output.status.success() && stdout.contains("PASS:"), "{name} failed:\n{stdout}\n{stderr}");
+    let namespaces = t!(Command::new("ip").args(["netns", "list"]).output());
+    let left = String::from_utf8_lossy(&namespaces.stdout);
+    assert!(!left.contains(&namespace), "{name} left namespaces behind: {left}");
+}
