@@ -148,6 +148,21 @@ fn running_out_of_descriptors_is_logged_and_survived() {
     assert_eq!(proxy.exit_code(), 0);
 }
 
+#[test]
+fn a_udp_session_that_cannot_open_counts_what_it_dropped() {
+    // The target name fails locally (no DNS packet is sent), so the session's outbound
+    // path never opens and the datagram that started it is dropped: the log says so.
+    let service = format!("udp://127.0.0.1:0/{}:53", unresolvable_name());
+    let proxy = spawn(&["-L", &service]);
+    let line = proxy.wait_for("listening on udp ");
+    let addr: SocketAddr =
+        t!(line.split("listening on udp ").nth(1).unwrap().split(':').take(2).collect::<Vec<_>>().join(":").parse());
+    let client = udp_socket_near(addr);
+    t!(client.send_to(b"lost", addr));
+    let ended = proxy.wait_for("UDP-FORWARD");
+    assert!(ended.contains("0 datagram(s) up, 0 down, 1 dropped; cannot resolve"), "{ended}");
+}
+
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = run_burrowd(args);
     (
