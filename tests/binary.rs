@@ -44,9 +44,7 @@ fn spawn_under(wrapper: &[&str], args: &[&str]) -> Proxy {
         }
     });
     let mut proxy = Proxy { child, addr: "0.0.0.0:0".parse().unwrap(), log };
-    let line = proxy.wait_for("listening on ");
-    let addr = line.split("listening on ").nth(1).unwrap().split(':').take(2).collect::<Vec<_>>().join(":");
-    proxy.addr = t!(addr.parse());
+    proxy.addr = proxy.listening_on("listening on ");
     proxy
 }
 
@@ -67,6 +65,13 @@ impl Proxy {
                 Err(e) => panic!("no log line containing {needle:?}: {e}"),
             }
         }
+    }
+
+    /// The IPv4 address in the next log line of the form `... MARKER 127.0.0.1:PORT: ...`.
+    fn listening_on(&self, marker: &str) -> SocketAddr {
+        let line = self.wait_for(marker);
+        let addr = line.split(marker).nth(1).unwrap().split(':').take(2).collect::<Vec<_>>().join(":");
+        t!(addr.parse())
     }
 
     fn signal(&self, name: &str) {
@@ -154,9 +159,7 @@ fn a_udp_session_that_cannot_open_counts_what_it_dropped() {
     // path never opens and the datagram that started it is dropped: the log says so.
     let service = format!("udp://127.0.0.1:0/{}:53", unresolvable_name());
     let proxy = spawn(&["-L", &service]);
-    let line = proxy.wait_for("listening on udp ");
-    let addr: SocketAddr =
-        t!(line.split("listening on udp ").nth(1).unwrap().split(':').take(2).collect::<Vec<_>>().join(":").parse());
+    let addr = proxy.listening_on("listening on udp ");
     let client = udp_socket_near(addr);
     t!(client.send_to(b"lost", addr));
     let ended = proxy.wait_for("UDP-FORWARD");
