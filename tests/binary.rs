@@ -2,6 +2,7 @@
 
 mod common;
 
+use burrowd::wire::socks5::{self, ReplyCode};
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
@@ -164,6 +165,20 @@ fn a_udp_session_that_cannot_open_counts_what_it_dropped() {
     t!(client.send_to(b"lost", addr));
     let ended = proxy.wait_for("UDP-FORWARD");
     assert!(ended.contains("0 datagram(s) up, 0 down, 1 dropped; cannot resolve"), "{ended}");
+}
+
+#[test]
+fn a_domain_name_cannot_forge_a_log_line() {
+    let proxy = spawn(&[]);
+    let mut client = connect(proxy.addr);
+    socks5_login(&mut client, None);
+    // The 64-byte label makes the name fail locally, should anything try to resolve it.
+    let name = format!("{}\nFORGED session 999 up 1 GiB", unresolvable_name());
+    let (code, _) = socks5_request(&mut client, socks5::Command::Connect, &domain_target(&name, 80));
+    assert_eq!(code, ReplyCode::GENERAL_FAILURE, "a name with a control character is malformed");
+    let line = proxy.wait_for("session 1 ");
+    assert!(line.contains(": reply 1 (general failure): malformed request"), "the session's line is whole: {line}");
+    assert!(!line.contains("FORGED"), "{line}");
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {
