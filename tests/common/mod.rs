@@ -402,7 +402,9 @@ pub fn send_pseudo_random(stream: &mut TcpStream, seed: u64, len: usize) -> [u8;
 
 /// A UDP target that answers every datagram with `replies` datagrams, each the request
 /// followed by `#i`, sent back to the datagram's source. Returns its address and a
-/// channel of the source addresses it served, one per datagram.
+/// channel of the source addresses it served, one per datagram. Bound to a wildcard
+/// address (to hear a broadcast) it could hear other hosts too; it answers only
+/// loopback sources, so a test never sends anything off the machine.
 pub fn udp_multi_echo(bind: &str, replies: usize) -> (SocketAddr, Receiver<SocketAddr>) {
     let socket = t!(UdpSocket::bind(bind));
     let addr = t!(socket.local_addr());
@@ -410,6 +412,9 @@ pub fn udp_multi_echo(bind: &str, replies: usize) -> (SocketAddr, Receiver<Socke
     thread::spawn(move || {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         while let Ok((len, from)) = socket.recv_from(&mut buf) {
+            if !from.ip().to_canonical().is_loopback() {
+                continue;
+            }
             let _ = sources.send(from);
             for i in 0..replies {
                 let mut reply = buf[..len].to_vec();
