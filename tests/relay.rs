@@ -12,17 +12,11 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Deterministic bytes that are not a repeating short pattern.
-fn pattern(len: usize, seed: u32) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state as u8
-        })
-        .collect()
+/// `len` deterministic bytes that are not a repeating short pattern.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    fill_pseudo_random(&mut (seed | 1), &mut data);
+    data
 }
 
 #[test]
