@@ -7,7 +7,6 @@ use burrowd::wire::addr::Addr;
 use burrowd::wire::socks4;
 use common::*;
 use std::io::Write;
-use std::net::{Shutdown, TcpStream};
 
 #[test]
 fn socks_serves_socks4_and_socks5_does_not() {
@@ -17,18 +16,12 @@ fn socks_serves_socks4_and_socks5_does_not() {
     let mut client = connect(addrs[0]);
     let reply = socks4_request(&mut client, socks4::Command::Connect, Addr::Ip(target), b"");
     assert_eq!(reply.code, socks4::ReplyCode::Granted);
-    echo_once(client, b"socks4 via socks://");
+    assert_echoes(client, b"socks4 via socks://");
 
     let mut client = connect(addrs[1]);
     t!(client.write_all(&socks4_request_bytes(socks4::Command::Connect, Addr::Ip(target), b"")));
     assert_closed_without_reply(&mut client);
-    echo_once(socks5_connect(addrs[1], target), b"socks5 via socks5://");
-}
-
-fn echo_once(mut stream: TcpStream, payload: &[u8]) {
-    t!(stream.write_all(payload));
-    t!(stream.shutdown(Shutdown::Write));
-    assert_eq!(read_to_end(&mut stream), payload);
+    assert_echoes(socks5_connect(addrs[1], target), b"socks5 via socks5://");
 }
 
 #[test]

@@ -163,6 +163,14 @@ pub fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
     out
 }
 
+/// Sends `payload` and FIN through a tunnel to an echo server; asserts exactly the payload
+/// comes back, then the echo's FIN.
+pub fn assert_echoes(mut stream: TcpStream, payload: &[u8]) {
+    t!(stream.write_all(payload));
+    t!(stream.shutdown(Shutdown::Write));
+    assert_eq!(read_to_end(&mut stream), payload);
+}
+
 pub fn ip_target(addr: SocketAddr) -> TargetAddr {
     TargetAddr::Ip(addr)
 }
