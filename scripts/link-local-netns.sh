@@ -13,21 +13,8 @@
 # built with `cargo build` if missing; $BURROWD also works)
 set -euo pipefail
 
-skip() {
-    echo "skipped: $*"
-    exit 0
-}
-
-cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || skip "network namespaces need root"
-command -v ip >/dev/null || skip "no ip command (iproute2)"
-command -v python3 >/dev/null || skip "no python3"
-
-burrowd=${1:-${BURROWD:-target/debug/burrowd}}
-if [ ! -x "$burrowd" ]; then
-    cargo build --quiet --bin burrowd
-fi
-burrowd=$(realpath "$burrowd")
+# shellcheck source=scripts/netns-common.sh
+source "$(dirname "$0")/netns-common.sh"
 
 # Names unique to this run; interface names stay within the kernel's 15 characters.
 tag="ll$$"
