@@ -14,21 +14,8 @@
 # built with `cargo build` if missing; $BURROWD also works)
 set -euo pipefail
 
-skip() {
-    echo "skipped: $*"
-    exit 0
-}
-
-cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || skip "network namespaces need root"
-command -v ip >/dev/null || skip "no ip command (iproute2)"
-command -v python3 >/dev/null || skip "no python3"
-
-burrowd=${1:-${BURROWD:-target/debug/burrowd}}
-if [ ! -x "$burrowd" ]; then
-    cargo build --quiet --bin burrowd
-fi
-burrowd=$(realpath "$burrowd")
+# shellcheck source=scripts/netns-common.sh
+source "$(dirname "$0")/netns-common.sh"
 
 # Names unique to this run, so parallel runs do not collide; interface names stay
 # within the kernel's 15 characters.
@@ -53,9 +40,10 @@ trap cleanup EXIT
 
 ip netns add "$ns_proxy" 2>/dev/null || skip "cannot create network namespaces here"
 ip netns add "$ns_peer"
-ip link add "$veth_proxy" type veth peer name "$veth_peer" || skip "cannot create a veth pair here"
-ip link set "$veth_proxy" netns "$ns_proxy"
-ip link set "$veth_peer" netns "$ns_peer"
+# Both ends are created inside the namespaces, never in the host's own, so a failure
+# half-way leaves no interface on the host for cleanup to miss.
+ip -n "$ns_proxy" link add "$veth_proxy" type veth peer name "$veth_peer" netns "$ns_peer" ||
+    skip "cannot create a veth pair here"
 ip -n "$ns_proxy" addr add 10.213.7.1/24 brd + dev "$veth_proxy"
 ip -n "$ns_peer" addr add 10.213.7.2/24 brd + dev "$veth_peer"
 for ns in "$ns_proxy" "$ns_peer"; do

@@ -92,8 +92,12 @@ impl Bound {
     /// the peer can reach too. (0.0.0.0 would listen everywhere but cannot go in a reply.)
     fn open(control: &TcpStream, named: &TargetAddr) -> Result<Bound, Failure> {
         let expected = expected_peers(named)?;
-        let local_ip = control.local_addr().map_err(Failure::Local)?.ip().to_canonical();
-        let listener = sockopt::listen(SocketAddr::new(local_ip, 0)).map_err(Failure::Local)?;
+        // The whole socket address, not just its IP: a link-local IPv6 address binds only
+        // with the scope (interface) it came with.
+        let mut local = control.local_addr().map_err(Failure::Local)?;
+        local.set_ip(local.ip().to_canonical());
+        local.set_port(0);
+        let listener = sockopt::listen(local).map_err(Failure::Local)?;
         let addr = listener.local_addr().map_err(Failure::Local)?;
         Ok(Bound { listener, addr, expected })
     }

@@ -165,7 +165,10 @@ impl Service {
         if sessions.get(&session.client).is_some_and(|s| Arc::ptr_eq(s, session)) {
             sessions.remove(&session.client);
         }
-        *session.outbound() = Outbound::Closed;
+        // Datagrams still waiting for a path that never opened are lost: count them.
+        if let Outbound::Opening(pending) = std::mem::replace(&mut *session.outbound(), Outbound::Closed) {
+            session.dropped.fetch_add(pending.len() as u64, Ordering::Relaxed);
+        }
     }
 
     /// Ends the session if it has been idle for `limit`, under the lock the receive thread

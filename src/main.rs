@@ -47,8 +47,9 @@ fn main() -> ExitCode {
     };
 
     let _ = signal.recv();
-    log::info!("signal received: no new clients; draining live sessions for up to {drain_timeout:?}");
+    // Logged once the listeners are closed, so the line is true when it is read.
     server.stop_accepting();
+    log::info!("signal received: no new clients; draining live sessions for up to {drain_timeout:?}");
     std::thread::spawn(move || {
         if signal.recv().is_ok() {
             log::warn!("second signal: exiting now");

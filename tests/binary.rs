@@ -2,6 +2,7 @@
 
 mod common;
 
+use burrowd::wire::socks5::{self, ReplyCode};
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
@@ -44,10 +45,16 @@ fn spawn_under(wrapper: &[&str], args: &[&str]) -> Proxy {
         }
     });
     let mut proxy = Proxy { child, addr: "0.0.0.0:0".parse().unwrap(), log };
-    let line = proxy.wait_for("listening on ");
-    let addr = line.split("listening on ").nth(1).unwrap().split(':').take(2).collect::<Vec<_>>().join(":");
-    proxy.addr = t!(addr.parse());
+    proxy.addr = proxy.listening_on("listening on ");
     proxy
+}
+
+/// A test that fails part-way must not leave its burrowd running.
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Proxy {
@@ -59,6 +66,13 @@ impl Proxy {
                 Err(e) => panic!("no log line containing {needle:?}: {e}"),
             }
         }
+    }
+
+    /// The IPv4 address in the next log line of the form `... MARKER 127.0.0.1:PORT: ...`.
+    fn listening_on(&self, marker: &str) -> SocketAddr {
+        let line = self.wait_for(marker);
+        let addr = line.split(marker).nth(1).unwrap().split(':').take(2).collect::<Vec<_>>().join(":");
+        t!(addr.parse())
     }
 
     fn signal(&self, name: &str) {
@@ -84,8 +98,8 @@ fn sigint_with_a_live_session_drains_then_exits_zero() {
     let target = echo_server("127.0.0.1:0");
     let mut session = socks5_connect(proxy.addr, target);
     proxy.signal("-INT");
+    // The line comes once the listeners are closed, while the session below is still live.
     proxy.wait_for("signal received");
-    thread::sleep(Duration::from_millis(200));
     assert!(std::net::TcpStream::connect(proxy.addr).is_err(), "the listener is closed at once");
     // the live session keeps working while the server drains
     t!(session.write_all(b"still here"));
@@ -140,8 +154,35 @@ fn running_out_of_descriptors_is_logged_and_survived() {
     assert_eq!(proxy.exit_code(), 0);
 }
 
+#[test]
+fn a_udp_session_that_cannot_open_counts_what_it_dropped() {
+    // The target name fails locally (no DNS packet is sent), so the session's outbound
+    // path never opens and the datagram that started it is dropped: the log says so.
+    let service = format!("udp://127.0.0.1:0/{}:53", unresolvable_name());
+    let proxy = spawn(&["-L", &service]);
+    let addr = proxy.listening_on("listening on udp ");
+    let client = udp_socket_near(addr);
+    t!(client.send_to(b"lost", addr));
+    let ended = proxy.wait_for("UDP-FORWARD");
+    assert!(ended.contains("0 datagram(s) up, 0 down, 1 dropped; cannot resolve"), "{ended}");
+}
+
+#[test]
+fn a_domain_name_cannot_forge_a_log_line() {
+    let proxy = spawn(&[]);
+    let mut client = connect(proxy.addr);
+    socks5_login(&mut client, None);
+    // The 64-byte label makes the name fail locally, should anything try to resolve it.
+    let name = format!("{}\nFORGED session 999 up 1 GiB", unresolvable_name());
+    let (code, _) = socks5_request(&mut client, socks5::Command::Connect, &domain_target(&name, 80));
+    assert_eq!(code, ReplyCode::GENERAL_FAILURE, "a name with a control character is malformed");
+    let line = proxy.wait_for("session 1 ");
+    assert!(line.contains(": reply 1 (general failure): malformed request"), "the session's line is whole: {line}");
+    assert!(!line.contains("FORGED"), "{line}");
+}
+
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = t!(Command::new(BIN).args(args).output());
+    let out = run_burrowd(args);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into(),
@@ -182,6 +223,13 @@ fn help_lists_every_flag_with_its_default_and_version_prints() {
         "--keepalive",
         "--sndbuf",
         "--rcvbuf",
+        "--udp-idle-timeout",
+        "--udp-port-range",
+        "--udp-advertise",
+        "--udp-sndbuf",
+        "--udp-rcvbuf",
+        "-L URL",
+        "-F socks5://",
         "--verbose",
         "--quiet",
         "--help",
@@ -205,12 +253,12 @@ fn a_port_in_use_is_one_clear_line() {
 
 #[test]
 fn listening_beyond_loopback_without_users_warns_of_an_open_proxy() {
-    let mut child = t!(Command::new(BIN).args(["--listen", "0.0.0.0:0"]).stderr(Stdio::piped()).spawn());
-    let mut stderr = child.stderr.take().unwrap();
-    thread::sleep(Duration::from_millis(300));
-    t!(child.kill());
-    let mut text = String::new();
-    t!(stderr.read_to_string(&mut text));
-    let _ = child.wait();
-    assert!(text.contains("open proxy"), "{text}");
+    // The warning comes before the listeners are bound. 192.0.2.1 (TEST-NET-1) is no
+    // address of this host, so the bind then fails: no open proxy is ever reachable from
+    // the network, and the process ends by itself with both lines written.
+    let (code, _, stderr) = run(&["--listen", "192.0.2.1:0"]);
+    let lines: Vec<_> = stderr.lines().collect();
+    assert!(lines.iter().any(|line| line.contains("192.0.2.1:0") && line.contains("open proxy")), "{stderr}");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(lines.last().is_some_and(|line| line.contains("cannot listen on 192.0.2.1:0")), "{stderr}");
 }

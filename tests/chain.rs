@@ -7,7 +7,7 @@ use burrowd::wire::socks4;
 use burrowd::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
 use common::*;
 use std::io::Write;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc;
 use std::thread;
 
@@ -16,18 +16,12 @@ fn upstream_with_user(user_password: &str) -> (burrowd::Server, SocketAddr) {
     start(burrowd::Config::socks_with_users("127.0.0.1:0".parse().unwrap(), &[user_password]))
 }
 
-fn echo_through(mut stream: TcpStream, payload: &[u8]) {
-    t!(stream.write_all(payload));
-    t!(stream.shutdown(Shutdown::Write));
-    assert_eq!(read_to_end(&mut stream), payload);
-}
-
 #[test]
 fn connect_through_one_hop_without_credentials() {
     let target = echo_server("127.0.0.1:0");
     let (upstream, upstream_addr) = proxy();
     let (_front, addrs) = start_urls(&["socks5://127.0.0.1:0"], &[&format!("socks5://{upstream_addr}")]);
-    echo_through(socks5_connect(addrs[0], target), b"via one hop");
+    assert_echoes(socks5_connect(addrs[0], target), b"via one hop");
     wait_until("the upstream served the session", || upstream.stats().sessions == 1);
 }
 
@@ -39,8 +33,8 @@ fn connect_and_tcp_forward_through_two_hops_with_credentials() {
     let chain = [format!("socks5://alice:one@{hop1_addr}"), format!("socks5://bob:t%25wo@{hop2_addr}")];
     let (_front, addrs) =
         start_urls(&["socks://127.0.0.1:0", &format!("tcp://127.0.0.1:0/{target}")], &[&chain[0], &chain[1]]);
-    echo_through(socks5_connect(addrs[0], target), b"CONNECT via two hops");
-    echo_through(connect(addrs[1]), b"tcp:// via two hops");
+    assert_echoes(socks5_connect(addrs[0], target), b"CONNECT via two hops");
+    assert_echoes(connect(addrs[1]), b"tcp:// via two hops");
     wait_until("both hops served both sessions", || hop1.stats().sessions == 2 && hop2.stats().sessions == 2);
 }
 
@@ -191,6 +185,6 @@ fn socks4a_connect_goes_through_the_chain_too() {
     let mut client = connect(addrs[0]);
     let reply = socks4_request(&mut client, socks4::Command::Connect, Addr::Domain("localhost", target.port()), b"");
     assert_eq!(reply.code, socks4::ReplyCode::Granted);
-    echo_through(client, b"SOCKS4a via one hop");
+    assert_echoes(client, b"SOCKS4a via one hop");
     wait_until("the upstream served the session", || upstream.stats().sessions == 1);
 }

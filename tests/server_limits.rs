@@ -5,8 +5,8 @@ mod common;
 
 use burrowd::Config;
 use common::*;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io::{Read, Write};
+use std::net::Shutdown;
 use std::thread;
 use std::time::Duration;
 
@@ -16,18 +16,6 @@ fn limited(max_clients: usize, queue: usize, handshake_timeout: Duration) -> Con
     config.queue = queue;
     config.handshake_timeout = handshake_timeout;
     config
-}
-
-/// The server closed this client without serving it (FIN or reset), rather than leaving it
-/// hanging until the read timeout.
-fn assert_closed_not_hung(stream: &mut TcpStream) {
-    t!(stream.set_read_timeout(Some(Duration::from_secs(5))));
-    let mut byte = [0u8; 1];
-    match stream.read(&mut byte) {
-        Ok(0) => {}
-        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-        other => panic!("expected a close, got {other:?}"),
-    }
 }
 
 #[test]
@@ -54,7 +42,9 @@ fn a_hundred_concurrent_sessions_each_get_their_own_bytes() {
 
 #[test]
 fn a_stalled_handshake_is_cut_at_the_timeout_and_its_worker_freed() {
-    let (_proxy, proxy_addr) = start(limited(1, 4, Duration::from_millis(300)));
+    // The waiting client's own handshake runs under the same timeout once it has the
+    // worker: 1 s leaves it room on a loaded machine.
+    let (_proxy, proxy_addr) = start(limited(1, 4, Duration::from_secs(1)));
     let target = echo_server("127.0.0.1:0");
     let mut staller = connect(proxy_addr);
     t!(staller.write_all(&[5])); // half a greeting, then nothing
@@ -68,7 +58,7 @@ fn a_stalled_handshake_is_cut_at_the_timeout_and_its_worker_freed() {
         echo
     });
     // ...until the staller is cut off, which frees the worker for it
-    assert_closed_not_hung(&mut staller);
+    assert_closed(&mut staller);
     assert_eq!(&next.join().unwrap(), b"served");
 }
 
@@ -79,7 +69,7 @@ fn a_full_pool_refuses_rather_than_hangs_and_recovers() {
     let mut occupant = socks5_connect(proxy_addr, target);
 
     let mut refused = connect(proxy_addr);
-    assert_closed_not_hung(&mut refused);
+    assert_closed(&mut refused);
     assert_eq!(proxy.stats().refused, 1);
 
     t!(occupant.write_all(b"still served"));

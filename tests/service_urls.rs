@@ -7,8 +7,6 @@ use burrowd::wire::addr::Addr;
 use burrowd::wire::socks4;
 use common::*;
 use std::io::Write;
-use std::net::{Shutdown, TcpStream};
-use std::process::Command;
 
 #[test]
 fn socks_serves_socks4_and_socks5_does_not() {
@@ -18,18 +16,12 @@ fn socks_serves_socks4_and_socks5_does_not() {
     let mut client = connect(addrs[0]);
     let reply = socks4_request(&mut client, socks4::Command::Connect, Addr::Ip(target), b"");
     assert_eq!(reply.code, socks4::ReplyCode::Granted);
-    echo_once(client, b"socks4 via socks://");
+    assert_echoes(client, b"socks4 via socks://");
 
     let mut client = connect(addrs[1]);
     t!(client.write_all(&socks4_request_bytes(socks4::Command::Connect, Addr::Ip(target), b"")));
     assert_closed_without_reply(&mut client);
-    echo_once(socks5_connect(addrs[1], target), b"socks5 via socks5://");
-}
-
-fn echo_once(mut stream: TcpStream, payload: &[u8]) {
-    t!(stream.write_all(payload));
-    t!(stream.shutdown(Shutdown::Write));
-    assert_eq!(read_to_end(&mut stream), payload);
+    assert_echoes(socks5_connect(addrs[1], target), b"socks5 via socks5://");
 }
 
 #[test]
@@ -42,7 +34,7 @@ fn bad_urls_exit_2_with_one_line_naming_them() {
         (&["-F", "socks5://u:secret@127.0.0.1"], "-F socks5://u:***@127.0.0.1: missing :PORT"),
     ];
     for (args, want) in table {
-        let output = Command::new(env!("CARGO_BIN_EXE_burrowd")).args(*args).output().expect("run burrowd");
+        let output = run_burrowd(args);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");

@@ -16,16 +16,6 @@ fn users_proxy() -> (burrowd::Server, SocketAddr) {
     start(Config::socks_with_users("127.0.0.1:0".parse().unwrap(), &["alice:wonder land"]))
 }
 
-/// Asserts the server has closed: a read returns end of stream (or a reset).
-fn assert_closed(stream: &mut TcpStream) {
-    let mut byte = [0u8; 1];
-    match stream.read(&mut byte) {
-        Ok(0) => {}
-        Ok(_) => panic!("expected the connection closed, got data"),
-        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
-    }
-}
-
 #[test]
 fn connect_succeeds_and_reply_carries_the_outbound_address() {
     let (_proxy, proxy_addr) = proxy();
@@ -107,6 +97,27 @@ fn unknown_command_gets_code_7() {
     let (code, _) = read_socks5_reply(&mut client);
     assert_eq!(code, ReplyCode::COMMAND_NOT_SUPPORTED);
     assert_closed(&mut client);
+}
+
+#[test]
+fn a_client_dribbling_after_a_failure_reply_is_still_closed_within_10_seconds() {
+    let (proxy, proxy_addr) = proxy();
+    let mut client = connect(proxy_addr);
+    socks5_login(&mut client, None);
+    t!(client.write_all(&[5, 0x09, 0, 1, 127, 0, 0, 1, 0, 80]));
+    let (code, _) = read_socks5_reply(&mut client);
+    assert_eq!(code, ReplyCode::COMMAND_NOT_SUPPORTED);
+    // One byte every 100 ms keeps each of the server's reads short of its timeout; the
+    // server must still let go of the session (PROTOCOL.md: close within 10 s).
+    for _ in 0..100 {
+        if proxy.stats().active == 0 {
+            return;
+        }
+        // A write fails only once the server has closed the socket for good.
+        let _ = client.write_all(b"x");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the session was still open after 10 s of a byte every 100 ms");
 }
 
 #[test]

@@ -218,7 +218,9 @@ fn shutdown_ends_associations() {
     server.stop_accepting();
     let mut rest = Vec::new();
     t!(association.control.read_to_end(&mut rest));
+    assert!(rest.is_empty(), "nothing but a close after the reply");
     assert!(server.drain(TIMEOUT));
+    assert_port_closes(&association.socket, association.relay, &datagram(0, &ip_target(association.relay), b"?"));
 }
 
 #[test]

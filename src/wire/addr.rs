@@ -132,6 +132,15 @@ pub fn wanted_len(buf: &[u8]) -> Result<usize> {
     }
 }
 
+/// A domain name as a client sent it: UTF-8 with no control character. No resolvable name
+/// has one, and a newline in a name would let a client write lines of its own into the log.
+pub(super) fn domain_name(bytes: &[u8]) -> Result<&str> {
+    match std::str::from_utf8(bytes) {
+        Ok(name) if !name.is_empty() && !name.chars().any(char::is_control) => Ok(name),
+        _ => Err(Error::BadDomain),
+    }
+}
+
 /// Parses the address at the start of `buf`; returns it and how many bytes it took.
 pub fn parse(buf: &[u8]) -> Result<(Addr<'_>, usize)> {
     let len = wanted_len(buf)?;
@@ -148,10 +157,7 @@ pub fn parse(buf: &[u8]) -> Result<(Addr<'_>, usize)> {
             let octets: [u8; 16] = buf[1..17].try_into().expect("length checked");
             Addr::Ip(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(octets)), port))
         }
-        _ => {
-            let name = std::str::from_utf8(&buf[2..len - 2]).map_err(|_| Error::BadDomain)?;
-            Addr::Domain(name, port)
-        }
+        _ => Addr::Domain(domain_name(&buf[2..len - 2])?, port),
     };
     Ok((addr, len))
 }
@@ -197,6 +203,9 @@ mod tests {
         assert_eq!(parse(&[3]), Err(Error::Truncated));
         assert_eq!(parse(&[3, 0, 0, 80]), Err(Error::BadDomain));
         assert_eq!(parse(&[3, 2, 0xff, 0xfe, 0, 80]), Err(Error::BadDomain));
+        for control in [b'\n', b'\r', 0, 0x1b, 0x7f] {
+            assert_eq!(parse(&[3, 3, b'a', control, b'b', 0, 80]), Err(Error::BadDomain), "{control:#x}");
+        }
         assert_eq!(parse(&[2, 1, 2, 3, 4, 0, 80]), Err(Error::UnknownAddressType(2)));
     }
 }

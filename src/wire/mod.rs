@@ -32,7 +32,7 @@ pub enum Error {
     UnknownCommand(u8),
     /// An address type (ATYP) this protocol does not define.
     UnknownAddressType(u8),
-    /// A domain name of length zero, or one that is not valid UTF-8.
+    /// A domain name of length zero, not valid UTF-8, or holding a control character.
     BadDomain,
     /// A variable-length field longer than its bound (SOCKS4 USERID or host name).
     FieldTooLong,
@@ -47,7 +47,7 @@ impl fmt::Display for Error {
             Error::BadReserved(v) => write!(f, "reserved byte is {v:#04x}, not zero"),
             Error::UnknownCommand(c) => write!(f, "unknown command {c:#04x}"),
             Error::UnknownAddressType(a) => write!(f, "unknown address type {a:#04x}"),
-            Error::BadDomain => write!(f, "empty or non-UTF-8 domain name"),
+            Error::BadDomain => write!(f, "domain name empty, not UTF-8 or with a control character"),
             Error::FieldTooLong => write!(f, "field longer than allowed"),
         }
     }

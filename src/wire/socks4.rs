@@ -1,7 +1,7 @@
 //! SOCKS4 and its 4a extension: `VN=4 | CD | DSTPORT(2) | DSTIP(4) | USERID | NUL`,
 //! followed in 4a by `HOSTNAME | NUL` when DSTIP is 0.0.0.x with x != 0.
 
-use super::addr::Addr;
+use super::addr::{self, Addr};
 use super::{Error, Result, expect_len};
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -88,10 +88,7 @@ impl<'a> Request<'a> {
         let user_id = &buf[field::USERID..user_end - 1];
         let addr = if is_4a_marker(ip) {
             let host = &buf[user_end..buf.len() - 1];
-            match std::str::from_utf8(host) {
-                Ok(name) if !name.is_empty() => Addr::Domain(name, port),
-                _ => return Err(Error::BadDomain),
-            }
+            Addr::Domain(addr::domain_name(host)?, port)
         } else {
             Addr::Ip(SocketAddr::new(Ipv4Addr::from(ip).into(), port))
         };
@@ -213,6 +210,7 @@ mod tests {
         assert_eq!(Request::parse(&[5, 1, 0, 80, 1, 2, 3, 4, 0]), Err(Error::BadVersion(5)));
         assert_eq!(Request::parse(&[4, 3, 0, 80, 1, 2, 3, 4, 0]), Err(Error::UnknownCommand(3)));
         assert_eq!(Request::parse(&[4, 1, 0, 80, 0, 0, 0, 1, 0, 0]), Err(Error::BadDomain));
+        assert_eq!(Request::parse(&[4, 1, 0, 80, 0, 0, 0, 1, 0, b'a', b'\n', b'b', 0]), Err(Error::BadDomain));
         let long = [&[4, 1, 0, 80, 1, 2, 3, 4][..], &[b'x'; 300]].concat();
         assert_eq!(Request::wanted_len(&long), Err(Error::FieldTooLong));
     }

@@ -163,12 +163,31 @@ pub fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
     out
 }
 
+/// Sends `payload` and FIN through a tunnel to an echo server; asserts exactly the payload
+/// comes back, then the echo's FIN.
+pub fn assert_echoes(mut stream: TcpStream, payload: &[u8]) {
+    t!(stream.write_all(payload));
+    t!(stream.shutdown(Shutdown::Write));
+    assert_eq!(read_to_end(&mut stream), payload);
+}
+
 pub fn ip_target(addr: SocketAddr) -> TargetAddr {
     TargetAddr::Ip(addr)
 }
 
 pub fn domain_target(name: &str, port: u16) -> TargetAddr {
     Addr::Domain(name, port).to_owned()
+}
+
+/// The server has closed this client (FIN or reset) rather than leaving it hanging until
+/// the read timeout; any data it sent first must already have been read.
+pub fn assert_closed(stream: &mut TcpStream) {
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("expected the connection closed, got {other:?}"),
+    }
 }
 
 /// Asserts the server closed the connection cleanly (FIN, not a reset) without sending a
@@ -391,7 +410,9 @@ pub fn send_pseudo_random(stream: &mut TcpStream, seed: u64, len: usize) -> [u8;
 
 /// A UDP target that answers every datagram with `replies` datagrams, each the request
 /// followed by `#i`, sent back to the datagram's source. Returns its address and a
-/// channel of the source addresses it served, one per datagram.
+/// channel of the source addresses it served, one per datagram. Bound to a wildcard
+/// address (to hear a broadcast) it could hear other hosts too; it answers only
+/// loopback sources, so a test never sends anything off the machine.
 pub fn udp_multi_echo(bind: &str, replies: usize) -> (SocketAddr, Receiver<SocketAddr>) {
     let socket = t!(UdpSocket::bind(bind));
     let addr = t!(socket.local_addr());
@@ -399,6 +420,9 @@ pub fn udp_multi_echo(bind: &str, replies: usize) -> (SocketAddr, Receiver<Socke
     thread::spawn(move || {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         while let Ok((len, from)) = socket.recv_from(&mut buf) {
+            if !from.ip().to_canonical().is_loopback() {
+                continue;
+            }
             let _ = sources.send(from);
             for i in 0..replies {
                 let mut reply = buf[..len].to_vec();
@@ -408,4 +432,76 @@ pub fn udp_multi_echo(bind: &str, replies: usize) -> (SocketAddr, Receiver<Socke
         }
     });
     (addr, seen)
+}
+
+/// A fresh directory under the system temp dir, removed with everything in it when
+/// dropped, so a failing test leaves nothing behind either.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("burrowd-{name}-{}", std::process::id()));
+        t!(std::fs::create_dir_all(&path));
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the burrowd binary with `args` to its exit, for flags that must make it stop at
+/// once (help, version, a bad value). A regression that lets it start serving instead is
+/// killed after [`TIMEOUT`] and fails the test rather than hanging it.
+pub fn run_burrowd(args: &[&str]) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    let mut child = t!(Command::new(env!("CARGO_BIN_EXE_burrowd"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn());
+    let deadline = Instant::now() + TIMEOUT;
+    while t!(child.try_wait()).is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("burrowd {args:?} was still running after {TIMEOUT:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    t!(child.wait_with_output())
+}
+
+/// Runs `scripts/NAME` with the burrowd binary; it builds network namespaces of its own,
+/// names them `burrowd-TAG<its pid>...`, and prints `PASS: ...`, or `skipped: ...` where
+/// namespaces cannot be made. Asserts it passed and left no namespace behind; a skip
+/// passes, printing why.
+pub fn run_netns_script(name: &str, tag: &str) {
+    use std::process::{Command, Stdio};
+    let script = format!("{}/scripts/{name}", env!("CARGO_MANIFEST_DIR"));
+    let child = t!(Command::new("bash")
+        .arg(&script)
+        .arg(env!("CARGO_BIN_EXE_burrowd"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn());
+    let namespace = format!("burrowd-{tag}{}", child.id());
+    let output = t!(child.wait_with_output());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if let Some(reason) = stdout.lines().find(|line| line.starts_with("skipped:")) {
+        println!("{name} {reason}");
+        return;
+    }
+    assert!(output.status.success() && stdout.contains("PASS:"), "{name} failed:\n{stdout}\n{stderr}");
+    let namespaces = t!(Command::new("ip").args(["netns", "list"]).output());
+    let left = String::from_utf8_lossy(&namespaces.stdout);
+    assert!(!left.contains(&namespace), "{name} left namespaces behind: {left}");
 }
