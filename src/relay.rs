@@ -29,8 +29,14 @@ use std::time::{Duration, Instant};
 const RELAY_THREAD_STACK: usize = 64 * 1024;
 /// Bytes an idle direction reads into its stack while it waits; see `copy_until_end`.
 const PROBE_SIZE: usize = 512;
-/// Buffers (and pipes) kept for reuse; more than this many idle ones are freed.
-const SPARE_BUFFERS: usize = 16;
+/// Bytes of idle buffers (or pipe capacity) kept for reuse; beyond this they are freed,
+/// so a burst of transfers does not pin its peak memory for good.
+const SPARE_BYTES: usize = 4 * 1024 * 1024;
+
+/// How many idle buffers or pipes of `size` bytes to keep: at least one.
+fn spare_limit(size: usize) -> usize {
+    (SPARE_BYTES / size).max(1)
+}
 
 /// What the relay needs from the server: threads, buffers and the idle limit.
 pub struct Relayer {
@@ -84,10 +90,17 @@ impl Relayer {
             // A TCP session holds at most one relay thread and a UDP association two (one
             // per address family), and sessions are bounded, so this pool never has to queue.
             threads: WorkerPool::new("burrowd-relay", 2 * max_sessions, max_sessions, RELAY_THREAD_STACK),
-            buffers: BufferPool { size: buffer_size.max(1), spare: Mutex::new(Vec::new()) },
+            buffers: BufferPool {
+                size: buffer_size.max(1),
+                max_spare: spare_limit(buffer_size.max(1)),
+                spare: Mutex::new(Vec::new()),
+            },
             #[cfg(target_os = "linux")]
-            pipes: (mode == RelayMode::Splice)
-                .then(|| PipePool { size: buffer_size.max(1), spare: Mutex::new(Vec::new()) }),
+            pipes: (mode == RelayMode::Splice).then(|| PipePool {
+                size: buffer_size.max(1),
+                max_spare: spare_limit(buffer_size.max(1)),
+                spare: Mutex::new(Vec::new()),
+            }),
             idle_timeout,
         }
     }
@@ -228,6 +241,7 @@ fn copy_burst(
 #[cfg(target_os = "linux")]
 struct PipePool {
     size: usize,
+    max_spare: usize,
     spare: Mutex<Vec<crate::splice::Pipe>>,
 }
 
@@ -240,7 +254,7 @@ impl PipePool {
 
     fn give_empty(&self, pipe: crate::splice::Pipe) {
         let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
-        if spare.len() < SPARE_BUFFERS {
+        if spare.len() < self.max_spare {
             spare.push(pipe);
         }
     }
@@ -369,6 +383,7 @@ impl Activity {
 /// Relay buffers shared by all sessions, so only directions that are moving data hold one.
 struct BufferPool {
     size: usize,
+    max_spare: usize,
     spare: Mutex<Vec<Box<[u8]>>>,
 }
 
@@ -380,7 +395,7 @@ impl BufferPool {
 
     fn give(&self, buf: Box<[u8]>) {
         let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
-        if spare.len() < SPARE_BUFFERS {
+        if spare.len() < self.max_spare {
             spare.push(buf);
         }
     }
