@@ -41,6 +41,12 @@ pub struct Context {
 }
 
 impl Context {
+    /// The shared state for `config`, with the relay threads and buffers it asks for.
+    pub(crate) fn new(config: Config, stopping: Arc<AtomicBool>) -> Self {
+        let relayer = Arc::new(Relayer::new(config.max_clients, config.buffer_size, config.relay, config.idle_timeout));
+        Context { config, stats: Stats::default(), relayer, next_session: AtomicU64::new(1), stopping }
+    }
+
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
@@ -106,16 +112,9 @@ impl Server {
             let socket = socket.map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             bound.push((socket, spec.clone()));
         }
-        let relayer = Arc::new(Relayer::new(config.max_clients, config.buffer_size, config.relay, config.idle_timeout));
         let workers = Arc::new(WorkerPool::new("burrowd-worker", config.max_clients, config.queue, WORKER_STACK));
         let stopping = Arc::new(AtomicBool::new(false));
-        let ctx = Arc::new(Context {
-            config,
-            stats: Stats::default(),
-            relayer,
-            next_session: AtomicU64::new(1),
-            stopping: Arc::clone(&stopping),
-        });
+        let ctx = Arc::new(Context::new(config, Arc::clone(&stopping)));
         let mut addrs = Vec::new();
         let mut accept_threads = Vec::new();
         for (socket, spec) in bound {

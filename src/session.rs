@@ -81,10 +81,14 @@ impl fmt::Display for SessionLog {
     }
 }
 
-/// Runs one session, then writes its log line and counts it out.
+/// Runs one session, then writes its log line and counts it out. A panic while serving
+/// (a bug, never the peer's doing) still gets its line and is counted out; otherwise a
+/// drain would wait its whole timeout for a session that is gone.
 pub fn logged(ctx: &Context, id: u64, peer: SocketAddr, serve: impl FnOnce(&mut SessionLog)) {
     let mut log = SessionLog::new(id, peer);
-    serve(&mut log);
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(&mut log))).is_err() {
+        log.outcome = "internal error: the session panicked (a bug in burrowd)".into();
+    }
     log::info!("{log}");
     ctx.stats.session_ended(log.up, log.down);
 }
@@ -155,4 +159,23 @@ pub fn relay(ctx: &Arc<Context>, negotiation: Negotiation, other: TcpStream, log
     log.up = outcome.up;
     log.down = outcome.down;
     log.outcome = outcome.end.to_string();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::sync::atomic::AtomicBool;
+
+    #[test]
+    fn a_panicking_session_is_still_counted_out_so_a_drain_ends() {
+        let ctx = Context::new(Config::default(), Arc::new(AtomicBool::new(false)));
+        ctx.stats.session_queued();
+        logged(&ctx, 1, "127.0.0.1:5".parse().unwrap(), |log| {
+            log.up = 3;
+            panic!("a bug on purpose");
+        });
+        let stats = ctx.stats.snapshot();
+        assert_eq!((stats.active, stats.sessions, stats.bytes_up), (0, 1, 3));
+    }
 }
