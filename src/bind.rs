@@ -9,7 +9,7 @@ use crate::connect;
 use crate::message_io::Negotiation;
 use crate::reply::Failure;
 use crate::server::Context;
-use crate::session::{self, Replies, SessionLog};
+use crate::session::{Established, Replies, SessionLog};
 use crate::sockopt;
 use crate::wire::addr::TargetAddr;
 use std::io;
@@ -26,37 +26,44 @@ use std::time::{Duration, Instant};
 const FIRST_TICK: Duration = Duration::from_millis(1);
 const MAX_TICK: Duration = Duration::from_millis(20);
 
-/// Serves a BIND request whose DST names `named`, the peer expected to connect.
+/// Serves a BIND request whose DST names `named`, the peer expected to connect, up to the
+/// relay between the client and that peer.
 pub fn serve(
     ctx: &Arc<Context>,
     mut negotiation: Negotiation,
     named: &TargetAddr,
     log: &mut SessionLog,
     replies: &impl Replies,
-) {
+) -> Option<Established> {
     let bound = match Bound::open(negotiation.stream(), named) {
         Ok(bound) => bound,
-        Err(failure) => return replies.fail(negotiation, failure, log),
+        Err(failure) => {
+            replies.fail(negotiation, failure, log);
+            return None;
+        }
     };
     log.outbound_local = Some(bound.addr);
     if let Err(e) = replies.granted(&mut negotiation, bound.addr) {
         log.outcome = e.to_string();
-        return;
+        return None;
     }
     let peer = match bound.wait(negotiation.stream(), ctx.config.bind_timeout, &ctx.config.socket) {
         Ok(peer) => peer,
-        Err(WaitEnd::Failed(failure)) => return replies.fail(negotiation, failure, log),
+        Err(WaitEnd::Failed(failure)) => {
+            replies.fail(negotiation, failure, log);
+            return None;
+        }
         Err(WaitEnd::ClientGone(why)) => {
             log.outcome = why;
-            return;
+            return None;
         }
     };
     log.reached = Some(peer.addr);
     if let Err(e) = replies.granted(&mut negotiation, peer.addr) {
         log.outcome = e.to_string();
-        return;
+        return None;
     }
-    session::relay(ctx, negotiation, peer.stream, log);
+    Some(Established::new(negotiation, peer.stream))
 }
 
 /// A listening socket waiting for the one connection a BIND is for.

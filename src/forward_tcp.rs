@@ -4,22 +4,28 @@
 use crate::config::TcpForwardSpec;
 use crate::message_io::close_after_reply;
 use crate::server::Context;
-use crate::session::{self, SessionLog};
+use crate::session::{self, Established, SessionLog};
 use crate::sockopt;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
 /// Serves one accepted client of a `tcp://` service from start to close.
 pub fn serve(ctx: &Arc<Context>, spec: &TcpForwardSpec, id: u64, client: TcpStream, peer: SocketAddr) {
-    session::logged(ctx, id, peer, |log| forward(ctx, spec, client, log));
+    session::logged(ctx, id, peer, |log| {
+        if let Some(established) = connect(ctx, spec, client, log) {
+            session::relay(ctx, established, log);
+        }
+    });
 }
 
-fn forward(ctx: &Arc<Context>, spec: &TcpForwardSpec, client: TcpStream, log: &mut SessionLog) {
+/// Connects the client's target. Never inlined, for the reason given at [`session::relay`].
+#[inline(never)]
+fn connect(ctx: &Arc<Context>, spec: &TcpForwardSpec, client: TcpStream, log: &mut SessionLog) -> Option<Established> {
     log.command = Some("TCP-FORWARD".into());
     log.target = Some(spec.target.clone());
     if let Err(e) = sockopt::tune_stream(&client, &ctx.config.socket) {
         log.outcome = format!("cannot set socket options: {e}");
-        return;
+        return None;
     }
     let connected = match ctx.connect_target(&spec.target) {
         Ok(connected) => connected,
@@ -28,13 +34,10 @@ fn forward(ctx: &Arc<Context>, spec: &TcpForwardSpec, client: TcpStream, log: &m
             // A forwarder has no reply to send; the client learns from a clean close
             // (FIN, not a reset over whatever it already sent).
             close_after_reply(&client);
-            return;
+            return None;
         }
     };
     log.reached = Some(connected.peer);
     log.outbound_local = Some(connected.local);
-    let outcome = ctx.relayer.relay(client, connected.stream);
-    log.up = outcome.up;
-    log.down = outcome.down;
-    log.outcome = outcome.end.to_string();
+    Some(Established { client, target: connected.stream })
 }

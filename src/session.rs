@@ -93,21 +93,47 @@ pub fn logged(ctx: &Context, id: u64, peer: SocketAddr, serve: impl FnOnce(&mut 
     ctx.stats.session_ended(log.up, log.down);
 }
 
-/// Serves one accepted client of a SOCKS listener from start to close.
-pub fn serve_socks(ctx: &Arc<Context>, spec: &SocksSpec, id: u64, client: TcpStream, peer: SocketAddr) {
-    logged(ctx, id, peer, |log| run_socks(ctx, spec, client, log));
+/// Two connected sockets to relay between: what a successful CONNECT or BIND hands back.
+pub struct Established {
+    pub client: TcpStream,
+    pub target: TcpStream,
 }
 
-fn run_socks(ctx: &Arc<Context>, spec: &SocksSpec, client: TcpStream, log: &mut SessionLog) {
+impl Established {
+    /// Ends the negotiation: from here on the client's socket carries only relayed bytes.
+    pub fn new(negotiation: Negotiation, target: TcpStream) -> Self {
+        Established { client: negotiation.into_stream(), target }
+    }
+}
+
+/// Serves one accepted client of a SOCKS listener from start to close.
+pub fn serve_socks(ctx: &Arc<Context>, spec: &SocksSpec, id: u64, client: TcpStream, peer: SocketAddr) {
+    logged(ctx, id, peer, |log| {
+        if let Some(established) = negotiate_socks(ctx, spec, client, log) {
+            relay(ctx, established, log);
+        }
+    });
+}
+
+/// The whole SOCKS handshake, up to the relay. Never inlined: the relay must start after
+/// the handshake's frames have returned, so that a worker waiting in an idle session
+/// holds only the stack pages of a shallow call chain (see [`relay`]).
+#[inline(never)]
+fn negotiate_socks(
+    ctx: &Arc<Context>,
+    spec: &SocksSpec,
+    client: TcpStream,
+    log: &mut SessionLog,
+) -> Option<Established> {
     if let Err(e) = sockopt::tune_stream(&client, &ctx.config.socket) {
         log.outcome = format!("cannot set socket options: {e}");
-        return;
+        return None;
     }
     let mut negotiation = match Negotiation::new(client, ctx.config.handshake_timeout) {
         Ok(n) => n,
         Err(e) => {
             log.outcome = format!("cannot set handshake timeout: {e}");
-            return;
+            return None;
         }
     };
     match negotiation.peek_first_byte() {
@@ -118,8 +144,12 @@ fn run_socks(ctx: &Arc<Context>, spec: &SocksSpec, client: TcpStream, log: &mut 
             // No reply, since there is no protocol to word one in; a clean FIN still
             // tells the client more than a reset would.
             close_after_reply(negotiation.stream());
+            None
         }
-        Err(e) => log.outcome = e.to_string(),
+        Err(e) => {
+            log.outcome = e.to_string();
+            None
+        }
     }
 }
 
@@ -132,30 +162,37 @@ pub trait Replies {
     fn fail(&self, negotiation: Negotiation, failure: Failure, log: &mut SessionLog);
 }
 
-/// CONNECT: opens the outbound connection, replies with its local address, relays.
+/// CONNECT: opens the outbound connection and replies with its local address.
 pub fn serve_connect(
     ctx: &Arc<Context>,
     mut negotiation: Negotiation,
     target: &TargetAddr,
     log: &mut SessionLog,
     replies: &impl Replies,
-) {
+) -> Option<Established> {
     let connected = match ctx.connect_target(target) {
         Ok(connected) => connected,
-        Err(e) => return replies.fail(negotiation, e.into(), log),
+        Err(e) => {
+            replies.fail(negotiation, e.into(), log);
+            return None;
+        }
     };
     log.reached = Some(connected.peer);
     log.outbound_local = Some(connected.local);
     if let Err(e) = replies.granted(&mut negotiation, connected.local) {
         log.outcome = e.to_string();
-        return;
+        return None;
     }
-    relay(ctx, negotiation, connected.stream, log);
+    Some(Established::new(negotiation, connected.stream))
 }
 
-/// Ends the negotiation and relays between the client and `other` until both are done.
-pub fn relay(ctx: &Arc<Context>, negotiation: Negotiation, other: TcpStream, log: &mut SessionLog) {
-    let outcome = ctx.relayer.relay(negotiation.into_stream(), other);
+/// Relays an established session until both directions are done.
+///
+/// Called by the session's runner once its handshake has returned, never from inside
+/// the handshake: the worker then waits for data at a shallow depth, and an idle
+/// session keeps two stack pages of it resident rather than three.
+pub fn relay(ctx: &Arc<Context>, established: Established, log: &mut SessionLog) {
+    let outcome = ctx.relayer.relay(established.client, established.target);
     log.up = outcome.up;
     log.down = outcome.down;
     log.outcome = outcome.end.to_string();

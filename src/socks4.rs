@@ -8,7 +8,7 @@ use crate::config::{Socks4Policy, SocksSpec};
 use crate::message_io::{HandshakeError, Negotiation, close_after_reply};
 use crate::reply::{Failure, socks4_code};
 use crate::server::Context;
-use crate::session::{self, Replies, SessionLog};
+use crate::session::{self, Established, Replies, SessionLog};
 use crate::wire::addr::Addr;
 use crate::wire::socks4::{Command, MAX_FIELD_LEN, Reply, ReplyCode, Request};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -20,21 +20,29 @@ pub use crate::wire::socks4::VERSION;
 /// with its NUL.
 const REQUEST_BUF: usize = 8 + 2 * (MAX_FIELD_LEN + 1);
 
-/// Serves a client whose first byte was 4.
-pub fn serve(ctx: &Arc<Context>, spec: &SocksSpec, mut negotiation: Negotiation, log: &mut SessionLog) {
+/// Serves a client whose first byte was 4, up to the relay.
+pub fn serve(
+    ctx: &Arc<Context>,
+    spec: &SocksSpec,
+    mut negotiation: Negotiation,
+    log: &mut SessionLog,
+) -> Option<Established> {
     if spec.socks4 == Socks4Policy::Off {
         log.outcome = "SOCKS4 is turned off (--no-socks4), closed".into();
         close_after_reply(negotiation.stream());
-        return;
+        return None;
     }
     let mut buf = [0u8; REQUEST_BUF];
     let request =
         match negotiation.read_message(&mut buf, Request::wanted_len).and_then(|bytes| Ok(Request::parse(bytes)?)) {
             Ok(request) => request,
-            Err(HandshakeError::Malformed(e)) => return Socks4Replies.fail(negotiation, Failure::Malformed(e), log),
+            Err(HandshakeError::Malformed(e)) => {
+                Socks4Replies.fail(negotiation, Failure::Malformed(e), log);
+                return None;
+            }
             Err(e) => {
                 log.outcome = e.to_string();
-                return;
+                return None;
             }
         };
     let dialect = if matches!(request.addr, Addr::Domain(..)) { "SOCKS4a" } else { "SOCKS4" };
@@ -52,7 +60,8 @@ pub fn serve(ctx: &Arc<Context>, spec: &SocksSpec, mut negotiation: Negotiation,
 
     if spec.socks4 == Socks4Policy::Auto && !spec.users.is_empty() {
         let why = "SOCKS4 carries no password and this service has users (--socks4 allows it)";
-        return Socks4Replies.fail(negotiation, Failure::NotAllowed(why), log);
+        Socks4Replies.fail(negotiation, Failure::NotAllowed(why), log);
+        return None;
     }
     match request.command {
         Command::Connect => session::serve_connect(ctx, negotiation, &target, log, &Socks4Replies),

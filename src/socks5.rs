@@ -6,7 +6,7 @@ use crate::config::SocksSpec;
 use crate::message_io::{HandshakeError, Negotiation, close_after_reply};
 use crate::reply::{Failure, socks5_code};
 use crate::server::Context;
-use crate::session::{self, Replies, SessionLog};
+use crate::session::{self, Established, Replies, SessionLog};
 use crate::udp_relay::Association;
 use crate::wire::addr::{Addr, TargetAddr};
 use crate::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
@@ -16,14 +16,23 @@ use std::sync::Arc;
 
 pub use crate::wire::socks5::VERSION;
 
-/// Serves a client whose first byte was 5.
-pub fn serve(ctx: &Arc<Context>, spec: &SocksSpec, mut negotiation: Negotiation, log: &mut SessionLog) {
+/// Serves a client whose first byte was 5, up to the relay (CONNECT, BIND) or to the end
+/// of its association (UDP ASSOCIATE).
+pub fn serve(
+    ctx: &Arc<Context>,
+    spec: &SocksSpec,
+    mut negotiation: Negotiation,
+    log: &mut SessionLog,
+) -> Option<Established> {
     let (command, target) = match negotiate(spec, &mut negotiation, log) {
         Ok(request) => request,
-        Err(Rejected::Reply(failure)) => return fail(negotiation, failure, log),
+        Err(Rejected::Reply(failure)) => {
+            fail(negotiation, failure, log);
+            return None;
+        }
         Err(Rejected::Closed(why)) => {
             log.outcome = why;
-            return;
+            return None;
         }
     };
     log.command = Some(command.to_string());
@@ -31,7 +40,10 @@ pub fn serve(ctx: &Arc<Context>, spec: &SocksSpec, mut negotiation: Negotiation,
     match command {
         Command::Connect => session::serve_connect(ctx, negotiation, &target, log, &Socks5Replies),
         Command::Bind => bind::serve(ctx, negotiation, &target, log, &Socks5Replies),
-        Command::UdpAssociate => udp_associate(ctx, negotiation, &target, log),
+        Command::UdpAssociate => {
+            udp_associate(ctx, negotiation, &target, log);
+            None
+        }
     }
 }
 
