@@ -35,7 +35,7 @@ pub fn serve(
     log: &mut SessionLog,
     replies: &impl Replies,
 ) -> Option<Established> {
-    let bound = match Bound::open(negotiation.stream(), named) {
+    let bound = match Bound::open(negotiation.stream(), named, &ctx.config.socket) {
         Ok(bound) => bound,
         Err(failure) => {
             replies.fail(negotiation, failure, log);
@@ -97,14 +97,14 @@ impl Bound {
     /// principle; the one the client reached us on is an address the host certainly
     /// answers on, of the client's address family, and on one host or one network the one
     /// the peer can reach too. (0.0.0.0 would listen everywhere but cannot go in a reply.)
-    fn open(control: &TcpStream, named: &TargetAddr) -> Result<Bound, Failure> {
+    fn open(control: &TcpStream, named: &TargetAddr, opts: &SocketOptions) -> Result<Bound, Failure> {
         let expected = expected_peers(named)?;
         // The whole socket address, not just its IP: a link-local IPv6 address binds only
         // with the scope (interface) it came with.
         let mut local = control.local_addr().map_err(Failure::Local)?;
         local.set_ip(local.ip().to_canonical());
         local.set_port(0);
-        let listener = sockopt::listen(local).map_err(Failure::Local)?;
+        let listener = sockopt::listen(local, opts).map_err(Failure::Local)?;
         let addr = listener.local_addr().map_err(Failure::Local)?;
         Ok(Bound { listener, addr, expected })
     }
@@ -156,7 +156,7 @@ impl Bound {
             let _ = stream.shutdown(Shutdown::Both);
             return Err(WaitEnd::Failed(Failure::UnexpectedPeer(addr)));
         }
-        let setup = stream.set_nonblocking(false).and_then(|()| sockopt::tune_stream(&stream, opts));
+        let setup = stream.set_nonblocking(false).and_then(|()| sockopt::tune_accepted(&stream, opts));
         setup.map_err(|e| WaitEnd::Failed(Failure::Local(e)))?;
         Ok(Peer { stream, addr })
     }

@@ -23,7 +23,7 @@ pub fn serve(ctx: &Arc<Context>, spec: &TcpForwardSpec, id: u64, client: TcpStre
 fn connect(ctx: &Arc<Context>, spec: &TcpForwardSpec, client: TcpStream, log: &mut SessionLog) -> Option<Established> {
     log.command = Some("TCP-FORWARD".into());
     log.target = Some(spec.target.clone());
-    if let Err(e) = sockopt::tune_stream(&client, &ctx.config.socket) {
+    if let Err(e) = sockopt::tune_accepted(&client, &ctx.config.socket) {
         log.outcome = format!("cannot set socket options: {e}");
         return None;
     }

@@ -125,7 +125,7 @@ fn negotiate_socks(
     client: TcpStream,
     log: &mut SessionLog,
 ) -> Option<Established> {
-    if let Err(e) = sockopt::tune_stream(&client, &ctx.config.socket) {
+    if let Err(e) = sockopt::tune_accepted(&client, &ctx.config.socket) {
         log.outcome = format!("cannot set socket options: {e}");
         return None;
     }
