@@ -5,8 +5,8 @@
 //! copy threads. The wire formats live in [`wire`] as pure parse/emit code; everything
 //! that touches a socket lives beside it.
 
-// Unsafe code is refused everywhere; the one module that needs a system call with no
-// safe wrapper opts out explicitly.
+// Unsafe code is refused everywhere; the modules that need a system call with no safe
+// wrapper (splice, stack) opt out explicitly.
 #![deny(unsafe_code)]
 
 pub mod auth;
@@ -29,6 +29,7 @@ pub mod socks4;
 pub mod socks5;
 #[cfg(target_os = "linux")]
 pub mod splice;
+pub mod stack;
 pub mod stats;
 pub mod udp_relay;
 pub mod wire;

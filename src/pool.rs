@@ -107,6 +107,7 @@ impl Shared {
     }
 
     fn work(&self) {
+        crate::stack::remember_this_thread();
         while let Ok(job) = self.jobs.recv() {
             {
                 let mut counts = self.lock();

@@ -192,6 +192,9 @@ pub fn serve_connect(
 /// the handshake: the worker then waits for data at a shallow depth, and an idle
 /// session keeps two stack pages of it resident rather than three.
 pub fn relay(ctx: &Arc<Context>, established: Established, log: &mut SessionLog) {
+    // And pages the handshake (or an earlier session on this worker) took below here go
+    // back before the wait, which may last hours.
+    crate::stack::release_unused();
     let outcome = ctx.relayer.relay(established.client, established.target);
     log.up = outcome.up;
     log.down = outcome.down;

@@ -1,0 +1,151 @@
+//! Handing back the stack pages a pooled worker touched but no longer uses.
+//!
+//! Touched stack pages stay resident for the thread's life, and pool threads live long: a
+//! worker that once went deep (a name lookup in glibc takes pages of stack; so does
+//! writing a log line) would carry those pages into every idle session it later relays.
+//! Before a worker parks in a relay, [`release_unused`] gives back every page below the
+//! current frame with madvise(MADV_DONTNEED), as glibc does for the stack of a thread
+//! that exits. A page needed again comes back as a fresh zeroed page on first touch.
+//!
+//! Only threads that called [`remember_this_thread`] (the pools' threads) release
+//! anything; elsewhere (the main thread, whose stack grows on demand, or other systems)
+//! both are no-ops.
+#![allow(unsafe_code)] // pthread_getattr_np and madvise have no safe wrapper
+
+#[cfg(target_os = "linux")]
+mod imp {
+    use std::cell::Cell;
+    use std::ptr;
+
+    /// Bytes kept below the caller's frame for the frames of the madvise call itself,
+    /// more than the 128-byte red zone a leaf function may use below its stack pointer.
+    const CALL_ROOM: usize = 512;
+
+    thread_local! {
+        /// The lowest usable address of this thread's stack; 0 when not known.
+        static STACK_BOTTOM: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub fn remember_this_thread() {
+        STACK_BOTTOM.with(|bottom| bottom.set(stack_bottom().unwrap_or(0)));
+    }
+
+    fn stack_bottom() -> Option<usize> {
+        // SAFETY: pthread_attr_t is plain data that pthread_getattr_np fills in; it is
+        // destroyed exactly once, after pthread_attr_getstack wrote into two locals.
+        unsafe {
+            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+            if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+                return None;
+            }
+            let (mut addr, mut size) = (ptr::null_mut(), 0);
+            let got = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+            libc::pthread_attr_destroy(&mut attr);
+            (got == 0 && !addr.is_null()).then_some(addr as usize)
+        }
+    }
+
+    #[inline(never)]
+    pub fn release_unused() {
+        let bottom = STACK_BOTTOM.with(Cell::get);
+        if bottom == 0 {
+            return;
+        }
+        let here = 0u8;
+        let frame = std::hint::black_box(ptr::addr_of!(here)) as usize;
+        // SAFETY: sysconf only reads a constant.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let end = frame.saturating_sub(CALL_ROOM) & !(page - 1);
+        if end <= bottom {
+            return;
+        }
+        // SAFETY: [bottom, end) lies inside this thread's own stack mapping and wholly
+        // below the live frames (the caller's and this one's, with room for the call):
+        // no object lives there, so its contents may be discarded. The stack mapping is
+        // private and anonymous, so the pages read as zeros if touched again.
+        unsafe {
+            libc::madvise(bottom as *mut libc::c_void, end - bottom, libc::MADV_DONTNEED);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod imp {
+    pub fn remember_this_thread() {}
+    pub fn release_unused() {}
+}
+
+/// Records the current thread's stack bounds, once, so that [`release_unused`] may
+/// work on this thread. Pool threads call it when they start.
+pub fn remember_this_thread() {
+    imp::remember_this_thread()
+}
+
+/// Gives back the resident stack pages below the caller's frame.
+pub fn release_unused() {
+    imp::release_unused()
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// Resident pages of the calling thread's stack, from /proc/self/smaps.
+    fn resident_stack_kib() -> usize {
+        let here = 0u8;
+        let at = std::hint::black_box(std::ptr::addr_of!(here)) as usize;
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            // A mapping's first line starts with its address range: "lo-hi perms ...".
+            let range = line.split_once(' ').and_then(|(range, _)| range.split_once('-'));
+            if let Some((Ok(lo), Ok(hi))) =
+                range.map(|(lo, hi)| (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16)))
+            {
+                inside = (lo..hi).contains(&at);
+            } else if let Some(kib) = line.strip_prefix("Rss:").filter(|_| inside) {
+                return kib.trim().trim_end_matches("kB").trim().parse().unwrap();
+            }
+        }
+        panic!("no mapping holds the stack");
+    }
+
+    #[inline(never)]
+    fn go_deep() -> u8 {
+        let mut deep = [1u8; 64 * 1024];
+        std::hint::black_box(&mut deep);
+        deep[deep.len() - 1]
+    }
+
+    #[test]
+    fn pages_touched_deep_below_are_given_back() {
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(|| {
+                remember_this_thread();
+                go_deep();
+                let deep = resident_stack_kib();
+                release_unused();
+                let released = resident_stack_kib();
+                assert!(deep >= 64, "the deep call touched {deep} KiB");
+                assert!(released <= 16, "{released} KiB still resident after release ({deep} KiB before)");
+                // The stack still works, below where it was released too.
+                assert_eq!(go_deep(), 1);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn threads_that_did_not_remember_keep_their_pages() {
+        std::thread::spawn(|| {
+            go_deep();
+            let deep = resident_stack_kib();
+            release_unused();
+            assert_eq!(resident_stack_kib(), deep);
+        })
+        .join()
+        .unwrap();
+    }
+}
