@@ -105,27 +105,40 @@ impl Batch {
     ) {
         let slot_len = self.slot_len();
         let mut rest = out;
+        // How many datagrams at the head of `rest` go out one by one: those of a group the
+        // system refused to send as one.
+        let mut ungrouped = 0;
         while !rest.is_empty() {
             let batch = &rest[..rest.len().min(MAX_SLOTS)];
-            match sys::send(socket, &self.slots, slot_len, batch, &mut self.sys) {
+            match sys::send(socket, &self.slots, slot_len, batch, ungrouped, &mut self.sys) {
                 Ok(sent) => {
                     batch[..sent].iter().for_each(|datagram| done(datagram, Ok(())));
                     rest = &rest[sent..];
+                    ungrouped = ungrouped.saturating_sub(sent);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
+                Err(Refused { error, .. }) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(Refused { datagrams: 1, error }) => {
                     // The error is the first unsent datagram's: it alone is lost.
-                    done(&rest[0], Err(e));
+                    done(&rest[0], Err(error));
                     rest = &rest[1..];
+                    ungrouped = ungrouped.saturating_sub(1);
                 }
+                // Sent again one by one, each gets its own verdict.
+                Err(Refused { datagrams, .. }) => ungrouped = datagrams,
             }
         }
     }
 }
 
+/// The first message of a send failed; it held `datagrams` datagrams.
+struct Refused {
+    datagrams: usize,
+    error: io::Error,
+}
+
 #[cfg(target_os = "linux")]
 mod sys {
-    use super::{MAX_SLOTS, Outgoing};
+    use super::{MAX_SLOTS, Outgoing, Refused};
     use socket2::{SockAddr, SockAddrStorage};
     use std::io;
     use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -136,6 +149,46 @@ mod sys {
     pub struct Scratch {
         sources: Vec<SockAddrStorage>,
         destinations: Vec<Option<SockAddr>>,
+        /// Datagrams this long or longer are never grouped: the system refused such a
+        /// group (a path with a smaller MTU). Zero means unknown.
+        refused_size: usize,
+        /// The system cannot segment at all (an old kernel, a device without checksum
+        /// offload).
+        no_segmentation: bool,
+    }
+
+    impl Scratch {
+        /// How many datagrams from `out[first]` on can go as one segmented message.
+        fn group_len<T>(&self, out: &[Outgoing<T>], first: usize) -> usize {
+            let size = out[first].range.len();
+            if self.no_segmentation || size == 0 || (self.refused_size != 0 && size >= self.refused_size) {
+                return 1;
+            }
+            let (mut count, mut bytes) = (1, size);
+            for next in &out[first + 1..] {
+                let len = next.range.len();
+                if next.to != out[first].to || len > size || count == MAX_SEGMENTS || bytes + len > MAX_GROUP_BYTES {
+                    break;
+                }
+                count += 1;
+                bytes += len;
+                if len < size {
+                    break; // only the last segment may be shorter
+                }
+            }
+            count
+        }
+
+        /// Remembers why a segmented message was refused, so the next ones are not tried.
+        fn learn(&mut self, size: usize, error: &io::Error) {
+            match error.raw_os_error() {
+                Some(libc::EINVAL | libc::EMSGSIZE) => {
+                    self.refused_size = if self.refused_size == 0 { size } else { self.refused_size.min(size) };
+                }
+                Some(libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP) => self.no_segmentation = true,
+                _ => {}
+            }
+        }
     }
 
     /// One recvmmsg(2) into up to `MAX_SLOTS` slots of `slots`, each datagram at `front`.
@@ -195,44 +248,101 @@ mod sys {
     }
 
     /// One sendmmsg(2) of `out` (at most `MAX_SLOTS`); returns how many of the first went
-    /// out, or the error of the very first.
+    /// out. Each run of datagrams to one destination, of one length (the last may be
+    /// shorter), goes as one message with UDP generic segmentation offload, so the stack
+    /// routes and passes down one packet for the lot and splits it at the end; the first
+    /// `ungrouped` go one message each.
     pub fn send<T>(
         socket: &UdpSocket,
         slots: &[u8],
         slot_len: usize,
         out: &[Outgoing<T>],
+        ungrouped: usize,
         scratch: &mut Scratch,
-    ) -> io::Result<usize> {
+    ) -> Result<usize, Refused> {
         scratch.destinations.clear();
         scratch.destinations.extend(out.iter().map(|datagram| datagram.to.map(SockAddr::from)));
-        // SAFETY: as in `recv`.
-        let (mut iovecs, mut headers): ([libc::iovec; MAX_SLOTS], [libc::mmsghdr; MAX_SLOTS]) =
-            unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        // SAFETY: iovec, mmsghdr and cmsghdr are plain C structs for which all zeros (null
+        // pointers, zero lengths) is a valid value.
+        let (mut iovecs, mut headers, mut controls): (
+            [libc::iovec; MAX_SLOTS],
+            [libc::mmsghdr; MAX_SLOTS],
+            [SegmentControl; MAX_SLOTS],
+        ) = unsafe { (std::mem::zeroed(), std::mem::zeroed(), std::mem::zeroed()) };
         for (i, datagram) in out.iter().enumerate() {
             let bytes = &slots[datagram.slot * slot_len..][datagram.range.clone()];
             // sendmmsg only reads through iov_base; the pointer is mut by C's signature.
             iovecs[i] = libc::iovec { iov_base: bytes.as_ptr().cast_mut().cast(), iov_len: bytes.len() };
         }
         let iovecs = iovecs.as_mut_ptr();
-        for (i, (header, to)) in headers.iter_mut().zip(&scratch.destinations).enumerate() {
-            header.msg_hdr.msg_iov = iovecs.wrapping_add(i);
-            header.msg_hdr.msg_iovlen = 1;
-            if let Some(to) = to {
-                header.msg_hdr.msg_name = to.as_ptr().cast_mut().cast();
-                header.msg_hdr.msg_namelen = to.len();
+        // Datagrams per message, in order.
+        let mut sizes = [0usize; MAX_SLOTS];
+        let (mut messages, mut first) = (0, 0);
+        while first < out.len() {
+            let count = if first < ungrouped { 1 } else { scratch.group_len(out, first) };
+            let header = &mut headers[messages].msg_hdr;
+            header.msg_iov = iovecs.wrapping_add(first);
+            header.msg_iovlen = count as _;
+            if let Some(to) = &scratch.destinations[first] {
+                header.msg_name = to.as_ptr().cast_mut().cast();
+                header.msg_namelen = to.len();
             }
+            if count > 1 {
+                let control = &mut controls[messages];
+                control.set(out[first].range.len() as u16);
+                header.msg_control = (control as *mut SegmentControl).cast();
+                header.msg_controllen = size_of::<SegmentControl>() as _;
+            }
+            sizes[messages] = count;
+            messages += 1;
+            first += count;
         }
-        // SAFETY: the first `out.len()` headers point at live memory that outlives the
-        // call: one iovec each over bytes of `slots`, which the kernel only reads, and a
-        // destination address of msg_namelen bytes or none (a connected socket).
-        let sent = unsafe { libc::sendmmsg(socket.as_raw_fd(), headers.as_mut_ptr(), out.len() as libc::c_uint, 0) };
-        if sent < 0 { Err(io::Error::last_os_error()) } else { Ok(sent as usize) }
+        // SAFETY: the first `messages` headers point at live memory that outlives the
+        // call: msg_iovlen iovecs each over bytes of `slots`, which the kernel only reads;
+        // a destination address of msg_namelen bytes or none (a connected socket); a
+        // control message of msg_controllen bytes or none.
+        let sent = unsafe { libc::sendmmsg(socket.as_raw_fd(), headers.as_mut_ptr(), messages as libc::c_uint, 0) };
+        if sent < 0 {
+            let error = io::Error::last_os_error();
+            if sizes[0] > 1 {
+                scratch.learn(out[0].range.len(), &error);
+            }
+            return Err(Refused { datagrams: sizes[0], error });
+        }
+        Ok(sizes[..sent as usize].iter().sum())
+    }
+
+    /// A UDP_SEGMENT control message: its header, then the segment size, padded to
+    /// CMSG_SPACE(2).
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct SegmentControl {
+        header: libc::cmsghdr,
+        segment_size: u16,
+        padding: [u8; 6],
+    }
+
+    /// UDP_SEGMENT from linux/udp.h (libc does not define it).
+    const UDP_SEGMENT: libc::c_int = 103;
+    /// The most segments Linux takes in one message (UDP_MAX_SEGMENTS before 6.2; 128 since).
+    const MAX_SEGMENTS: usize = 64;
+    /// The most payload one message may carry, with room for any IPv4 or IPv6 header.
+    const MAX_GROUP_BYTES: usize = 65_000;
+
+    impl SegmentControl {
+        fn set(&mut self, segment_size: u16) {
+            // cmsg_len is CMSG_LEN(2): the header and the data, without the padding.
+            self.header.cmsg_len = (size_of::<libc::cmsghdr>() + size_of::<u16>()) as _;
+            self.header.cmsg_level = libc::SOL_UDP;
+            self.header.cmsg_type = UDP_SEGMENT;
+            self.segment_size = segment_size;
+        }
     }
 }
 
 #[cfg(not(target_os = "linux"))]
 mod sys {
-    use super::Outgoing;
+    use super::{Outgoing, Refused};
     use std::io;
     use std::net::{SocketAddr, UdpSocket};
 
@@ -258,15 +368,16 @@ mod sys {
         slots: &[u8],
         slot_len: usize,
         out: &[Outgoing<T>],
+        _ungrouped: usize,
         _: &mut Scratch,
-    ) -> io::Result<usize> {
+    ) -> Result<usize, Refused> {
         let datagram = &out[0];
         let bytes = &slots[datagram.slot * slot_len..][datagram.range.clone()];
-        match datagram.to {
-            Some(to) => socket.send_to(bytes, to)?,
-            None => socket.send(bytes)?,
+        let sent = match datagram.to {
+            Some(to) => socket.send_to(bytes, to),
+            None => socket.send(bytes),
         };
-        Ok(1)
+        sent.map(|_| 1).map_err(|error| Refused { datagrams: 1, error })
     }
 }
 
