@@ -178,7 +178,7 @@ mod sys {
         destinations: Vec<Option<SockAddr>>,
         /// Datagrams this long or longer are never grouped: the system refused such a
         /// group (a path with a smaller MTU). Zero means unknown.
-        refused_size: usize,
+        pub(super) refused_size: usize,
         /// The system cannot segment at all (an old kernel, a device without checksum
         /// offload).
         no_segmentation: bool,
@@ -524,5 +524,75 @@ mod tests {
         let mut buf = [0u8; 8];
         let (len, from) = peer.recv_from(&mut buf).unwrap();
         assert_eq!((&buf[..len], from), (&b"ping"[..], socket.local_addr().unwrap()));
+    }
+
+    /// `count` datagrams of `size` bytes (the last `last` bytes) in one received slot's
+    /// worth of bytes, all to `to`.
+    fn same_size_run(
+        batch: &mut Batch,
+        socket: &UdpSocket,
+        to: SocketAddr,
+        count: usize,
+        size: usize,
+        last: usize,
+    ) -> Vec<Outgoing<usize>> {
+        let sender = bound();
+        let bytes: Vec<u8> = (0..size).map(|j| j as u8).collect();
+        sender.send_to(&bytes, socket.local_addr().unwrap()).unwrap();
+        assert_eq!(batch.recv(socket).unwrap(), 1);
+        (0..count)
+            .map(|i| {
+                let len = if i + 1 == count { last } else { size };
+                Outgoing { slot: 0, range: 0..len, to: Some(to), note: i }
+            })
+            .collect()
+    }
+
+    /// Receives `count` datagrams on `receiver` and checks their lengths.
+    fn assert_received(receiver: &UdpSocket, lengths: impl Iterator<Item = usize>) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        for (i, expected) in lengths.enumerate() {
+            let (len, _) = receiver.recv_from(&mut buf).unwrap();
+            assert_eq!(len, expected, "datagram {i}");
+            assert!(buf[..len].iter().enumerate().all(|(j, &b)| b == j as u8), "datagram {i} intact");
+        }
+    }
+
+    #[test]
+    fn same_size_datagrams_to_one_destination_arrive_one_by_one() {
+        let (socket, receiver) = (bound(), bound());
+        let mut batch = Batch::new(0);
+        let out = same_size_run(&mut batch, &socket, receiver.local_addr().unwrap(), 30, 100, 40);
+        let mut sent = Vec::new();
+        batch.send(&socket, &out, |datagram, result| sent.push((datagram.note, result.is_ok())));
+        assert_eq!(sent, (0..30).map(|i| (i, true)).collect::<Vec<_>>());
+        assert_received(&receiver, (0..30).map(|i| if i == 29 { 40 } else { 100 }));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_group_the_system_will_not_segment_goes_one_by_one() {
+        use std::os::fd::AsRawFd;
+        let (socket, receiver) = (bound(), bound());
+        // Without UDP checksums (SO_NO_CHECK) Linux refuses segmentation with EINVAL.
+        let on: libc::c_int = 1;
+        // SAFETY: SO_NO_CHECK takes an int; the pointer and length describe `on`.
+        let set = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                (&on as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0, "{}", io::Error::last_os_error());
+        let mut batch = Batch::new(0);
+        let out = same_size_run(&mut batch, &socket, receiver.local_addr().unwrap(), 5, 300, 300);
+        let mut sent = Vec::new();
+        batch.send(&socket, &out, |datagram, result| sent.push((datagram.note, result.is_ok())));
+        assert_eq!(sent, [(0, true), (1, true), (2, true), (3, true), (4, true)]);
+        assert_received(&receiver, [300; 5].into_iter());
+        assert_eq!(batch.sys.refused_size, 300, "datagrams this long are no longer grouped");
     }
 }
