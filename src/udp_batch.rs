@@ -376,7 +376,7 @@ mod sys {
     use std::net::{SocketAddr, UdpSocket};
 
     #[derive(Default)]
-    pub struct Scratch;
+    pub struct Scratch {}
 
     /// One `recv_from` into the first slot; it always waits (no looks without waiting here).
     pub fn recv(
