@@ -1,6 +1,7 @@
 //! Many UDP datagrams per system call: on Linux, recvmmsg(2) takes every datagram that
 //! has queued up on a socket (up to a batch) in one call and sendmmsg(2) sends a batch in
-//! another, where a relay would otherwise make two calls per datagram. Elsewhere a batch
+//! another, where a relay would otherwise make two calls per datagram; a run of same-size
+//! datagrams to one address goes down the stack as one UDP GSO message. Elsewhere a batch
 //! holds one datagram and std's `recv_from`/`send_to` move it.
 //!
 //! Besides `splice`, the only module allowed unsafe code: the two system calls have no
