@@ -20,6 +20,7 @@ use crate::relay::Activity;
 use crate::server::{Context, FoldedWarning};
 use crate::session::{self, SessionLog};
 use crate::sockopt;
+use crate::udp_batch::{Batch, Outgoing};
 use crate::wire::addr::TargetAddr;
 use crate::wire::udp::{Header, MAX_HEADER_LEN};
 use std::collections::HashMap;
@@ -33,9 +34,6 @@ use std::time::Duration;
 /// How often blocked receives wake to check the stop flag, session expiry and upstream
 /// control connections.
 const TICK: Duration = Duration::from_millis(200);
-/// The largest UDP payload; buffers are this plus room for a UDP ASSOCIATE header in front.
-const MAX_PAYLOAD: usize = 65_535;
-const BUF_LEN: usize = MAX_HEADER_LEN + MAX_PAYLOAD;
 /// Datagrams held for a session while its outbound socket is being opened; more are dropped.
 const MAX_PENDING: usize = 16;
 /// Once the server stops, a session ends after this long without traffic (or its ttl, if
@@ -92,7 +90,7 @@ impl Service {
     fn receive(self: Arc<Self>, workers: &Arc<WorkerPool>) {
         // Payloads land after room for a header, so an upstream header goes in front
         // without copying.
-        let mut buf = vec![0u8; BUF_LEN];
+        let mut batch = Batch::new(MAX_HEADER_LEN);
         let mut errors = FoldedWarning::default();
         let mut refusals = FoldedWarning::default();
         loop {
@@ -100,8 +98,14 @@ impl Service {
             if stop && self.sessions().is_empty() {
                 return;
             }
-            match self.socket.recv_from(&mut buf[MAX_HEADER_LEN..]) {
-                Ok((len, client)) => self.from_client(client, &mut buf, len, stop, workers, &mut refusals),
+            match batch.recv(&self.socket) {
+                Ok(count) => {
+                    for i in 0..count {
+                        let (datagram, client) = batch.datagram(i);
+                        let len = datagram.len();
+                        self.from_client(client, batch.slot_mut(i), len, stop, workers, &mut refusals);
+                    }
+                }
                 Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     errors.warn(|count| format!("udp receive on {}: {e} ({count} times)", self.spec.addr));
@@ -212,19 +216,31 @@ impl Service {
         if let Err(e) = path.set_read_timeout(self.spec.ttl.min(TICK)) {
             return format!("cannot set read timeout: {e}");
         }
-        let mut buf = vec![0u8; BUF_LEN];
-        session.ready(&path, &mut buf);
+        let mut batch = Batch::new(MAX_HEADER_LEN);
+        session.ready(&path, batch.slot_mut(0));
+        let mut out = Vec::new();
         loop {
-            match path.recv(&mut buf) {
-                Ok(Some(payload)) => match self.socket.send_to(&buf[payload.clone()], session.client) {
-                    Ok(_) => {
-                        session.touch();
-                        log.down += payload.len() as u64;
-                        *down_datagrams += 1;
+            match batch.recv(path.socket()) {
+                Ok(count) => {
+                    for i in 0..count {
+                        match path.payload(batch.datagram(i).0) {
+                            Some(payload) => {
+                                let range = MAX_HEADER_LEN + payload.start..MAX_HEADER_LEN + payload.end;
+                                out.push(Outgoing { slot: i, range, to: Some(session.client), note: () });
+                            }
+                            None => session.count_drop(),
+                        }
                     }
-                    Err(_) => session.count_drop(),
-                },
-                Ok(None) => session.count_drop(),
+                    batch.send(&self.socket, &out, |reply, sent| match sent {
+                        Ok(()) => {
+                            session.touch();
+                            log.down += reply.range.len() as u64;
+                            *down_datagrams += 1;
+                        }
+                        Err(_) => session.count_drop(),
+                    });
+                    out.clear();
+                }
                 Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {
                     if path.upstream_closed() {
                         return "upstream closed the UDP association".into();
@@ -348,18 +364,15 @@ impl Path {
         }
     }
 
-    /// Receives one reply into `buf`; returns where its payload is, or `None` for a
-    /// datagram to drop (a malformed or fragmented one from the upstream relay).
-    fn recv(&self, buf: &mut [u8]) -> io::Result<Option<Range<usize>>> {
+    /// Where the payload of a reply is in `datagram`, or `None` for a datagram to drop (a
+    /// malformed or fragmented one from the upstream relay).
+    fn payload(&self, datagram: &[u8]) -> Option<Range<usize>> {
         match self {
-            Path::Direct { socket, .. } => socket.recv_from(buf).map(|(len, _)| Some(0..len)),
-            Path::Upstream { udp, .. } => {
-                let len = udp.socket.recv(buf)?;
-                Ok(match Header::parse(&buf[..len]) {
-                    Ok((header, at)) if header.frag == 0 => Some(at..len),
-                    _ => None,
-                })
-            }
+            Path::Direct { .. } => Some(0..datagram.len()),
+            Path::Upstream { .. } => match Header::parse(datagram) {
+                Ok((header, at)) if header.frag == 0 => Some(at..datagram.len()),
+                _ => None,
+            },
         }
     }
 

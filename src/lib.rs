@@ -5,8 +5,8 @@
 //! copy threads. The wire formats live in [`wire`] as pure parse/emit code; everything
 //! that touches a socket lives beside it.
 
-// Unsafe code is refused everywhere; the modules that need a system call with no safe
-// wrapper (splice, stack) opt out explicitly.
+// Unsafe code is refused everywhere; the modules that need system calls with no safe
+// wrapper (splice, stack, udp_batch) opt out explicitly.
 #![deny(unsafe_code)]
 
 pub mod auth;
@@ -31,6 +31,7 @@ pub mod socks5;
 pub mod splice;
 pub mod stack;
 pub mod stats;
+pub mod udp_batch;
 pub mod udp_relay;
 pub mod wire;
 

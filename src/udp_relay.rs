@@ -11,8 +11,10 @@
 //! connection; each outbound socket gets a thread from the relay pool that reads replies
 //! (target → client). Every read has a short timeout, so all threads notice within a tick
 //! when the control connection closes, the association sits idle too long, or the server
-//! shuts down. Each thread owns one datagram buffer for the association's whole life, so
-//! relaying a datagram allocates nothing.
+//! shuts down. Each thread moves datagrams in batches (`udp_batch`: on Linux, one system
+//! call receives every datagram already queued, another sends them all on) and owns its
+//! batch's buffer, so relaying allocates nothing while traffic flows; an idle thread's
+//! buffer shrinks back to one datagram's worth.
 //!
 //! With one upstream hop (`-F`), the association holds a UDP association of its own with
 //! that hop instead of outbound sockets: datagrams go to the hop's relay as they came,
@@ -27,6 +29,7 @@ use crate::relay::Activity;
 use crate::server::Context;
 use crate::sockopt;
 use crate::stats::human_bytes;
+use crate::udp_batch::{Batch, Outgoing};
 use crate::wire::addr::{Addr, TargetAddr};
 use crate::wire::udp::{Header, MAX_IP_HEADER_LEN};
 use crossbeam_channel::{Receiver, Sender};
@@ -40,8 +43,6 @@ use std::time::{Duration, Instant};
 /// How often each thread of an association looks up from its socket to see whether the
 /// association is over; it bounds how long teardown takes.
 const TICK: Duration = Duration::from_millis(200);
-/// The largest datagram IPv4 or IPv6 can deliver.
-const MAX_DATAGRAM: usize = 65_535;
 /// Domain names an association remembers, and for how long: enough for a client talking
 /// to a few servers by name without a lookup per datagram, short enough to follow DNS.
 const NAME_CACHE_SIZE: usize = 16;
@@ -248,6 +249,14 @@ fn open_outbound(ipv6: bool, opts: &UdpOptions) -> io::Result<UdpSocket> {
     Ok(socket)
 }
 
+/// Which socket a datagram from the client leaves by.
+#[derive(Clone, Copy)]
+enum Route {
+    Ipv4,
+    Ipv6,
+    Upstream,
+}
+
 /// What the threads of one association share.
 struct Shared {
     stop: AtomicBool,
@@ -281,11 +290,21 @@ impl ClientSide {
         if let Err(e) = control.set_nonblocking(true) {
             return UdpEnd::ControlFailed(e);
         }
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut batch = Batch::new(0);
+        // What a batch sends, by socket: IPv4 outbound, IPv6 outbound, the upstream hop.
+        let mut out: [Vec<Outgoing<usize>>; 3] = Default::default();
         let mut next_check = Instant::now() + TICK;
         loop {
-            match self.relay.recv_from(&mut buf) {
-                Ok((len, from)) => self.forward(&buf[..len], from),
+            match batch.recv(&self.relay) {
+                Ok(count) => {
+                    for i in 0..count {
+                        let (datagram, from) = batch.datagram(i);
+                        if let Some((route, outgoing)) = self.forward(i, datagram, from) {
+                            out[route as usize].push(outgoing);
+                        }
+                    }
+                    self.send(&mut batch, &mut out);
+                }
                 Err(e) if is_timeout(&e) || is_transient(&e) => {}
                 Err(e) => return UdpEnd::Failed(e),
             }
@@ -317,30 +336,34 @@ impl ClientSide {
         }
     }
 
-    /// Sends one datagram from the relay socket on to its target, or drops and counts it.
-    fn forward(&mut self, datagram: &[u8], from: SocketAddr) {
+    /// Checks the datagram in slot `slot` of a batch from the relay socket and says where
+    /// its payload goes, or drops and counts it.
+    fn forward(&mut self, slot: usize, datagram: &[u8], from: SocketAddr) -> Option<(Route, Outgoing<usize>)> {
         let from = SocketAddr::new(from.ip().to_canonical(), from.port());
         if from.ip() != self.client_ip || self.client_port.is_some_and(|port| port != from.port()) {
             self.dropped.foreign += 1;
-            return;
+            return None;
         }
         let (header, payload_at) = match Header::parse(datagram) {
             Ok(parsed) => parsed,
             Err(_) => {
                 self.dropped.malformed += 1;
-                return;
+                return None;
             }
         };
         if header.frag != 0 {
             self.dropped.fragmented += 1;
-            return;
+            return None;
         }
         let client_port = *self.client_port.get_or_insert(from.port());
         let client = SocketAddr::new(self.client_ip, client_port);
+        let payload_len = datagram.len() - payload_at;
         if let Some(upstream) = self.upstream.as_ref().map(|upstream| Arc::clone(&upstream.socket)) {
-            let sent = self.upstream_replies(&upstream, client).and_then(|()| upstream.send(datagram));
-            let payload_len = datagram.len() - payload_at;
-            return self.count_sent(sent, payload_len, from, header.addr);
+            if let Err(e) = self.upstream_replies(&upstream, client) {
+                return self.unsendable(from, header.addr, e);
+            }
+            let whole = Outgoing { slot, range: 0..datagram.len(), to: None, note: payload_len };
+            return Some((Route::Upstream, whole));
         }
         let target = match header.addr {
             // A v4-mapped target goes out of the IPv4 socket like any IPv4 target.
@@ -350,26 +373,52 @@ impl ClientSide {
                 Err(e) => {
                     log::debug!("udp datagram from {from} dropped: {e}");
                     self.dropped.unsendable += 1;
-                    return;
+                    return None;
                 }
             },
         };
-        let payload = &datagram[payload_at..];
-        let sent = self.outbound(target.is_ipv6(), client).and_then(|socket| socket.send_to(payload, target));
-        self.count_sent(sent, payload.len(), from, Addr::Ip(target));
+        if let Err(e) = self.outbound(target.is_ipv6(), client) {
+            return self.unsendable(from, Addr::Ip(target), e);
+        }
+        let route = if target.is_ipv6() { Route::Ipv6 } else { Route::Ipv4 };
+        Some((route, Outgoing { slot, range: payload_at..datagram.len(), to: Some(target), note: payload_len }))
     }
 
-    fn count_sent(&mut self, sent: io::Result<usize>, payload_len: usize, from: SocketAddr, target: Addr<'_>) {
-        match sent {
-            Ok(_) => {
-                self.traffic.datagrams += 1;
-                self.traffic.bytes += payload_len as u64;
-                self.shared.activity.touch();
+    fn unsendable<T>(&mut self, from: SocketAddr, target: Addr<'_>, e: io::Error) -> Option<T> {
+        log::debug!("udp datagram from {from} to {target} not sent: {e}");
+        self.dropped.unsendable += 1;
+        None
+    }
+
+    /// Sends what a batch routed, each socket's datagrams in one go, and counts them;
+    /// empties `out`.
+    fn send(&mut self, batch: &mut Batch, out: &mut [Vec<Outgoing<usize>>; 3]) {
+        let before = self.traffic.datagrams;
+        for (route, queued) in [Route::Ipv4, Route::Ipv6, Route::Upstream].into_iter().zip(out.iter_mut()) {
+            if queued.is_empty() {
+                continue;
             }
-            Err(e) => {
-                log::debug!("udp datagram from {from} to {target} not sent: {e}");
-                self.dropped.unsendable += 1;
-            }
+            let socket = match route {
+                Route::Ipv4 => self.outbound[0].clone(),
+                Route::Ipv6 => self.outbound[1].clone(),
+                Route::Upstream => self.upstream.as_ref().map(|upstream| Arc::clone(&upstream.socket)),
+            };
+            let socket = socket.expect("forward routes only to a socket it has");
+            batch.send(&socket, queued, |datagram, sent| match sent {
+                Ok(()) => {
+                    self.traffic.datagrams += 1;
+                    self.traffic.bytes += datagram.note as u64;
+                }
+                Err(e) => {
+                    let to = datagram.to.map_or("the upstream hop".to_owned(), |to| to.to_string());
+                    log::debug!("udp datagram from the client to {to} not sent: {e}");
+                    self.dropped.unsendable += 1;
+                }
+            });
+            queued.clear();
+        }
+        if self.traffic.datagrams != before {
+            self.shared.activity.touch();
         }
     }
 
@@ -382,16 +431,16 @@ impl ClientSide {
         Ok(())
     }
 
-    /// The outbound socket for a family; the first use opens it and starts the thread
-    /// that passes its replies back to `client`.
-    fn outbound(&mut self, ipv6: bool, client: SocketAddr) -> io::Result<&UdpSocket> {
+    /// Makes sure the outbound socket for a family is open; the first use opens it and
+    /// starts the thread that passes its replies back to `client`.
+    fn outbound(&mut self, ipv6: bool, client: SocketAddr) -> io::Result<()> {
         let slot = usize::from(ipv6);
         if self.outbound[slot].is_none() {
             let socket = Arc::new(open_outbound(ipv6, &self.ctx.config.udp)?);
             self.start_replies(Arc::clone(&socket), client, false)?;
             self.outbound[slot] = Some(socket);
         }
-        Ok(self.outbound[slot].as_deref().expect("opened above"))
+        Ok(())
     }
 
     /// Starts a thread passing datagrams that arrive on `from` back to `client`.
@@ -472,48 +521,65 @@ impl Replies {
     /// Relays until the stop flag is set; returns what went through and how many
     /// replies could not be sent to the client.
     fn run(self) -> (Traffic, u64) {
-        // The payload is received behind room for the longest IP header, and the header
+        // Each payload is received behind room for the longest IP header, and the header
         // is then written just in front of it: no copy.
-        let mut buf = vec![0u8; MAX_IP_HEADER_LEN + MAX_DATAGRAM];
+        let mut batch = Batch::new(MAX_IP_HEADER_LEN);
+        let mut out = Vec::new();
         let (mut traffic, mut lost) = (Traffic::default(), 0);
         while !self.shared.stop.load(Ordering::SeqCst) {
-            let (len, source) = match self.from.recv_from(&mut buf[MAX_IP_HEADER_LEN..]) {
-                Ok(received) => received,
+            let count = match batch.recv(&self.from) {
+                Ok(count) => count,
                 Err(e) if is_timeout(&e) || is_transient(&e) => continue,
                 Err(e) => {
                     log::warn!("udp replies for {} end: {e}", self.client);
                     break;
                 }
             };
-            let end = MAX_IP_HEADER_LEN + len;
-            let (start, payload_len) = if self.labelled {
-                match Header::parse(&buf[MAX_IP_HEADER_LEN..end]) {
-                    Ok((header, at)) if header.frag == 0 => (MAX_IP_HEADER_LEN, len - at),
-                    _ => {
-                        log::debug!("udp datagram from upstream {source} for {} dropped: bad header", self.client);
-                        lost += 1;
-                        continue;
-                    }
-                }
-            } else {
-                let header = Header { frag: 0, addr: Addr::Ip(source) };
-                let start = MAX_IP_HEADER_LEN - header.encoded_len();
-                header.emit(&mut buf[start..]);
-                (start, len)
-            };
-            match self.relay.send_to(&buf[start..end], self.client) {
-                Ok(_) => {
-                    traffic.datagrams += 1;
-                    traffic.bytes += payload_len as u64;
-                    self.shared.activity.touch();
-                }
-                Err(e) => {
-                    log::debug!("udp reply from {source} to {} not sent: {e}", self.client);
-                    lost += 1;
+            for i in 0..count {
+                match self.label(&mut batch, i) {
+                    Some(outgoing) => out.push(outgoing),
+                    None => lost += 1,
                 }
             }
+            batch.send(&self.relay, &out, |reply, sent| match sent {
+                Ok(()) => {
+                    traffic.datagrams += 1;
+                    traffic.bytes += reply.note.1 as u64;
+                }
+                Err(e) => {
+                    log::debug!("udp reply from {} to {} not sent: {e}", reply.note.0, self.client);
+                    lost += 1;
+                }
+            });
+            if !out.is_empty() {
+                self.shared.activity.touch();
+            }
+            out.clear();
         }
         (traffic, lost)
+    }
+
+    /// The `i`th datagram of `batch` as a reply for the client, its header in front,
+    /// noting its source and payload length; `None` drops it.
+    fn label(&self, batch: &mut Batch, i: usize) -> Option<Outgoing<(SocketAddr, usize)>> {
+        let (datagram, source) = batch.datagram(i);
+        let (front, len) = (batch.front(), datagram.len());
+        let end = front + len;
+        if self.labelled {
+            return match Header::parse(datagram) {
+                Ok((header, at)) if header.frag == 0 => {
+                    Some(Outgoing { slot: i, range: front..end, to: Some(self.client), note: (source, len - at) })
+                }
+                _ => {
+                    log::debug!("udp datagram from upstream {source} for {} dropped: bad header", self.client);
+                    None
+                }
+            };
+        }
+        let header = Header { frag: 0, addr: Addr::Ip(source) };
+        let start = front - header.encoded_len();
+        header.emit(&mut batch.slot_mut(i)[start..]);
+        Some(Outgoing { slot: i, range: start..end, to: Some(self.client), note: (source, len) })
     }
 }
 

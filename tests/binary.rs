@@ -168,6 +168,46 @@ fn a_udp_session_that_cannot_open_counts_what_it_dropped() {
 }
 
 #[test]
+fn a_udp_burst_with_bad_datagrams_amid_it_is_relayed_and_counted_exactly() {
+    // The burst goes out before any echo is read, so the relay finds it queued and takes
+    // it in batches: each bad datagram is dropped and counted, its neighbours pass, in order.
+    let proxy = spawn(&["--udp-rcvbuf", "1M"]);
+    let targets = [udp_echo_server("127.0.0.1:0"), udp_echo_server("[::1]:0")].map(ip_target);
+    let association = UdpAssociation::open(proxy.addr, None);
+    t!(socket2::SockRef::from(&association.socket).set_recv_buffer_size(1 << 20));
+    let intruder = udp_socket_near(proxy.addr);
+    let mut expected: [Vec<Vec<u8>>; 2] = Default::default();
+    let mut up_bytes = 0;
+    for i in 0..120 {
+        let (target, payload) = (&targets[i % 2], format!("datagram {i}").into_bytes());
+        match i {
+            31 => t!(association.socket.send_to(b"\x00\x01\x00\x01 reserved bytes not zero", association.relay)),
+            50 => t!(intruder.send_to(&datagram(0, target, &payload), association.relay)),
+            77 => t!(association.socket.send_to(&datagram(2, target, &payload), association.relay)),
+            _ => {
+                association.send(target, &payload);
+                up_bytes += payload.len() as u64;
+                expected[i % 2].push(payload);
+                continue;
+            }
+        };
+    }
+    let mut echoed: [Vec<Vec<u8>>; 2] = Default::default();
+    for _ in 0..117 {
+        let (source, payload) = association.recv();
+        echoed[usize::from(source != targets[0])].push(payload);
+    }
+    assert!(echoed == expected, "every good datagram came back, each target's in order");
+    drop(association);
+    let line = proxy.wait_for("UDP-ASSOCIATE");
+    let bytes = burrowd::stats::human_bytes(up_bytes);
+    let counts = format!(
+        " up 117 datagrams {bytes} down 117 datagrams {bytes} dropped foreign 1 fragmented 1 malformed 1 unsendable 0 "
+    );
+    assert!(line.contains(&counts), "{line}");
+}
+
+#[test]
 fn a_domain_name_cannot_forge_a_log_line() {
     let proxy = spawn(&[]);
     let mut client = connect(proxy.addr);

@@ -122,3 +122,30 @@ fn forwards_to_a_broadcast_target() {
         assert_eq!(&buf[..len], format!("anyone?#{i}").as_bytes());
     }
 }
+
+#[test]
+fn a_burst_with_the_largest_datagram_amid_small_ones_comes_back_whole_and_in_order() {
+    // Sent before any reply is read, the burst queues up and is relayed in batches both ways.
+    let target = udp_echo_server("127.0.0.1:0");
+    let (_server, addrs) = start_urls(&[&format!("udp://127.0.0.1:0/{target}")], &[]);
+    let client = udp_socket_near(addrs[0]);
+    t!(socket2::SockRef::from(&client).set_recv_buffer_size(1 << 20));
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    // the first datagram opens the session; a burst meanwhile would wait in a short queue
+    t!(client.send_to(b"open", addrs[0]));
+    assert_eq!(t!(client.recv_from(&mut buf)), (4, addrs[0]));
+    let burst: Vec<Vec<u8>> = (0..60usize)
+        .map(|i| {
+            let len = if i == 30 { 65_507 } else { i * 13 % 700 };
+            (0..len).map(|j| (i + j) as u8).collect()
+        })
+        .collect();
+    for datagram in &burst {
+        t!(client.send_to(datagram, addrs[0]));
+    }
+    for (i, datagram) in burst.iter().enumerate() {
+        let (len, from) = t!(client.recv_from(&mut buf));
+        assert_eq!(from, addrs[0]);
+        assert!(buf[..len] == datagram[..], "datagram {i} came back whole and in order");
+    }
+}

@@ -146,6 +146,34 @@ fn a_65507_byte_payload_reaches_an_ipv4_target_intact() {
     assert_echo(&association, &ip_target(echo), echo, &payload);
 }
 
+#[test]
+fn largest_and_small_datagrams_in_one_burst_to_two_targets_pass_intact_and_in_order() {
+    // The client sends the whole burst before reading any echo, so the relay finds several
+    // datagrams queued and takes them in one batch: every size has to fit every slot.
+    // Three of the largest datagrams queued at once overflow a default receive buffer.
+    let mut config = Config::socks_on("127.0.0.1:0".parse().unwrap());
+    config.udp.rcvbuf = Some(1 << 20);
+    let (_server, proxy) = start(config);
+    let targets = [udp_echo_server("127.0.0.1:0"), udp_echo_server("[::1]:0")];
+    let association = UdpAssociation::open(proxy, None);
+    t!(socket2::SockRef::from(&association.socket).set_recv_buffer_size(1 << 20));
+    // over IPv4 the client's datagram holds at most 65,507 bytes, 10 or 22 of them the header
+    let sizes = [65_497, 3, 1400, 65_485, 0, 512, 9000, 17, 1, 65_485];
+    let mut expected: [Vec<Vec<u8>>; 2] = Default::default();
+    for (i, size) in sizes.into_iter().enumerate() {
+        let payload: Vec<u8> = (0..size).map(|j| (j * 31 + i) as u8).collect();
+        let to = if size == 65_497 { 0 } else { i % 2 };
+        association.send(&ip_target(targets[to]), &payload);
+        expected[to].push(payload);
+    }
+    let mut echoed: [Vec<Vec<u8>>; 2] = Default::default();
+    for _ in sizes {
+        let (source, payload) = association.recv();
+        echoed[usize::from(source != ip_target(targets[0]))].push(payload);
+    }
+    assert!(echoed == expected, "each target's datagrams came back whole and in order");
+}
+
 /// Waits (bounded) until datagrams from `socket` to `to` are refused: a closed UDP port
 /// makes the kernel answer with port unreachable, which a connected socket reads as
 /// ECONNREFUSED.
