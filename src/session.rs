@@ -192,8 +192,8 @@ pub fn serve_connect(
 /// the handshake: the worker then waits for data at a shallow depth, and an idle
 /// session keeps two stack pages of it resident rather than three.
 pub fn relay(ctx: &Arc<Context>, established: Established, log: &mut SessionLog) {
-    // And pages the handshake (or an earlier session on this worker) took below here go
-    // back before the wait, which may last hours.
+    // And pages a deeper call (this session's or an earlier one's on this worker) took
+    // below here go back before the wait, which may last hours.
     crate::stack::release_unused();
     let outcome = ctx.relayer.relay(established.client, established.target);
     log.up = outcome.up;

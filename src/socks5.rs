@@ -144,6 +144,10 @@ impl Replies for Socks5Replies {
 }
 
 /// UDP ASSOCIATE: `from` is where the client says it will send datagrams from.
+///
+/// Never inlined: its relay's state would otherwise swell the frame of every SOCKS5
+/// handshake, and pages a handshake touches stay with its worker (see `session::relay`).
+#[inline(never)]
 fn udp_associate(ctx: &Arc<Context>, mut negotiation: Negotiation, from: &TargetAddr, log: &mut SessionLog) {
     let upstream = match ctx.udp_upstream() {
         Ok(upstream) => upstream,

@@ -1,11 +1,17 @@
-//! Handing back the stack pages a pooled worker touched but no longer uses.
+//! Handing back the stack pages a pooled worker touched deep down but no longer uses.
 //!
-//! Touched stack pages stay resident for the thread's life, and pool threads live long: a
-//! worker that once went deep (a name lookup in glibc takes pages of stack; so does
-//! writing a log line) would carry those pages into every idle session it later relays.
-//! Before a worker parks in a relay, [`release_unused`] gives back every page below the
-//! current frame with madvise(MADV_DONTNEED), as glibc does for the stack of a thread
-//! that exits. A page needed again comes back as a fresh zeroed page on first touch.
+//! Touched stack pages stay resident for the thread's life, and pool threads live long.
+//! A few calls run pages deeper than a handshake does (glibc's name lookup; starting a
+//! relay thread, which a busy server does often), so a worker that once made one would
+//! carry those pages into every idle session it later relays. Before a worker parks in a
+//! relay, [`release_unused`] looks whether the page just below its frame is resident
+//! (mincore), and only then gives back every page below with madvise(MADV_DONTNEED), as
+//! glibc does for the stack of a thread that exits. A page needed again comes back as a
+//! fresh zeroed page on first touch.
+//!
+//! Only when a page is there: the look is cheap, but a release run by every session of a
+//! busy server measured 15-20% fewer handshakes a second (concurrent madvise calls in one
+//! process make the kernel flush every CPU's TLB).
 //!
 //! Only threads that called [`remember_this_thread`] (the pools' threads) release
 //! anything; elsewhere (the main thread, whose stack grows on demand, or other systems)
@@ -56,7 +62,7 @@ mod imp {
         // SAFETY: sysconf only reads a constant.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
         let end = frame.saturating_sub(CALL_ROOM) & !(page - 1);
-        if end <= bottom {
+        if end <= bottom || !is_resident(end - page, page) {
             return;
         }
         // SAFETY: [bottom, end) lies inside this thread's own stack mapping and wholly
@@ -66,6 +72,16 @@ mod imp {
         unsafe {
             libc::madvise(bottom as *mut libc::c_void, end - bottom, libc::MADV_DONTNEED);
         }
+    }
+
+    /// Whether the page at `page_start` is in memory. The stack grows one page after
+    /// another, so when the page just below the caller's is not, none further down is.
+    fn is_resident(page_start: usize, page: usize) -> bool {
+        let mut status = 0u8;
+        // SAFETY: the range is one page of this thread's own stack mapping, page-aligned;
+        // mincore writes one status byte per page into `status`, a live local.
+        let looked = unsafe { libc::mincore(page_start as *mut libc::c_void, page, &mut status) };
+        looked != 0 || status & 1 == 1
     }
 }
 
@@ -81,7 +97,7 @@ pub fn remember_this_thread() {
     imp::remember_this_thread()
 }
 
-/// Gives back the resident stack pages below the caller's frame.
+/// Gives back the resident stack pages below the caller's frame, if there are any.
 pub fn release_unused() {
     imp::release_unused()
 }
