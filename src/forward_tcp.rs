@@ -11,14 +11,10 @@ use std::sync::Arc;
 
 /// Serves one accepted client of a `tcp://` service from start to close.
 pub fn serve(ctx: &Arc<Context>, spec: &TcpForwardSpec, id: u64, client: TcpStream, peer: SocketAddr) {
-    session::logged(ctx, id, peer, |log| {
-        if let Some(established) = connect(ctx, spec, client, log) {
-            session::relay(ctx, established, log);
-        }
-    });
+    session::handshake_then_relay(ctx, id, peer, |log| connect(ctx, spec, client, log));
 }
 
-/// Connects the client's target. Never inlined, for the reason given at [`session::relay`].
+/// Connects the client's target. Never inlined; see [`session::handshake_then_relay`].
 #[inline(never)]
 fn connect(ctx: &Arc<Context>, spec: &TcpForwardSpec, client: TcpStream, log: &mut SessionLog) -> Option<Established> {
     log.command = Some("TCP-FORWARD".into());

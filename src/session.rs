@@ -106,18 +106,32 @@ impl Established {
     }
 }
 
-/// Serves one accepted client of a SOCKS listener from start to close.
-pub fn serve_socks(ctx: &Arc<Context>, spec: &SocksSpec, id: u64, client: TcpStream, peer: SocketAddr) {
+/// Runs one TCP session: `handshake`, then, if it established a connection, the relay
+/// until both directions are done; then the log line.
+///
+/// The relay starts here, once the handshake has returned, never from inside it: the
+/// worker then waits for data at a shallow depth, and an idle session keeps two of its
+/// stack pages resident rather than three. So `handshake` calls a function that is never
+/// inlined, whose frames are gone by the time the relay starts.
+pub fn handshake_then_relay(
+    ctx: &Arc<Context>,
+    id: u64,
+    peer: SocketAddr,
+    handshake: impl FnOnce(&mut SessionLog) -> Option<Established>,
+) {
     logged(ctx, id, peer, |log| {
-        if let Some(established) = negotiate_socks(ctx, spec, client, log) {
+        if let Some(established) = handshake(log) {
             relay(ctx, established, log);
         }
     });
 }
 
-/// The whole SOCKS handshake, up to the relay. Never inlined: the relay must start after
-/// the handshake's frames have returned, so that a worker waiting in an idle session
-/// holds only the stack pages of a shallow call chain (see [`relay`]).
+/// Serves one accepted client of a SOCKS listener from start to close.
+pub fn serve_socks(ctx: &Arc<Context>, spec: &SocksSpec, id: u64, client: TcpStream, peer: SocketAddr) {
+    handshake_then_relay(ctx, id, peer, |log| negotiate_socks(ctx, spec, client, log));
+}
+
+/// The whole SOCKS handshake, up to the relay. Never inlined; see [`handshake_then_relay`].
 #[inline(never)]
 fn negotiate_socks(
     ctx: &Arc<Context>,
@@ -187,11 +201,7 @@ pub fn serve_connect(
 }
 
 /// Relays an established session until both directions are done.
-///
-/// Called by the session's runner once its handshake has returned, never from inside
-/// the handshake: the worker then waits for data at a shallow depth, and an idle
-/// session keeps two stack pages of it resident rather than three.
-pub fn relay(ctx: &Arc<Context>, established: Established, log: &mut SessionLog) {
+fn relay(ctx: &Arc<Context>, established: Established, log: &mut SessionLog) {
     // And pages a deeper call (this session's or an earlier one's on this worker) took
     // below here go back before the wait, which may last hours.
     crate::stack::release_unused();

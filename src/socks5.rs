@@ -146,7 +146,7 @@ impl Replies for Socks5Replies {
 /// UDP ASSOCIATE: `from` is where the client says it will send datagrams from.
 ///
 /// Never inlined: its relay's state would otherwise swell the frame of every SOCKS5
-/// handshake, and pages a handshake touches stay with its worker (see `session::relay`).
+/// handshake, and pages a handshake touches stay with its worker (see `session::handshake_then_relay`).
 #[inline(never)]
 fn udp_associate(ctx: &Arc<Context>, mut negotiation: Negotiation, from: &TargetAddr, log: &mut SessionLog) {
     let upstream = match ctx.udp_upstream() {
