@@ -16,14 +16,14 @@
 //! Only threads that called [`remember_this_thread`] (the pools' threads) release
 //! anything; elsewhere (the main thread, whose stack grows on demand, or other systems)
 //! both are no-ops.
-#![allow(unsafe_code)] // pthread_getattr_np and madvise have no safe wrapper
+#![allow(unsafe_code)] // pthread_getattr_np, mincore and madvise have no safe wrapper
 
 #[cfg(target_os = "linux")]
 mod imp {
     use std::cell::Cell;
     use std::ptr;
 
-    /// Bytes kept below the caller's frame for the frames of the madvise call itself,
+    /// Bytes kept below this frame for the frames of the mincore and madvise calls,
     /// more than the 128-byte red zone a leaf function may use below its stack pointer.
     const CALL_ROOM: usize = 512;
 
