@@ -1,17 +1,17 @@
 //! Handing back the stack pages a pooled worker touched deep down but no longer uses.
 //!
 //! Touched stack pages stay resident for the thread's life, and pool threads live long.
-//! A few calls run pages deeper than a handshake does (glibc's name lookup; starting a
-//! relay thread, which a busy server does often), so a worker that once made one would
-//! carry those pages into every idle session it later relays. Before a worker parks in a
+//! A few calls run pages deeper than a handshake does (glibc's name lookup above all),
+//! so a worker that once made one would carry those pages into every idle session it
+//! later relays. Before a worker parks in a
 //! relay, [`release_unused`] looks whether the page just below its frame is resident
 //! (mincore), and only then gives back every page below with madvise(MADV_DONTNEED), as
 //! glibc does for the stack of a thread that exits. A page needed again comes back as a
 //! fresh zeroed page on first touch.
 //!
 //! Only when a page is there: the look is cheap, but a release run by every session of a
-//! busy server measured 15-20% fewer handshakes a second (concurrent madvise calls in one
-//! process make the kernel flush every CPU's TLB).
+//! busy server measured 15-20% fewer handshakes a second (we suspect, without having
+//! traced it, TLB flushes across CPUs when madvise calls overlap).
 //!
 //! Only threads that called [`remember_this_thread`] (the pools' threads) release
 //! anything; elsewhere (the main thread, whose stack grows on demand, or other systems)
