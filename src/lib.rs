@@ -2,38 +2,35 @@
 //!
 //! Synchronous and thread-per-connection on `std::net`: a listener hands each accepted
 //! client to a bounded worker pool; the worker runs the handshake, then relays with two
-//! copy threads. The wire formats live in [`wire`] as pure parse/emit code; everything
-//! that touches a socket lives beside it.
+//! copy threads.
+//!
+//! The modules are layers, listed here from the bottom up; each names only those above it
+//! in this list, never one below it:
+//! - [`wire`]: the wire formats, pure parse and emit, no I/O;
+//! - [`config`]: what a running burrowd is told (flags, service URLs, users, units);
+//! - `net`: socket and thread mechanics under every protocol (socket options, reading a
+//!   handshake message, the worker pool, the TCP relay, UDP batching, stack pages);
+//! - `outbound`: reaching a target, directly or through the upstream SOCKS5 chain;
+//! - `session`: what every session shares (the context, counters) and how one is run
+//!   and logged;
+//! - `socks` and `forward`: the services, SOCKS4/4a/5 and `tcp://` / `udp://`;
+//! - `server`: listeners, accept loops, start and stop.
 
 // Unsafe code is refused everywhere; the modules that need system calls with no safe
-// wrapper (splice, stack, udp_batch) opt out explicitly.
+// wrapper (net::splice, net::stack, net::udp_batch) opt out explicitly.
 #![deny(unsafe_code)]
+// What is public is public on purpose: the binary, the tests and the benchmark use it.
+#![warn(unreachable_pub)]
 
-pub mod auth;
-pub mod bind;
-pub mod chain;
-pub mod cli;
 pub mod config;
-pub mod connect;
-pub mod forward_tcp;
-pub mod forward_udp;
-pub mod message_io;
-pub mod pool;
-pub mod relay;
-pub mod reply;
-pub mod server;
-pub mod service_url;
-pub mod session;
-pub mod sockopt;
-pub mod socks4;
-pub mod socks5;
-#[cfg(target_os = "linux")]
-pub mod splice;
-pub mod stack;
-pub mod stats;
-pub mod udp_batch;
-pub mod udp_relay;
+mod forward;
+mod net;
+mod outbound;
+mod server;
+mod session;
+mod socks;
 pub mod wire;
 
 pub use config::Config;
 pub use server::Server;
+pub use session::stats::Snapshot;

@@ -1,8 +1,8 @@
 //! The `burrowd` binary: command line, logging, signals. Everything else is the library.
 
 use burrowd::Server;
-use burrowd::cli::{self, Action};
-use burrowd::stats::human_bytes;
+use burrowd::config::cli::{self, Action};
+use burrowd::config::units::human_bytes;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

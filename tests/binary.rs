@@ -200,7 +200,7 @@ fn a_udp_burst_with_bad_datagrams_amid_it_is_relayed_and_counted_exactly() {
     assert!(echoed == expected, "every good datagram came back, each target's in order");
     drop(association);
     let line = proxy.wait_for("UDP-ASSOCIATE");
-    let bytes = burrowd::stats::human_bytes(up_bytes);
+    let bytes = burrowd::config::units::human_bytes(up_bytes);
     let counts = format!(
         " up 117 datagrams {bytes} down 117 datagrams {bytes} dropped foreign 1 fragmented 1 malformed 1 unsendable 0 "
     );

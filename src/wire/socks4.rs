@@ -13,11 +13,11 @@ pub const MAX_FIELD_LEN: usize = 255;
 
 mod field {
     use std::ops::Range;
-    pub const VN: usize = 0;
-    pub const CD: usize = 1;
-    pub const PORT: Range<usize> = 2..4;
-    pub const IP: Range<usize> = 4..8;
-    pub const USERID: usize = 8;
+    pub(super) const VN: usize = 0;
+    pub(super) const CD: usize = 1;
+    pub(super) const PORT: Range<usize> = 2..4;
+    pub(super) const IP: Range<usize> = 4..8;
+    pub(super) const USERID: usize = 8;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -100,10 +100,10 @@ impl fmt::Display for Command {
 
 /// Byte offsets of the fixed part of a request and a reply.
 mod field {
-    pub const VER: usize = 0;
-    pub const CMD_OR_REP: usize = 1;
-    pub const RSV: usize = 2;
-    pub const ADDR: usize = 3;
+    pub(super) const VER: usize = 0;
+    pub(super) const CMD_OR_REP: usize = 1;
+    pub(super) const RSV: usize = 2;
+    pub(super) const ADDR: usize = 3;
 }
 
 /// Request: `VER | CMD | RSV | ATYP | DST.ADDR | DST.PORT`.

@@ -6,9 +6,9 @@ use super::{Error, Result};
 
 mod field {
     use std::ops::Range;
-    pub const RSV: Range<usize> = 0..2;
-    pub const FRAG: usize = 2;
-    pub const ADDR: usize = 3;
+    pub(super) const RSV: Range<usize> = 0..2;
+    pub(super) const FRAG: usize = 2;
+    pub(super) const ADDR: usize = 3;
 }
 
 /// The longest header: a 255-byte domain name.

@@ -2,8 +2,8 @@
 //! servers, and small SOCKS5 and SOCKS4 clients written against the wire module.
 #![allow(dead_code)] // each test binary uses its own subset of these helpers
 
+use burrowd::config::service_url;
 use burrowd::config::{ServiceSpec, Socks4Policy};
-use burrowd::service_url;
 use burrowd::wire::addr::{Addr, TargetAddr};
 use burrowd::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
 use burrowd::wire::udp::{Header, MAX_HEADER_LEN};

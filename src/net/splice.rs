@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// A pipe the relay moves bytes through: socket → `write` end, `read` end → socket.
-pub struct Pipe {
+pub(crate) struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
     capacity: usize,
@@ -17,7 +17,7 @@ pub struct Pipe {
 impl Pipe {
     /// Opens a pipe (close-on-exec) and asks for `capacity` bytes of room; the kernel may
     /// round it up or refuse a larger size, which only costs more system calls.
-    pub fn new(capacity: usize) -> io::Result<Pipe> {
+    pub(crate) fn new(capacity: usize) -> io::Result<Pipe> {
         let mut fds = [0; 2];
         // SAFETY: `fds` is a valid, writable array of two c_ints, as pipe2 requires.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -38,18 +38,18 @@ impl Pipe {
     }
 
     /// Bytes the pipe holds when full.
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }
 
     /// Moves up to `len` bytes from the socket `src` into the pipe. Blocks like a read on
     /// `src` (honouring its read timeout); `Ok(0)` is end of stream.
-    pub fn fill_from(&self, src: &impl AsRawFd, len: usize) -> io::Result<usize> {
+    pub(crate) fn fill_from(&self, src: &impl AsRawFd, len: usize) -> io::Result<usize> {
         splice(src.as_raw_fd(), self.write.as_raw_fd(), len)
     }
 
     /// Moves up to `len` bytes out of the pipe into the socket `dst`; blocks like a write.
-    pub fn drain_to(&self, dst: &impl AsRawFd, len: usize) -> io::Result<usize> {
+    pub(crate) fn drain_to(&self, dst: &impl AsRawFd, len: usize) -> io::Result<usize> {
         splice(self.read.as_raw_fd(), dst.as_raw_fd(), len)
     }
 }

@@ -1,24 +1,24 @@
 //! A SOCKS5 client's negotiation, in the order it happens: greeting and method choice,
 //! username/password, request, then the command.
 
-use crate::bind;
+use super::bind;
+use super::connect::{SocksReplies, serve_connect};
+use super::failure::{Failure, socks5_code};
+use super::udp_associate::Association;
 use crate::config::SocksSpec;
-use crate::message_io::{HandshakeError, Negotiation, close_after_reply};
-use crate::reply::{Failure, socks5_code};
-use crate::server::Context;
-use crate::session::{self, Established, Replies, SessionLog};
-use crate::udp_relay::Association;
+use crate::net::negotiation::{HandshakeError, Negotiation, close_after_reply};
+use crate::session::{Context, Established, SessionLog};
 use crate::wire::addr::{Addr, TargetAddr};
 use crate::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
 use crate::wire::{self, userpass};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use crate::wire::socks5::VERSION;
+pub(super) use crate::wire::socks5::VERSION;
 
 /// Serves a client whose first byte was 5, up to the relay (CONNECT, BIND) or to the end
 /// of its association (UDP ASSOCIATE).
-pub fn serve(
+pub(super) fn serve(
     ctx: &Arc<Context>,
     spec: &SocksSpec,
     mut negotiation: Negotiation,
@@ -38,7 +38,7 @@ pub fn serve(
     log.command = Some(command.to_string());
     log.target = Some(target.clone());
     match command {
-        Command::Connect => session::serve_connect(ctx, negotiation, &target, log, &Socks5Replies),
+        Command::Connect => serve_connect(ctx, negotiation, &target, log, &Socks5Replies),
         Command::Bind => bind::serve(ctx, negotiation, &target, log, &Socks5Replies),
         Command::UdpAssociate => {
             udp_associate(ctx, negotiation, &target, log);
@@ -133,7 +133,7 @@ fn send_reply(negotiation: &mut Negotiation, reply: Reply<'_>) -> Result<(), Han
 /// SOCKS5 replies: `VER=5 | REP | RSV | ATYP | BND.ADDR | BND.PORT`.
 struct Socks5Replies;
 
-impl Replies for Socks5Replies {
+impl SocksReplies for Socks5Replies {
     fn granted(&self, negotiation: &mut Negotiation, addr: SocketAddr) -> Result<(), HandshakeError> {
         send_reply(negotiation, Reply { code: ReplyCode::SUCCEEDED, addr: Addr::Ip(addr) })
     }
@@ -149,9 +149,12 @@ impl Replies for Socks5Replies {
 /// handshake, and pages a handshake touches stay with its worker (see `session::handshake_then_relay`).
 #[inline(never)]
 fn udp_associate(ctx: &Arc<Context>, mut negotiation: Negotiation, from: &TargetAddr, log: &mut SessionLog) {
+    if !ctx.carries_udp() {
+        return fail(negotiation, Failure::CommandNotSupported, log);
+    }
     let upstream = match ctx.udp_upstream() {
         Ok(upstream) => upstream,
-        Err(failure) => return fail(negotiation, failure, log),
+        Err(e) => return fail(negotiation, e.into(), log),
     };
     log.reached = upstream.as_ref().map(|upstream| upstream.relay);
     let association = match Association::open(ctx, negotiation.stream(), from, log.id, upstream) {

@@ -1,11 +1,17 @@
-//! Everything a running burrowd is told, with the defaults in one place.
+//! Everything a running burrowd is told, with the defaults in one place, and where it is
+//! read from: the command line, service URLs, users files.
 
-use crate::auth::Users;
+pub mod cli;
+pub mod service_url;
+pub mod units;
+pub mod users;
+
 use crate::wire::addr::TargetAddr;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::time::Duration;
+use users::Users;
 
 /// One listening service.
 #[derive(Debug, Clone)]

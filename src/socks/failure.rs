@@ -1,7 +1,6 @@
 //! The one place that decides which SOCKS reply code a failure earns.
 
-use crate::chain::{UpstreamError, UpstreamFailure};
-use crate::connect::ConnectError;
+use crate::outbound::{ConnectError, UpstreamError, UpstreamFailure};
 use crate::wire::{self, socks4, socks5::ReplyCode};
 use std::fmt;
 use std::io;
@@ -10,7 +9,7 @@ use std::time::Duration;
 
 /// Why a SOCKS request was not served. Each ends in a reply to the client.
 #[derive(Debug)]
-pub enum Failure {
+pub(super) enum Failure {
     /// The request itself was malformed (unknown command, unknown address type, ...).
     Malformed(wire::Error),
     /// A command burrowd does not serve in this setup.
@@ -49,7 +48,7 @@ impl From<ConnectError> for Failure {
 }
 
 /// The SOCKS5 reply code for a failure.
-pub fn socks5_code(failure: &Failure) -> ReplyCode {
+pub(super) fn socks5_code(failure: &Failure) -> ReplyCode {
     match failure {
         Failure::Malformed(wire::Error::UnknownCommand(_)) | Failure::CommandNotSupported => {
             ReplyCode::COMMAND_NOT_SUPPORTED
@@ -78,7 +77,7 @@ fn upstream_code(failure: &UpstreamFailure) -> ReplyCode {
 
 /// The SOCKS4 reply code for a failure: SOCKS4 has one (91), since 92 and 93 are about
 /// identd, which burrowd does not consult.
-pub fn socks4_code(_failure: &Failure) -> socks4::ReplyCode {
+pub(super) fn socks4_code(_failure: &Failure) -> socks4::ReplyCode {
     socks4::ReplyCode::Rejected
 }
 

@@ -15,9 +15,11 @@
 //! two sockets and two parked threads, nothing more. (Pipes per idle session would not do:
 //! two per session would run a busy server out of descriptors.)
 
+use super::is_timeout;
+#[cfg(target_os = "linux")]
+use super::splice::Pipe;
+use super::worker_pool::{Job, Refused, WorkerPool};
 use crate::config::RelayMode;
-use crate::message_io::is_timeout;
-use crate::pool::{Job, Refused, WorkerPool};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -39,7 +41,7 @@ fn spare_limit(size: usize) -> usize {
 }
 
 /// What the relay needs from the server: threads, buffers and the idle limit.
-pub struct Relayer {
+pub(crate) struct Relayer {
     threads: WorkerPool,
     buffers: BufferPool,
     #[cfg(target_os = "linux")]
@@ -49,7 +51,7 @@ pub struct Relayer {
 
 /// How a relayed session ended, with the bytes moved each way.
 #[derive(Debug)]
-pub struct RelayOutcome {
+pub(crate) struct RelayOutcome {
     /// Client → target.
     pub up: u64,
     /// Target → client.
@@ -58,7 +60,7 @@ pub struct RelayOutcome {
 }
 
 #[derive(Debug)]
-pub enum RelayEnd {
+pub(crate) enum RelayEnd {
     /// Both sides closed their sending halves.
     Closed,
     /// No byte moved either way for the idle timeout.
@@ -83,7 +85,12 @@ impl fmt::Display for RelayEnd {
 impl Relayer {
     /// `buffer_size` is the buffer (copy) or pipe (splice) each moving direction takes.
     /// Splice is only done on Linux; elsewhere every mode copies.
-    pub fn new(max_sessions: usize, buffer_size: usize, mode: RelayMode, idle_timeout: Option<Duration>) -> Self {
+    pub(crate) fn new(
+        max_sessions: usize,
+        buffer_size: usize,
+        mode: RelayMode,
+        idle_timeout: Option<Duration>,
+    ) -> Self {
         #[cfg(not(target_os = "linux"))]
         let _ = mode;
         Relayer {
@@ -106,12 +113,12 @@ impl Relayer {
     }
 
     /// Runs a session's second copy loop on a relay thread (UDP replies from targets).
-    pub fn run_beside(&self, job: Job) -> Result<(), Refused> {
+    pub(crate) fn run_beside(&self, job: Job) -> Result<(), Refused> {
         self.threads.try_execute(job).map_err(|(_, why)| why)
     }
 
     /// Relays until both directions are done; returns the byte counts and how it ended.
-    pub fn relay(self: &Arc<Self>, client: TcpStream, target: TcpStream) -> RelayOutcome {
+    pub(crate) fn relay(self: &Arc<Self>, client: TcpStream, target: TcpStream) -> RelayOutcome {
         let link = Arc::new(Link {
             client,
             target,
@@ -242,17 +249,17 @@ fn copy_burst(
 struct PipePool {
     size: usize,
     max_spare: usize,
-    spare: Mutex<Vec<crate::splice::Pipe>>,
+    spare: Mutex<Vec<Pipe>>,
 }
 
 #[cfg(target_os = "linux")]
 impl PipePool {
-    fn take(&self) -> io::Result<crate::splice::Pipe> {
+    fn take(&self) -> io::Result<Pipe> {
         let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        spare.map_or_else(|| crate::splice::Pipe::new(self.size), Ok)
+        spare.map_or_else(|| Pipe::new(self.size), Ok)
     }
 
-    fn give_empty(&self, pipe: crate::splice::Pipe) {
+    fn give_empty(&self, pipe: Pipe) {
         let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
         if spare.len() < self.max_spare {
             spare.push(pipe);
@@ -263,7 +270,7 @@ impl PipePool {
     /// A pipe left holding bytes by a failed write is dropped, never reused.
     fn splice_burst(
         &self,
-        pipe: crate::splice::Pipe,
+        pipe: Pipe,
         src: &TcpStream,
         dst: &TcpStream,
         bytes: &mut u64,

@@ -6,90 +6,21 @@
 //! are sent unresolved, so each hop resolves what it is asked for. For UDP, the first
 //! hop's UDP ASSOCIATE carries the datagrams.
 
+use super::{ConnectError, Connected, UpstreamError, UpstreamFailure, direct};
 use crate::config::{Credentials, Hop, SocketOptions, UdpOptions};
-use crate::connect::{self, ConnectError, Connected};
-use crate::message_io::{HandshakeError, Negotiation};
-use crate::sockopt;
+use crate::net::negotiation::Negotiation;
+use crate::net::sockopt;
 use crate::wire::addr::TargetAddr;
 use crate::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
-use crate::wire::{self, userpass};
-use std::fmt;
+use crate::wire::userpass;
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Which hop of the chain failed, at what, and why.
-#[derive(Debug)]
-pub struct UpstreamFailure {
-    /// Counts from 1, in `-F` order.
-    pub hop: usize,
-    pub proxy: TargetAddr,
-    /// What we asked the hop to reach: the next hop, or the target.
-    pub asked: TargetAddr,
-    /// Whether `asked` was the final target, so the hop's reply is about the target.
-    pub for_target: bool,
-    pub error: UpstreamError,
-}
-
-impl fmt::Display for UpstreamFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "upstream hop {} ({}) asked for {}: {}", self.hop, self.proxy, self.asked, self.error)
-    }
-}
-
-/// Why an upstream proxy did not do what it was asked.
-#[derive(Debug)]
-pub enum UpstreamError {
-    /// The first hop could not be reached at all.
-    Unreachable(Box<ConnectError>),
-    /// It chose an authentication method we cannot use (a login we have no credentials
-    /// for, or "none acceptable").
-    NoAcceptableMethod(u8),
-    /// It rejected our username and password.
-    LoginRejected,
-    /// It answered our request with this failure code.
-    Replied(ReplyCode),
-    /// Its UDP relay address is one we cannot send to.
-    BadRelayAddress(TargetAddr),
-    /// The conversation broke off: closed, timed out, malformed, or a socket error.
-    Handshake(HandshakeError),
-}
-
-impl fmt::Display for UpstreamError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            UpstreamError::Unreachable(e) => write!(f, "cannot reach it: {e}"),
-            UpstreamError::NoAcceptableMethod(m) => write!(f, "it chose auth method {m:#04x}, which we cannot use"),
-            UpstreamError::LoginRejected => write!(f, "it rejected our username/password"),
-            UpstreamError::Replied(code) => write!(f, "it replied {code}"),
-            UpstreamError::BadRelayAddress(addr) => write!(f, "it named UDP relay {addr}, which we cannot use"),
-            UpstreamError::Handshake(e) => e.fmt(f),
-        }
-    }
-}
-
-impl From<HandshakeError> for UpstreamError {
-    fn from(e: HandshakeError) -> Self {
-        UpstreamError::Handshake(e)
-    }
-}
-
-impl From<wire::Error> for UpstreamError {
-    fn from(e: wire::Error) -> Self {
-        UpstreamError::Handshake(HandshakeError::Malformed(e))
-    }
-}
-
-impl From<std::io::Error> for UpstreamError {
-    fn from(e: std::io::Error) -> Self {
-        UpstreamError::Handshake(e.into())
-    }
-}
-
 /// Connects to `target` through every hop of `chain` (which must not be empty). Each hop
 /// reaches the next within its own connect timeout, so the whole negotiation may take
 /// `timeout` once per hop.
-pub fn connect(
+pub(crate) fn connect(
     chain: &[Hop],
     target: &TargetAddr,
     timeout: Duration,
@@ -107,7 +38,7 @@ pub fn connect(
 /// A UDP association with the first hop: datagrams sent on `socket` (connected to the
 /// hop's relay) carry a UDP ASSOCIATE header naming their target, and replies come back
 /// the same way. The association lasts while `control` stays open.
-pub struct UpstreamUdp {
+pub(crate) struct UpstreamUdp {
     pub control: TcpStream,
     pub socket: Arc<UdpSocket>,
     pub relay: SocketAddr,
@@ -115,7 +46,7 @@ pub struct UpstreamUdp {
 
 /// Asks the first hop of `chain` for a UDP association. Its reply code is about this very
 /// request, so an error passes it on as the verdict for our client.
-pub fn udp_associate(
+pub(crate) fn udp_associate(
     chain: &[Hop],
     timeout: Duration,
     opts: &SocketOptions,
@@ -162,7 +93,7 @@ fn reach_first_hop(
 ) -> Result<(Negotiation, FirstHop), ConnectError> {
     let first = &chain.first().expect("a chain has at least one hop").addr;
     let unreachable = |e| hop_error(chain, 0, first, false, UpstreamError::Unreachable(Box::new(e)));
-    let Connected { stream, peer, local } = connect::connect_direct(first, timeout, opts).map_err(unreachable)?;
+    let Connected { stream, peer, local } = direct::connect_direct(first, timeout, opts).map_err(unreachable)?;
     let negotiation = Negotiation::new(stream, budget).map_err(|e| hop_error(chain, 0, first, false, e.into()))?;
     Ok((negotiation, FirstHop { peer, local }))
 }
@@ -219,7 +150,8 @@ fn request(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Config;
+    use crate::config::Config;
+    use crate::net::negotiation::HandshakeError;
     use std::net::TcpListener;
 
     fn hop(addr: SocketAddr) -> Hop {

@@ -3,25 +3,25 @@
 //! SOCKS4 carries no password, so a service with users refuses it unless `--socks4` says
 //! otherwise, and `--no-socks4` closes such clients without a word.
 
-use crate::bind;
+use super::bind;
+use super::connect::{SocksReplies, serve_connect};
+use super::failure::{Failure, socks4_code};
 use crate::config::{Socks4Policy, SocksSpec};
-use crate::message_io::{HandshakeError, Negotiation, close_after_reply};
-use crate::reply::{Failure, socks4_code};
-use crate::server::Context;
-use crate::session::{self, Established, Replies, SessionLog};
+use crate::net::negotiation::{HandshakeError, Negotiation, close_after_reply};
+use crate::session::{Context, Established, SessionLog};
 use crate::wire::addr::Addr;
 use crate::wire::socks4::{Command, MAX_FIELD_LEN, Reply, ReplyCode, Request};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
-pub use crate::wire::socks4::VERSION;
+pub(super) use crate::wire::socks4::VERSION;
 
 /// Room for the longest request: the fixed header, then USERID and a 4a host name, each
 /// with its NUL.
 const REQUEST_BUF: usize = 8 + 2 * (MAX_FIELD_LEN + 1);
 
 /// Serves a client whose first byte was 4, up to the relay.
-pub fn serve(
+pub(super) fn serve(
     ctx: &Arc<Context>,
     spec: &SocksSpec,
     mut negotiation: Negotiation,
@@ -64,7 +64,7 @@ pub fn serve(
         return None;
     }
     match request.command {
-        Command::Connect => session::serve_connect(ctx, negotiation, &target, log, &Socks4Replies),
+        Command::Connect => serve_connect(ctx, negotiation, &target, log, &Socks4Replies),
         Command::Bind => bind::serve(ctx, negotiation, &target, log, &Socks4Replies),
     }
 }
@@ -72,7 +72,7 @@ pub fn serve(
 /// SOCKS4 replies: `VN=0 | CD | DSTPORT | DSTIP`.
 struct Socks4Replies;
 
-impl Replies for Socks4Replies {
+impl SocksReplies for Socks4Replies {
     /// An IPv6 address cannot go in a SOCKS4 reply; it goes as 0.0.0.0 with the port,
     /// which the protocol tells clients to read as "the SOCKS server's own address".
     fn granted(&self, negotiation: &mut Negotiation, addr: SocketAddr) -> Result<(), HandshakeError> {

@@ -12,11 +12,9 @@
 //! address in brackets; a target or upstream HOST may also be a domain name, which stays
 //! a name until whoever connects to it resolves it. USER and PASS may be percent-encoded.
 
-use crate::auth::Users;
-use crate::cli::parse_duration;
-use crate::config::{
-    Credentials, DEFAULT_UDP_TTL, Hop, ServiceSpec, Socks4Policy, SocksSpec, TcpForwardSpec, UdpForwardSpec,
-};
+use super::units::parse_duration;
+use super::users::Users;
+use super::{Credentials, DEFAULT_UDP_TTL, Hop, ServiceSpec, Socks4Policy, SocksSpec, TcpForwardSpec, UdpForwardSpec};
 use crate::wire::addr::TargetAddr;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

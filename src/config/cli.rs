@@ -1,8 +1,9 @@
 //! The command line: flags to a [`Config`], and the help text that lists them.
 
-use crate::auth::Users;
-use crate::config::{self, Config, RelayMode, ServiceSpec, Socks4Policy, SocksSpec};
-use crate::service_url;
+use super::units::{parse_duration, parse_size};
+use super::users::Users;
+use super::{Config, RelayMode, ServiceSpec, Socks4Policy, SocksSpec, service_url};
+use crate::config;
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -253,40 +254,6 @@ fn optional(d: Duration) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
 }
 
-/// `10`, `1.5s`, `500ms`, `2m`, `1h`: a plain number is seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let scale = match unit {
-        "" | "s" => 1.0,
-        "ms" => 0.001,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(format!("{text:?} has unknown unit {unit:?} (use ms, s, m or h)")),
-    };
-    match number.parse::<f64>() {
-        Ok(n) if n.is_finite() && n >= 0.0 && n * scale < 1e9 => Ok(Duration::from_secs_f64(n * scale)),
-        _ => Err(format!("{text:?} is not a duration")),
-    }
-}
-
-/// `65536`, `64K`, `1M` (powers of 1024).
-pub fn parse_size(text: &str) -> Result<usize, String> {
-    let upper = text.to_ascii_uppercase();
-    let trimmed = upper.trim_end_matches("IB").trim_end_matches('B');
-    let (number, scale) = match trimmed.char_indices().last() {
-        Some((i, 'K')) => (&trimmed[..i], 1024),
-        Some((i, 'M')) => (&trimmed[..i], 1024 * 1024),
-        _ => (trimmed, 1),
-    };
-    number
-        .parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .filter(|&n| n <= u32::MAX as usize)
-        .ok_or_else(|| format!("{text:?} is not a size (like 65536, 64K or 1M)"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,16 +393,5 @@ mod tests {
             let ServiceSpec::Socks(socks) = service else { panic!("{service:?}") };
             assert_eq!(socks.socks4, Socks4Policy::Off);
         }
-    }
-
-    #[test]
-    fn durations_and_sizes() {
-        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("-1").is_err() && parse_duration("").is_err() && parse_duration("1d").is_err());
-        assert_eq!(parse_size("1M"), Ok(1 << 20));
-        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
-        assert!(parse_size("9999999999999M").is_err());
     }
 }

@@ -16,7 +16,7 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// of its listener, options included, so an accepted client costs no setsockopt (four
 /// fewer system calls per session) and its buffer sizes are in place when the handshake
 /// negotiates window scaling. See [`tune_accepted`].
-pub fn listen(addr: SocketAddr, opts: &SocketOptions) -> io::Result<TcpListener> {
+pub(crate) fn listen(addr: SocketAddr, opts: &SocketOptions) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     tune(&SockRef::from(&socket), opts)?;
@@ -30,7 +30,7 @@ pub fn listen(addr: SocketAddr, opts: &SocketOptions) -> io::Result<TcpListener>
 
 /// Gives a stream accepted from a [`listen`] socket the options its listener could not
 /// pass on: none on Linux; elsewhere inheritance differs by system, so all of them.
-pub fn tune_accepted(stream: &TcpStream, opts: &SocketOptions) -> io::Result<()> {
+pub(crate) fn tune_accepted(stream: &TcpStream, opts: &SocketOptions) -> io::Result<()> {
     if cfg!(target_os = "linux") { Ok(()) } else { tune(&SockRef::from(stream), opts) }
 }
 
@@ -58,7 +58,7 @@ fn keepalive_params(idle: Duration) -> TcpKeepalive {
 
 /// Connects to `addr` within `timeout`. Options go on before the connect so buffer sizes
 /// shape the window scaling the handshake negotiates.
-pub fn connect(addr: SocketAddr, timeout: Duration, opts: &SocketOptions) -> io::Result<TcpStream> {
+pub(crate) fn connect(addr: SocketAddr, timeout: Duration, opts: &SocketOptions) -> io::Result<TcpStream> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     tune(&SockRef::from(&socket), opts)?;
     connect_within(&socket, addr, timeout)?;
@@ -97,7 +97,7 @@ fn connect_within(socket: &Socket, addr: SocketAddr, timeout: Duration) -> io::R
 /// SO_BROADCAST, so a datagram to 255.255.255.255 or a subnet broadcast is sent rather
 /// than refused with EACCES; IPv6 has no broadcast, and its socket is IPv6-only so each
 /// family has a socket of its own.
-pub fn udp_bind(addr: SocketAddr, opts: &UdpOptions) -> io::Result<UdpSocket> {
+pub(crate) fn udp_bind(addr: SocketAddr, opts: &UdpOptions) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
@@ -117,7 +117,7 @@ pub fn udp_bind(addr: SocketAddr, opts: &UdpOptions) -> io::Result<UdpSocket> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Config;
+    use crate::config::Config;
 
     #[test]
     fn accepted_streams_carry_the_options() {

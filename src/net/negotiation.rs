@@ -1,6 +1,7 @@
 //! Reads one whole protocol message from a client within the handshake deadline, taking
 //! exactly the message's bytes off the socket so data behind it stays for the relay.
 
+use super::is_timeout;
 use crate::wire;
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 /// Why a handshake could not go on.
 #[derive(Debug)]
-pub enum HandshakeError {
+pub(crate) enum HandshakeError {
     /// The peer closed the connection part-way through a message.
     Closed,
     /// The whole negotiation took longer than the handshake timeout.
@@ -43,18 +44,13 @@ impl From<io::Error> for HandshakeError {
     }
 }
 
-/// A read timeout shows up as WouldBlock on unix and TimedOut on Windows; callers see one.
-pub fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
-}
-
 /// Reads and writes one side of a negotiation under a single deadline.
 ///
 /// The socket's read timeout is set once to the whole budget and only lowered again when
 /// the time left has fallen well below it, so a quick client costs one setsockopt, while a
 /// client dribbling bytes still cannot stretch the negotiation past the deadline by more
 /// than `REARM_SLACK`.
-pub struct Negotiation {
+pub(crate) struct Negotiation {
     stream: TcpStream,
     deadline: Instant,
     armed: Duration,
@@ -63,22 +59,22 @@ pub struct Negotiation {
 const REARM_SLACK: Duration = Duration::from_millis(250);
 
 impl Negotiation {
-    pub fn new(stream: TcpStream, budget: Duration) -> io::Result<Self> {
+    pub(crate) fn new(stream: TcpStream, budget: Duration) -> io::Result<Self> {
         stream.set_read_timeout(Some(budget))?;
         Ok(Negotiation { stream, deadline: Instant::now() + budget, armed: budget })
     }
 
-    pub fn stream(&self) -> &TcpStream {
+    pub(crate) fn stream(&self) -> &TcpStream {
         &self.stream
     }
 
     /// Ends the negotiation and hands the socket on, to the relay or to be closed.
-    pub fn into_stream(self) -> TcpStream {
+    pub(crate) fn into_stream(self) -> TcpStream {
         self.stream
     }
 
     /// The first byte the client sent, left in the socket: it tells SOCKS4 from SOCKS5.
-    pub fn peek_first_byte(&mut self) -> Result<u8, HandshakeError> {
+    pub(crate) fn peek_first_byte(&mut self) -> Result<u8, HandshakeError> {
         let mut byte = [0u8; 1];
         loop {
             self.rearm()?;
@@ -107,7 +103,7 @@ impl Negotiation {
     /// is from the bytes so far. The reader peeks at what has arrived, then reads exactly the
     /// part that belongs to the message, so a pipelined request or early payload is left in
     /// the socket; a message split over many segments costs one peek and read per segment.
-    pub fn read_message<'b>(
+    pub(crate) fn read_message<'b>(
         &mut self,
         buf: &'b mut [u8],
         wanted_len: fn(&[u8]) -> wire::Result<usize>,
@@ -138,7 +134,7 @@ impl Negotiation {
     }
 
     /// Writes a reply in one call where the socket allows.
-    pub fn write(&mut self, bytes: &[u8]) -> Result<(), HandshakeError> {
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<(), HandshakeError> {
         (&self.stream).write_all(bytes)?;
         Ok(())
     }
@@ -152,7 +148,7 @@ const CLOSE_LINGER: Duration = Duration::from_millis(500);
 /// Closes a connection after a failure reply without destroying the reply: sends FIN,
 /// then reads and discards what the client still sends for a moment, because closing
 /// with unread data makes the kernel send a reset that can overtake the reply.
-pub fn close_after_reply(stream: &TcpStream) {
+pub(crate) fn close_after_reply(stream: &TcpStream) {
     let _ = stream.shutdown(std::net::Shutdown::Write);
     let deadline = Instant::now() + CLOSE_LINGER;
     let mut sink = [0u8; 512];

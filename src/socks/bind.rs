@@ -1,16 +1,16 @@
 //! BIND, for SOCKS5 and SOCKS4 alike: listen on a new socket, tell the client where, wait
 //! for one connection from the peer the client named, tell the client who came, relay.
 //!
-//! The protocol modules only word the replies (see [`Replies`]); the socket and the wait
+//! The protocol modules only word the replies (see [`SocksReplies`]); the socket and the wait
 //! live here.
 
+use super::connect::SocksReplies;
+use super::failure::Failure;
 use crate::config::SocketOptions;
-use crate::connect;
-use crate::message_io::Negotiation;
-use crate::reply::Failure;
-use crate::server::Context;
-use crate::session::{Established, Replies, SessionLog};
-use crate::sockopt;
+use crate::net::negotiation::Negotiation;
+use crate::net::sockopt;
+use crate::outbound;
+use crate::session::{Context, Established, SessionLog};
 use crate::wire::addr::TargetAddr;
 use std::io;
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -28,12 +28,12 @@ const MAX_TICK: Duration = Duration::from_millis(20);
 
 /// Serves a BIND request whose DST names `named`, the peer expected to connect, up to the
 /// relay between the client and that peer.
-pub fn serve(
+pub(super) fn serve(
     ctx: &Arc<Context>,
     mut negotiation: Negotiation,
     named: &TargetAddr,
     log: &mut SessionLog,
-    replies: &impl Replies,
+    replies: &impl SocksReplies,
 ) -> Option<Established> {
     let bound = match Bound::open(negotiation.stream(), named, &ctx.config.socket) {
         Ok(bound) => bound,
@@ -170,7 +170,7 @@ fn expected_peers(named: &TargetAddr) -> Result<Vec<IpAddr>, Failure> {
     match named {
         TargetAddr::Ip(sa) if sa.ip().is_unspecified() => Ok(Vec::new()),
         TargetAddr::Ip(sa) => Ok(vec![sa.ip().to_canonical()]),
-        TargetAddr::Domain(..) => Ok(connect::resolve(named)?.iter().map(|sa| sa.ip().to_canonical()).collect()),
+        TargetAddr::Domain(..) => Ok(outbound::resolve(named)?.iter().map(|sa| sa.ip().to_canonical()).collect()),
     }
 }
 

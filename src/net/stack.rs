@@ -32,7 +32,7 @@ mod imp {
         static STACK_BOTTOM: Cell<usize> = const { Cell::new(0) };
     }
 
-    pub fn remember_this_thread() {
+    pub(super) fn remember_this_thread() {
         STACK_BOTTOM.with(|bottom| bottom.set(stack_bottom().unwrap_or(0)));
     }
 
@@ -52,7 +52,7 @@ mod imp {
     }
 
     #[inline(never)]
-    pub fn release_unused() {
+    pub(super) fn release_unused() {
         let bottom = STACK_BOTTOM.with(Cell::get);
         if bottom == 0 {
             return;
@@ -93,12 +93,12 @@ mod imp {
 
 /// Records the current thread's stack bounds, once, so that [`release_unused`] may
 /// work on this thread. Pool threads call it when they start.
-pub fn remember_this_thread() {
+pub(crate) fn remember_this_thread() {
     imp::remember_this_thread()
 }
 
 /// Gives back the resident stack pages below the caller's frame, if there are any.
-pub fn release_unused() {
+pub(crate) fn release_unused() {
     imp::release_unused()
 }
 

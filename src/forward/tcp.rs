@@ -2,15 +2,14 @@
 //! through the same outbound connect and relay as a SOCKS CONNECT.
 
 use crate::config::TcpForwardSpec;
-use crate::message_io::close_after_reply;
-use crate::server::Context;
-use crate::session::{self, Established, SessionLog};
-use crate::sockopt;
+use crate::net::negotiation::close_after_reply;
+use crate::net::sockopt;
+use crate::session::{self, Context, Established, SessionLog};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
 /// Serves one accepted client of a `tcp://` service from start to close.
-pub fn serve(ctx: &Arc<Context>, spec: &TcpForwardSpec, id: u64, client: TcpStream, peer: SocketAddr) {
+pub(crate) fn serve(ctx: &Arc<Context>, spec: &TcpForwardSpec, id: u64, client: TcpStream, peer: SocketAddr) {
     session::handshake_then_relay(ctx, id, peer, |log| connect(ctx, spec, client, log));
 }
 

@@ -11,16 +11,16 @@
 //! it. With one upstream hop, the session holds a UDP association with that hop and the
 //! datagrams carry its UDP ASSOCIATE header.
 
-use crate::chain::UpstreamUdp;
 use crate::config::UdpForwardSpec;
-use crate::connect;
-use crate::message_io::is_timeout;
-use crate::pool::{Refused, WorkerPool};
-use crate::relay::Activity;
-use crate::server::{Context, FoldedWarning};
-use crate::session::{self, SessionLog};
-use crate::sockopt;
-use crate::udp_batch::{Batch, Outgoing};
+use crate::net::is_timeout;
+use crate::net::relay::Activity;
+use crate::net::sockopt;
+use crate::net::udp_batch::{Batch, Outgoing};
+use crate::net::worker_pool::{Refused, WorkerPool};
+use crate::outbound;
+use crate::outbound::upstream::UpstreamUdp;
+use crate::session::report::FoldedWarning;
+use crate::session::{self, Context, SessionLog};
 use crate::wire::addr::TargetAddr;
 use crate::wire::udp::{Header, MAX_HEADER_LEN};
 use std::collections::HashMap;
@@ -43,7 +43,12 @@ const STOP_GRACE: Duration = Duration::from_secs(1);
 /// Starts the receive thread of a `udp://` service on its bound socket. Once the server
 /// stops accepting it starts no new session, sessions end after a short grace without
 /// traffic, and the thread ends with the last one, so nobody needs to join it.
-pub fn start(ctx: Arc<Context>, workers: Arc<WorkerPool>, spec: UdpForwardSpec, socket: UdpSocket) -> io::Result<()> {
+pub(crate) fn start(
+    ctx: Arc<Context>,
+    workers: Arc<WorkerPool>,
+    spec: UdpForwardSpec,
+    socket: UdpSocket,
+) -> io::Result<()> {
     socket.set_read_timeout(Some(TICK))?;
     let service = Arc::new(Service { ctx, spec, socket, sessions: Mutex::new(HashMap::new()) });
     std::thread::Builder::new().name("burrowd-udp".into()).spawn(move || service.receive(&workers))?;
@@ -257,13 +262,14 @@ impl Service {
         }
     }
 
-    /// A socket straight to the target, or a UDP association with the one upstream hop.
+    /// A socket straight to the target, or a UDP association with the one upstream hop
+    /// (`Config::check` refuses a `udp://` service behind more).
     fn open_path(&self) -> Result<Path, String> {
         if let Some(udp) = self.ctx.udp_upstream().map_err(|e| e.to_string())? {
             udp.control.set_nonblocking(true).map_err(|e| format!("upstream control connection: {e}"))?;
             return Ok(Path::Upstream { udp, target: self.spec.target.clone() });
         }
-        let resolved = connect::resolve(&self.spec.target).map_err(|e| e.to_string())?;
+        let resolved = outbound::resolve(&self.spec.target).map_err(|e| e.to_string())?;
         let target = *resolved.first().expect("resolve returns at least one address");
         let socket = sockopt::udp_bind(SocketAddr::new(unspecified_like(target.ip()), 0), &self.ctx.config.udp)
             .map_err(|e| format!("cannot open outbound socket: {e}"))?;

@@ -13,7 +13,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::ops::Range;
 
 /// The largest datagram IPv4 or IPv6 can deliver: every slot holds one, so none is cut.
-pub const MAX_DATAGRAM: usize = 65_535;
+pub(crate) const MAX_DATAGRAM: usize = 65_535;
 /// The most datagrams one call moves, and so the most slots a batch grows to.
 const MAX_SLOTS: usize = if cfg!(target_os = "linux") { 32 } else { 1 };
 /// Receives that do not wait, after one that found datagrams, before one that sleeps.
@@ -36,7 +36,7 @@ enum Wait {
 /// whenever a receive fills every slot, and goes back to one slot when a receive times
 /// out: an idle socket holds one datagram's worth of memory, as a one-at-a-time relay
 /// would, and only a busy one holds up to `MAX_SLOTS`.
-pub struct Batch {
+pub(crate) struct Batch {
     slots: Vec<u8>,
     front: usize,
     /// Length and source of each datagram the last receive got, by slot.
@@ -46,7 +46,7 @@ pub struct Batch {
 
 /// One datagram to send: bytes `range` of slot `slot`, to `to` (`None` on a connected
 /// socket). `note` is the caller's, handed back with the result.
-pub struct Outgoing<T> {
+pub(crate) struct Outgoing<T> {
     pub slot: usize,
     pub range: Range<usize>,
     pub to: Option<SocketAddr>,
@@ -54,12 +54,12 @@ pub struct Outgoing<T> {
 }
 
 impl Batch {
-    pub fn new(front: usize) -> Batch {
+    pub(crate) fn new(front: usize) -> Batch {
         Batch { slots: vec![0; front + MAX_DATAGRAM], front, received: Vec::new(), sys: sys::Scratch::default() }
     }
 
     /// Where each datagram starts in its slot.
-    pub fn front(&self) -> usize {
+    pub(crate) fn front(&self) -> usize {
         self.front
     }
 
@@ -79,7 +79,7 @@ impl Batch {
     /// the CPU in between: falling asleep and being woken for the next datagram costs more
     /// than a few looks (measured: the relay moves about twice as many datagrams a second
     /// on a 2-CPU machine). A socket that went quiet sleeps after the looks.
-    pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+    pub(crate) fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
         let slot_len = self.slot_len();
         let (last, capacity) = (self.received.len(), self.capacity());
         if last == capacity && capacity < MAX_SLOTS {
@@ -110,14 +110,14 @@ impl Batch {
     }
 
     /// The `i`th datagram of the last receive and where it came from.
-    pub fn datagram(&self, i: usize) -> (&[u8], SocketAddr) {
+    pub(crate) fn datagram(&self, i: usize) -> (&[u8], SocketAddr) {
         let (len, from) = self.received[i];
         let start = i * self.slot_len() + self.front;
         (&self.slots[start..start + len], from)
     }
 
     /// The `i`th slot, front room included: the datagram is at `front()..`.
-    pub fn slot_mut(&mut self, i: usize) -> &mut [u8] {
+    pub(crate) fn slot_mut(&mut self, i: usize) -> &mut [u8] {
         let slot_len = self.slot_len();
         &mut self.slots[i * slot_len..][..slot_len]
     }
@@ -125,7 +125,7 @@ impl Batch {
     /// Sends every datagram in `out`, in order, with as few calls as the system allows,
     /// and calls `done` once for each with whether it went out. A datagram the system
     /// refuses is reported and skipped; the rest still go.
-    pub fn send<T>(
+    pub(crate) fn send<T>(
         &mut self,
         socket: &UdpSocket,
         out: &[Outgoing<T>],
@@ -174,7 +174,7 @@ mod sys {
 
     /// Address buffers reused from call to call, so a batch allocates nothing.
     #[derive(Default)]
-    pub struct Scratch {
+    pub(super) struct Scratch {
         sources: Vec<SockAddrStorage>,
         destinations: Vec<Option<SockAddr>>,
         /// Datagrams this long or longer are never grouped: the system refused such a
@@ -220,7 +220,7 @@ mod sys {
     }
 
     /// One recvmmsg(2) into up to `MAX_SLOTS` slots of `slots`, each datagram at `front`.
-    pub fn recv(
+    pub(super) fn recv(
         socket: &UdpSocket,
         slots: &mut [u8],
         slot_len: usize,
@@ -282,7 +282,7 @@ mod sys {
     /// shorter), goes as one message with UDP generic segmentation offload, so the stack
     /// routes and passes down one packet for the lot and splits it at the end; the first
     /// `ungrouped` go one message each.
-    pub fn send<T>(
+    pub(super) fn send<T>(
         socket: &UdpSocket,
         slots: &[u8],
         slot_len: usize,

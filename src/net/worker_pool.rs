@@ -8,9 +8,9 @@
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub type Job = Box<dyn FnOnce() + Send + 'static>;
+pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
 
-pub struct WorkerPool {
+pub(crate) struct WorkerPool {
     name: &'static str,
     max_threads: usize,
     max_waiting: usize,
@@ -37,7 +37,7 @@ struct Counts {
 
 /// Why a job was handed back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// Every thread is busy and the wait queue is full.
     Full,
     /// The operating system would not start another thread.
@@ -45,7 +45,7 @@ pub enum Refused {
 }
 
 impl WorkerPool {
-    pub fn new(name: &'static str, max_threads: usize, max_waiting: usize, stack_size: usize) -> Self {
+    pub(crate) fn new(name: &'static str, max_threads: usize, max_waiting: usize, stack_size: usize) -> Self {
         let (jobs, receiver) = unbounded();
         WorkerPool {
             name,
@@ -59,7 +59,7 @@ impl WorkerPool {
 
     /// Runs `job` on a free thread, starting one if none is free and the limit allows, or
     /// queues it; hands it back when the queue is full or no thread can be started.
-    pub fn try_execute(&self, job: Job) -> Result<(), (Job, Refused)> {
+    pub(crate) fn try_execute(&self, job: Job) -> Result<(), (Job, Refused)> {
         let mut counts = self.shared.lock();
         let waiting = (counts.queued + 1).saturating_sub(counts.idle);
         if waiting > 0 && counts.threads < self.max_threads {
@@ -94,7 +94,8 @@ impl WorkerPool {
     }
 
     /// Threads started so far.
-    pub fn threads(&self) -> usize {
+    #[cfg(test)]
+    fn threads(&self) -> usize {
         self.shared.lock().threads
     }
 }
@@ -107,7 +108,7 @@ impl Shared {
     }
 
     fn work(&self) {
-        crate::stack::remember_this_thread();
+        super::stack::remember_this_thread();
         while let Ok(job) = self.jobs.recv() {
             {
                 let mut counts = self.lock();

@@ -11,7 +11,7 @@
 //! connection; each outbound socket gets a thread from the relay pool that reads replies
 //! (target → client). Every read has a short timeout, so all threads notice within a tick
 //! when the control connection closes, the association sits idle too long, or the server
-//! shuts down. Each thread moves datagrams in batches (`udp_batch`: on Linux, one system
+//! shuts down. Each thread moves datagrams in batches (`net::udp_batch`: on Linux, one system
 //! call receives every datagram already queued, another sends them all on) and owns its
 //! batch's buffer, so relaying allocates nothing while traffic flows; an idle thread's
 //! buffer shrinks back to one datagram's worth.
@@ -21,15 +21,15 @@
 //! header and all (the hop resolves names and reaches targets), and the hop's datagrams,
 //! already labelled with their source, come back the same way.
 
-use crate::chain::UpstreamUdp;
 use crate::config::UdpOptions;
-use crate::connect::{self, ConnectError};
-use crate::message_io::is_timeout;
-use crate::relay::Activity;
-use crate::server::Context;
-use crate::sockopt;
-use crate::stats::human_bytes;
-use crate::udp_batch::{Batch, Outgoing};
+use crate::net::is_timeout;
+use crate::net::relay::Activity;
+use crate::net::sockopt;
+use crate::net::udp_batch::{Batch, Outgoing};
+use crate::outbound::upstream::UpstreamUdp;
+use crate::outbound::{self, ConnectError};
+use crate::session::Context;
+use crate::session::report::{Dropped, Traffic, UdpCounts};
 use crate::wire::addr::{Addr, TargetAddr};
 use crate::wire::udp::{Header, MAX_IP_HEADER_LEN};
 use crossbeam_channel::{Receiver, Sender};
@@ -52,7 +52,7 @@ const NAME_TTL: Duration = Duration::from_secs(60);
 const CONTROL_SINK: usize = 4096;
 
 /// A relay socket opened for one client, not yet relaying.
-pub struct Association {
+pub(super) struct Association {
     relay: Arc<UdpSocket>,
     /// The IP of the client's control connection; datagrams from any other are dropped.
     client_ip: IpAddr,
@@ -62,42 +62,9 @@ pub struct Association {
     upstream: Option<UpstreamUdp>,
 }
 
-/// Datagrams and payload bytes moved one way.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Traffic {
-    pub datagrams: u64,
-    pub bytes: u64,
-}
-
-/// Datagrams dropped, by reason.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Dropped {
-    /// Sent to the relay socket from an address other than the client's.
-    pub foreign: u64,
-    /// FRAG was not 0; burrowd does not reassemble fragments.
-    pub fragmented: u64,
-    /// The header did not parse.
-    pub malformed: u64,
-    /// The target name did not resolve, or a send failed (either way).
-    pub unsendable: u64,
-}
-
-/// What the association's log line reports.
-#[derive(Debug, Clone, Copy)]
-pub struct UdpCounts {
-    pub relay: SocketAddr,
-    /// The client's datagram address, once known.
-    pub client: Option<SocketAddr>,
-    /// Client → targets.
-    pub up: Traffic,
-    /// Targets → client.
-    pub down: Traffic,
-    pub dropped: Dropped,
-}
-
 /// Why an association ended.
 #[derive(Debug)]
-pub enum UdpEnd {
+pub(super) enum UdpEnd {
     /// The client closed its control connection.
     ControlClosed,
     /// The control connection failed (a reset, most often).
@@ -112,7 +79,7 @@ pub enum UdpEnd {
     UpstreamEnded,
 }
 
-pub struct UdpOutcome {
+pub(super) struct UdpOutcome {
     pub counts: UdpCounts,
     pub end: UdpEnd,
 }
@@ -130,32 +97,11 @@ impl fmt::Display for UdpEnd {
     }
 }
 
-impl fmt::Display for Traffic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} datagrams {}", self.datagrams, human_bytes(self.bytes))
-    }
-}
-
-impl fmt::Display for UdpCounts {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "relay {}", self.relay)?;
-        if let Some(client) = self.client {
-            write!(f, " client {client}")?;
-        }
-        let d = self.dropped;
-        write!(
-            f,
-            " up {} down {} dropped foreign {} fragmented {} malformed {} unsendable {}",
-            self.up, self.down, d.foreign, d.fragmented, d.malformed, d.unsendable
-        )
-    }
-}
-
 impl Association {
     /// Opens the relay socket for the client on `control`. `requested` is the request's
     /// DST.ADDR: where the client says it will send from (all zeros when it does not know).
     /// With `upstream`, datagrams go through that association with an upstream hop.
-    pub fn open(
+    pub(super) fn open(
         ctx: &Context,
         control: &TcpStream,
         requested: &TargetAddr,
@@ -180,13 +126,13 @@ impl Association {
     }
 
     /// The address for the UDP ASSOCIATE reply: where the client must send its datagrams.
-    pub fn advertised(&self) -> SocketAddr {
+    pub(super) fn advertised(&self) -> SocketAddr {
         self.advertised
     }
 
     /// Relays until the control connection closes, the association idles out or the
     /// server shuts down; every thread has ended and every socket is closed on return.
-    pub fn run(self, ctx: &Arc<Context>, control: TcpStream) -> UdpOutcome {
+    pub(super) fn run(self, ctx: &Arc<Context>, control: TcpStream) -> UdpOutcome {
         let relay_addr = self.relay.local_addr().unwrap_or(self.advertised);
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let mut client_side = ClientSide {
@@ -446,7 +392,7 @@ impl ClientSide {
     /// Starts a thread passing datagrams that arrive on `from` back to `client`.
     fn start_replies(&mut self, from: Arc<UdpSocket>, client: SocketAddr, labelled: bool) -> io::Result<()> {
         let replies =
-            Replies { from, relay: Arc::clone(&self.relay), client, shared: Arc::clone(&self.shared), labelled };
+            TargetReplies { from, relay: Arc::clone(&self.relay), client, shared: Arc::clone(&self.shared), labelled };
         let done = self.done.clone();
         self.ctx
             .relayer
@@ -507,7 +453,7 @@ fn is_transient(e: &io::Error) -> bool {
 
 /// A reply thread: datagrams from targets on one outbound socket, back to the client
 /// with the target's address in front.
-struct Replies {
+struct TargetReplies {
     from: Arc<UdpSocket>,
     relay: Arc<UdpSocket>,
     client: SocketAddr,
@@ -517,7 +463,7 @@ struct Replies {
     labelled: bool,
 }
 
-impl Replies {
+impl TargetReplies {
     /// Relays until the stop flag is set; returns what went through and how many
     /// replies could not be sent to the client.
     fn run(self) -> (Traffic, u64) {
@@ -607,7 +553,7 @@ impl NameCache {
         if let Some(entry) = self.entries.iter().find(|entry| &*entry.name == name) {
             return Ok(SocketAddr::new(entry.ip, port));
         }
-        let addrs = connect::resolve(&TargetAddr::Domain(name.to_owned(), port))?;
+        let addrs = outbound::resolve(&TargetAddr::Domain(name.to_owned(), port))?;
         let chosen = addrs.iter().find(|addr| addr.is_ipv6() == prefer_ipv6).unwrap_or(&addrs[0]);
         if self.entries.len() >= NAME_CACHE_SIZE {
             self.entries.remove(0);
@@ -631,22 +577,6 @@ mod tests {
         assert!(v4.local_addr().unwrap().ip().is_unspecified());
         let v6 = open_outbound(true, &opts).unwrap();
         assert!(v6.local_addr().unwrap().is_ipv6());
-    }
-
-    #[test]
-    fn the_log_line_names_every_count() {
-        let counts = UdpCounts {
-            relay: "127.0.0.1:40000".parse().unwrap(),
-            client: Some("127.0.0.1:5353".parse().unwrap()),
-            up: Traffic { datagrams: 3, bytes: 1536 },
-            down: Traffic { datagrams: 2, bytes: 100 },
-            dropped: Dropped { foreign: 1, fragmented: 2, malformed: 3, unsendable: 4 },
-        };
-        assert_eq!(
-            counts.to_string(),
-            "relay 127.0.0.1:40000 client 127.0.0.1:5353 up 3 datagrams 1.5 KiB down 2 datagrams 100 B \
-             dropped foreign 1 fragmented 2 malformed 3 unsendable 4"
-        );
     }
 
     #[test]

@@ -1,0 +1,111 @@
+//! Reaching a target: directly (name resolution, then each address in turn), or through
+//! the upstream SOCKS5 proxies of `-F`. Both fail with one error type, [`ConnectError`].
+
+pub(crate) mod direct;
+pub(crate) mod upstream;
+
+use crate::net::negotiation::HandshakeError;
+use crate::wire::{self, addr::TargetAddr, socks5::ReplyCode};
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+
+pub(crate) use direct::{connect_direct, resolve};
+
+/// Why an outbound connection was not made.
+#[derive(Debug)]
+pub(crate) enum ConnectError {
+    /// The name did not resolve, or resolved to no address.
+    Resolve { name: String, error: io::Error },
+    /// Every address was tried; this is the last one's error.
+    Connect { addr: SocketAddr, error: io::Error },
+    /// A hop of the upstream chain failed (boxed: it is rare and large).
+    Upstream(Box<UpstreamFailure>),
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Resolve { name, error } => write!(f, "cannot resolve {name}: {error}"),
+            ConnectError::Connect { addr, error } => write!(f, "connect to {addr}: {error}"),
+            ConnectError::Upstream(failure) => failure.fmt(f),
+        }
+    }
+}
+
+/// A connection to a target, with the addresses the session log reports.
+pub(crate) struct Connected {
+    pub stream: TcpStream,
+    /// The address actually reached.
+    pub peer: SocketAddr,
+    /// The outbound socket's own address, as `ss -tn` shows it.
+    pub local: SocketAddr,
+}
+
+/// Which hop of the chain failed, at what, and why.
+#[derive(Debug)]
+pub(crate) struct UpstreamFailure {
+    /// Counts from 1, in `-F` order.
+    pub hop: usize,
+    pub proxy: TargetAddr,
+    /// What we asked the hop to reach: the next hop, or the target.
+    pub asked: TargetAddr,
+    /// Whether `asked` was the final target, so the hop's reply is about the target.
+    pub for_target: bool,
+    pub error: UpstreamError,
+}
+
+impl fmt::Display for UpstreamFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "upstream hop {} ({}) asked for {}: {}", self.hop, self.proxy, self.asked, self.error)
+    }
+}
+
+/// Why an upstream proxy did not do what it was asked.
+#[derive(Debug)]
+pub(crate) enum UpstreamError {
+    /// The first hop could not be reached at all.
+    Unreachable(Box<ConnectError>),
+    /// It chose an authentication method we cannot use (a login we have no credentials
+    /// for, or "none acceptable").
+    NoAcceptableMethod(u8),
+    /// It rejected our username and password.
+    LoginRejected,
+    /// It answered our request with this failure code.
+    Replied(ReplyCode),
+    /// Its UDP relay address is one we cannot send to.
+    BadRelayAddress(TargetAddr),
+    /// The conversation broke off: closed, timed out, malformed, or a socket error.
+    Handshake(HandshakeError),
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamError::Unreachable(e) => write!(f, "cannot reach it: {e}"),
+            UpstreamError::NoAcceptableMethod(m) => write!(f, "it chose auth method {m:#04x}, which we cannot use"),
+            UpstreamError::LoginRejected => write!(f, "it rejected our username/password"),
+            UpstreamError::Replied(code) => write!(f, "it replied {code}"),
+            UpstreamError::BadRelayAddress(addr) => write!(f, "it named UDP relay {addr}, which we cannot use"),
+            UpstreamError::Handshake(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<HandshakeError> for UpstreamError {
+    fn from(e: HandshakeError) -> Self {
+        UpstreamError::Handshake(e)
+    }
+}
+
+impl From<wire::Error> for UpstreamError {
+    fn from(e: wire::Error) -> Self {
+        UpstreamError::Handshake(HandshakeError::Malformed(e))
+    }
+}
+
+impl From<std::io::Error> for UpstreamError {
+    fn from(e: std::io::Error) -> Self {
+        UpstreamError::Handshake(e.into())
+    }
+}

@@ -1,0 +1,148 @@
+//! A running server: binding every service's socket, starting the accept loops and the
+//! worker pool clients are handed to, stopping and draining.
+
+mod accept;
+
+use crate::config::{Config, ServiceSpec};
+use crate::forward;
+use crate::net::sockopt;
+use crate::net::worker_pool::WorkerPool;
+use crate::session::Context;
+use crate::session::stats::Snapshot;
+use accept::Acceptor;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Stack for session workers. They run the handshake and name resolution (getaddrinfo
+/// and its NSS modules are the deepest callers) and then copy one relay direction.
+const WORKER_STACK: usize = 256 * 1024;
+
+/// A running server. Dropping it does not stop it; call [`Server::stop_accepting`].
+pub struct Server {
+    ctx: Arc<Context>,
+    /// Every service's bound address, in the order the services were given.
+    addrs: Vec<SocketAddr>,
+    /// The TCP listeners' accept threads. UDP services' receive threads are not joined:
+    /// they keep serving live sessions after a stop and end with the last one.
+    accept_threads: Vec<(SocketAddr, JoinHandle<()>)>,
+    stopping: Arc<AtomicBool>,
+}
+
+/// A service's socket, bound before anything starts so a bad address fails the start.
+enum Bound {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
+impl Server {
+    /// Binds every service's socket, then starts serving. Fails, naming the address, if
+    /// any cannot be bound, or if the config asks for what burrowd cannot do.
+    pub fn start(config: Config) -> io::Result<Server> {
+        config.check().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let mut bound = Vec::new();
+        for spec in &config.services {
+            let addr = spec.listen_addr();
+            let socket = match spec {
+                ServiceSpec::UdpForward(_) => sockopt::udp_bind(addr, &config.udp).map(Bound::Udp),
+                _ => sockopt::listen(addr, &config.socket).map(Bound::Tcp),
+            };
+            let socket = socket.map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            bound.push((socket, spec.clone()));
+        }
+        let workers = Arc::new(WorkerPool::new("burrowd-worker", config.max_clients, config.queue, WORKER_STACK));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let ctx = Arc::new(Context::new(config, Arc::clone(&stopping)));
+        let mut addrs = Vec::new();
+        let mut accept_threads = Vec::new();
+        for (socket, spec) in bound {
+            match (socket, spec) {
+                (Bound::Udp(socket), ServiceSpec::UdpForward(udp)) => {
+                    let addr = socket.local_addr()?;
+                    log::info!("listening on udp {addr}: forward to {} (ttl {:?})", udp.target, udp.ttl);
+                    forward::udp::start(Arc::clone(&ctx), Arc::clone(&workers), udp, socket)?;
+                    addrs.push(addr);
+                }
+                (Bound::Tcp(listener), spec) => {
+                    let addr = listener.local_addr()?;
+                    log::info!("listening on {addr}: {}", spec_summary(&spec));
+                    let acceptor = Acceptor {
+                        ctx: Arc::clone(&ctx),
+                        workers: Arc::clone(&workers),
+                        stopping: Arc::clone(&stopping),
+                        spec: Arc::new(spec),
+                    };
+                    let thread = std::thread::Builder::new()
+                        .name("burrowd-accept".into())
+                        .spawn(move || acceptor.run(listener))?;
+                    addrs.push(addr);
+                    accept_threads.push((addr, thread));
+                }
+                (Bound::Udp(_), _) => unreachable!("only udp:// services are bound to UDP sockets"),
+            }
+        }
+        for hop in &ctx.config.chain {
+            log::info!("outbound connections go through {hop}");
+        }
+        if ctx.config.chain.len() > 1 {
+            log::warn!("UDP ASSOCIATE is refused (reply 7): UDP goes through one upstream hop at most");
+        }
+        Ok(Server { ctx, addrs, accept_threads, stopping })
+    }
+
+    /// The bound addresses, in the order the services were given (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs.clone()
+    }
+
+    pub fn stats(&self) -> Snapshot {
+        self.ctx.stats.snapshot()
+    }
+
+    /// Stops every accept loop and closes the TCP listeners; a UDP service starts no new
+    /// sessions. Sessions already started go on.
+    pub fn stop_accepting(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for (addr, _) in &self.accept_threads {
+            // A connection to ourselves is how a thread blocked in accept() learns to stop.
+            let _ = TcpStream::connect_timeout(&wake_address(*addr), Duration::from_secs(1));
+        }
+        for (_, thread) in self.accept_threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+
+    /// Waits until no session is left or `timeout` passes; true if none is left.
+    pub fn drain(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.ctx.stats.snapshot().active > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+}
+
+fn spec_summary(spec: &ServiceSpec) -> String {
+    match spec {
+        ServiceSpec::Socks(socks) if socks.users.is_empty() => "SOCKS, no authentication".into(),
+        ServiceSpec::Socks(socks) => format!("SOCKS, {} user(s)", socks.users.len()),
+        ServiceSpec::TcpForward(forward) => format!("forward to {}", forward.target),
+        ServiceSpec::UdpForward(forward) => format!("udp forward to {}", forward.target),
+    }
+}
+
+/// The address to connect to in order to wake a listener bound to `addr`.
+fn wake_address(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
+}

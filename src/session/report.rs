@@ -1,0 +1,170 @@
+//! What burrowd writes to its log: one line per finished session, and warnings folded
+//! so that a flood of one kind costs one line a second.
+
+use crate::config::units::human_bytes;
+use crate::wire::addr::TargetAddr;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Repeated warnings of one kind are folded into one line per this interval.
+const WARN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the finished-session log line reports; filled in as the session goes.
+pub(crate) struct SessionLog {
+    pub id: u64,
+    pub client: SocketAddr,
+    started: Instant,
+    pub user: Option<String>,
+    pub command: Option<String>,
+    /// The target as the client asked for it (a name stays a name).
+    pub target: Option<TargetAddr>,
+    /// The address actually connected to.
+    pub reached: Option<SocketAddr>,
+    /// The outbound socket's local address, matching `ss -tn`.
+    pub outbound_local: Option<SocketAddr>,
+    pub up: u64,
+    pub down: u64,
+    /// A UDP association's datagram counts, reported instead of `up` and `down`.
+    pub udp: Option<UdpCounts>,
+    /// How it ended: `closed`, a reply code with its reason, an error.
+    pub outcome: String,
+}
+
+impl SessionLog {
+    pub(crate) fn new(id: u64, client: SocketAddr) -> Self {
+        SessionLog {
+            id,
+            client,
+            started: Instant::now(),
+            user: None,
+            command: None,
+            target: None,
+            reached: None,
+            outbound_local: None,
+            up: 0,
+            down: 0,
+            udp: None,
+            outcome: String::new(),
+        }
+    }
+}
+
+impl fmt::Display for SessionLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "session {} {}", self.id, self.client)?;
+        if let Some(user) = &self.user {
+            write!(f, " user {user}")?;
+        }
+        if let Some(command) = &self.command {
+            write!(f, " {command}")?;
+        }
+        if let Some(target) = &self.target {
+            write!(f, " {target}")?;
+        }
+        if let Some(reached) = self.reached {
+            write!(f, " ({reached})")?;
+        }
+        if let Some(local) = self.outbound_local {
+            write!(f, " from {local}")?;
+        }
+        match &self.udp {
+            Some(udp) => write!(f, " {udp}")?,
+            None => write!(f, " up {} down {}", human_bytes(self.up), human_bytes(self.down))?,
+        }
+        write!(f, " {:.1}s: {}", self.started.elapsed().as_secs_f64(), self.outcome)
+    }
+}
+
+/// Datagrams and payload bytes moved one way.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Traffic {
+    pub datagrams: u64,
+    pub bytes: u64,
+}
+
+/// Datagrams dropped, by reason.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Dropped {
+    /// Sent to the relay socket from an address other than the client's.
+    pub foreign: u64,
+    /// FRAG was not 0; burrowd does not reassemble fragments.
+    pub fragmented: u64,
+    /// The header did not parse.
+    pub malformed: u64,
+    /// The target name did not resolve, or a send failed (either way).
+    pub unsendable: u64,
+}
+
+/// What the association's log line reports.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UdpCounts {
+    pub relay: SocketAddr,
+    /// The client's datagram address, once known.
+    pub client: Option<SocketAddr>,
+    /// Client → targets.
+    pub up: Traffic,
+    /// Targets → client.
+    pub down: Traffic,
+    pub dropped: Dropped,
+}
+
+impl fmt::Display for Traffic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} datagrams {}", self.datagrams, human_bytes(self.bytes))
+    }
+}
+
+impl fmt::Display for UdpCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "relay {}", self.relay)?;
+        if let Some(client) = self.client {
+            write!(f, " client {client}")?;
+        }
+        let d = self.dropped;
+        write!(
+            f,
+            " up {} down {} dropped foreign {} fragmented {} malformed {} unsendable {}",
+            self.up, self.down, d.foreign, d.fragmented, d.malformed, d.unsendable
+        )
+    }
+}
+
+/// A warning printed at most once per interval, with how often it happened meanwhile.
+#[derive(Default)]
+pub(crate) struct FoldedWarning {
+    last: Option<Instant>,
+    count: u64,
+}
+
+impl FoldedWarning {
+    pub(crate) fn warn(&mut self, message: impl FnOnce(u64) -> String) {
+        self.count += 1;
+        if self.last.is_none_or(|at| at.elapsed() >= WARN_INTERVAL) {
+            log::warn!("{}", message(self.count));
+            self.last = Some(Instant::now());
+            self.count = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_line_names_every_count() {
+        let counts = UdpCounts {
+            relay: "127.0.0.1:40000".parse().unwrap(),
+            client: Some("127.0.0.1:5353".parse().unwrap()),
+            up: Traffic { datagrams: 3, bytes: 1536 },
+            down: Traffic { datagrams: 2, bytes: 100 },
+            dropped: Dropped { foreign: 1, fragmented: 2, malformed: 3, unsendable: 4 },
+        };
+        assert_eq!(
+            counts.to_string(),
+            "relay 127.0.0.1:40000 client 127.0.0.1:5353 up 3 datagrams 1.5 KiB down 2 datagrams 100 B \
+             dropped foreign 1 fragmented 2 malformed 3 unsendable 4"
+        );
+    }
+}

@@ -1,0 +1,41 @@
+//! CONNECT, for SOCKS5 and SOCKS4 alike, and the replies each protocol words its own way.
+
+use super::failure::Failure;
+use crate::net::negotiation::{HandshakeError, Negotiation};
+use crate::session::{Context, Established, SessionLog};
+use crate::wire::addr::TargetAddr;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// How one protocol words its replies. The command flows (CONNECT below, BIND in
+/// [`super::bind`]) are the same for SOCKS4 and SOCKS5 apart from this.
+pub(crate) trait SocksReplies {
+    /// Sends a success reply carrying `addr`.
+    fn granted(&self, negotiation: &mut Negotiation, addr: SocketAddr) -> Result<(), HandshakeError>;
+    /// Sends the reply `failure` earns, records it in the log, and closes.
+    fn fail(&self, negotiation: Negotiation, failure: Failure, log: &mut SessionLog);
+}
+
+/// CONNECT: opens the outbound connection and replies with its local address.
+pub(super) fn serve_connect(
+    ctx: &Arc<Context>,
+    mut negotiation: Negotiation,
+    target: &TargetAddr,
+    log: &mut SessionLog,
+    replies: &impl SocksReplies,
+) -> Option<Established> {
+    let connected = match ctx.connect_target(target) {
+        Ok(connected) => connected,
+        Err(e) => {
+            replies.fail(negotiation, e.into(), log);
+            return None;
+        }
+    };
+    log.reached = Some(connected.peer);
+    log.outbound_local = Some(connected.local);
+    if let Err(e) = replies.granted(&mut negotiation, connected.local) {
+        log.outcome = e.to_string();
+        return None;
+    }
+    Some(Established::new(negotiation, connected.stream))
+}

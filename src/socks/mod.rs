@@ -1,0 +1,58 @@
+//! A SOCKS listener's clients: the first byte picks SOCKS5 ([`v5`]) or SOCKS4/4a
+//! ([`v4`]); their commands (CONNECT in [`connect`], [`bind`], [`udp_associate`]) and the
+//! reply a failure earns ([`failure`]) are here too.
+
+mod bind;
+mod connect;
+mod failure;
+mod udp_associate;
+mod v4;
+mod v5;
+
+use crate::config::SocksSpec;
+use crate::net::negotiation::{Negotiation, close_after_reply};
+use crate::net::sockopt;
+use crate::session::{self, Context, Established, SessionLog};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+
+/// Serves one accepted client of a SOCKS listener from start to close.
+pub(crate) fn serve_socks(ctx: &Arc<Context>, spec: &SocksSpec, id: u64, client: TcpStream, peer: SocketAddr) {
+    session::handshake_then_relay(ctx, id, peer, |log| negotiate_socks(ctx, spec, client, log));
+}
+
+/// The whole SOCKS handshake, up to the relay. Never inlined; see [`session::handshake_then_relay`].
+#[inline(never)]
+fn negotiate_socks(
+    ctx: &Arc<Context>,
+    spec: &SocksSpec,
+    client: TcpStream,
+    log: &mut SessionLog,
+) -> Option<Established> {
+    if let Err(e) = sockopt::tune_accepted(&client, &ctx.config.socket) {
+        log.outcome = format!("cannot set socket options: {e}");
+        return None;
+    }
+    let mut negotiation = match Negotiation::new(client, ctx.config.handshake_timeout) {
+        Ok(n) => n,
+        Err(e) => {
+            log.outcome = format!("cannot set handshake timeout: {e}");
+            return None;
+        }
+    };
+    match negotiation.peek_first_byte() {
+        Ok(v5::VERSION) => v5::serve(ctx, spec, negotiation, log),
+        Ok(v4::VERSION) => v4::serve(ctx, spec, negotiation, log),
+        Ok(other) => {
+            log.outcome = format!("not SOCKS: first byte {other:#04x}, closed");
+            // No reply, since there is no protocol to word one in; a clean FIN still
+            // tells the client more than a reset would.
+            close_after_reply(negotiation.stream());
+            None
+        }
+        Err(e) => {
+            log.outcome = e.to_string();
+            None
+        }
+    }
+}
