@@ -220,17 +220,24 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Refuses what burrowd cannot do, in one line: UDP goes through one upstream hop at
-    /// most, since a hop's UDP ASSOCIATE cannot be chained through a second hop.
+    /// Refuses what burrowd cannot do, in one line: a `udp://` service behind a chain
+    /// that cannot carry UDP (see [`Config::carries_udp`]).
     pub fn check(&self) -> Result<(), String> {
-        let hops = self.chain.len();
         match self.services.iter().find(|s| matches!(s, ServiceSpec::UdpForward(_))) {
-            Some(udp) if hops > 1 => Err(format!(
-                "udp service on {} cannot go through {hops} upstream hops; UDP takes one hop at most",
-                udp.listen_addr()
+            Some(udp) if !self.carries_udp() => Err(format!(
+                "udp service on {} cannot go through {} upstream hops; UDP takes one hop at most",
+                udp.listen_addr(),
+                self.chain.len()
             )),
             _ => Ok(()),
         }
+    }
+
+    /// Whether UDP can go where TCP goes: directly, or through one upstream hop. A hop's
+    /// UDP relay cannot be reached through a further hop, so with more hops UDP is refused
+    /// rather than sent around the chain.
+    pub fn carries_udp(&self) -> bool {
+        self.chain.len() <= 1
     }
 
     /// A config for tests and embedding: one SOCKS listener on `addr` (port 0 picks a free

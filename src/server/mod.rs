@@ -87,7 +87,7 @@ impl Server {
         for hop in &ctx.config.chain {
             log::info!("outbound connections go through {hop}");
         }
-        if ctx.config.chain.len() > 1 {
+        if !ctx.config.carries_udp() {
             log::warn!("UDP ASSOCIATE is refused (reply 7): UDP goes through one upstream hop at most");
         }
         Ok(Server { ctx, addrs, accept_threads, stopping })

@@ -41,18 +41,11 @@ impl Context {
         }
     }
 
-    /// Whether UDP can go where TCP goes: directly, or through one upstream hop. A hop's
-    /// UDP relay cannot be reached through a further hop, so with more hops UDP is refused
-    /// rather than sent around the chain.
-    pub(crate) fn carries_udp(&self) -> bool {
-        self.config.chain.len() <= 1
-    }
-
     /// The UDP association with the upstream hop that UDP traffic goes through, or `None`
-    /// without a chain. Only for a context that [`Context::carries_udp`].
+    /// without a chain. Only for a config that [`Config::carries_udp`].
     pub(crate) fn udp_upstream(&self) -> Result<Option<UpstreamUdp>, ConnectError> {
         let config = &self.config;
-        debug_assert!(self.carries_udp(), "UDP through {} hops", config.chain.len());
+        debug_assert!(config.carries_udp(), "UDP through {} hops", config.chain.len());
         if config.chain.is_empty() {
             return Ok(None);
         }

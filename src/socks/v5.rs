@@ -149,7 +149,7 @@ impl SocksReplies for Socks5Replies {
 /// handshake, and pages a handshake touches stay with its worker (see `session::handshake_then_relay`).
 #[inline(never)]
 fn udp_associate(ctx: &Arc<Context>, mut negotiation: Negotiation, from: &TargetAddr, log: &mut SessionLog) {
-    if !ctx.carries_udp() {
+    if !ctx.config.carries_udp() {
         return fail(negotiation, Failure::CommandNotSupported, log);
     }
     let upstream = match ctx.udp_upstream() {
