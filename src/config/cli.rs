@@ -52,9 +52,14 @@ Options:
                                (default: SOCKS4/4a served only when no users are configured)
       --no-socks4              refuse SOCKS4/4a: such clients are closed without a reply
                                (default: off)
-      --max-clients N          worker threads, so sessions served at once (default: {max_clients})
-      --queue N                clients that wait for a worker when all are busy; more are
-                               refused (default: {queue})
+      --max-clients N          worker threads, so sessions served at once (default: {max_clients});
+                               when all are taken, the oldest client still in its handshake
+                               is closed to make room for a newcomer
+      --max-clients-per-ip N   live sessions one client address may hold; past it, that
+                               address's oldest client still in its handshake makes room,
+                               or the newcomer is closed (default: half of --max-clients)
+      --queue N                clients that wait for a worker when all are busy and none can
+                               make room; more are closed at once (default: {queue})
       --handshake-timeout DUR  limit on the whole SOCKS negotiation (default: {handshake:?})
       --connect-timeout DUR    limit on each outbound connection attempt (default: {connect:?})
       --bind-timeout DUR       limit on waiting for the incoming connection of a BIND
@@ -71,6 +76,12 @@ Options:
       --keepalive DUR          TCP keepalive idle time on both legs; 0 is off (default: {keepalive:?})
       --sndbuf BYTES           SO_SNDBUF for every TCP socket (default: the OS's)
       --rcvbuf BYTES           SO_RCVBUF for every TCP socket (default: the OS's)
+      --udp-max-sessions N     client addresses each udp:// service serves at once, a thread
+                               each; a datagram that would start one more is dropped
+                               (default: {udp_sessions})
+      --udp-max-sessions-per-ip N
+                               of those, how many one client address may hold (default: half
+                               of --udp-max-sessions)
       --udp-idle-timeout DUR   end a UDP association with no datagram either way for DUR;
                                0 is off (default: {udp_idle:?})
       --udp-port-range LO-HI   bind UDP relay sockets to a port in LO..=HI (default: any free port)
@@ -98,6 +109,7 @@ BYTES is a number, or with K or M (64K, 1M; powers of 1024).
         relay = relay_name(config::DEFAULT_RELAY),
         keepalive = config::DEFAULT_KEEPALIVE,
         udp_idle = config::DEFAULT_UDP_IDLE_TIMEOUT,
+        udp_sessions = config::DEFAULT_UDP_MAX_SESSIONS,
     )
 }
 
@@ -149,6 +161,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
             "--no-socks4" => set_socks4(&mut socks4, Socks4Policy::Off)?,
             "--max-clients" => config.max_clients = parse_count(&flag, &value()?, 1)?,
             "--queue" => config.queue = parse_count(&flag, &value()?, 0)?,
+            "--max-clients-per-ip" => config.max_clients_per_ip = Some(parse_count(&flag, &value()?, 1)?),
             "--handshake-timeout" => config.handshake_timeout = parse_nonzero_duration(&flag, &value()?)?,
             "--connect-timeout" => config.connect_timeout = parse_nonzero_duration(&flag, &value()?)?,
             "--bind-timeout" => config.bind_timeout = parse_nonzero_duration(&flag, &value()?)?,
@@ -159,6 +172,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
             "--keepalive" => config.socket.keepalive = optional(flag_duration(&flag, &value()?)?),
             "--sndbuf" => config.socket.sndbuf = Some(parse_size(&value()?).map_err(|e| format!("{flag}: {e}"))?),
             "--rcvbuf" => config.socket.rcvbuf = Some(parse_size(&value()?).map_err(|e| format!("{flag}: {e}"))?),
+            "--udp-max-sessions" => config.udp_max_sessions = parse_count(&flag, &value()?, 1)?,
+            "--udp-max-sessions-per-ip" => config.udp_max_sessions_per_ip = Some(parse_count(&flag, &value()?, 1)?),
             "--udp-idle-timeout" => config.udp.idle_timeout = optional(flag_duration(&flag, &value()?)?),
             "--udp-port-range" => {
                 config.udp.port_range = Some(parse_port_range(&value()?).map_err(|e| format!("{flag}: {e}"))?)
@@ -290,6 +305,8 @@ mod tests {
             "--max-clients",
             "8",
             "--queue=0",
+            "--max-clients-per-ip",
+            "3",
             "--idle-timeout",
             "1.5s",
             "--bind-timeout=250ms",
@@ -309,6 +326,9 @@ mod tests {
             "0",
             "--udp-rcvbuf",
             "4M",
+            "--udp-max-sessions=10",
+            "--udp-max-sessions-per-ip",
+            "4",
             "-v",
             "-v",
         ])
@@ -321,6 +341,8 @@ mod tests {
         }
         assert_eq!(s.config.bind_timeout, Duration::from_millis(250));
         assert_eq!((s.config.max_clients, s.config.queue), (8, 0));
+        assert_eq!(s.config.max_clients_per_ip(), 3);
+        assert_eq!((s.config.udp_max_sessions, s.config.udp_max_sessions_per_ip()), (10, 4));
         assert_eq!(s.config.idle_timeout, Some(Duration::from_millis(1500)));
         assert_eq!(s.config.socket.keepalive, None);
         assert_eq!(s.config.buffer_size, 64 * 1024);

@@ -156,8 +156,11 @@ pub struct Config {
     pub services: Vec<ServiceSpec>,
     /// Worker threads, and so sessions served at once.
     pub max_clients: usize,
-    /// Clients that may wait for a worker when all are busy; more are refused.
+    /// Clients that may wait for a worker when all are busy and none can be reclaimed;
+    /// more are refused.
     pub queue: usize,
+    /// Live sessions one client address may hold; `None` means half of `max_clients`.
+    pub max_clients_per_ip: Option<usize>,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
     /// How long a BIND waits for its one incoming connection.
@@ -173,6 +176,10 @@ pub struct Config {
     /// means connect directly.
     pub chain: Vec<Hop>,
     pub udp: UdpOptions,
+    /// Sessions (client addresses) each `udp://` service serves at once, a thread each.
+    pub udp_max_sessions: usize,
+    /// Of those, how many one client address may hold; `None` means half.
+    pub udp_max_sessions_per_ip: Option<usize>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1080";
@@ -182,6 +189,7 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BIND_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_UDP_MAX_SESSIONS: usize = 256;
 pub const DEFAULT_UDP_TTL: Duration = Duration::from_secs(60);
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
 pub const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -199,6 +207,7 @@ impl Default for Config {
             services: vec![ServiceSpec::Socks(SocksSpec::new(DEFAULT_LISTEN.parse().expect("valid default")))],
             max_clients: DEFAULT_MAX_CLIENTS,
             queue: DEFAULT_QUEUE,
+            max_clients_per_ip: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             bind_timeout: DEFAULT_BIND_TIMEOUT,
@@ -215,6 +224,8 @@ impl Default for Config {
                 sndbuf: None,
                 rcvbuf: None,
             },
+            udp_max_sessions: DEFAULT_UDP_MAX_SESSIONS,
+            udp_max_sessions_per_ip: None,
         }
     }
 }
@@ -231,6 +242,18 @@ impl Config {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// Live sessions one client address may hold: `--max-clients-per-ip`, or else half
+    /// the workers, so that one address (a scanner, or a NAT full of clients) always
+    /// leaves the other half to everyone else.
+    pub fn max_clients_per_ip(&self) -> usize {
+        self.max_clients_per_ip.unwrap_or(self.max_clients / 2).max(1)
+    }
+
+    /// Sessions one client address may hold on a `udp://` service: the flag, or half.
+    pub fn udp_max_sessions_per_ip(&self) -> usize {
+        self.udp_max_sessions_per_ip.unwrap_or(self.udp_max_sessions / 2).max(1)
     }
 
     /// Whether UDP can go where TCP goes: directly, or through one upstream hop. A hop's

@@ -1,17 +1,21 @@
 //! `udp://` port forwarding, one session per client address.
 //!
 //! One thread per service receives from every client. A client's first datagram starts
-//! its session: a job on the shared worker pool opens an outbound socket of the client's
-//! own (so replies can only be the client's), sends what arrived meanwhile, then carries
-//! replies back until the session has seen no datagram either way for the ttl. Any number
-//! of replies may answer one request.
+//! its session: a job on the service's own pool of session threads opens an outbound socket
+//! of the client's own (so replies can only be the client's), sends what arrived meanwhile,
+//! then carries replies back until the session has seen no datagram either way for the ttl.
+//! Any number of replies may answer one request.
+//!
+//! Sessions are bounded per service (`--udp-max-sessions`) and per client address, and
+//! their threads are the service's own: no UDP traffic can take the workers that SOCKS and
+//! `tcp://` clients need. A datagram that would start a session past a bound is dropped.
 //!
 //! Without an upstream chain the outbound socket sends straight to the target and passes
 //! back replies from any address: a broadcast target is answered by each host that heard
 //! it. With one upstream hop, the session holds a UDP association with that hop and the
 //! datagrams carry its UDP ASSOCIATE header.
 
-use crate::config::UdpForwardSpec;
+use crate::config::{Config, UdpForwardSpec};
 use crate::net::is_timeout;
 use crate::net::relay::Activity;
 use crate::net::sockopt;
@@ -43,16 +47,83 @@ const STOP_GRACE: Duration = Duration::from_secs(1);
 /// Starts the receive thread of a `udp://` service on its bound socket. Once the server
 /// stops accepting it starts no new session, sessions end after a short grace without
 /// traffic, and the thread ends with the last one, so nobody needs to join it.
-pub(crate) fn start(
-    ctx: Arc<Context>,
-    workers: Arc<WorkerPool>,
-    spec: UdpForwardSpec,
-    socket: UdpSocket,
-) -> io::Result<()> {
+pub(crate) fn start(ctx: Arc<Context>, spec: UdpForwardSpec, socket: UdpSocket, stack_size: usize) -> io::Result<()> {
     socket.set_read_timeout(Some(TICK))?;
-    let service = Arc::new(Service { ctx, spec, socket, sessions: Mutex::new(HashMap::new()) });
+    let limits = SessionLimits::of(&ctx.config);
+    // The session count is bounded before a job is made, so the pool never has to queue
+    // more than the sessions whose threads are still finishing.
+    let workers = WorkerPool::new("burrowd-udp-session", limits.total, limits.total, stack_size);
+    let sessions = Mutex::new(Sessions { limits, ..Sessions::default() });
+    let service = Arc::new(Service { ctx, spec, socket, sessions });
     std::thread::Builder::new().name("burrowd-udp".into()).spawn(move || service.receive(&workers))?;
     Ok(())
+}
+
+/// How many sessions a `udp://` service keeps at once, in all and per client address.
+#[derive(Debug, Default, Clone, Copy)]
+struct SessionLimits {
+    total: usize,
+    per_address: usize,
+}
+
+impl SessionLimits {
+    fn of(config: &Config) -> Self {
+        SessionLimits { total: config.udp_max_sessions.max(1), per_address: config.udp_max_sessions_per_ip() }
+    }
+}
+
+/// A service's live sessions by client address.
+#[derive(Default)]
+struct Sessions {
+    limits: SessionLimits,
+    by_client: HashMap<SocketAddr, Arc<Session>>,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+/// Why a datagram could not start a session.
+#[derive(Debug, Clone, Copy)]
+enum Full {
+    Service,
+    Address,
+}
+
+impl Sessions {
+    fn get(&self, client: &SocketAddr) -> Option<&Arc<Session>> {
+        self.by_client.get(client)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_client.is_empty()
+    }
+
+    /// Starts a session for `client` if the limits allow one more.
+    fn start(&mut self, client: SocketAddr) -> Result<Arc<Session>, Full> {
+        let of_address = self.per_address.get(&client.ip()).copied().unwrap_or(0);
+        if self.by_client.len() >= self.limits.total {
+            return Err(Full::Service);
+        }
+        if of_address >= self.limits.per_address {
+            return Err(Full::Address);
+        }
+        let session = Arc::new(Session::new(client));
+        self.by_client.insert(client, Arc::clone(&session));
+        *self.per_address.entry(client.ip()).or_default() += 1;
+        Ok(session)
+    }
+
+    /// Removes `session`, unless its client has a newer one.
+    fn remove(&mut self, session: &Arc<Session>) {
+        if self.by_client.get(&session.client).is_some_and(|s| Arc::ptr_eq(s, session)) {
+            self.by_client.remove(&session.client);
+            let ip = session.client.ip();
+            if let Some(count) = self.per_address.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_address.remove(&ip);
+                }
+            }
+        }
+    }
 }
 
 struct Service {
@@ -60,7 +131,7 @@ struct Service {
     spec: UdpForwardSpec,
     /// The listening socket: clients send to it, and their replies go out from it.
     socket: UdpSocket,
-    sessions: Mutex<HashMap<SocketAddr, Arc<Session>>>,
+    sessions: Mutex<Sessions>,
 }
 
 struct Session {
@@ -88,11 +159,11 @@ enum Path {
 }
 
 impl Service {
-    fn sessions(&self) -> MutexGuard<'_, HashMap<SocketAddr, Arc<Session>>> {
+    fn sessions(&self) -> MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn receive(self: Arc<Self>, workers: &Arc<WorkerPool>) {
+    fn receive(self: Arc<Self>, workers: &WorkerPool) {
         // Payloads land after room for a header, so an upstream header goes in front
         // without copying.
         let mut batch = Batch::new(MAX_HEADER_LEN);
@@ -137,20 +208,38 @@ impl Service {
                     Arc::clone(session)
                 }
                 None if stopping => return,
-                None => {
-                    let session = Arc::new(Session::new(client));
-                    sessions.insert(client, Arc::clone(&session));
-                    drop(sessions);
-                    session.send_up(buf, len);
-                    self.begin(session, workers, refusals);
-                    return;
-                }
+                None => match sessions.start(client) {
+                    Ok(session) => {
+                        drop(sessions);
+                        session.send_up(buf, len);
+                        self.begin(session, workers, refusals);
+                        return;
+                    }
+                    Err(full) => {
+                        drop(sessions);
+                        self.ctx.stats.client_refused();
+                        let limits = SessionLimits::of(&self.ctx.config);
+                        refusals.warn(|count| match full {
+                            Full::Service => format!(
+                                "udp {}: dropped {count} datagram(s) starting a session, last from {client}: \
+                                 all {} sessions taken (--udp-max-sessions)",
+                                self.spec.addr, limits.total
+                            ),
+                            Full::Address => format!(
+                                "udp {}: dropped {count} datagram(s) starting a session, last from {client}: \
+                                 its address holds {} sessions (--udp-max-sessions-per-ip)",
+                                self.spec.addr, limits.per_address
+                            ),
+                        });
+                        return;
+                    }
+                },
             }
         };
         session.send_up(buf, len);
     }
 
-    /// Hands a new session to the worker pool, or forgets it when the pool is full.
+    /// Hands a new session to the pool, or forgets it when no thread can be had.
     fn begin(self: &Arc<Self>, session: Arc<Session>, workers: &WorkerPool, refusals: &mut FoldedWarning) {
         let id = self.ctx.new_session_id();
         self.ctx.stats.session_queued();
@@ -161,19 +250,18 @@ impl Service {
             self.forget(&session);
             self.ctx.stats.session_refused();
             refusals.warn(|count| match why {
-                Refused::Full => format!("refused {count} UDP client(s), last {}: all workers busy", session.client),
+                Refused::Full => {
+                    format!("refused {count} UDP client(s), last {}: all session threads busy", session.client)
+                }
                 Refused::NoThread => {
-                    format!("refused {count} UDP client(s), last {}: cannot start a worker thread", session.client)
+                    format!("refused {count} UDP client(s), last {}: cannot start a session thread", session.client)
                 }
             });
         }
     }
 
     fn forget(&self, session: &Arc<Session>) {
-        let mut sessions = self.sessions();
-        if sessions.get(&session.client).is_some_and(|s| Arc::ptr_eq(s, session)) {
-            sessions.remove(&session.client);
-        }
+        self.sessions().remove(session);
         // Datagrams still waiting for a path that never opened are lost: count them.
         if let Outbound::Opening(pending) = std::mem::replace(&mut *session.outbound(), Outbound::Closed) {
             session.dropped.fetch_add(pending.len() as u64, Ordering::Relaxed);
@@ -187,9 +275,7 @@ impl Service {
         if session.idle_for() < limit {
             return false;
         }
-        if sessions.get(&session.client).is_some_and(|s| Arc::ptr_eq(s, session)) {
-            sessions.remove(&session.client);
-        }
+        sessions.remove(session);
         true
     }
 

@@ -2,6 +2,7 @@
 //! handshake message at a time, the worker pool, the TCP relay, UDP batching, and giving
 //! stack pages back. Nothing here knows SOCKS or a service.
 
+pub(crate) mod admission;
 pub(crate) mod negotiation;
 pub(crate) mod relay;
 pub(crate) mod sockopt;

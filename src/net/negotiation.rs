@@ -1,6 +1,7 @@
 //! Reads one whole protocol message from a client within the handshake deadline, taking
 //! exactly the message's bytes off the socket so data behind it stays for the relay.
 
+use super::admission::Waiting;
 use super::is_timeout;
 use crate::wire;
 use std::fmt;
@@ -19,6 +20,8 @@ pub(crate) enum HandshakeError {
     Malformed(wire::Error),
     /// A socket error while reading or writing.
     Io(io::Error),
+    /// We shut the client down to make room for a newer one (see `net::admission`).
+    Reclaimed,
 }
 
 impl fmt::Display for HandshakeError {
@@ -28,6 +31,9 @@ impl fmt::Display for HandshakeError {
             HandshakeError::TimedOut => write!(f, "handshake timed out"),
             HandshakeError::Malformed(e) => write!(f, "malformed message: {e}"),
             HandshakeError::Io(e) => write!(f, "handshake i/o error: {e}"),
+            HandshakeError::Reclaimed => {
+                write!(f, "closed to make room for a newer client: the handshake was still unfinished")
+            }
         }
     }
 }
@@ -54,6 +60,8 @@ pub(crate) struct Negotiation {
     stream: TcpStream,
     deadline: Instant,
     armed: Duration,
+    /// A client's place among those that may be reclaimed, until its request is in.
+    waiting: Option<Waiting>,
 }
 
 const REARM_SLACK: Duration = Duration::from_millis(250);
@@ -61,7 +69,31 @@ const REARM_SLACK: Duration = Duration::from_millis(250);
 impl Negotiation {
     pub(crate) fn new(stream: TcpStream, budget: Duration) -> io::Result<Self> {
         stream.set_read_timeout(Some(budget))?;
-        Ok(Negotiation { stream, deadline: Instant::now() + budget, armed: budget })
+        Ok(Negotiation { stream, deadline: Instant::now() + budget, armed: budget, waiting: None })
+    }
+
+    /// A client's negotiation, reclaimable while `waiting` is held: a read that fails
+    /// because the client was reclaimed reports [`HandshakeError::Reclaimed`].
+    pub(crate) fn for_client(stream: TcpStream, budget: Duration, waiting: Option<Waiting>) -> io::Result<Self> {
+        Ok(Negotiation { waiting, ..Negotiation::new(stream, budget)? })
+    }
+
+    /// The client's request is complete: what it waits for now is our work (a connect,
+    /// a BIND), so it may no longer be reclaimed. Fails if it was reclaimed already.
+    pub(crate) fn heard_request(&mut self) -> Result<(), HandshakeError> {
+        match self.waiting.take() {
+            Some(waiting) if waiting.was_reclaimed() => Err(HandshakeError::Reclaimed),
+            _ => Ok(()),
+        }
+    }
+
+    /// A failure as the log line should tell it: a reclaimed client's failing read is
+    /// our doing, not the client's.
+    fn blame(&self, e: HandshakeError) -> HandshakeError {
+        match &self.waiting {
+            Some(waiting) if waiting.was_reclaimed() => HandshakeError::Reclaimed,
+            _ => e,
+        }
     }
 
     pub(crate) fn stream(&self) -> &TcpStream {
@@ -75,6 +107,10 @@ impl Negotiation {
 
     /// The first byte the client sent, left in the socket: it tells SOCKS4 from SOCKS5.
     pub(crate) fn peek_first_byte(&mut self) -> Result<u8, HandshakeError> {
+        self.peek_first_byte_inner().map_err(|e| self.blame(e))
+    }
+
+    fn peek_first_byte_inner(&mut self) -> Result<u8, HandshakeError> {
         let mut byte = [0u8; 1];
         loop {
             self.rearm()?;
@@ -108,11 +144,22 @@ impl Negotiation {
         buf: &'b mut [u8],
         wanted_len: fn(&[u8]) -> wire::Result<usize>,
     ) -> Result<&'b [u8], HandshakeError> {
+        match self.read_message_inner(buf, wanted_len) {
+            Ok(len) => Ok(&buf[..len]),
+            Err(e) => Err(self.blame(e)),
+        }
+    }
+
+    fn read_message_inner(
+        &mut self,
+        buf: &mut [u8],
+        wanted_len: fn(&[u8]) -> wire::Result<usize>,
+    ) -> Result<usize, HandshakeError> {
         let mut have = 0;
         loop {
             let want = wanted_len(&buf[..have])?;
             if want <= have {
-                return Ok(&buf[..want]);
+                return Ok(want);
             }
             if want > buf.len() {
                 return Err(HandshakeError::Malformed(wire::Error::FieldTooLong));
@@ -135,8 +182,7 @@ impl Negotiation {
 
     /// Writes a reply in one call where the socket allows.
     pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<(), HandshakeError> {
-        (&self.stream).write_all(bytes)?;
-        Ok(())
+        (&self.stream).write_all(bytes).map_err(|e| self.blame(e.into()))
     }
 }
 

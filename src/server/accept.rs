@@ -1,8 +1,10 @@
-//! One listener's accept loop: each accepted client goes to the worker pool, or is closed
-//! at once when the pool is full.
+//! One listener's accept loop: each accepted client passes admission (which may make room
+//! by reclaiming a client still in its handshake) and goes to the worker pool, or is
+//! closed at once.
 
 use crate::config::ServiceSpec;
 use crate::forward;
+use crate::net::admission::{Admission, Admitted, Refusal};
 use crate::net::worker_pool::{Refused, WorkerPool};
 use crate::session::Context;
 use crate::session::report::FoldedWarning;
@@ -20,6 +22,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// One listener's accept loop.
 pub(super) struct Acceptor {
     pub(super) ctx: Arc<Context>,
+    pub(super) admission: Arc<Admission>,
     pub(super) workers: Arc<WorkerPool>,
     pub(super) stopping: Arc<AtomicBool>,
     pub(super) spec: Arc<ServiceSpec>,
@@ -27,7 +30,7 @@ pub(super) struct Acceptor {
 
 impl Acceptor {
     pub(super) fn run(self, listener: TcpListener) {
-        let mut refusals = FoldedWarning::default();
+        let mut warnings = Warnings::default();
         let mut errors = FoldedWarning::default();
         loop {
             let accepted = listener.accept();
@@ -35,7 +38,7 @@ impl Acceptor {
                 return;
             }
             match accepted {
-                Ok((stream, peer)) => self.dispatch(stream, peer, &mut refusals),
+                Ok((stream, peer)) => self.dispatch(stream, peer, &mut warnings),
                 Err(e) => {
                     let pause = accept_error_pause(&e);
                     errors.warn(|count| format!("accept on {:?}: {e} ({count} times)", listener.local_addr().ok()));
@@ -45,29 +48,69 @@ impl Acceptor {
         }
     }
 
-    /// Hands a client to the pool; all per-client work happens on the worker.
-    fn dispatch(&self, stream: TcpStream, peer: SocketAddr, refusals: &mut FoldedWarning) {
+    /// Admits a client and hands it to the pool; all per-client work happens on the worker.
+    fn dispatch(&self, stream: TcpStream, peer: SocketAddr, warnings: &mut Warnings) {
+        let config = &self.ctx.config;
+        // Only a SOCKS client owes us a handshake; a tcp:// client is connected at once.
+        let may_wait = matches!(*self.spec, ServiceSpec::Socks(_));
+        let Admitted { seat, waiting, reclaimed } = match self.admission.admit(&stream, peer.ip(), may_wait) {
+            Ok(admitted) => admitted,
+            Err(why) => {
+                self.ctx.stats.client_refused();
+                drop(stream);
+                warnings.refused.warn(|count| match why {
+                    Refusal::AddressLimit => format!(
+                        "refused {count} client(s), last {peer}: its address holds {} sessions \
+                         (--max-clients-per-ip), none still in its handshake",
+                        config.max_clients_per_ip()
+                    ),
+                    Refusal::Full => format!(
+                        "refused {count} client(s), last {peer}: all {} workers and {} queue places \
+                         hold sessions past their handshake",
+                        config.max_clients, config.queue
+                    ),
+                });
+                return;
+            }
+        };
+        if reclaimed > 0 {
+            self.ctx.stats.sessions_reclaimed(reclaimed);
+            warnings.reclaimed.warn(|count| {
+                format!(
+                    "closed {count} client(s) still in their handshake to make room for newer ones, last for {peer}"
+                )
+            });
+        }
         let id = self.ctx.new_session_id();
         self.ctx.stats.session_queued();
         let (ctx, spec) = (Arc::clone(&self.ctx), Arc::clone(&self.spec));
-        let job = Box::new(move || match &*spec {
-            ServiceSpec::Socks(socks) => socks::serve_socks(&ctx, socks, id, stream, peer),
-            ServiceSpec::TcpForward(forward) => forward::tcp::serve(&ctx, forward, id, stream, peer),
-            ServiceSpec::UdpForward(_) => unreachable!("UDP services have no accept loop"),
+        let job = Box::new(move || {
+            // The client's place is given back when its session ends, however it ends.
+            let _seat = seat;
+            match &*spec {
+                ServiceSpec::Socks(socks) => socks::serve_socks(&ctx, socks, id, stream, peer, waiting),
+                ServiceSpec::TcpForward(forward) => forward::tcp::serve(&ctx, forward, id, stream, peer),
+                ServiceSpec::UdpForward(_) => unreachable!("UDP services have no accept loop"),
+            }
         });
+        // Admission keeps the pool within its bounds; this is the backstop for a thread
+        // the operating system will not start.
         if let Err((job, why)) = self.workers.try_execute(job) {
             self.ctx.stats.session_refused();
             drop(job); // closes the client's socket
-            let limits = (self.ctx.config.max_clients, self.ctx.config.queue);
-            refusals.warn(|count| match why {
-                Refused::Full => format!(
-                    "refused {count} client(s), last {peer}: all {} workers busy and {} waiting",
-                    limits.0, limits.1
-                ),
+            warnings.refused.warn(|count| match why {
+                Refused::Full => format!("refused {count} client(s), last {peer}: the worker queue is full"),
                 Refused::NoThread => format!("refused {count} client(s), last {peer}: cannot start a worker thread"),
             });
         }
     }
+}
+
+/// The accept loop's warnings, each folded on its own.
+#[derive(Default)]
+struct Warnings {
+    refused: FoldedWarning,
+    reclaimed: FoldedWarning,
 }
 
 /// How long to pause after a failed accept: out of descriptors or memory needs time for

@@ -5,6 +5,7 @@ mod accept;
 
 use crate::config::{Config, ServiceSpec};
 use crate::forward;
+use crate::net::admission::{self, Admission};
 use crate::net::sockopt;
 use crate::net::worker_pool::WorkerPool;
 use crate::session::Context;
@@ -53,7 +54,16 @@ impl Server {
             let socket = socket.map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             bound.push((socket, spec.clone()));
         }
-        let workers = Arc::new(WorkerPool::new("burrowd-worker", config.max_clients, config.queue, WORKER_STACK));
+        let limits = admission::Limits {
+            workers: config.max_clients,
+            queue: config.queue,
+            per_address: config.max_clients_per_ip(),
+        };
+        let admission = Arc::new(Admission::new(limits));
+        // Besides the queue admission allows, reclaimed clients not yet reached by a worker
+        // wait here too, as many as there are places at most; each ends as soon as it is reached.
+        let queue = config.queue + (config.max_clients + config.queue);
+        let workers = Arc::new(WorkerPool::new("burrowd-worker", config.max_clients, queue, WORKER_STACK));
         let stopping = Arc::new(AtomicBool::new(false));
         let ctx = Arc::new(Context::new(config, Arc::clone(&stopping)));
         let mut addrs = Vec::new();
@@ -63,7 +73,7 @@ impl Server {
                 (Bound::Udp(socket), ServiceSpec::UdpForward(udp)) => {
                     let addr = socket.local_addr()?;
                     log::info!("listening on udp {addr}: forward to {} (ttl {:?})", udp.target, udp.ttl);
-                    forward::udp::start(Arc::clone(&ctx), Arc::clone(&workers), udp, socket)?;
+                    forward::udp::start(Arc::clone(&ctx), udp, socket, WORKER_STACK)?;
                     addrs.push(addr);
                 }
                 (Bound::Tcp(listener), spec) => {
@@ -71,6 +81,7 @@ impl Server {
                     log::info!("listening on {addr}: {}", spec_summary(&spec));
                     let acceptor = Acceptor {
                         ctx: Arc::clone(&ctx),
+                        admission: Arc::clone(&admission),
                         workers: Arc::clone(&workers),
                         stopping: Arc::clone(&stopping),
                         spec: Arc::new(spec),

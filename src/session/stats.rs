@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 pub(crate) struct Stats {
     sessions: AtomicU64,
     refused: AtomicU64,
+    reclaimed: AtomicU64,
     active: AtomicUsize,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
@@ -15,8 +16,10 @@ pub(crate) struct Stats {
 pub struct Snapshot {
     /// Sessions served to their end.
     pub sessions: u64,
-    /// Clients closed at once because the pool was full.
+    /// Clients closed at once, for a limit: the workers, the queue, an address's share.
     pub refused: u64,
+    /// Clients still in their handshake closed to make room for a newer one.
+    pub reclaimed: u64,
     /// Sessions queued or running now.
     pub active: usize,
     pub bytes_up: u64,
@@ -30,9 +33,20 @@ impl Stats {
         self.active.fetch_add(1, Ordering::SeqCst);
     }
 
-    pub(crate) fn session_refused(&self) {
+    /// Counts a client closed at once, before it was queued.
+    pub(crate) fn client_refused(&self) {
         self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts out a queued client that the pool handed back.
+    pub(crate) fn session_refused(&self) {
+        self.client_refused();
         self.active.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Counts clients shut down to make room; each still ends as a session of its own.
+    pub(crate) fn sessions_reclaimed(&self, count: usize) {
+        self.reclaimed.fetch_add(count as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn session_ended(&self, up: u64, down: u64) {
@@ -46,6 +60,7 @@ impl Stats {
         Snapshot {
             sessions: self.sessions.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
+            reclaimed: self.reclaimed.load(Ordering::Relaxed),
             active: self.active.load(Ordering::SeqCst),
             bytes_up: self.bytes_up.load(Ordering::Relaxed),
             bytes_down: self.bytes_down.load(Ordering::Relaxed),

@@ -10,15 +10,24 @@ mod v4;
 mod v5;
 
 use crate::config::SocksSpec;
+use crate::net::admission::Waiting;
 use crate::net::negotiation::{Negotiation, close_after_reply};
 use crate::net::sockopt;
 use crate::session::{self, Context, Established, SessionLog};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
-/// Serves one accepted client of a SOCKS listener from start to close.
-pub(crate) fn serve_socks(ctx: &Arc<Context>, spec: &SocksSpec, id: u64, client: TcpStream, peer: SocketAddr) {
-    session::handshake_then_relay(ctx, id, peer, |log| negotiate_socks(ctx, spec, client, log));
+/// Serves one accepted client of a SOCKS listener from start to close; it may be
+/// reclaimed while `waiting` is held, which is until its request is in.
+pub(crate) fn serve_socks(
+    ctx: &Arc<Context>,
+    spec: &SocksSpec,
+    id: u64,
+    client: TcpStream,
+    peer: SocketAddr,
+    waiting: Option<Waiting>,
+) {
+    session::handshake_then_relay(ctx, id, peer, |log| negotiate_socks(ctx, spec, client, waiting, log));
 }
 
 /// The whole SOCKS handshake, up to the relay. Never inlined; see [`session::handshake_then_relay`].
@@ -27,13 +36,14 @@ fn negotiate_socks(
     ctx: &Arc<Context>,
     spec: &SocksSpec,
     client: TcpStream,
+    waiting: Option<Waiting>,
     log: &mut SessionLog,
 ) -> Option<Established> {
     if let Err(e) = sockopt::tune_accepted(&client, &ctx.config.socket) {
         log.outcome = format!("cannot set socket options: {e}");
         return None;
     }
-    let mut negotiation = match Negotiation::new(client, ctx.config.handshake_timeout) {
+    let mut negotiation = match Negotiation::for_client(client, ctx.config.handshake_timeout, waiting) {
         Ok(n) => n,
         Err(e) => {
             log.outcome = format!("cannot set handshake timeout: {e}");

@@ -45,6 +45,10 @@ pub(super) fn serve(
                 return None;
             }
         };
+    if let Err(e) = negotiation.heard_request() {
+        log.outcome = e.to_string();
+        return None;
+    }
     let dialect = if matches!(request.addr, Addr::Domain(..)) { "SOCKS4a" } else { "SOCKS4" };
     let command = match request.command {
         Command::Connect => "CONNECT",

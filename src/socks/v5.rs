@@ -35,6 +35,10 @@ pub(super) fn serve(
             return None;
         }
     };
+    if let Err(e) = negotiation.heard_request() {
+        log.outcome = e.to_string();
+        return None;
+    }
     log.command = Some(command.to_string());
     log.target = Some(target.clone());
     match command {

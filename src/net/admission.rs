@@ -1,0 +1,333 @@
+//! Who gets a worker when clients want more than there are: the admission books every
+//! accepted TCP client passes through before it is handed to the worker pool.
+//!
+//! Two limits apply to live sessions (queued or running): the server's, which is the
+//! number of workers, and each client address's share of it. A silent client costs
+//! nothing to open, so a limit alone would let a few thousand of them hold every place
+//! for the whole handshake timeout. What makes the limits safe is that a client still
+//! owing us its request (greeting, login or request not yet complete) is *waiting*, and
+//! a waiting client can be reclaimed: when a newcomer finds its address's share, or the
+//! workers, all taken, the oldest waiting client (of that address, or of all) is shut
+//! down to make room. Its worker, blocked reading from it, wakes at once and is free.
+//! A client is refused only when every place is held by sessions that are past their
+//! request (connecting, relaying): those are doing what we are for.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::net::{IpAddr, Shutdown, TcpStream};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How long the accept loop waits for reclaimed sessions to finish, when as many are
+/// unfinished as there are places, before it refuses the newcomer. Workers finish a
+/// reclaimed session in microseconds; a burst of reclaims only has to be caught up with.
+const RECLAIMED_CATCH_UP: Duration = Duration::from_millis(100);
+
+/// The admission books of one server.
+pub(crate) struct Admission {
+    limits: Limits,
+    books: Mutex<Books>,
+    /// Signalled when a reclaimed session finishes.
+    reclaimed_finished: Condvar,
+}
+
+/// How many live sessions are allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Sessions that get a worker at once.
+    pub workers: usize,
+    /// Sessions that may wait for a worker when nothing can be reclaimed.
+    pub queue: usize,
+    /// Live sessions of one client address.
+    pub per_address: usize,
+}
+
+/// Why a client was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Its address holds its whole share, and none of those sessions is waiting.
+    AddressLimit,
+    /// Every worker and queue place is held by a session past its request.
+    Full,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::AddressLimit => write!(f, "its address has all the sessions it may have"),
+            Refusal::Full => write!(f, "every worker is serving a session past its request"),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Books {
+    next_key: u64,
+    /// Live sessions, not counting reclaimed ones on their way out.
+    live: usize,
+    per_address: HashMap<IpAddr, Share>,
+    /// Waiting clients by age (keys grow with time), each with a second handle on its
+    /// socket to shut it down by.
+    waiting: BTreeMap<u64, (IpAddr, TcpStream)>,
+    /// Reclaimed sessions whose worker has not finished them yet.
+    reclaimed: HashSet<u64>,
+}
+
+#[derive(Default)]
+struct Share {
+    live: usize,
+    waiting: BTreeSet<u64>,
+}
+
+/// An admitted client's places in the books.
+pub(crate) struct Admitted {
+    pub seat: Seat,
+    /// Held while the client may be reclaimed; `None` if it never may.
+    pub waiting: Option<Waiting>,
+    /// How many waiting clients were reclaimed to make room for this one.
+    pub reclaimed: usize,
+}
+
+/// A live session's place in the books, held until the session ends.
+pub(crate) struct Seat {
+    admission: Arc<Admission>,
+    key: u64,
+    address: IpAddr,
+}
+
+/// A client that still owes us its request: reclaimable until this is dropped.
+pub(crate) struct Waiting {
+    admission: Arc<Admission>,
+    key: u64,
+    address: IpAddr,
+}
+
+impl Admission {
+    pub(crate) fn new(limits: Limits) -> Self {
+        let limits = Limits { workers: limits.workers.max(1), per_address: limits.per_address.max(1), ..limits };
+        Admission { limits, books: Mutex::new(Books::default()), reclaimed_finished: Condvar::new() }
+    }
+
+    fn books(&self) -> MutexGuard<'_, Books> {
+        // Nothing in here panics half-way through an update, but if something did, the
+        // counts are still the best we have.
+        self.books.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Admits a client from `address`, reclaiming a waiting client if that is what makes
+    /// room. With `may_wait`, the client is registered as waiting (reclaimable) until its
+    /// [`Waiting`] is dropped; `stream` is the client's socket, cloned for that.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        stream: &TcpStream,
+        address: IpAddr,
+        may_wait: bool,
+    ) -> Result<Admitted, Refusal> {
+        let limits = self.limits;
+        let mut books = self.books();
+        // Reclaimed sessions end as soon as a worker reaches them, and they bound how many
+        // more may be reclaimed: past that, wait for workers to catch up; if they do not,
+        // they are busy with work that is not ours to cut, and reclaiming more would not help.
+        let catch_up = Instant::now() + RECLAIMED_CATCH_UP;
+        while books.reclaimed.len() >= limits.workers + limits.queue {
+            let left = catch_up.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Refusal::Full);
+            }
+            books = self.reclaimed_finished.wait_timeout(books, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        let mut reclaimed = 0;
+        let share_live = books.per_address.get(&address).map_or(0, |share| share.live);
+        if share_live >= limits.per_address {
+            if !books.reclaim_oldest_of(address) {
+                return Err(Refusal::AddressLimit);
+            }
+            reclaimed += 1;
+        }
+        if books.live >= limits.workers {
+            if books.reclaim_oldest() {
+                reclaimed += 1;
+            } else if books.live >= limits.workers + limits.queue {
+                return Err(Refusal::Full);
+            }
+        }
+        let key = books.next_key;
+        books.next_key += 1;
+        books.live += 1;
+        let share = books.per_address.entry(address).or_default();
+        share.live += 1;
+        // Without a second handle (out of descriptors) the client is served all the same,
+        // only it cannot be reclaimed.
+        let handle = if may_wait { stream.try_clone().ok() } else { None };
+        if handle.is_some() {
+            share.waiting.insert(key);
+        }
+        let waiting = handle.map(|handle| {
+            books.waiting.insert(key, (address, handle));
+            Waiting { admission: Arc::clone(self), key, address }
+        });
+        Ok(Admitted { seat: Seat { admission: Arc::clone(self), key, address }, waiting, reclaimed })
+    }
+
+    /// Sessions live now (queued or running), and reclaimed ones not yet finished.
+    #[cfg(test)]
+    fn counts(&self) -> (usize, usize) {
+        let books = self.books();
+        (books.live, books.reclaimed.len())
+    }
+}
+
+impl Books {
+    fn reclaim_oldest(&mut self) -> bool {
+        let oldest = self.waiting.first_key_value().map(|(&key, &(address, _))| (key, address));
+        oldest.is_some_and(|(key, address)| self.reclaim(key, address))
+    }
+
+    fn reclaim_oldest_of(&mut self, address: IpAddr) -> bool {
+        let oldest = self.per_address.get(&address).and_then(|share| share.waiting.first().copied());
+        oldest.is_some_and(|key| self.reclaim(key, address))
+    }
+
+    /// Shuts a waiting client's socket down, which ends its handshake at once, and takes
+    /// its session out of the live counts.
+    fn reclaim(&mut self, key: u64, address: IpAddr) -> bool {
+        let Some((_, handle)) = self.waiting.remove(&key) else { return false };
+        let _ = handle.shutdown(Shutdown::Both);
+        self.reclaimed.insert(key);
+        self.live -= 1;
+        self.leave_share(key, address);
+        true
+    }
+
+    fn leave_share(&mut self, key: u64, address: IpAddr) {
+        if let Some(share) = self.per_address.get_mut(&address) {
+            share.live -= 1;
+            share.waiting.remove(&key);
+            if share.live == 0 {
+                self.per_address.remove(&address);
+            }
+        }
+    }
+}
+
+impl Seat {
+    /// Whether this session was shut down to make room for a newer client.
+    #[cfg(test)]
+    fn was_reclaimed(&self) -> bool {
+        self.admission.books().reclaimed.contains(&self.key)
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        let mut books = self.admission.books();
+        if books.reclaimed.remove(&self.key) {
+            self.admission.reclaimed_finished.notify_one();
+        } else {
+            books.waiting.remove(&self.key);
+            books.live -= 1;
+            books.leave_share(self.key, self.address);
+        }
+    }
+}
+
+impl Waiting {
+    /// Whether this client was shut down to make room for a newer one.
+    pub(crate) fn was_reclaimed(&self) -> bool {
+        self.admission.books().reclaimed.contains(&self.key)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let mut books = self.admission.books();
+        if books.waiting.remove(&self.key).is_some()
+            && let Some(share) = books.per_address.get_mut(&self.address)
+        {
+            share.waiting.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    /// A connected pair: what the client holds, and what the server accepted.
+    fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (client, listener.accept().unwrap().0)
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    fn assert_shut(client: &mut TcpStream) {
+        client.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let mut byte = [0u8; 1];
+        assert!(matches!(client.read(&mut byte), Ok(0) | Err(_)), "the reclaimed client sees its connection end");
+    }
+
+    #[test]
+    fn a_newcomer_reclaims_the_oldest_waiting_client_of_its_address() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let admission = Arc::new(Admission::new(Limits { workers: 8, queue: 0, per_address: 2 }));
+        let (mut first_client, first) = pair(&listener);
+        let (_, second) = pair(&listener);
+        let Admitted { seat: seat1, waiting: waiting1, .. } = admission.admit(&first, ip("10.0.0.1"), true).unwrap();
+        let _second = admission.admit(&second, ip("10.0.0.1"), true).unwrap();
+        // another address is not touched by this one's share
+        let (_, other) = pair(&listener);
+        let _other = admission.admit(&other, ip("10.0.0.2"), true).unwrap();
+
+        let (_, third) = pair(&listener);
+        let third = admission.admit(&third, ip("10.0.0.1"), true).unwrap();
+        assert_eq!(third.reclaimed, 1);
+        assert!(seat1.was_reclaimed() && waiting1.unwrap().was_reclaimed());
+        assert_shut(&mut first_client);
+        assert_eq!(admission.counts(), (3, 1));
+        drop(seat1);
+        assert_eq!(admission.counts(), (3, 0), "a reclaimed seat leaves the live count once");
+    }
+
+    #[test]
+    fn sessions_past_their_request_are_never_reclaimed_and_refusal_follows() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let admission = Arc::new(Admission::new(Limits { workers: 2, queue: 1, per_address: 2 }));
+        let (_, a) = pair(&listener);
+        let (_, b) = pair(&listener);
+        let Admitted { seat: _seat_a, waiting, .. } = admission.admit(&a, ip("10.0.0.1"), true).unwrap();
+        drop(waiting); // its request is in: it is connecting or relaying now
+        let _b = admission.admit(&b, ip("10.0.0.1"), false).unwrap();
+        let (_, c) = pair(&listener);
+        assert_eq!(admission.admit(&c, ip("10.0.0.1"), true).err(), Some(Refusal::AddressLimit));
+        // the workers are taken; a place in the queue is left, then nothing
+        let _queued = admission.admit(&c, ip("10.0.0.2"), false).unwrap();
+        assert_eq!(admission.admit(&c, ip("10.0.0.3"), true).err(), Some(Refusal::Full));
+    }
+
+    #[test]
+    fn when_the_workers_are_taken_the_oldest_waiting_client_of_any_address_goes() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let admission = Arc::new(Admission::new(Limits { workers: 3, queue: 0, per_address: 3 }));
+        let mut held = Vec::new();
+        for (i, address) in ["10.0.0.1", "10.0.0.2", "10.0.0.3"].into_iter().enumerate() {
+            let (client, accepted) = pair(&listener);
+            let Admitted { seat, waiting, .. } = admission.admit(&accepted, ip(address), true).unwrap();
+            // only the oldest is still waiting, and it is the one to go
+            let waiting = waiting.filter(|_| i == 0);
+            held.push((client, accepted, seat, waiting));
+        }
+        let (_, newcomer) = pair(&listener);
+        let Admitted { seat: _newcomer, .. } = admission.admit(&newcomer, ip("10.0.0.9"), true).unwrap();
+        assert!(held[0].2.was_reclaimed());
+        assert!(!held[1].2.was_reclaimed() && !held[2].2.was_reclaimed());
+        assert_shut(&mut held[0].0);
+        // the newcomer is past its request too: nothing is left to reclaim
+        let (_, another) = pair(&listener);
+        assert_eq!(admission.admit(&another, ip("10.0.0.10"), true).err(), Some(Refusal::Full));
+    }
+}
