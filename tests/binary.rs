@@ -4,6 +4,7 @@ mod common;
 
 use burrowd::wire::socks5::{self, ReplyCode};
 use common::*;
+use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -18,6 +19,8 @@ struct Proxy {
     child: Child,
     addr: SocketAddr,
     log: mpsc::Receiver<String>,
+    /// Lines `wait_for` read past, for `skipped_line`.
+    skipped: RefCell<Vec<String>>,
 }
 
 fn spawn(args: &[&str]) -> Proxy {
@@ -44,7 +47,7 @@ fn spawn_under(wrapper: &[&str], args: &[&str]) -> Proxy {
             let _ = tx.send(line);
         }
     });
-    let mut proxy = Proxy { child, addr: "0.0.0.0:0".parse().unwrap(), log };
+    let mut proxy = Proxy { child, addr: "0.0.0.0:0".parse().unwrap(), log, skipped: RefCell::default() };
     proxy.addr = proxy.listening_on("listening on ");
     proxy
 }
@@ -62,10 +65,17 @@ impl Proxy {
         loop {
             match self.log.recv_timeout(TIMEOUT) {
                 Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
+                Ok(line) => self.skipped.borrow_mut().push(line),
                 Err(e) => panic!("no log line containing {needle:?}: {e}"),
             }
         }
+    }
+
+    /// A line that an earlier `wait_for` read past, such as a start-up warning.
+    fn skipped_line(&self, needle: &str) -> String {
+        let skipped = self.skipped.borrow();
+        let line = skipped.iter().find(|line| line.contains(needle));
+        line.unwrap_or_else(|| panic!("no earlier log line containing {needle:?} in {skipped:?}")).clone()
     }
 
     /// The IPv4 address in the next log line of the form `... MARKER 127.0.0.1:PORT: ...`.
@@ -131,27 +141,48 @@ fn sigterm_cuts_sessions_after_the_drain_timeout_and_a_second_signal_exits_at_on
 }
 
 #[test]
-fn running_out_of_descriptors_is_logged_and_survived() {
+fn a_descriptor_limit_too_low_for_the_limits_is_named_and_admission_fits_within_it() {
     if Command::new("prlimit").arg("--version").output().is_err() {
         eprintln!("skipped: prlimit (util-linux) is not installed");
         return;
     }
+    // Soft and hard limit 16: nothing to raise, and room for one session at a time.
     let mut proxy = spawn_under(&["prlimit", "--nofile=16", "--"], &["--handshake-timeout", "60s"]);
-    // clients that never finish their handshake hold a descriptor each until the limit
-    let hogs: Vec<_> = (0..16).map(|_| connect(proxy.addr)).collect();
-    let warning = proxy.wait_for("accept");
-    assert!(warning.contains("Too many open files"), "{warning}");
-    drop(hogs);
-    // descriptors come back and the same listener serves again
+    let warning = proxy.skipped_line("descriptors:");
+    assert!(warning.contains("but the limit is 16") && warning.contains("serving 1 sessions at once"), "{warning}");
+    // Clients that never finish their handshake would have run it out of descriptors;
+    // now each makes room by closing the one before, and never starves accept.
+    let mut hogs: Vec<_> = (0..16).map(|_| connect(proxy.addr)).collect();
+    for hog in &mut hogs[..15] {
+        assert_closed(hog);
+    }
     let target = echo_server("127.0.0.1:0");
     let mut session = socks5_connect(proxy.addr, target);
     t!(session.write_all(b"alive"));
     let mut echo = [0u8; 5];
     t!(session.read_exact(&mut echo));
     assert_eq!(&echo, b"alive");
+    // With its one place relaying, a further client is closed at once, not left unanswered.
+    let mut refused = connect(proxy.addr);
+    assert_closed(&mut refused);
     proxy.signal("-INT");
     drop(session);
     assert_eq!(proxy.exit_code(), 0);
+}
+
+#[test]
+fn the_soft_descriptor_limit_is_raised_toward_what_the_limits_need() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        eprintln!("skipped: prlimit (util-linux) is not installed");
+        return;
+    }
+    let proxy = spawn_under(&["prlimit", "--nofile=256:20000", "--"], &["--max-clients", "100", "--queue", "10"]);
+    // 64 for the process itself, 1 listener, 4 for each of the 110 places.
+    let raised = proxy.skipped_line("descriptor limit raised");
+    assert!(raised.contains("from 256 to 505 (hard limit 20000)"), "{raised}");
+    let limits = t!(std::fs::read_to_string(format!("/proc/{}/limits", proxy.child.id())));
+    let open_files = limits.lines().find(|line| line.starts_with("Max open files")).unwrap();
+    assert_eq!(open_files.split_whitespace().collect::<Vec<_>>()[3..5], ["505", "20000"], "{open_files}");
 }
 
 #[test]

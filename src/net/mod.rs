@@ -3,6 +3,7 @@
 //! stack pages back. Nothing here knows SOCKS or a service.
 
 pub(crate) mod admission;
+pub(crate) mod descriptors;
 pub(crate) mod negotiation;
 pub(crate) mod relay;
 pub(crate) mod sockopt;

@@ -54,12 +54,7 @@ impl Server {
             let socket = socket.map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             bound.push((socket, spec.clone()));
         }
-        let limits = admission::Limits {
-            workers: config.max_clients,
-            queue: config.queue,
-            per_address: config.max_clients_per_ip(),
-        };
-        let admission = Arc::new(Admission::new(limits));
+        let admission = Arc::new(Admission::new(admission_limits(&config)));
         // Besides the queue admission allows, reclaimed clients not yet reached by a worker
         // wait here too, as many as there are places at most; each ends as soon as it is reached.
         let queue = config.queue + (config.max_clients + config.queue);
@@ -137,6 +132,65 @@ impl Server {
         }
         true
     }
+}
+
+/// Descriptors a session place may take: the client's socket, its target's (or, while in
+/// the handshake, the second handle admission keeps; or a UDP association's relay socket),
+/// one more for an association's outbound socket, and a reclaimed client's socket still
+/// waiting for its worker.
+const DESCRIPTORS_PER_PLACE: u64 = 4;
+/// Descriptors for everything else: standard streams, listeners, logging, name lookup.
+const DESCRIPTORS_RESERVED: u64 = 64;
+
+/// The admission limits for `config`, after raising the descriptor limit toward what they
+/// need; where the hard limit does not allow that, fewer places, so that a client past
+/// them is refused by a close rather than left unanswered when `accept` fails.
+fn admission_limits(config: &Config) -> admission::Limits {
+    let mut limits = admission::Limits {
+        workers: config.max_clients,
+        queue: config.queue,
+        per_address: config.max_clients_per_ip(),
+    };
+    let udp_services = config.services.iter().filter(|s| matches!(s, ServiceSpec::UdpForward(_))).count();
+    let fixed = DESCRIPTORS_RESERVED + (config.services.len() + udp_services * config.udp_max_sessions) as u64;
+    let places = (config.max_clients + config.queue) as u64;
+    let wanted = fixed + DESCRIPTORS_PER_PLACE * places;
+    #[cfg(unix)]
+    let limit = match crate::net::descriptors::raise_soft_limit(wanted) {
+        Ok(raised) => {
+            if raised.now > raised.before {
+                log::info!(
+                    "descriptor limit raised from {} to {} (hard limit {})",
+                    raised.before,
+                    raised.now,
+                    raised.hard
+                );
+            }
+            raised.now
+        }
+        Err(e) => {
+            log::warn!("cannot read or raise the descriptor limit: {e}");
+            return limits;
+        }
+    };
+    #[cfg(not(unix))]
+    let limit = wanted; // sockets are not counted against a per-process limit
+    if limit >= wanted {
+        return limits;
+    }
+    let affordable = (limit.saturating_sub(fixed) / DESCRIPTORS_PER_PLACE).max(1) as usize;
+    limits.workers = affordable.min(config.max_clients);
+    limits.queue = affordable - limits.workers;
+    log::warn!(
+        "descriptors: --max-clients {} and --queue {} need about {wanted}, but the limit is {limit} \
+         (raise the hard limit: ulimit -Hn, or LimitNOFILE= in a systemd unit); serving {} \
+         sessions at once with {} waiting, closing clients past that",
+        config.max_clients,
+        config.queue,
+        limits.workers,
+        limits.queue
+    );
+    limits
 }
 
 fn spec_summary(spec: &ServiceSpec) -> String {
