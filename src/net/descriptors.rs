@@ -19,6 +19,7 @@ pub(crate) fn raise_soft_limit(wanted: u64) -> std::io::Result<Raised> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux and macOS, i64 on FreeBSD
     let (before, hard) = (limit.rlim_cur as u64, limit.rlim_max as u64);
     let target = wanted.min(hard);
     if target <= before {
