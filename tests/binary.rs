@@ -289,6 +289,7 @@ fn help_lists_every_flag_with_its_default_and_version_prints() {
         "--socks4",
         "--no-socks4",
         "--idle-timeout",
+        "--half-close-timeout",
         "--drain-timeout",
         "--buffer-size",
         "--keepalive",

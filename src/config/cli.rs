@@ -66,6 +66,9 @@ Options:
                                (default: {bind:?})
       --idle-timeout DUR       close a session with no traffic either way for DUR; 0 is off
                                (default: 0)
+      --half-close-timeout DUR once one side has closed its sending half, close the session
+                               if the other direction moves nothing for DUR
+                               (default: {half_close:?})
       --drain-timeout DUR      on SIGINT/SIGTERM, wait this long for sessions to finish
                                (default: {drain:?})
       --buffer-size BYTES      relay buffer (copy) or pipe (splice) per active direction
@@ -104,6 +107,7 @@ BYTES is a number, or with K or M (64K, 1M; powers of 1024).
         handshake = config::DEFAULT_HANDSHAKE_TIMEOUT,
         connect = config::DEFAULT_CONNECT_TIMEOUT,
         bind = config::DEFAULT_BIND_TIMEOUT,
+        half_close = config::DEFAULT_HALF_CLOSE_TIMEOUT,
         drain = config::DEFAULT_DRAIN_TIMEOUT,
         buffer = config::DEFAULT_BUFFER_SIZE,
         relay = relay_name(config::DEFAULT_RELAY),
@@ -166,6 +170,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
             "--connect-timeout" => config.connect_timeout = parse_nonzero_duration(&flag, &value()?)?,
             "--bind-timeout" => config.bind_timeout = parse_nonzero_duration(&flag, &value()?)?,
             "--idle-timeout" => config.idle_timeout = optional(flag_duration(&flag, &value()?)?),
+            "--half-close-timeout" => config.half_close_timeout = parse_nonzero_duration(&flag, &value()?)?,
             "--drain-timeout" => config.drain_timeout = flag_duration(&flag, &value()?)?,
             "--buffer-size" => config.buffer_size = parse_size(&value()?).map_err(|e| format!("{flag}: {e}"))?.max(1),
             "--relay" => config.relay = parse_relay(&value()?)?,
@@ -287,6 +292,7 @@ mod tests {
         assert_eq!(settings.config.services[0].listen_addr(), "127.0.0.1:1080".parse().unwrap());
         assert_eq!(settings.config.handshake_timeout, Duration::from_secs(10));
         assert_eq!(settings.config.idle_timeout, None);
+        assert_eq!(settings.config.half_close_timeout, Duration::from_secs(60));
         assert_eq!(settings.config.bind_timeout, Duration::from_secs(60));
         let ServiceSpec::Socks(socks) = &settings.config.services[0] else { panic!("not SOCKS") };
         assert_eq!(socks.socks4, Socks4Policy::Auto);
@@ -310,6 +316,8 @@ mod tests {
             "--idle-timeout",
             "1.5s",
             "--bind-timeout=250ms",
+            "--half-close-timeout",
+            "2m",
             "--socks4",
             "--keepalive",
             "0",
@@ -344,6 +352,7 @@ mod tests {
         assert_eq!(s.config.max_clients_per_ip(), 3);
         assert_eq!((s.config.udp_max_sessions, s.config.udp_max_sessions_per_ip()), (10, 4));
         assert_eq!(s.config.idle_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(s.config.half_close_timeout, Duration::from_secs(120));
         assert_eq!(s.config.socket.keepalive, None);
         assert_eq!(s.config.buffer_size, 64 * 1024);
         assert_eq!(s.config.relay, RelayMode::Copy);
@@ -369,6 +378,8 @@ mod tests {
             (&["--user", "nocolon"], "--user"),
             (&["stray"], "unexpected argument"),
             (&["--bind-timeout", "0"], "--bind-timeout: must be more than 0"),
+            (&["--half-close-timeout", "0"], "--half-close-timeout: must be more than 0"),
+            (&["--half-close-timeout", "soon"], "--half-close-timeout"),
             (&["--socks4", "--no-socks4"], "--socks4 and --no-socks4"),
             (&["--udp-port-range", "9-1"], "--udp-port-range"),
             (&["--udp-port-range", "0-10"], "--udp-port-range"),

@@ -167,6 +167,9 @@ pub struct Config {
     pub bind_timeout: Duration,
     /// A session with no traffic either way for this long is closed; `None` never.
     pub idle_timeout: Option<Duration>,
+    /// Once one side has sent its FIN, the session is closed if the other direction moves
+    /// no byte for this long. More than zero.
+    pub half_close_timeout: Duration,
     pub drain_timeout: Duration,
     /// Bytes each relay direction moves per read.
     pub buffer_size: usize,
@@ -190,6 +193,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BIND_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_UDP_MAX_SESSIONS: usize = 256;
+/// As long as Linux keeps a socket in FIN-WAIT-2 whose peer never closes (tcp_fin_timeout).
+pub const DEFAULT_HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_UDP_TTL: Duration = Duration::from_secs(60);
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
 pub const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -212,6 +217,7 @@ impl Default for Config {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             bind_timeout: DEFAULT_BIND_TIMEOUT,
             idle_timeout: None,
+            half_close_timeout: DEFAULT_HALF_CLOSE_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             buffer_size: DEFAULT_BUFFER_SIZE,
             relay: DEFAULT_RELAY,

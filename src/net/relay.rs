@@ -14,6 +14,14 @@
 //! its stack and only takes a buffer or a pipe from a shared pool when a burst arrives, so an idle session costs
 //! two sockets and two parked threads, nothing more. (Pipes per idle session would not do:
 //! two per session would run a busy server out of descriptors.)
+//!
+//! Two limits end a session that has stopped moving, and never one that moves: the idle
+//! timeout (no byte either way) and the half-close timeout (after one side's FIN, no byte
+//! the other way). A byte counts when the kernel takes it, so a peer that stops reading is
+//! caught like one that stops sending: every write has a timeout, and each partial write
+//! is progress. The direction that ends first with a FIN watches the other. Whatever ends
+//! a session is recorded first, so what the other thread then sees of our own shutdown
+//! (an EOF, a broken pipe) never passes for a peer's error.
 
 use super::is_timeout;
 #[cfg(target_os = "linux")]
@@ -24,12 +32,12 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Stack for the pool threads that copy target → client: they only copy and log.
 const RELAY_THREAD_STACK: usize = 64 * 1024;
-/// Bytes an idle direction reads into its stack while it waits; see `copy_until_end`.
+/// Bytes an idle direction reads into its stack while it waits; see `copy_until_fin`.
 const PROBE_SIZE: usize = 512;
 /// Bytes of idle buffers (or pipe capacity) kept for reuse; beyond this they are freed,
 /// so a burst of transfers does not pin its peak memory for good.
@@ -40,13 +48,30 @@ fn spare_limit(size: usize) -> usize {
     (SPARE_BYTES / size).max(1)
 }
 
-/// What the relay needs from the server: threads, buffers and the idle limit.
+/// What the relay needs from the server: threads, buffers and the limits.
 pub(crate) struct Relayer {
     threads: WorkerPool,
     buffers: BufferPool,
     #[cfg(target_os = "linux")]
     pipes: Option<PipePool>,
-    idle_timeout: Option<Duration>,
+    limits: Limits,
+}
+
+/// How long a session may move nothing before it is ended.
+#[derive(Clone, Copy)]
+struct Limits {
+    /// Either way, at any time; `None` never.
+    idle: Option<Duration>,
+    /// The direction still open once the other has passed its FIN on.
+    half_close: Duration,
+}
+
+impl Limits {
+    /// Every write is bounded by the shorter limit, so a write to a peer that has stopped
+    /// reading is judged like a read from one that has stopped sending.
+    fn write_timeout(&self) -> Duration {
+        self.idle.map_or(self.half_close, |idle| idle.min(self.half_close))
+    }
 }
 
 /// How a relayed session ended, with the bytes moved each way.
@@ -64,21 +89,102 @@ pub(crate) enum RelayEnd {
     /// Both sides closed their sending halves.
     Closed,
     /// No byte moved either way for the idle timeout.
-    IdleTimeout,
-    /// A socket error (a reset, most often) ended both directions.
-    Failed(io::Error),
+    IdleTimeout(Duration),
+    /// `closed` had sent its FIN, and the other direction then moved no byte for the
+    /// half-close timeout (`limit`).
+    HalfCloseTimeout { closed: Side, stall: Stall, limit: Duration },
+    /// A socket error on one side (a reset, most often) ended both directions.
+    Failed(Side, io::Error),
     /// No thread could be had for the second direction.
     NoThread,
+}
+
+/// One end of a session.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Side {
+    Client,
+    /// Whatever the client is relayed to: the CONNECT target, a BIND's peer, a forward's target.
+    Target,
+}
+
+/// Why the direction still open after a FIN moved nothing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stall {
+    /// The side that had not closed sent nothing.
+    Silent,
+    /// The side that had closed stopped reading what it was sent.
+    NotReading,
 }
 
 impl fmt::Display for RelayEnd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RelayEnd::Closed => write!(f, "closed"),
-            RelayEnd::IdleTimeout => write!(f, "idle timeout"),
-            RelayEnd::Failed(e) => write!(f, "error: {e}"),
+            RelayEnd::IdleTimeout(limit) => write!(f, "idle timeout: no byte either way for {limit:?}"),
+            RelayEnd::HalfCloseTimeout { closed, stall: Stall::Silent, limit } => {
+                write!(
+                    f,
+                    "half-close timeout: the {} sent nothing for {limit:?} after the {closed}'s FIN",
+                    closed.other()
+                )
+            }
+            RelayEnd::HalfCloseTimeout { closed, stall: Stall::NotReading, limit } => {
+                write!(f, "half-close timeout: the {closed} read nothing for {limit:?} after its FIN")
+            }
+            RelayEnd::Failed(side, e) => write!(f, "{side} error: {e}"),
             RelayEnd::NoThread => write!(f, "refused: no relay thread free"),
         }
+    }
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Target,
+            Side::Target => Side::Client,
+        }
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Client => "client",
+            Side::Target => "target",
+        })
+    }
+}
+
+/// One of a session's two copy loops.
+#[derive(Clone, Copy)]
+enum Direction {
+    /// Client → target, on the session's worker.
+    Up,
+    /// Target → client, on a relay thread.
+    Down,
+}
+
+impl Direction {
+    fn source(self) -> Side {
+        match self {
+            Direction::Up => Side::Client,
+            Direction::Down => Side::Target,
+        }
+    }
+
+    fn dest(self) -> Side {
+        self.source().other()
+    }
+
+    fn other(self) -> Direction {
+        match self {
+            Direction::Up => Direction::Down,
+            Direction::Down => Direction::Up,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -90,6 +196,7 @@ impl Relayer {
         buffer_size: usize,
         mode: RelayMode,
         idle_timeout: Option<Duration>,
+        half_close_timeout: Duration,
     ) -> Self {
         #[cfg(not(target_os = "linux"))]
         let _ = mode;
@@ -108,7 +215,7 @@ impl Relayer {
                 max_spare: spare_limit(buffer_size.max(1)),
                 spare: Mutex::new(Vec::new()),
             }),
-            idle_timeout,
+            limits: Limits { idle: idle_timeout, half_close: half_close_timeout },
         }
     }
 
@@ -119,96 +226,79 @@ impl Relayer {
 
     /// Relays until both directions are done; returns the byte counts and how it ended.
     pub(crate) fn relay(self: &Arc<Self>, client: TcpStream, target: TcpStream) -> RelayOutcome {
-        let link = Arc::new(Link {
-            client,
-            target,
-            activity: Activity::new(),
-            down: Mutex::new(None),
-            down_done: Condvar::new(),
-        });
+        let link = Arc::new(Link::new(client, target, self.limits));
         let down_link = Arc::clone(&link);
         let relayer = Arc::clone(self);
         let spawned = self.threads.try_execute(Box::new(move || {
-            let mut report = ReportDown { link: &down_link, copied: None };
-            report.copied = Some(relayer.copy(&down_link.target, &down_link.client, &down_link));
+            let mut report = Report { link: &down_link, dir: Direction::Down, copied: None };
+            report.copied = Some(relayer.copy(Direction::Down, &down_link));
         }));
         if spawned.is_err() {
             link.abort();
             return RelayOutcome { up: 0, down: 0, end: RelayEnd::NoThread };
         }
-        let up = self.copy(&link.client, &link.target, &link);
-        let down = link.wait_down();
-        let end = match (up.end, down.end) {
-            (CopyEnd::Failed(e), _) | (_, CopyEnd::Failed(e)) => RelayEnd::Failed(e),
-            (CopyEnd::Idle, _) | (_, CopyEnd::Idle) => RelayEnd::IdleTimeout,
-            (CopyEnd::Eof, CopyEnd::Eof) => RelayEnd::Closed,
-        };
-        RelayOutcome { up: up.bytes, down: down.bytes, end }
+        let up = self.copy(Direction::Up, &link);
+        link.finish(Direction::Up, up);
+        link.outcome()
     }
 
-    /// Copies `src` → `dst` until `src` ends, then passes the FIN on.
-    fn copy(&self, src: &TcpStream, dst: &TcpStream, link: &Link) -> Copied {
-        let mut copied = Copied { bytes: 0, end: CopyEnd::Eof };
-        if let Err(e) = src.set_read_timeout(self.idle_timeout) {
-            copied.end = CopyEnd::Failed(e);
-        } else {
-            copied.end = self.copy_until_end(src, dst, link, &mut copied.bytes);
-        }
-        match copied.end {
-            CopyEnd::Eof => {
-                let _ = dst.shutdown(Shutdown::Write);
+    /// Copies `dir` until its source sends FIN, then passes the FIN on. Anything else that
+    /// ends it (a limit, an error) ends the whole session.
+    fn copy(&self, dir: Direction, link: &Link) -> Copied {
+        let mut bytes = 0;
+        match self.copy_until_fin(dir, link, &mut bytes) {
+            Ok(()) => {
+                let _ = link.sockets(dir).1.shutdown(Shutdown::Write);
+                // The FIN is news too: the half-close timeout counts from it, not from the
+                // last byte before it.
+                link.progress.moved.touch();
+                Copied { bytes, fin: true }
             }
-            CopyEnd::Idle | CopyEnd::Failed(_) => link.abort(),
+            Err(end) => {
+                link.cut(end);
+                Copied { bytes, fin: false }
+            }
         }
-        copied
     }
 
-    fn copy_until_end(&self, src: &TcpStream, dst: &TcpStream, link: &Link, bytes: &mut u64) -> CopyEnd {
+    fn copy_until_fin(&self, dir: Direction, link: &Link, bytes: &mut u64) -> Result<(), RelayEnd> {
+        let (src, dst) = link.sockets(dir);
+        src.set_read_timeout(link.limits.idle).map_err(|e| RelayEnd::Failed(dir.source(), e))?;
+        dst.set_write_timeout(Some(link.limits.write_timeout())).map_err(|e| RelayEnd::Failed(dir.dest(), e))?;
         // The wait for data reads into a small stack array, not a pool buffer or pipe: a
         // small message (an interactive session's usual traffic) is then passed on with one
         // read and one write, and only a full probe means a burst worth a buffer or pipe.
         let mut probe = [0u8; PROBE_SIZE];
         loop {
             let n = match (&*src).read(&mut probe) {
-                Ok(0) => return CopyEnd::Eof,
+                Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if is_timeout(&e) => match self.idle_timeout {
-                    Some(limit) if link.activity.idle_for() >= limit => return CopyEnd::Idle,
-                    _ => continue,
-                },
-                Err(e) => return CopyEnd::Failed(e),
+                Err(e) => {
+                    link.read_failed(dir, e)?;
+                    continue;
+                }
             };
-            if let Err(e) = (&*dst).write_all(&probe[..n]) {
-                return CopyEnd::Failed(e);
-            }
-            *bytes += n as u64;
-            link.activity.touch();
-            if n < probe.len() {
-                continue;
-            }
-            match self.burst(src, dst, bytes, &link.activity) {
-                Ok(Burst::Drained) => continue,
-                Ok(Burst::Eof) => return CopyEnd::Eof,
-                Err(e) => return CopyEnd::Failed(e),
+            let data = &probe[..n];
+            link.write_out(dir, n, |left| (&*dst).write(&data[n - left..]), bytes)?;
+            if n == probe.len() && matches!(self.burst(dir, link, bytes)?, Burst::Eof) {
+                return Ok(());
             }
         }
     }
-}
 
-impl Relayer {
-    /// Moves what has arrived on `src`, holding a pipe or buffer only while it does.
-    fn burst(&self, src: &TcpStream, dst: &TcpStream, bytes: &mut u64, activity: &Activity) -> io::Result<Burst> {
+    /// Moves what has arrived for `dir`, holding a pipe or buffer only while it does.
+    fn burst(&self, dir: Direction, link: &Link, bytes: &mut u64) -> Result<Burst, RelayEnd> {
         #[cfg(target_os = "linux")]
         if let Some(pipes) = &self.pipes {
             match pipes.take() {
-                Ok(pipe) => return pipes.splice_burst(pipe, src, dst, bytes, activity),
+                Ok(pipe) => return pipes.splice_burst(pipe, dir, link, bytes),
                 // Out of descriptors: this burst goes through a buffer instead of failing.
                 Err(e) => log::debug!("no pipe for the relay ({e}); copying through a buffer"),
             }
         }
         let mut buf = self.buffers.take();
-        let burst = copy_burst(src, dst, &mut buf, bytes, activity);
+        let burst = copy_burst(dir, link, &mut buf, bytes);
         self.buffers.give(buf);
         burst
     }
@@ -221,23 +311,18 @@ enum Burst {
 }
 
 /// Copies while reads keep filling the buffer, which means more is probably waiting.
-fn copy_burst(
-    src: &TcpStream,
-    dst: &TcpStream,
-    buf: &mut [u8],
-    bytes: &mut u64,
-    activity: &Activity,
-) -> io::Result<Burst> {
+fn copy_burst(dir: Direction, link: &Link, buf: &mut [u8], bytes: &mut u64) -> Result<Burst, RelayEnd> {
+    let (src, dst) = link.sockets(dir);
     loop {
         let n = match (&*src).read(buf) {
             Ok(0) => return Ok(Burst::Eof),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            // A read timeout that ends nothing goes back to the wait, without the buffer.
+            Err(e) => return link.read_failed(dir, e).map(|()| Burst::Drained),
         };
-        (&*dst).write_all(&buf[..n])?;
-        *bytes += n as u64;
-        activity.touch();
+        let data = &buf[..n];
+        link.write_out(dir, n, |left| (&*dst).write(&data[n - left..]), bytes)?;
         if n < buf.len() {
             return Ok(Burst::Drained);
         }
@@ -268,14 +353,8 @@ impl PipePool {
 
     /// [`copy_burst`] through `pipe`: splice in what has arrived, splice all of it out.
     /// A pipe left holding bytes by a failed write is dropped, never reused.
-    fn splice_burst(
-        &self,
-        pipe: Pipe,
-        src: &TcpStream,
-        dst: &TcpStream,
-        bytes: &mut u64,
-        activity: &Activity,
-    ) -> io::Result<Burst> {
+    fn splice_burst(&self, pipe: Pipe, dir: Direction, link: &Link, bytes: &mut u64) -> Result<Burst, RelayEnd> {
+        let (src, dst) = link.sockets(dir);
         loop {
             // A failed or empty fill moved nothing, so the pipe is still empty.
             let n = match pipe.fill_from(src, pipe.capacity()) {
@@ -287,21 +366,10 @@ impl PipePool {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.give_empty(pipe);
-                    // A read timeout here goes back to the idle wait, which judges it.
-                    return if is_timeout(&e) { Ok(Burst::Drained) } else { Err(e) };
+                    return link.read_failed(dir, e).map(|()| Burst::Drained);
                 }
             };
-            let mut left = n;
-            while left > 0 {
-                match pipe.drain_to(dst, left) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(m) => left -= m,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-            *bytes += n as u64;
-            activity.touch();
+            link.write_out(dir, n, |left| pipe.drain_to(dst, left), bytes)?;
             if n < pipe.capacity() {
                 self.give_empty(pipe);
                 return Ok(Burst::Drained);
@@ -312,58 +380,235 @@ impl PipePool {
 
 struct Copied {
     bytes: u64,
-    end: CopyEnd,
-}
-
-enum CopyEnd {
-    Eof,
-    Idle,
-    Failed(io::Error),
+    /// Its source sent FIN, and the FIN was passed on.
+    fin: bool,
 }
 
 /// The two sockets of one session, shared by its two copy threads without duplicating
-/// descriptors.
+/// descriptors, and what each thread must know of the other.
 struct Link {
     client: TcpStream,
     target: TcpStream,
-    activity: Activity,
-    /// The target → client result, for the thread that copies the other way. A lock and a
-    /// condition variable rather than a channel: the waiter parks at once instead of
-    /// spinning and yielding first, and nothing more is allocated per session.
-    down: Mutex<Option<Copied>>,
-    down_done: Condvar,
+    limits: Limits,
+    progress: Progress,
+    /// A lock and a condition variable rather than a channel: the waiter parks at once
+    /// instead of spinning and yielding first, and nothing more is allocated per session.
+    ends: Mutex<Ends>,
+    changed: Condvar,
 }
 
-/// Hands the down direction's result over when dropped, so that even a panicking copy
-/// (caught by the pool) never leaves the other thread waiting.
-struct ReportDown<'a> {
+/// How each direction ended, and why the session was cut short.
+#[derive(Default)]
+struct Ends {
+    /// By [`Direction::index`]; `None` while that direction is still copying.
+    copied: [Option<Copied>; 2],
+    /// The first reason only: once a limit or a peer's error has shut the sockets down,
+    /// what the other direction sees of that shutdown is not news.
+    cut: Option<RelayEnd>,
+}
+
+/// Reports a direction done when dropped, so that even a panicking copy (caught by the
+/// pool) never leaves the other thread waiting. After a FIN that is also where it
+/// watches the other direction ([`Link::finish`]).
+struct Report<'a> {
     link: &'a Link,
+    dir: Direction,
     copied: Option<Copied>,
 }
 
-impl Drop for ReportDown<'_> {
+impl Drop for Report<'_> {
     fn drop(&mut self) {
-        let copied = self.copied.take().unwrap_or(Copied { bytes: 0, end: CopyEnd::Eof });
-        *self.link.down.lock().unwrap_or_else(|p| p.into_inner()) = Some(copied);
-        self.link.down_done.notify_one();
+        let copied = self.copied.take().unwrap_or(Copied { bytes: 0, fin: false });
+        self.link.finish(self.dir, copied);
     }
 }
 
 impl Link {
-    fn wait_down(&self) -> Copied {
-        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            match down.take() {
-                Some(copied) => return copied,
-                None => down = self.down_done.wait(down).unwrap_or_else(|p| p.into_inner()),
+    fn new(client: TcpStream, target: TcpStream, limits: Limits) -> Self {
+        Link {
+            client,
+            target,
+            limits,
+            progress: Progress::new(),
+            ends: Mutex::new(Ends::default()),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// The socket `dir` reads from and the one it writes to.
+    fn sockets(&self, dir: Direction) -> (&TcpStream, &TcpStream) {
+        match dir {
+            Direction::Up => (&self.client, &self.target),
+            Direction::Down => (&self.target, &self.client),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Ends> {
+        self.ends.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `len` bytes to `dir`'s destination with `write`, which is told how many are
+    /// left. Each write that moves bytes counts as progress, however few; one that times
+    /// out is judged like a quiet read, and tried again unless a limit has passed.
+    fn write_out(
+        &self,
+        dir: Direction,
+        len: usize,
+        mut write: impl FnMut(usize) -> io::Result<usize>,
+        bytes: &mut u64,
+    ) -> Result<(), RelayEnd> {
+        let mut left = len;
+        while left > 0 {
+            self.progress.write_begins(dir);
+            let written = write(left);
+            self.progress.write_ends(dir, matches!(written, Ok(n) if n > 0));
+            match written {
+                Ok(0) => return Err(RelayEnd::Failed(dir.dest(), io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    left -= n;
+                    *bytes += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => {
+                    if let Some(end) = self.limit_passed(dir, Stall::NotReading) {
+                        return Err(end);
+                    }
+                }
+                Err(e) => return Err(RelayEnd::Failed(dir.dest(), e)),
             }
         }
+        Ok(())
+    }
+
+    /// A read for `dir` failed: a timeout is `Ok` (wait on) unless a limit has passed;
+    /// anything else is the source's error.
+    fn read_failed(&self, dir: Direction, e: io::Error) -> Result<(), RelayEnd> {
+        if !is_timeout(&e) {
+            return Err(RelayEnd::Failed(dir.source(), e));
+        }
+        self.limit_passed(dir, Stall::Silent).map_or(Ok(()), Err)
+    }
+
+    /// After `dir` waited a whole read or write timeout for nothing: the session's end if
+    /// a limit has passed.
+    fn limit_passed(&self, dir: Direction, stall: Stall) -> Option<RelayEnd> {
+        let half_closed = matches!(self.lock().copied[dir.other().index()], Some(Copied { fin: true, .. }));
+        self.expired_limit(self.progress.still_for(), half_closed, dir, stall)
+    }
+
+    /// The limit that `still`, the time with nothing moving, has run out, the shorter if
+    /// both have. `open` is the direction being judged; `half_closed`, whether the other has
+    /// passed a FIN on.
+    fn expired_limit(&self, still: Duration, half_closed: bool, open: Direction, stall: Stall) -> Option<RelayEnd> {
+        let idle = self.limits.idle.map(|limit| (limit, RelayEnd::IdleTimeout(limit)));
+        let half_close = half_closed.then(|| {
+            let limit = self.limits.half_close;
+            (limit, RelayEnd::HalfCloseTimeout { closed: open.dest(), stall, limit })
+        });
+        [idle, half_close]
+            .into_iter()
+            .flatten()
+            .filter(|(limit, _)| still >= *limit)
+            .min_by_key(|(limit, _)| *limit)
+            .map(|(_, end)| end)
+    }
+
+    /// Ends the session for `end`, unless something ended it first.
+    fn cut(&self, end: RelayEnd) {
+        self.lock().cut.get_or_insert(end);
+        self.abort();
     }
 
     /// Ends both directions: a blocked read or write on either socket returns.
     fn abort(&self) {
         let _ = self.client.shutdown(Shutdown::Both);
         let _ = self.target.shutdown(Shutdown::Both);
+    }
+
+    /// Records that `dir` is done. If it ended with a FIN, the calling thread then watches
+    /// the other direction, which goes on alone, and cuts the session once that has waited
+    /// to read for the half-close timeout with nothing moving. A direction inside a write
+    /// judges itself when the write times out: only it learns whether the write moved bytes.
+    fn finish(&self, dir: Direction, copied: Copied) {
+        let fin = copied.fin;
+        let open = dir.other();
+        let mut ends = self.lock();
+        ends.copied[dir.index()] = Some(copied);
+        self.changed.notify_all();
+        while fin && ends.copied[open.index()].is_none() && ends.cut.is_none() {
+            let wait = if self.progress.is_writing(open) {
+                self.limits.half_close
+            } else {
+                let still = self.progress.still_for();
+                if let Some(end) = self.expired_limit(still, true, open, Stall::Silent) {
+                    ends.cut = Some(end);
+                    drop(ends);
+                    self.abort();
+                    return;
+                }
+                self.limits.half_close.saturating_sub(still)
+            };
+            ends = self.changed.wait_timeout(ends, wait).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
+    /// Waits until both directions are done.
+    fn outcome(&self) -> RelayOutcome {
+        let mut ends = self.lock();
+        loop {
+            if let [Some(up), Some(down)] = &ends.copied {
+                let (up, down) = (up.bytes, down.bytes);
+                let end = ends.cut.take().unwrap_or(RelayEnd::Closed);
+                return RelayOutcome { up, down, end };
+            }
+            ends = self.changed.wait(ends).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// What the limits judge by: when a byte last moved either way, and which directions are
+/// inside a write. A write's bytes are only known when it returns, so the quiet since the
+/// last byte is only certain up to the start of the oldest write under way; counting past
+/// it could cut a transfer that is moving.
+struct Progress {
+    moved: Activity,
+    /// By [`Direction::index`]: when the write under way began, on `moved`'s clock, or
+    /// `NOT_WRITING`.
+    writing_since_ms: [AtomicU64; 2],
+}
+
+const NOT_WRITING: u64 = u64::MAX;
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            moved: Activity::new(),
+            writing_since_ms: [AtomicU64::new(NOT_WRITING), AtomicU64::new(NOT_WRITING)],
+        }
+    }
+
+    fn write_begins(&self, dir: Direction) {
+        self.writing_since_ms[dir.index()].store(self.moved.now_ms(), Ordering::SeqCst);
+    }
+
+    /// The bytes are counted before the write is marked over, so a judge that sees it over
+    /// also sees them.
+    fn write_ends(&self, dir: Direction, moved_bytes: bool) {
+        if moved_bytes {
+            self.moved.touch();
+        }
+        self.writing_since_ms[dir.index()].store(NOT_WRITING, Ordering::SeqCst);
+    }
+
+    fn is_writing(&self, dir: Direction) -> bool {
+        self.writing_since_ms[dir.index()].load(Ordering::SeqCst) != NOT_WRITING
+    }
+
+    /// How long nothing has certainly moved either way.
+    fn still_for(&self) -> Duration {
+        let now = self.moved.now_ms();
+        let certain_until = self.writing_since_ms.iter().map(|since| since.load(Ordering::SeqCst)).fold(now, u64::min);
+        Duration::from_millis(certain_until.saturating_sub(self.moved.last_ms.load(Ordering::SeqCst)))
     }
 }
 
@@ -379,11 +624,16 @@ impl Activity {
     }
 
     pub(crate) fn touch(&self) {
-        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
     pub(crate) fn idle_for(&self) -> Duration {
         self.start.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+
+    /// The clock `touch` keeps: milliseconds since this was made.
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
     }
 }
 
@@ -404,6 +654,133 @@ impl BufferPool {
         let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
         if spare.len() < self.max_spare {
             spare.push(buf);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+    use std::thread;
+
+    /// Far beyond any limit below: a relay still running then never ends by itself.
+    const GIVE_UP: Duration = Duration::from_secs(10);
+
+    fn modes() -> Vec<RelayMode> {
+        if cfg!(target_os = "linux") { vec![RelayMode::Splice, RelayMode::Copy] } else { vec![RelayMode::Copy] }
+    }
+
+    /// Two connected loopback sockets: (ours, the peer's).
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (listener.accept().unwrap().0, peer)
+    }
+
+    /// Relays on a thread of its own; returns the client's and the target's ends and the
+    /// outcome to come.
+    fn relay(relayer: Relayer) -> (TcpStream, TcpStream, mpsc::Receiver<RelayOutcome>) {
+        let (client, client_end) = pair();
+        let (target, target_end) = pair();
+        let (done, outcome) = mpsc::channel();
+        let relayer = Arc::new(relayer);
+        thread::spawn(move || done.send(relayer.relay(client, target)));
+        (client_end, target_end, outcome)
+    }
+
+    fn relayer(mode: RelayMode, idle: Option<Duration>, half_close: Duration) -> Relayer {
+        Relayer::new(4, 64 * 1024, mode, idle, half_close)
+    }
+
+    /// Writes to `stream` until it fails or [`GIVE_UP`] passes.
+    fn stream_into(mut stream: TcpStream) {
+        stream.set_write_timeout(Some(Duration::from_millis(100))).unwrap();
+        let started = Instant::now();
+        let chunk = [b'x'; 16 * 1024];
+        while started.elapsed() < GIVE_UP {
+            match stream.write(&chunk) {
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    #[test]
+    fn a_silent_target_after_the_clients_fin_ends_as_a_half_close_timeout() {
+        for mode in modes() {
+            let (client, _target, outcome) = relay(relayer(mode, None, Duration::from_millis(200)));
+            client.shutdown(Shutdown::Write).unwrap();
+            let end = outcome.recv_timeout(GIVE_UP).unwrap().end;
+            assert!(
+                matches!(end, RelayEnd::HalfCloseTimeout { closed: Side::Client, stall: Stall::Silent, .. }),
+                "{mode:?}: {end}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_after_its_fin_ends_as_a_half_close_timeout() {
+        for mode in modes() {
+            let (client, target, outcome) = relay(relayer(mode, None, Duration::from_millis(200)));
+            client.shutdown(Shutdown::Write).unwrap();
+            thread::spawn(move || stream_into(target));
+            let end = outcome.recv_timeout(GIVE_UP).unwrap().end;
+            assert!(
+                matches!(end, RelayEnd::HalfCloseTimeout { closed: Side::Client, stall: Stall::NotReading, .. }),
+                "{mode:?}: {end}"
+            );
+        }
+    }
+
+    #[test]
+    fn our_own_cut_is_reported_as_the_limit_never_as_a_peer_error() {
+        for mode in modes() {
+            // The client never reads while the target streams: the write toward it stalls,
+            // and the read the other way then sees our own shutdown.
+            let idle = Duration::from_millis(200);
+            let (_client, target, outcome) = relay(relayer(mode, Some(idle), Duration::from_secs(60)));
+            thread::spawn(move || stream_into(target));
+            let end = outcome.recv_timeout(GIVE_UP).unwrap().end;
+            assert!(matches!(end, RelayEnd::IdleTimeout(limit) if limit == idle), "{mode:?}: {end}");
+
+            // A probe's worth exactly, then silence: the quiet read comes in the middle of
+            // a burst, and must be judged like any other.
+            let (mut client, mut target, outcome) = relay(relayer(mode, Some(idle), Duration::from_secs(60)));
+            client.write_all(&[7; PROBE_SIZE]).unwrap();
+            target.read_exact(&mut [0; PROBE_SIZE]).unwrap();
+            let end = outcome.recv_timeout(GIVE_UP).unwrap().end;
+            assert!(matches!(end, RelayEnd::IdleTimeout(limit) if limit == idle), "{mode:?}: {end}");
+        }
+    }
+
+    #[test]
+    fn each_end_is_one_line_naming_the_limit_or_the_side() {
+        let limit = Duration::from_secs(60);
+        let reset = || io::Error::from(io::ErrorKind::ConnectionReset);
+        let table = [
+            (RelayEnd::Closed, "closed"),
+            (RelayEnd::IdleTimeout(Duration::from_millis(1500)), "idle timeout: no byte either way for 1.5s"),
+            (
+                RelayEnd::HalfCloseTimeout { closed: Side::Client, stall: Stall::Silent, limit },
+                "half-close timeout: the target sent nothing for 60s after the client's FIN",
+            ),
+            (
+                RelayEnd::HalfCloseTimeout { closed: Side::Target, stall: Stall::Silent, limit },
+                "half-close timeout: the client sent nothing for 60s after the target's FIN",
+            ),
+            (
+                RelayEnd::HalfCloseTimeout { closed: Side::Client, stall: Stall::NotReading, limit },
+                "half-close timeout: the client read nothing for 60s after its FIN",
+            ),
+            (RelayEnd::Failed(Side::Target, reset()), "target error: connection reset"),
+            (RelayEnd::Failed(Side::Client, reset()), "client error: connection reset"),
+            (RelayEnd::NoThread, "refused: no relay thread free"),
+        ];
+        for (end, want) in table {
+            assert_eq!(end.to_string(), want);
         }
     }
 }

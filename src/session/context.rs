@@ -23,7 +23,13 @@ pub(crate) struct Context {
 impl Context {
     /// The shared state for `config`, with the relay threads and buffers it asks for.
     pub(crate) fn new(config: Config, stopping: Arc<AtomicBool>) -> Self {
-        let relayer = Arc::new(Relayer::new(config.max_clients, config.buffer_size, config.relay, config.idle_timeout));
+        let relayer = Arc::new(Relayer::new(
+            config.max_clients,
+            config.buffer_size,
+            config.relay,
+            config.idle_timeout,
+            config.half_close_timeout,
+        ));
         Context { config, stats: Stats::default(), relayer, next_session: AtomicU64::new(1), stopping }
     }
 
