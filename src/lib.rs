@@ -9,7 +9,8 @@
 //! - [`wire`]: the wire formats, pure parse and emit, no I/O;
 //! - [`config`]: what a running burrowd is told (flags, service URLs, users, units);
 //! - `net`: socket and thread mechanics under every protocol (socket options, reading a
-//!   handshake message, the worker pool, the TCP relay, UDP batching, stack pages);
+//!   handshake message, admission, the worker pool, the TCP relay, UDP batching, stack
+//!   pages, the descriptor limit);
 //! - `outbound`: reaching a target, directly or through the upstream SOCKS5 chain;
 //! - `session`: what every session shares (the context, counters) and how one is run
 //!   and logged;
@@ -17,7 +18,7 @@
 //! - `server`: listeners, accept loops, start and stop.
 
 // Unsafe code is refused everywhere; the modules that need system calls with no safe
-// wrapper (net::splice, net::stack, net::udp_batch) opt out explicitly.
+// wrapper (net::splice, net::stack, net::udp_batch, net::descriptors) opt out explicitly.
 #![deny(unsafe_code)]
 // What is public is public on purpose: the binary, the tests and the benchmark use it.
 #![warn(unreachable_pub)]

@@ -59,9 +59,10 @@ fn main() -> ExitCode {
     let drained = server.drain(drain_timeout);
     let stats = server.stats();
     log::info!(
-        "shutdown: {} sessions served, {} refused, up {} down {}{}",
+        "shutdown: {} sessions served, {} refused, {} closed to make room, up {} down {}{}",
         stats.sessions,
         stats.refused,
+        stats.reclaimed,
         human_bytes(stats.bytes_up),
         human_bytes(stats.bytes_down),
         if drained { String::new() } else { format!(", {} still open were cut", stats.active) }
