@@ -1,5 +1,5 @@
 //! The Linux system calls behind the zero-copy relay: a pipe, and splice(2) between a
-//! socket and that pipe. One of the modules allowed unsafe code (with `stack` and
+//! socket and that pipe. One of the modules allowed unsafe code (with `stack`, `descriptors` and
 //! `udp_batch`); everything here is a thin wrapper that turns a raw return value into
 //! `io::Result`.
 #![allow(unsafe_code)] // splice, pipe2 and fcntl have no safe wrapper in std or socket2

@@ -4,7 +4,7 @@
 //! datagrams to one address goes down the stack as one UDP GSO message. Elsewhere a batch
 //! holds one datagram and std's `recv_from`/`send_to` move it.
 //!
-//! One of the modules allowed unsafe code (with `splice` and `stack`): the two system
+//! One of the modules allowed unsafe code (with `splice`, `stack` and `descriptors`): the two system
 //! calls have no safe wrapper in std or socket2. Everything outside sees the safe [`Batch`].
 #![allow(unsafe_code)] // recvmmsg and sendmmsg have no safe wrapper in std or socket2
 
