@@ -379,10 +379,13 @@ impl Proxy {
         }
         match kind {
             // -q: no per-session log line, as microsocks writes none; max-clients above the
-            // 5,000 idle sessions of the memory figure.
-            ProxyKind::Burrowd(mode) => {
-                command.args(["-q", "--listen", &addr.to_string(), "--max-clients", "6000", "--relay", mode])
-            }
+            // 5,000 idle sessions of the memory figure, all from one address.
+            ProxyKind::Burrowd(mode) => command.args(["-q", "--listen", &addr.to_string(), "--relay", mode]).args([
+                "--max-clients",
+                "6000",
+                "--max-clients-per-ip",
+                "6000",
+            ]),
             ProxyKind::Microsocks => command.args(["-i", "127.0.0.1", "-p", &port]),
         };
         let child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
