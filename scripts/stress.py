@@ -811,10 +811,13 @@ def half_dead(run):
 def fd_limit(run):
     count = run.scale(1500)
     soft = run.scale(1024)
-    hard = 20000
+    hard = int(os.environ.get("STRESS_FD_HARD", "20000"))
     want = count * 14 // 15  # 1,400 of 1,500
     echo = Server(run, "echo")
-    burrowd = Burrowd(run, "fd-limit", ["--max-clients", str(count)], nofile=(soft, hard))
+    # Every client comes from 127.0.0.1: the address's share (half the workers by default)
+    # is lifted, so that descriptors are the only limit this scenario meets.
+    args = ["--max-clients", str(count), "--max-clients-per-ip", str(count)]
+    burrowd = Burrowd(run, "fd-limit", args, nofile=(soft, hard))
     say(f"fd-limit: {burrowd.describe()}")
     lim_soft, lim_hard = nofile_limits(burrowd.pid)
     say(f"  burrowd's RLIMIT_NOFILE once listening: soft {lim_soft}, hard {lim_hard} (started with {soft}:{hard})")
@@ -826,6 +829,11 @@ def fd_limit(run):
         f"{outcomes['established']} established, {outcomes['refused']} refused, {outcomes['silent']} silent"
         + (f" ({top(details, 4)})" if details else ""))
     say(f"  burrowd with them open: {show(fig)}")
+    if hard < 4 * count:
+        # A hard limit too low for the sessions (STRESS_FD_HARD): burrowd admits what fits,
+        # and what matters is that every client past that is refused, never left unanswered.
+        want = 1
+        say(f"  hard limit {hard} is below what {count} sessions need: the target is 0 silent")
     if outcomes["established"] >= want and outcomes["silent"] == 0:
         return True, f"{outcomes['established']} established (target >= {want}), 0 silent"
     return False, (f"{outcomes['established']} established (target >= {want}), "

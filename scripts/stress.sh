@@ -11,8 +11,9 @@
 #   half-dead     200 sessions to a target that accepts and stays silent; the clients close; target:
 #                 burrowd frees every descriptor within --half-close-timeout (run with 5s) + 5 s;
 #                 a burrowd whose --help lacks that flag runs without it (target still 10 s)
-#   fd-limit      `burrowd --max-clients 1500` under `prlimit --nofile=1024:20000`, 1,500 idle
-#                 sessions with a 3 s deadline each; target: >= 1,400 established, 0 silent
+#   fd-limit      `burrowd --max-clients 1500 --max-clients-per-ip 1500` (the clients are all
+#                 127.0.0.1) under `prlimit --nofile=1024:20000`, 1,500 idle sessions with a 3 s
+#                 deadline each; target: >= 1,400 established, 0 silent
 #   churn         20,000 echo sessions, 20 at a time, 1 in 10 reset mid-relay, 1 in 10 abandoned
 #                 mid-handshake; target: then 0 CLOSE_WAIT, 0 FIN_WAIT2, fds back to baseline
 #   --quick       a tenth of every count (for CI): 1,000 stalled against --max-clients 102 --queue 12
@@ -23,9 +24,11 @@
 #   BURROWD        the binary to test; when unset, `cargo build --release` and target/release/burrowd
 #   BURROWD_ARGS   extra flags for every burrowd started (after the scenario's own, so they win)
 #   BURROWD_ARGS_<SCENARIO>  extra flags for one scenario, e.g.
-#                  BURROWD_ARGS_STALLED_MANY='--max-clients-per-ip 8' (no such flag is passed otherwise:
-#                  the stalled scenarios test burrowd's defaults)
+#                  BURROWD_ARGS_STALLED_MANY='--max-clients-per-ip 8' (the stalled scenarios pass
+#                  no limit flag at full size: they test burrowd's defaults)
 #   STRESS_DEADLINE  hard deadline in seconds for each scenario (default: 30-300 by scenario and size)
+#   STRESS_FD_HARD the hard descriptor limit of fd-limit (default 20000); below what the sessions
+#                  need (4 per session) burrowd can only admit what fits, and the target is 0 silent
 #   STRESS_KEEP    when set, keep the scratch directory with every burrowd's log, and say where
 #
 # Every scenario runs in its own python3 process under a hard deadline (`timeout`, which signals
