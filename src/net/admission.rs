@@ -11,11 +11,17 @@
 //! down to make room. Its worker, blocked reading from it, wakes at once and is free.
 //! A client is refused only when every place is held by sessions that are past their
 //! request (connecting, relaying): those are doing what we are for.
+//!
+//! The books are kept by the accept loops alone, so that admission costs the workers no
+//! lock: a worker whose client has sent its request flips an atomic, and one whose session
+//! ended sends a note down a channel that the next admission settles first.
 
+use crossbeam_channel::{Receiver, Sender};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Shutdown, TcpStream};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How long the accept loop waits for reclaimed sessions to finish, when as many are
@@ -26,9 +32,17 @@ const RECLAIMED_CATCH_UP: Duration = Duration::from_millis(100);
 /// The admission books of one server.
 pub(crate) struct Admission {
     limits: Limits,
+    /// Kept by the accept loops, so the lock is theirs alone: workers never take it.
     books: Mutex<Books>,
-    /// Signalled when a reclaimed session finishes.
-    reclaimed_finished: Condvar,
+    /// Sessions that ended, for the books: sent by workers, settled at the next admission.
+    ended_tx: Sender<Ended>,
+    ended: Receiver<Ended>,
+}
+
+/// A session that ended: what its [`Seat`] tells the books.
+struct Ended {
+    key: u64,
+    address: IpAddr,
 }
 
 /// How many live sessions are allowed.
@@ -66,9 +80,9 @@ struct Books {
     /// Live sessions, not counting reclaimed ones on their way out.
     live: usize,
     per_address: HashMap<IpAddr, Share>,
-    /// Waiting clients by age (keys grow with time), each with a second handle on its
-    /// socket to shut it down by.
-    waiting: BTreeMap<u64, (IpAddr, TcpStream)>,
+    /// Clients registered as waiting, by age (keys grow with time). An entry whose client
+    /// has since left is dropped when a reclaim comes across it or its session ends.
+    waiting: BTreeMap<u64, Entry>,
     /// Reclaimed sessions whose worker has not finished them yet.
     reclaimed: HashSet<u64>,
 }
@@ -77,6 +91,32 @@ struct Books {
 struct Share {
     live: usize,
     waiting: BTreeSet<u64>,
+}
+
+struct Entry {
+    address: IpAddr,
+    slot: Arc<Slot>,
+}
+
+/// A registered client, shared by the books and its [`Waiting`]. Its worker leaves without
+/// the books' lock: a compare-and-swap on `standing` settles the race with a reclaim, and
+/// whichever side wins owns the second handle (closing it, or shutting the socket down).
+struct Slot {
+    standing: AtomicU8,
+    /// A second handle on the client's socket; taken by the side that wins the race.
+    handle: Mutex<Option<TcpStream>>,
+}
+
+const WAITING: u8 = 0;
+const LEFT: u8 = 1;
+const RECLAIMED: u8 = 2;
+
+impl Slot {
+    /// Moves the client from `WAITING` to `to`; on success returns the second handle.
+    fn settle(&self, to: u8) -> Result<Option<TcpStream>, u8> {
+        self.standing.compare_exchange(WAITING, to, Ordering::AcqRel, Ordering::Acquire)?;
+        Ok(self.handle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take())
+    }
 }
 
 /// An admitted client's places in the books.
@@ -95,17 +135,16 @@ pub(crate) struct Seat {
     address: IpAddr,
 }
 
-/// A client that still owes us its request: reclaimable until this is dropped.
+/// A client that still owes us its request: reclaimable until this is stopped or dropped.
 pub(crate) struct Waiting {
-    admission: Arc<Admission>,
-    key: u64,
-    address: IpAddr,
+    slot: Arc<Slot>,
 }
 
 impl Admission {
     pub(crate) fn new(limits: Limits) -> Self {
         let limits = Limits { workers: limits.workers.max(1), per_address: limits.per_address.max(1), ..limits };
-        Admission { limits, books: Mutex::new(Books::default()), reclaimed_finished: Condvar::new() }
+        let (ended_tx, ended) = crossbeam_channel::unbounded();
+        Admission { limits, books: Mutex::new(Books::default()), ended_tx, ended }
     }
 
     fn books(&self) -> MutexGuard<'_, Books> {
@@ -116,7 +155,7 @@ impl Admission {
 
     /// Admits a client from `address`, reclaiming a waiting client if that is what makes
     /// room. With `may_wait`, the client is registered as waiting (reclaimable) until its
-    /// [`Waiting`] is dropped; `stream` is the client's socket, cloned for that.
+    /// [`Waiting`] is stopped; `stream` is the client's socket, cloned for that.
     pub(crate) fn admit(
         self: &Arc<Self>,
         stream: &TcpStream,
@@ -124,28 +163,34 @@ impl Admission {
         may_wait: bool,
     ) -> Result<Admitted, Refusal> {
         let limits = self.limits;
+        // Cloned before the lock is taken: the system call need not hold up the workers.
+        // Without a second handle (out of descriptors) the client is served all the same,
+        // only it cannot be reclaimed.
+        let handle = if may_wait { stream.try_clone().ok() } else { None };
         let mut books = self.books();
+        for ended in self.ended.try_iter() {
+            books.settle(ended);
+        }
         // Reclaimed sessions end as soon as a worker reaches them, and they bound how many
         // more may be reclaimed: past that, wait for workers to catch up; if they do not,
         // they are busy with work that is not ours to cut, and reclaiming more would not help.
         let catch_up = Instant::now() + RECLAIMED_CATCH_UP;
         while books.reclaimed.len() >= limits.workers + limits.queue {
-            let left = catch_up.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Refusal::Full);
+            match self.ended.recv_deadline(catch_up) {
+                Ok(ended) => books.settle(ended),
+                Err(_) => return Err(Refusal::Full),
             }
-            books = self.reclaimed_finished.wait_timeout(books, left).unwrap_or_else(|p| p.into_inner()).0;
         }
         let mut reclaimed = 0;
         let share_live = books.per_address.get(&address).map_or(0, |share| share.live);
         if share_live >= limits.per_address {
-            if !books.reclaim_oldest_of(address) {
+            if !books.reclaim_oldest(Some(address)) {
                 return Err(Refusal::AddressLimit);
             }
             reclaimed += 1;
         }
         if books.live >= limits.workers {
-            if books.reclaim_oldest() {
+            if books.reclaim_oldest(None) {
                 reclaimed += 1;
             } else if books.live >= limits.workers + limits.queue {
                 return Err(Refusal::Full);
@@ -156,15 +201,13 @@ impl Admission {
         books.live += 1;
         let share = books.per_address.entry(address).or_default();
         share.live += 1;
-        // Without a second handle (out of descriptors) the client is served all the same,
-        // only it cannot be reclaimed.
-        let handle = if may_wait { stream.try_clone().ok() } else { None };
         if handle.is_some() {
             share.waiting.insert(key);
         }
         let waiting = handle.map(|handle| {
-            books.waiting.insert(key, (address, handle));
-            Waiting { admission: Arc::clone(self), key, address }
+            let slot = Arc::new(Slot { standing: AtomicU8::new(WAITING), handle: Mutex::new(Some(handle)) });
+            books.waiting.insert(key, Entry { address, slot: Arc::clone(&slot) });
+            Waiting { slot }
         });
         Ok(Admitted { seat: Seat { admission: Arc::clone(self), key, address }, waiting, reclaimed })
     }
@@ -172,31 +215,53 @@ impl Admission {
     /// Sessions live now (queued or running), and reclaimed ones not yet finished.
     #[cfg(test)]
     fn counts(&self) -> (usize, usize) {
-        let books = self.books();
+        let mut books = self.books();
+        for ended in self.ended.try_iter() {
+            books.settle(ended);
+        }
         (books.live, books.reclaimed.len())
     }
 }
 
 impl Books {
-    fn reclaim_oldest(&mut self) -> bool {
-        let oldest = self.waiting.first_key_value().map(|(&key, &(address, _))| (key, address));
-        oldest.is_some_and(|(key, address)| self.reclaim(key, address))
+    /// Gives an ended session's place back (a reclaimed one gave it back when reclaimed).
+    fn settle(&mut self, ended: Ended) {
+        if !self.reclaimed.remove(&ended.key) {
+            self.remove_waiting(ended.key);
+            self.live -= 1;
+            self.leave_share(ended.key, ended.address);
+        }
     }
 
-    fn reclaim_oldest_of(&mut self, address: IpAddr) -> bool {
-        let oldest = self.per_address.get(&address).and_then(|share| share.waiting.first().copied());
-        oldest.is_some_and(|key| self.reclaim(key, address))
+    /// Reclaims the oldest client still waiting, of `address` or of all; entries of
+    /// clients that have left meanwhile are dropped on the way.
+    fn reclaim_oldest(&mut self, address: Option<IpAddr>) -> bool {
+        loop {
+            let oldest = match address {
+                Some(address) => self.per_address.get(&address).and_then(|share| share.waiting.first().copied()),
+                None => self.waiting.first_key_value().map(|(&key, _)| key),
+            };
+            let Some(key) = oldest else { return false };
+            let Some(entry) = self.remove_waiting(key) else { return false };
+            if let Ok(handle) = entry.slot.settle(RECLAIMED) {
+                // Ends its handshake at once: the worker blocked reading from it wakes.
+                if let Some(handle) = handle {
+                    let _ = handle.shutdown(Shutdown::Both);
+                }
+                self.reclaimed.insert(key);
+                self.live -= 1;
+                self.leave_share(key, entry.address);
+                return true;
+            }
+        }
     }
 
-    /// Shuts a waiting client's socket down, which ends its handshake at once, and takes
-    /// its session out of the live counts.
-    fn reclaim(&mut self, key: u64, address: IpAddr) -> bool {
-        let Some((_, handle)) = self.waiting.remove(&key) else { return false };
-        let _ = handle.shutdown(Shutdown::Both);
-        self.reclaimed.insert(key);
-        self.live -= 1;
-        self.leave_share(key, address);
-        true
+    fn remove_waiting(&mut self, key: u64) -> Option<Entry> {
+        let entry = self.waiting.remove(&key)?;
+        if let Some(share) = self.per_address.get_mut(&entry.address) {
+            share.waiting.remove(&key);
+        }
+        Some(entry)
     }
 
     fn leave_share(&mut self, key: u64, address: IpAddr) {
@@ -214,38 +279,42 @@ impl Seat {
     /// Whether this session was shut down to make room for a newer client.
     #[cfg(test)]
     fn was_reclaimed(&self) -> bool {
-        self.admission.books().reclaimed.contains(&self.key)
+        let mut books = self.admission.books();
+        for ended in self.admission.ended.try_iter() {
+            books.settle(ended);
+        }
+        books.reclaimed.contains(&self.key)
     }
 }
 
 impl Drop for Seat {
     fn drop(&mut self) {
-        let mut books = self.admission.books();
-        if books.reclaimed.remove(&self.key) {
-            self.admission.reclaimed_finished.notify_one();
-        } else {
-            books.waiting.remove(&self.key);
-            books.live -= 1;
-            books.leave_share(self.key, self.address);
-        }
+        // The admission holds the receiver as long as any seat exists.
+        let _ = self.admission.ended_tx.send(Ended { key: self.key, address: self.address });
     }
 }
 
 impl Waiting {
     /// Whether this client was shut down to make room for a newer one.
     pub(crate) fn was_reclaimed(&self) -> bool {
-        self.admission.books().reclaimed.contains(&self.key)
+        self.slot.standing.load(Ordering::Acquire) == RECLAIMED
+    }
+
+    /// Stops waiting, as dropping does; returns whether the client had been reclaimed first.
+    pub(crate) fn stop(self) -> bool {
+        self.leave()
+    }
+
+    /// Leaves the waiting clients, closing the second handle now rather than when the
+    /// books next look: it must not keep the socket open past its session.
+    fn leave(&self) -> bool {
+        matches!(self.slot.settle(LEFT), Err(RECLAIMED))
     }
 }
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        let mut books = self.admission.books();
-        if books.waiting.remove(&self.key).is_some()
-            && let Some(share) = books.per_address.get_mut(&self.address)
-        {
-            share.waiting.remove(&self.key);
-        }
+        self.leave();
     }
 }
 

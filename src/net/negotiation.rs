@@ -81,8 +81,8 @@ impl Negotiation {
     /// The client's request is complete: what it waits for now is our work (a connect,
     /// a BIND), so it may no longer be reclaimed. Fails if it was reclaimed already.
     pub(crate) fn heard_request(&mut self) -> Result<(), HandshakeError> {
-        match self.waiting.take() {
-            Some(waiting) if waiting.was_reclaimed() => Err(HandshakeError::Reclaimed),
+        match self.waiting.take().map(Waiting::stop) {
+            Some(true) => Err(HandshakeError::Reclaimed),
             _ => Ok(()),
         }
     }
