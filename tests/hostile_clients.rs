@@ -201,3 +201,45 @@ fn udp_round_trip(socket: &UdpSocket, forward: SocketAddr) -> bool {
     let mut buf = [0u8; 16];
     matches!(socket.recv_from(&mut buf), Ok((4, _)))
 }
+
+#[test]
+fn after_churn_with_resets_and_abandoned_handshakes_every_descriptor_is_given_back() {
+    let _serial = one_at_a_time();
+    let target = echo_server("127.0.0.1:0");
+    // Room for the four clients and the abandoned handshakes not yet noticed, so that no
+    // valid client is closed to make room: this test is about what is given back.
+    let mut config = limited(16, 4);
+    config.max_clients_per_ip = Some(16);
+    let (proxy, proxy_addr) = start(config);
+    // A warm-up, so that threads and pooled buffers the churn would start exist already.
+    assert_echoes(socks5_connect(proxy_addr, target), b"warm-up");
+    assert!(proxy.drain(TIMEOUT));
+    let before = open_descriptors();
+    let clients: Vec<_> = (0..4)
+        .map(|worker| {
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    match (worker + i) % 10 {
+                        // abandoned mid-handshake
+                        0 => drop(stallers(1, |_| loopback(1), proxy_addr)),
+                        // reset by the client mid-relay
+                        1 => {
+                            let mut stream = socks5_connect(proxy_addr, target);
+                            t!(stream.write_all(b"about to reset"));
+                            t!(socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO)));
+                        }
+                        _ => assert_echoes(socks5_connect(proxy_addr, target), b"churn"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    // An abandoned connection may still wait in the kernel's accept queue when the last
+    // client returns.
+    wait_until("every session has ended", || proxy.stats().sessions == 201 && proxy.stats().active == 0);
+    // The echo server's side of each connection closes on its own thread, a moment later.
+    wait_until("every descriptor is given back", || open_descriptors() <= before);
+}
