@@ -31,6 +31,9 @@ fn main() -> ExitCode {
     }
     let drain_timeout = config.drain_timeout;
 
+    // Before any other thread starts (ctrlc starts one), so that every thread leaves
+    // SIGHUP to the watcher.
+    let reload = reload_signal::watch();
     let (signals, signal) = crossbeam_channel::unbounded();
     if let Err(e) = ctrlc::set_handler(move || {
         let _ = signals.send(());
@@ -46,7 +49,12 @@ fn main() -> ExitCode {
         }
     };
 
-    let _ = signal.recv();
+    loop {
+        crossbeam_channel::select! {
+            recv(signal) -> _ => break,
+            recv(reload) -> _ => server.reload(),
+        }
+    }
     // Logged once the listeners are closed, so the line is true when it is read.
     server.stop_accepting();
     log::info!("signal received: no new clients; draining live sessions for up to {drain_timeout:?}");
@@ -79,4 +87,46 @@ fn init_logging(verbosity: i8) {
         _ => log::LevelFilter::Trace,
     };
     env_logger::Builder::new().filter_level(level).parse_env("RUST_LOG").init();
+}
+
+/// SIGHUP, which asks for the rules and users files to be read again.
+#[cfg(unix)]
+mod reload_signal {
+    use crossbeam_channel::Receiver;
+
+    /// Blocks SIGHUP in this thread, and so in every thread started after it, and waits
+    /// for it with sigwait on a thread of its own; each SIGHUP sends one message.
+    pub(super) fn watch() -> Receiver<()> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        // SAFETY: `set` is a valid sigset_t that sigemptyset initialises before use, and
+        // pthread_sigmask only reads it (the old mask is not asked for).
+        let set = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGHUP);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            set
+        };
+        let watcher = std::thread::Builder::new().name("burrowd-sighup".into()).spawn(move || {
+            loop {
+                let mut received = 0;
+                // SAFETY: `set` is the initialised set above; `received` is a valid c_int.
+                if unsafe { libc::sigwait(&set, &mut received) } == 0 && tx.send(()).is_err() {
+                    return;
+                }
+            }
+        });
+        if let Err(e) = watcher {
+            log::warn!("cannot watch for SIGHUP ({e}): reloading is off");
+        }
+        rx
+    }
+}
+
+/// Elsewhere there is no SIGHUP: nothing ever asks for a reload.
+#[cfg(not(unix))]
+mod reload_signal {
+    pub(super) fn watch() -> crossbeam_channel::Receiver<()> {
+        crossbeam_channel::never()
+    }
 }

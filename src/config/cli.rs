@@ -1,5 +1,6 @@
 //! The command line: flags to a [`Config`], and the help text that lists them.
 
+use super::rules::{RuleSource, Rules, Verdict};
 use super::units::{parse_duration, parse_size};
 use super::users::Users;
 use super::{Config, RelayMode, ServiceSpec, Socks4Policy, SocksSpec, service_url};
@@ -47,6 +48,13 @@ Options:
                                send every outbound connection through this upstream SOCKS5
                                proxy; repeat to chain several, first given is first hop
       --users FILE             read users from FILE, one name:password per line
+      --allow RULE, --deny RULE
+                               access rules, repeatable, first match decides; RULE is any of
+                               from CIDR, user NAME, cmd connect|bind|udp,
+                               to CIDR|NAME|.DOMAIN|*, port N[-M] (all must match); with no
+                               match the opposite of the last rule applies
+      --rules FILE             read more rules, one `allow RULE` or `deny RULE` per line,
+                               placed where the flag stands; SIGHUP reads it again
       --socks4                 serve SOCKS4/4a even when users are configured; SOCKS4 carries
                                no password, so anyone who can connect may use the proxy
                                (default: SOCKS4/4a served only when no users are configured)
@@ -124,6 +132,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
     let mut url_services = Vec::new();
     let mut users = Users::default();
     let mut socks4 = None;
+    let mut rule_sources = Vec::new();
     let mut verbosity: i8 = 0;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -161,6 +170,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
             }
             "-u" | "--user" => users.add_entry(&value()?).map_err(|e| format!("--user: {e}"))?,
             "--users" => users.add_file(Path::new(&value()?)).map_err(|e| format!("--users: {e}"))?,
+            "--allow" => rule_sources.push(RuleSource::Flag(Verdict::Allow, value()?)),
+            "--deny" => rule_sources.push(RuleSource::Flag(Verdict::Deny, value()?)),
+            "--rules" => rule_sources.push(RuleSource::File(value()?.into())),
             "--socks4" => set_socks4(&mut socks4, Socks4Policy::On)?,
             "--no-socks4" => set_socks4(&mut socks4, Socks4Policy::Off)?,
             "--max-clients" => config.max_clients = parse_count(&flag, &value()?, 1)?,
@@ -203,6 +215,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
         .map(|addr| ServiceSpec::Socks(SocksSpec { users: users.clone(), socks4, ..SocksSpec::new(addr) }))
         .chain(url_services)
         .collect();
+    config.rules = Rules::load(rule_sources)?;
     config.check()?;
     Ok(Action::Run(Box::new(Settings { config, verbosity })))
 }

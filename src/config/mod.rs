@@ -2,11 +2,13 @@
 //! read from: the command line, service URLs, users files.
 
 pub mod cli;
+pub mod rules;
 pub mod service_url;
 pub mod units;
 pub mod users;
 
 use crate::wire::addr::TargetAddr;
+use rules::Rules;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -183,6 +185,8 @@ pub struct Config {
     pub udp_max_sessions: usize,
     /// Of those, how many one client address may hold; `None` means half.
     pub udp_max_sessions_per_ip: Option<usize>,
+    /// Who may use the proxy and where they may go (`--allow`, `--deny`, `--rules`).
+    pub rules: Rules,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1080";
@@ -232,6 +236,7 @@ impl Default for Config {
             },
             udp_max_sessions: DEFAULT_UDP_MAX_SESSIONS,
             udp_max_sessions_per_ip: None,
+            rules: Rules::default(),
         }
     }
 }

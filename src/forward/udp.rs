@@ -23,6 +23,7 @@ use crate::net::udp_batch::{Batch, Outgoing};
 use crate::net::worker_pool::{Refused, WorkerPool};
 use crate::outbound;
 use crate::outbound::upstream::UpstreamUdp;
+use crate::session::access::refused_at_accept;
 use crate::session::report::FoldedWarning;
 use crate::session::{self, Context, SessionLog};
 use crate::wire::addr::TargetAddr;
@@ -208,32 +209,42 @@ impl Service {
                     Arc::clone(session)
                 }
                 None if stopping => return,
-                None => match sessions.start(client) {
-                    Ok(session) => {
-                        drop(sessions);
-                        session.send_up(buf, len);
-                        self.begin(session, workers, refusals);
-                        return;
-                    }
-                    Err(full) => {
+                None => {
+                    if let Some(denied) = refused_at_accept(&self.ctx.config.rules.current(), client.ip()) {
                         drop(sessions);
                         self.ctx.stats.client_refused();
-                        let limits = SessionLimits::of(&self.ctx.config);
-                        refusals.warn(|count| match full {
-                            Full::Service => format!(
-                                "udp {}: dropped {count} datagram(s) starting a session, last from {client}: \
-                                 all {} sessions taken (--udp-max-sessions)",
-                                self.spec.addr, limits.total
-                            ),
-                            Full::Address => format!(
-                                "udp {}: dropped {count} datagram(s) starting a session, last from {client}: \
-                                 its address holds {} sessions (--udp-max-sessions-per-ip)",
-                                self.spec.addr, limits.per_address
-                            ),
+                        refusals.warn(|count| {
+                            format!("udp {}: dropped {count} datagram(s), last from {client}: {denied}", self.spec.addr)
                         });
                         return;
                     }
-                },
+                    match sessions.start(client) {
+                        Ok(session) => {
+                            drop(sessions);
+                            session.send_up(buf, len);
+                            self.begin(session, workers, refusals);
+                            return;
+                        }
+                        Err(full) => {
+                            drop(sessions);
+                            self.ctx.stats.client_refused();
+                            let limits = SessionLimits::of(&self.ctx.config);
+                            refusals.warn(|count| match full {
+                                Full::Service => format!(
+                                    "udp {}: dropped {count} datagram(s) starting a session, last from {client}: \
+                                     all {} sessions taken (--udp-max-sessions)",
+                                    self.spec.addr, limits.total
+                                ),
+                                Full::Address => format!(
+                                    "udp {}: dropped {count} datagram(s) starting a session, last from {client}: \
+                                     its address holds {} sessions (--udp-max-sessions-per-ip)",
+                                    self.spec.addr, limits.per_address
+                                ),
+                            });
+                            return;
+                        }
+                    }
+                }
             }
         };
         session.send_up(buf, len);

@@ -30,8 +30,17 @@ pub(crate) fn connect_direct(
     timeout: Duration,
     opts: &SocketOptions,
 ) -> Result<Connected, ConnectError> {
+    connect_addresses(&resolve(target)?, timeout, opts)
+}
+
+/// Connects to the first of `addrs` (at least one) that answers, trying each in turn.
+pub(crate) fn connect_addresses(
+    addrs: &[SocketAddr],
+    timeout: Duration,
+    opts: &SocketOptions,
+) -> Result<Connected, ConnectError> {
     let mut last = None;
-    for addr in resolve(target)? {
+    for &addr in addrs {
         match sockopt::connect(addr, timeout, opts) {
             Ok(stream) => {
                 let local = stream.local_addr().map_err(|error| ConnectError::Connect { addr, error })?;
@@ -40,5 +49,5 @@ pub(crate) fn connect_direct(
             Err(error) => last = Some(ConnectError::Connect { addr, error }),
         }
     }
-    Err(last.expect("resolve returns at least one address"))
+    Err(last.expect("at least one address to connect to"))
 }

@@ -10,7 +10,7 @@ use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 
-pub(crate) use direct::{connect_direct, resolve};
+pub(crate) use direct::{connect_addresses, resolve};
 
 /// Why an outbound connection was not made.
 #[derive(Debug)]
@@ -21,6 +21,8 @@ pub(crate) enum ConnectError {
     Connect { addr: SocketAddr, error: io::Error },
     /// A hop of the upstream chain failed (boxed: it is rare and large).
     Upstream(Box<UpstreamFailure>),
+    /// The target resolved to an address the access rules refuse; `why` names the rule.
+    Denied { addr: SocketAddr, why: String },
 }
 
 impl fmt::Display for ConnectError {
@@ -29,6 +31,7 @@ impl fmt::Display for ConnectError {
             ConnectError::Resolve { name, error } => write!(f, "cannot resolve {name}: {error}"),
             ConnectError::Connect { addr, error } => write!(f, "connect to {addr}: {error}"),
             ConnectError::Upstream(failure) => failure.fmt(f),
+            ConnectError::Denied { addr, why } => write!(f, "{addr}: {why}"),
         }
     }
 }

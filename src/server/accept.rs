@@ -7,6 +7,7 @@ use crate::forward;
 use crate::net::admission::{Admission, Admitted, Refusal};
 use crate::net::worker_pool::{Refused, WorkerPool};
 use crate::session::Context;
+use crate::session::access::refused_at_accept;
 use crate::session::report::FoldedWarning;
 use crate::socks;
 use std::io;
@@ -51,6 +52,12 @@ impl Acceptor {
     /// Admits a client and hands it to the pool; all per-client work happens on the worker.
     fn dispatch(&self, stream: TcpStream, peer: SocketAddr, warnings: &mut Warnings) {
         let config = &self.ctx.config;
+        if let Some(denied) = refused_at_accept(&config.rules.current(), peer.ip()) {
+            self.ctx.stats.client_refused();
+            drop(stream);
+            warnings.denied.warn(|count| format!("refused {count} client(s), last {peer}: {denied}"));
+            return;
+        }
         // Only a SOCKS client owes us a handshake; a tcp:// client is connected at once.
         let may_wait = matches!(*self.spec, ServiceSpec::Socks(_));
         let Admitted { seat, waiting, reclaimed } = match self.admission.admit(&stream, peer.ip(), may_wait) {
@@ -109,6 +116,7 @@ impl Acceptor {
 /// The accept loop's warnings, each folded on its own.
 #[derive(Default)]
 struct Warnings {
+    denied: FoldedWarning,
     refused: FoldedWarning,
     reclaimed: FoldedWarning,
 }

@@ -3,6 +3,7 @@
 
 mod accept;
 
+use crate::config::users::Users;
 use crate::config::{Config, ServiceSpec};
 use crate::forward;
 use crate::net::admission::{self, Admission};
@@ -118,6 +119,32 @@ impl Server {
         }
         for (_, thread) in self.accept_threads.drain(..) {
             let _ = thread.join();
+        }
+    }
+
+    /// Reads the `--rules` and `--users` files again (SIGHUP): sessions started from now on
+    /// use the new tables, live ones keep theirs, and a file that fails to parse leaves
+    /// the table in force, with one line saying where and why.
+    pub fn reload(&self) {
+        let config = &self.ctx.config;
+        if config.rules.has_files() {
+            match config.rules.reload() {
+                Ok(count) => log::info!("reload: {count} access rule(s) in force"),
+                Err(e) => log::warn!("reload: the rules in force stay: {e}"),
+            }
+        }
+        let mut reloaded: Vec<&Users> = Vec::new();
+        for spec in &config.services {
+            let ServiceSpec::Socks(socks) = spec else { continue };
+            // Services given the same users share one table: read its files once.
+            if !socks.users.has_files() || reloaded.iter().any(|users| users.shares_table_with(&socks.users)) {
+                continue;
+            }
+            match socks.users.reload() {
+                Ok(count) => log::info!("reload: {count} user(s) for {}", socks.addr),
+                Err(e) => log::warn!("reload: the users in force for {} stay: {e}", socks.addr),
+            }
+            reloaded.push(&socks.users);
         }
     }
 

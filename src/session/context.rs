@@ -6,6 +6,7 @@ use crate::net::relay::Relayer;
 use crate::outbound::upstream::{self, UpstreamUdp};
 use crate::outbound::{self, ConnectError, Connected};
 use crate::wire::addr::TargetAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -38,13 +39,23 @@ impl Context {
     }
 
     /// Opens the outbound connection for a request: directly, or through the upstream chain.
-    pub(crate) fn connect_target(&self, target: &TargetAddr) -> Result<Connected, ConnectError> {
+    /// Directly, every address the target resolves to must be `permitted` before any is
+    /// connected to, so a name cannot bring in an address the rules refuse; through a
+    /// chain, names are resolved upstream and no address is known here.
+    pub(crate) fn connect_target(
+        &self,
+        target: &TargetAddr,
+        permitted: impl Fn(IpAddr) -> Result<(), String>,
+    ) -> Result<Connected, ConnectError> {
         let config = &self.config;
-        if config.chain.is_empty() {
-            outbound::connect_direct(target, config.connect_timeout, &config.socket)
-        } else {
-            upstream::connect(&config.chain, target, config.connect_timeout, &config.socket)
+        if !config.chain.is_empty() {
+            return upstream::connect(&config.chain, target, config.connect_timeout, &config.socket);
         }
+        let addrs = outbound::resolve(target)?;
+        for addr in &addrs {
+            permitted(addr.ip()).map_err(|why| ConnectError::Denied { addr: *addr, why })?;
+        }
+        outbound::connect_addresses(&addrs, config.connect_timeout, &config.socket)
     }
 
     /// The UDP association with the upstream hop that UDP traffic goes through, or `None`

@@ -1,6 +1,7 @@
 //! What every session shares and how one is run: the [`Context`], the counters, and the
 //! runner that takes a session from handshake through relay to its log line.
 
+pub(crate) mod access;
 pub(crate) mod context;
 pub(crate) mod report;
 pub(crate) mod stats;

@@ -94,6 +94,8 @@ pub(crate) struct Dropped {
     pub malformed: u64,
     /// The target name did not resolve, or a send failed (either way).
     pub unsendable: u64,
+    /// The access rules refuse the target.
+    pub denied: u64,
 }
 
 /// What the association's log line reports.
@@ -124,8 +126,8 @@ impl fmt::Display for UdpCounts {
         let d = self.dropped;
         write!(
             f,
-            " up {} down {} dropped foreign {} fragmented {} malformed {} unsendable {}",
-            self.up, self.down, d.foreign, d.fragmented, d.malformed, d.unsendable
+            " up {} down {} dropped foreign {} fragmented {} malformed {} unsendable {} denied {}",
+            self.up, self.down, d.foreign, d.fragmented, d.malformed, d.unsendable, d.denied
         )
     }
 }
@@ -159,12 +161,12 @@ mod tests {
             client: Some("127.0.0.1:5353".parse().unwrap()),
             up: Traffic { datagrams: 3, bytes: 1536 },
             down: Traffic { datagrams: 2, bytes: 100 },
-            dropped: Dropped { foreign: 1, fragmented: 2, malformed: 3, unsendable: 4 },
+            dropped: Dropped { foreign: 1, fragmented: 2, malformed: 3, unsendable: 4, denied: 5 },
         };
         assert_eq!(
             counts.to_string(),
             "relay 127.0.0.1:40000 client 127.0.0.1:5353 up 3 datagrams 1.5 KiB down 2 datagrams 100 B \
-             dropped foreign 1 fragmented 2 malformed 3 unsendable 4"
+             dropped foreign 1 fragmented 2 malformed 3 unsendable 4 denied 5"
         );
     }
 }

@@ -7,9 +7,11 @@
 use super::connect::SocksReplies;
 use super::failure::Failure;
 use crate::config::SocketOptions;
+use crate::config::rules::Cmd;
 use crate::net::negotiation::Negotiation;
 use crate::net::sockopt;
 use crate::outbound;
+use crate::session::access::Access;
 use crate::session::{Context, Established, SessionLog};
 use crate::wire::addr::TargetAddr;
 use std::io;
@@ -32,10 +34,11 @@ pub(super) fn serve(
     ctx: &Arc<Context>,
     mut negotiation: Negotiation,
     named: &TargetAddr,
+    access: &Access,
     log: &mut SessionLog,
     replies: &impl SocksReplies,
 ) -> Option<Established> {
-    let bound = match Bound::open(negotiation.stream(), named, &ctx.config.socket) {
+    let bound = match Bound::open(negotiation.stream(), named, access, &ctx.config.socket) {
         Ok(bound) => bound,
         Err(failure) => {
             replies.fail(negotiation, failure, log);
@@ -47,7 +50,9 @@ pub(super) fn serve(
         log.outcome = e.to_string();
         return None;
     }
-    let peer = match bound.wait(negotiation.stream(), ctx.config.bind_timeout, &ctx.config.socket) {
+    let peer = match bound.wait(negotiation.stream(), ctx.config.bind_timeout, &ctx.config.socket, &|peer| {
+        access.check_address(Cmd::Bind, named, peer).map_err(Failure::from)
+    }) {
         Ok(peer) => peer,
         Err(WaitEnd::Failed(failure)) => {
             replies.fail(negotiation, failure, log);
@@ -81,6 +86,9 @@ struct Peer {
     addr: SocketAddr,
 }
 
+/// What the access rules say of the peer that reached the listening socket.
+type Permitted<'a> = dyn Fn(IpAddr) -> Result<(), Failure> + 'a;
+
 /// Why a wait ended with no peer to relay to.
 enum WaitEnd {
     /// The client closed or broke its control connection, so there is no one to reply to.
@@ -97,8 +105,17 @@ impl Bound {
     /// principle; the one the client reached us on is an address the host certainly
     /// answers on, of the client's address family, and on one host or one network the one
     /// the peer can reach too. (0.0.0.0 would listen everywhere but cannot go in a reply.)
-    fn open(control: &TcpStream, named: &TargetAddr, opts: &SocketOptions) -> Result<Bound, Failure> {
+    /// The rules judge the peer the client names (for a name, each of its addresses) now,
+    /// and the peer that comes in [`Bound::wait`]; all zeros names nobody yet.
+    fn open(control: &TcpStream, named: &TargetAddr, access: &Access, opts: &SocketOptions) -> Result<Bound, Failure> {
+        match named {
+            TargetAddr::Ip(sa) if sa.ip().is_unspecified() => access.check_command(Cmd::Bind)?,
+            _ => access.check_target(Cmd::Bind, named)?,
+        }
         let expected = expected_peers(named)?;
+        for &peer in &expected {
+            access.check_address(Cmd::Bind, named, peer)?;
+        }
         // The whole socket address, not just its IP: a link-local IPv6 address binds only
         // with the scope (interface) it came with.
         let mut local = control.local_addr().map_err(Failure::Local)?;
@@ -110,23 +127,35 @@ impl Bound {
     }
 
     /// Waits up to `timeout` for one connection, giving up early if the client hangs up.
-    fn wait(self, control: &TcpStream, timeout: Duration, opts: &SocketOptions) -> Result<Peer, WaitEnd> {
+    fn wait(
+        self,
+        control: &TcpStream,
+        timeout: Duration,
+        opts: &SocketOptions,
+        permitted: &Permitted,
+    ) -> Result<Peer, WaitEnd> {
         let local = |e| WaitEnd::Failed(Failure::Local(e));
         self.listener.set_nonblocking(true).map_err(local)?;
         control.set_nonblocking(true).map_err(local)?;
-        let waited = self.poll(control, timeout, opts);
+        let waited = self.poll(control, timeout, opts, permitted);
         // The control connection goes on to a reply and maybe the relay, which block.
         control.set_nonblocking(false).map_err(local)?;
         waited
     }
 
-    fn poll(&self, control: &TcpStream, timeout: Duration, opts: &SocketOptions) -> Result<Peer, WaitEnd> {
+    fn poll(
+        &self,
+        control: &TcpStream,
+        timeout: Duration,
+        opts: &SocketOptions,
+        permitted: &Permitted,
+    ) -> Result<Peer, WaitEnd> {
         let deadline = Instant::now() + timeout;
         let mut tick = FIRST_TICK;
         let mut probe = [0u8; 1];
         loop {
             match self.listener.accept() {
-                Ok((stream, addr)) => return self.admit(stream, addr, opts),
+                Ok((stream, addr)) => return self.admit(stream, addr, opts, permitted),
                 // Nobody yet, or a peer that gave up before we took it.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock || is_transient(&e) => {}
                 Err(e) => return Err(WaitEnd::Failed(Failure::Local(e))),
@@ -151,10 +180,20 @@ impl Bound {
     }
 
     /// Takes the peer if it comes from an expected address; otherwise closes it.
-    fn admit(&self, stream: TcpStream, addr: SocketAddr, opts: &SocketOptions) -> Result<Peer, WaitEnd> {
+    fn admit(
+        &self,
+        stream: TcpStream,
+        addr: SocketAddr,
+        opts: &SocketOptions,
+        permitted: &Permitted,
+    ) -> Result<Peer, WaitEnd> {
         if !is_expected(&self.expected, addr.ip()) {
             let _ = stream.shutdown(Shutdown::Both);
             return Err(WaitEnd::Failed(Failure::UnexpectedPeer(addr)));
+        }
+        if let Err(failure) = permitted(addr.ip().to_canonical()) {
+            let _ = stream.shutdown(Shutdown::Both);
+            return Err(WaitEnd::Failed(failure));
         }
         let setup = stream.set_nonblocking(false).and_then(|()| sockopt::tune_accepted(&stream, opts));
         setup.map_err(|e| WaitEnd::Failed(Failure::Local(e)))?;

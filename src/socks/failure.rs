@@ -1,6 +1,7 @@
 //! The one place that decides which SOCKS reply code a failure earns.
 
 use crate::outbound::{ConnectError, UpstreamError, UpstreamFailure};
+use crate::session::access::Denied;
 use crate::wire::{self, socks4, socks5::ReplyCode};
 use std::fmt;
 use std::io;
@@ -16,6 +17,8 @@ pub(super) enum Failure {
     CommandNotSupported,
     /// Our rules refuse the request.
     NotAllowed(&'static str),
+    /// The access rules refuse it (`--allow`, `--deny`, `--rules`).
+    Denied(Denied),
     /// The outbound connection could not be made.
     Connect(ConnectError),
     /// A local socket operation failed (binding a relay socket, ...).
@@ -33,11 +36,18 @@ impl fmt::Display for Failure {
             Failure::Malformed(e) => write!(f, "malformed request: {e}"),
             Failure::CommandNotSupported => write!(f, "command not supported"),
             Failure::NotAllowed(why) => write!(f, "not allowed: {why}"),
+            Failure::Denied(denied) => denied.fmt(f),
             Failure::Connect(e) => e.fmt(f),
             Failure::Local(e) => write!(f, "local error: {e}"),
             Failure::BindTimedOut(limit) => write!(f, "no connection to the bound port within {limit:?}"),
             Failure::UnexpectedPeer(peer) => write!(f, "bound port reached by {peer}, not the named peer"),
         }
+    }
+}
+
+impl From<Denied> for Failure {
+    fn from(denied: Denied) -> Self {
+        Failure::Denied(denied)
     }
 }
 
@@ -55,7 +65,8 @@ pub(super) fn socks5_code(failure: &Failure) -> ReplyCode {
         }
         Failure::Malformed(wire::Error::UnknownAddressType(_)) => ReplyCode::ADDRESS_TYPE_NOT_SUPPORTED,
         Failure::Malformed(_) | Failure::Local(_) => ReplyCode::GENERAL_FAILURE,
-        Failure::NotAllowed(_) | Failure::UnexpectedPeer(_) => ReplyCode::NOT_ALLOWED,
+        Failure::NotAllowed(_) | Failure::Denied(_) | Failure::UnexpectedPeer(_) => ReplyCode::NOT_ALLOWED,
+        Failure::Connect(ConnectError::Denied { .. }) => ReplyCode::NOT_ALLOWED,
         // Like a connect that timed out: the other side never showed up.
         Failure::BindTimedOut(_) => ReplyCode::HOST_UNREACHABLE,
         Failure::Connect(ConnectError::Resolve { .. }) => ReplyCode::HOST_UNREACHABLE,

@@ -13,6 +13,7 @@ use crate::config::SocksSpec;
 use crate::net::admission::Waiting;
 use crate::net::negotiation::{Negotiation, close_after_reply};
 use crate::net::sockopt;
+use crate::session::access::Access;
 use crate::session::{self, Context, Established, SessionLog};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -27,7 +28,9 @@ pub(crate) fn serve_socks(
     peer: SocketAddr,
     waiting: Option<Waiting>,
 ) {
-    session::handshake_then_relay(ctx, id, peer, |log| negotiate_socks(ctx, spec, client, waiting, log));
+    // The rules in force now are this session's, whatever a reload does meanwhile.
+    let mut access = Access::new(ctx.config.rules.current(), peer.ip(), ctx.config.chain.is_empty());
+    session::handshake_then_relay(ctx, id, peer, |log| negotiate_socks(ctx, spec, client, waiting, &mut access, log));
 }
 
 /// The whole SOCKS handshake, up to the relay. Never inlined; see [`session::handshake_then_relay`].
@@ -37,6 +40,7 @@ fn negotiate_socks(
     spec: &SocksSpec,
     client: TcpStream,
     waiting: Option<Waiting>,
+    access: &mut Access,
     log: &mut SessionLog,
 ) -> Option<Established> {
     if let Err(e) = sockopt::tune_accepted(&client, &ctx.config.socket) {
@@ -51,8 +55,8 @@ fn negotiate_socks(
         }
     };
     match negotiation.peek_first_byte() {
-        Ok(v5::VERSION) => v5::serve(ctx, spec, negotiation, log),
-        Ok(v4::VERSION) => v4::serve(ctx, spec, negotiation, log),
+        Ok(v5::VERSION) => v5::serve(ctx, spec, negotiation, access, log),
+        Ok(v4::VERSION) => v4::serve(ctx, spec, negotiation, access, log),
         Ok(other) => {
             log.outcome = format!("not SOCKS: first byte {other:#04x}, closed");
             // No reply, since there is no protocol to word one in; a clean FIN still

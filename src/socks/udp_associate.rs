@@ -22,6 +22,7 @@
 //! already labelled with their source, come back the same way.
 
 use crate::config::UdpOptions;
+use crate::config::rules::Cmd;
 use crate::net::is_timeout;
 use crate::net::relay::Activity;
 use crate::net::sockopt;
@@ -29,6 +30,7 @@ use crate::net::udp_batch::{Batch, Outgoing};
 use crate::outbound::upstream::UpstreamUdp;
 use crate::outbound::{self, ConnectError};
 use crate::session::Context;
+use crate::session::access::{Access, Denied};
 use crate::session::report::{Dropped, Traffic, UdpCounts};
 use crate::wire::addr::{Addr, TargetAddr};
 use crate::wire::udp::{Header, MAX_IP_HEADER_LEN};
@@ -60,6 +62,7 @@ pub(super) struct Association {
     client_port: Option<u16>,
     advertised: SocketAddr,
     upstream: Option<UpstreamUdp>,
+    access: Access,
 }
 
 /// Why an association ended.
@@ -107,6 +110,7 @@ impl Association {
         requested: &TargetAddr,
         session: u64,
         upstream: Option<UpstreamUdp>,
+        access: &Access,
     ) -> io::Result<Self> {
         // An IPv4 client on a dual-stack listener shows up as ::ffff:a.b.c.d; the relay
         // socket and the client check both want the plain IPv4 form.
@@ -122,7 +126,8 @@ impl Association {
             upstream.control.set_nonblocking(true)?;
             upstream.socket.set_read_timeout(Some(TICK))?;
         }
-        Ok(Association { relay: Arc::new(relay), client_ip, client_port, advertised, upstream })
+        let access = access.clone();
+        Ok(Association { relay: Arc::new(relay), client_ip, client_port, advertised, upstream, access })
     }
 
     /// The address for the UDP ASSOCIATE reply: where the client must send its datagrams.
@@ -145,6 +150,7 @@ impl Association {
             upstream: self.upstream,
             upstream_replies: false,
             names: NameCache::default(),
+            access: self.access,
             traffic: Traffic::default(),
             dropped: Dropped::default(),
             replies_started: 0,
@@ -225,6 +231,8 @@ struct ClientSide {
     /// Whether the thread for the upstream hop's datagrams has started.
     upstream_replies: bool,
     names: NameCache,
+    /// Judges each datagram's target.
+    access: Access,
     traffic: Traffic,
     dropped: Dropped,
     replies_started: usize,
@@ -304,6 +312,14 @@ impl ClientSide {
         let client_port = *self.client_port.get_or_insert(from.port());
         let client = SocketAddr::new(self.client_ip, client_port);
         let payload_len = datagram.len() - payload_at;
+        // The name is judged as asked; the address, once known, as sent to.
+        let (name, address, port) = match header.addr {
+            Addr::Ip(target) => (None, Some(target.ip()), target.port()),
+            Addr::Domain(name, port) => (Some(name), None, port),
+        };
+        if let Err(denied) = self.access.check_destination(Cmd::Udp, name, address, port) {
+            return self.denied(from, header.addr, &denied);
+        }
         if let Some(upstream) = self.upstream.as_ref().map(|upstream| Arc::clone(&upstream.socket)) {
             if let Err(e) = self.upstream_replies(&upstream, client) {
                 return self.unsendable(from, header.addr, e);
@@ -323,11 +339,22 @@ impl ClientSide {
                 }
             },
         };
+        if let (Some(name), Err(denied)) =
+            (name, self.access.check_destination(Cmd::Udp, name, Some(target.ip()), port))
+        {
+            return self.denied(from, Addr::Domain(name, port), &denied);
+        }
         if let Err(e) = self.outbound(target.is_ipv6(), client) {
             return self.unsendable(from, Addr::Ip(target), e);
         }
         let route = if target.is_ipv6() { Route::Ipv6 } else { Route::Ipv4 };
         Some((route, Outgoing { slot, range: payload_at..datagram.len(), to: Some(target), note: payload_len }))
+    }
+
+    fn denied<T>(&mut self, from: SocketAddr, target: Addr<'_>, denied: &Denied) -> Option<T> {
+        log::debug!("udp datagram from {from} to {target} dropped: {denied}");
+        self.dropped.denied += 1;
+        None
     }
 
     fn unsendable<T>(&mut self, from: SocketAddr, target: Addr<'_>, e: io::Error) -> Option<T> {

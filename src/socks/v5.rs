@@ -6,7 +6,9 @@ use super::connect::{SocksReplies, serve_connect};
 use super::failure::{Failure, socks5_code};
 use super::udp_associate::Association;
 use crate::config::SocksSpec;
+use crate::config::rules::Cmd;
 use crate::net::negotiation::{HandshakeError, Negotiation, close_after_reply};
+use crate::session::access::Access;
 use crate::session::{Context, Established, SessionLog};
 use crate::wire::addr::{Addr, TargetAddr};
 use crate::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
@@ -22,6 +24,7 @@ pub(super) fn serve(
     ctx: &Arc<Context>,
     spec: &SocksSpec,
     mut negotiation: Negotiation,
+    access: &mut Access,
     log: &mut SessionLog,
 ) -> Option<Established> {
     let (command, target) = match negotiate(spec, &mut negotiation, log) {
@@ -41,11 +44,14 @@ pub(super) fn serve(
     }
     log.command = Some(command.to_string());
     log.target = Some(target.clone());
+    if let Some(user) = &log.user {
+        access.logged_in(user);
+    }
     match command {
-        Command::Connect => serve_connect(ctx, negotiation, &target, log, &Socks5Replies),
-        Command::Bind => bind::serve(ctx, negotiation, &target, log, &Socks5Replies),
+        Command::Connect => serve_connect(ctx, negotiation, &target, access, log, &Socks5Replies),
+        Command::Bind => bind::serve(ctx, negotiation, &target, access, log, &Socks5Replies),
         Command::UdpAssociate => {
-            udp_associate(ctx, negotiation, &target, log);
+            udp_associate(ctx, negotiation, &target, access, log);
             None
         }
     }
@@ -152,16 +158,25 @@ impl SocksReplies for Socks5Replies {
 /// Never inlined: its relay's state would otherwise swell the frame of every SOCKS5
 /// handshake, and pages a handshake touches stay with its worker (see `session::handshake_then_relay`).
 #[inline(never)]
-fn udp_associate(ctx: &Arc<Context>, mut negotiation: Negotiation, from: &TargetAddr, log: &mut SessionLog) {
+fn udp_associate(
+    ctx: &Arc<Context>,
+    mut negotiation: Negotiation,
+    from: &TargetAddr,
+    access: &Access,
+    log: &mut SessionLog,
+) {
     if !ctx.config.carries_udp() {
         return fail(negotiation, Failure::CommandNotSupported, log);
+    }
+    if let Err(denied) = access.check_command(Cmd::Udp) {
+        return fail(negotiation, denied.into(), log);
     }
     let upstream = match ctx.udp_upstream() {
         Ok(upstream) => upstream,
         Err(e) => return fail(negotiation, e.into(), log),
     };
     log.reached = upstream.as_ref().map(|upstream| upstream.relay);
-    let association = match Association::open(ctx, negotiation.stream(), from, log.id, upstream) {
+    let association = match Association::open(ctx, negotiation.stream(), from, log.id, upstream, access) {
         Ok(association) => association,
         Err(e) => return fail(negotiation, Failure::Local(e), log),
     };
