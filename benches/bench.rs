@@ -34,13 +34,37 @@ const UDP_LOSS_WAIT: Duration = Duration::from_millis(200);
 /// The hard descriptor limit on the benchmark machines; the soft limit is raised to it.
 const NOFILE: u64 = 20_000;
 
+/// Flags every burrowd of this run gets besides its own (the `--rules` file).
+static BURROWD_EXTRA_ARGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Writes `count` deny rules that no request of the benchmark matches (its clients and
+/// targets are on 127.0.0.1), in the kinds people write: client networks, destination
+/// networks, domains, ports. The last is a deny, so the default is allow.
+fn write_rules(count: usize) -> std::path::PathBuf {
+    let mut text = String::new();
+    for i in 0..count {
+        let (a, b) = (i / 256 % 256, i % 256);
+        text += &match i % 4 {
+            0 => format!("deny from 10.{a}.{b}.0/24\n"),
+            1 => format!("deny to 10.{a}.{b}.0/24\n"),
+            2 => format!("deny to .example{i}.test\n"),
+            _ => format!("deny to 192.0.2.{b} port {}\n", 1 + i % 1000),
+        };
+    }
+    let path = std::env::temp_dir().join(format!("burrowd-bench-rules-{}", std::process::id()));
+    std::fs::write(&path, text).expect("write the rules file");
+    path
+}
+
 fn usage() -> &'static str {
     "usage: cargo bench --bench bench -- [--runs N] [--gib G] [--secs S] [--json] [--only LIST]
   --runs N     runs per figure; each cell is median [min-max] (default 3)
   --gib G      GiB moved per throughput run (default 1)
   --secs S     seconds per handshake-rate run (default 3)
   --json       also print one JSON object per figure
-  --only LIST  comma-separated subset of: throughput,handshake,pingpong,memory,udp"
+  --only LIST  comma-separated subset of: throughput,handshake,pingpong,memory,udp
+  --rules N    run burrowd with N access rules that the benchmark's traffic never matches,
+               so every request is checked against all of them (default 0)"
 }
 
 struct Options {
@@ -49,12 +73,19 @@ struct Options {
     handshake_time: Duration,
     json: bool,
     only: Option<Vec<String>>,
+    rules: usize,
 }
 
 impl Options {
     fn parse() -> Result<Options, String> {
-        let mut o =
-            Options { runs: 3, bytes: 1 << 30, handshake_time: Duration::from_secs(3), json: false, only: None };
+        let mut o = Options {
+            runs: 3,
+            bytes: 1 << 30,
+            handshake_time: Duration::from_secs(3),
+            json: false,
+            only: None,
+            rules: 0,
+        };
         // `cargo bench` passes `--bench` to harness-less benches; it means nothing here.
         let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
         while let Some(arg) = args.next() {
@@ -69,6 +100,7 @@ impl Options {
                 }
                 "--json" => o.json = true,
                 "--only" => o.only = Some(value()?.split(',').map(str::to_owned).collect()),
+                "--rules" => o.rules = value()?.parse().map_err(|_| "--rules: not a number")?,
                 "-h" | "--help" => return Err(usage().into()),
                 _ => return Err(format!("unknown argument {arg}\n{}", usage())),
             }
@@ -91,6 +123,11 @@ fn main() {
         }
     };
     raise_descriptor_limit();
+    if opts.rules > 0 {
+        let file = write_rules(opts.rules);
+        println!("burrowd runs with {} access rules (--rules {})", opts.rules, file.display());
+        BURROWD_EXTRA_ARGS.set(vec!["--rules".into(), file.display().to_string()]).expect("set once");
+    }
     let servers = Servers::start();
     let mut kinds = vec![ProxyKind::Burrowd("splice"), ProxyKind::Burrowd("copy")];
     if Command::new("microsocks").arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {
@@ -380,12 +417,10 @@ impl Proxy {
         match kind {
             // -q: no per-session log line, as microsocks writes none; max-clients above the
             // 5,000 idle sessions of the memory figure, all from one address.
-            ProxyKind::Burrowd(mode) => command.args(["-q", "--listen", &addr.to_string(), "--relay", mode]).args([
-                "--max-clients",
-                "6000",
-                "--max-clients-per-ip",
-                "6000",
-            ]),
+            ProxyKind::Burrowd(mode) => command
+                .args(["-q", "--listen", &addr.to_string(), "--relay", mode])
+                .args(["--max-clients", "6000", "--max-clients-per-ip", "6000"])
+                .args(BURROWD_EXTRA_ARGS.get().into_iter().flatten()),
             ProxyKind::Microsocks => command.args(["-i", "127.0.0.1", "-p", &port]),
         };
         let child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();

@@ -274,6 +274,60 @@ fn a_bad_flag_prints_one_line_and_exits_2() {
 }
 
 #[test]
+fn a_bad_rule_is_one_line_naming_it_and_exits_2() {
+    let (code, _, stderr) = run(&["--allow", "from 10.0.0.0/8", "--deny", "to 10.0.0.0/33"]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        stderr.trim_end(),
+        "burrowd: --deny 'to 10.0.0.0/33': \"10.0.0.0/33\" is not an address or CIDR (try --help)"
+    );
+    let dir = scratch_dir("bad-rules");
+    let file = dir.join("rules.conf");
+    t!(std::fs::write(&file, "allow from 10.0.0.0/8\n\ndeny to *  port 99999\n"));
+    let (code, _, stderr) = run(&["--rules", file.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    let expected = format!("burrowd: {}:3: port \"99999\" is not N or N-M (0 to 65535) (try --help)", file.display());
+    assert_eq!(stderr.trim_end(), expected);
+}
+
+/// A directory of this test's own under the system's temporary directory, emptied.
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("burrowd-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    t!(std::fs::create_dir_all(&dir));
+    dir
+}
+
+#[test]
+fn sighup_reads_the_rules_and_users_files_again_and_a_bad_file_keeps_the_old_tables() {
+    let target = echo_server("127.0.0.1:0");
+    let dir = scratch_dir("reload");
+    let (rules, users) = (dir.join("rules.conf"), dir.join("users"));
+    t!(std::fs::write(&rules, format!("deny to 127.0.0.1 port {}\n", target.port())));
+    t!(std::fs::write(&users, "alice:one\n"));
+    let proxy = spawn(&["--rules", rules.to_str().unwrap(), "--users", users.to_str().unwrap()]);
+    let code = |login| {
+        let mut stream = connect(proxy.addr);
+        socks5_login(&mut stream, Some(login));
+        socks5_request(&mut stream, socks5::Command::Connect, &ip_target(target)).0
+    };
+    assert_eq!(code(("alice", "one")), ReplyCode::NOT_ALLOWED);
+    // A live session is kept across the reload; new ones use the new tables.
+    t!(std::fs::write(&rules, "# opened\n"));
+    t!(std::fs::write(&users, "alice:two\n"));
+    proxy.signal("-HUP");
+    proxy.wait_for("reload: 0 access rule(s) in force");
+    proxy.wait_for("reload: 1 user(s)");
+    assert_eq!(code(("alice", "two")), ReplyCode::SUCCEEDED);
+    // A file that fails to parse leaves the tables in force, and says where.
+    t!(std::fs::write(&rules, "deny to *\nperhaps to *\n"));
+    proxy.signal("-HUP");
+    let warning = proxy.wait_for("reload: the rules in force stay");
+    assert!(warning.contains(&format!("{}:2", rules.display())), "{warning}");
+    assert_eq!(code(("alice", "two")), ReplyCode::SUCCEEDED);
+}
+
+#[test]
 fn help_lists_every_flag_with_its_default_and_version_prints() {
     let (code, help, _) = run(&["--help"]);
     assert_eq!(code, 0);
@@ -282,7 +336,11 @@ fn help_lists_every_flag_with_its_default_and_version_prints() {
         "--user",
         "--users",
         "--max-clients",
+        "--max-clients-per-ip",
         "--queue",
+        "--allow RULE, --deny RULE",
+        "--rules FILE",
+        "--udp-max-sessions",
         "--handshake-timeout",
         "--connect-timeout",
         "--bind-timeout",

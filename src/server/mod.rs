@@ -91,6 +91,10 @@ impl Server {
                 (Bound::Udp(_), _) => unreachable!("only udp:// services are bound to UDP sockets"),
             }
         }
+        let rules = ctx.config.rules.current();
+        if !rules.is_empty() {
+            log::info!("{} access rule(s) in force", rules.len());
+        }
         for hop in &ctx.config.chain {
             log::info!("outbound connections go through {hop}");
         }
