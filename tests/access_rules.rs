@@ -184,3 +184,24 @@ fn tcp_forward_clients_are_judged_by_address_at_accept() {
     t!(served.read_exact(&mut byte));
     assert_eq!(&byte, b"y");
 }
+
+#[test]
+fn udp_forward_clients_are_judged_by_address_on_their_first_datagram() {
+    let target = udp_echo_server("127.0.0.1:0");
+    let mut config = Config {
+        services: vec![t!(burrowd::config::service_url::parse_service(&format!("udp://127.0.0.1:0/{target}")))],
+        ..Config::default()
+    };
+    config.rules = t!(Rules::load(vec![RuleSource::Flag(Deny, "from 127.0.0.5".into())]));
+    let (proxy, addr) = start(config);
+    let round_trip = |from: [u8; 4]| {
+        let socket = t!(std::net::UdpSocket::bind(SocketAddr::from((from, 0))));
+        t!(socket.set_read_timeout(Some(Duration::from_millis(500))));
+        t!(socket.send_to(b"ping", addr));
+        let mut buf = [0u8; 8];
+        socket.recv_from(&mut buf).is_ok_and(|(n, _)| &buf[..n] == b"ping")
+    };
+    assert!(!round_trip([127, 0, 0, 5]), "refused: no session, no reply");
+    assert!(round_trip([127, 0, 0, 6]));
+    assert_eq!(proxy.stats().refused, 1);
+}
