@@ -37,6 +37,21 @@ const NOFILE: u64 = 20_000;
 /// Flags every burrowd of this run gets besides its own (the `--rules` file).
 static BURROWD_EXTRA_ARGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
 
+/// Reads /sessions and /metrics ten times a second for as long as the benchmark runs,
+/// from whichever burrowd is listening on `status` at the moment.
+fn read_status_pages(status: SocketAddr) {
+    loop {
+        for page in ["/sessions", "/metrics"] {
+            if let Ok(mut stream) = TcpStream::connect_timeout(&status, Duration::from_millis(100)) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = write!(stream, "GET {page} HTTP/1.1\r\n\r\n");
+                let _ = std::io::copy(&mut stream, &mut std::io::sink());
+            }
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Writes `count` deny rules that no request of the benchmark matches (its clients and
 /// targets are on 127.0.0.1), in the kinds people write: client networks, destination
 /// networks, domains, ports. The last is a deny, so the default is allow.
@@ -64,7 +79,9 @@ fn usage() -> &'static str {
   --json       also print one JSON object per figure
   --only LIST  comma-separated subset of: throughput,handshake,pingpong,memory,udp
   --rules N    run burrowd with N access rules that the benchmark's traffic never matches,
-               so every request is checked against all of them (default 0)"
+               so every request is checked against all of them (default 0)
+  --status     run burrowd with --status on loopback, and read /sessions and /metrics
+               ten times a second while it serves"
 }
 
 struct Options {
@@ -74,6 +91,7 @@ struct Options {
     json: bool,
     only: Option<Vec<String>>,
     rules: usize,
+    status: bool,
 }
 
 impl Options {
@@ -85,6 +103,7 @@ impl Options {
             json: false,
             only: None,
             rules: 0,
+            status: false,
         };
         // `cargo bench` passes `--bench` to harness-less benches; it means nothing here.
         let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
@@ -101,6 +120,7 @@ impl Options {
                 "--json" => o.json = true,
                 "--only" => o.only = Some(value()?.split(',').map(str::to_owned).collect()),
                 "--rules" => o.rules = value()?.parse().map_err(|_| "--rules: not a number")?,
+                "--status" => o.status = true,
                 "-h" | "--help" => return Err(usage().into()),
                 _ => return Err(format!("unknown argument {arg}\n{}", usage())),
             }
@@ -123,11 +143,19 @@ fn main() {
         }
     };
     raise_descriptor_limit();
+    let mut extra_args = Vec::new();
     if opts.rules > 0 {
         let file = write_rules(opts.rules);
         println!("burrowd runs with {} access rules (--rules {})", opts.rules, file.display());
-        BURROWD_EXTRA_ARGS.set(vec!["--rules".into(), file.display().to_string()]).expect("set once");
+        extra_args.extend(["--rules".to_owned(), file.display().to_string()]);
     }
+    if opts.status {
+        let status = free_port();
+        println!("burrowd runs with --status {status}, read ten times a second");
+        extra_args.extend(["--status".to_owned(), status.to_string()]);
+        thread::spawn(move || read_status_pages(status));
+    }
+    BURROWD_EXTRA_ARGS.set(extra_args).expect("set once");
     let servers = Servers::start();
     let mut kinds = vec![ProxyKind::Burrowd("splice"), ProxyKind::Burrowd("copy")];
     if Command::new("microsocks").arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {

@@ -243,6 +243,7 @@ need ncat ncat || die "cannot install ncat"
 need nc.openbsd netcat-openbsd || die "cannot install netcat-openbsd"
 need proxychains4 proxychains4 || die "cannot install proxychains4"
 need python3 python3 || die "cannot install python3"
+need promtool prometheus || die "cannot install promtool (prometheus)"
 python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip || die "cannot install python3-pip"
 # --target keeps PySocks out of the system's Python (and out of Debian's externally-managed check).
 pydeps=$target_dir/interop-python
@@ -403,6 +404,42 @@ await_log front 's/.* listening on \([^ ]*\): forward to .*/\1/p' || die "burrow
 forward=$ready
 start_burrowd badfront 127.0.0.1 -F "socks5://$user:wrong@$auth" || die "burrowd -F (wrong password) did not start"
 badfront=$ready
+start_burrowd watched 127.0.0.1 --status 127.0.0.1:0 || die "burrowd --status did not start"
+watched=$ready
+await_log watched 's|.* status pages on http://\([^/]*\)/sessions.*|\1|p' || die "burrowd --status did not listen"
+status=$ready
+
+# status_sessions_match_ss: holds a session through the `watched` burrowd with ncat, then reads
+# /sessions with curl; its relay line's two legs (client and outbound) must be in `ss -tn`.
+status_sessions_match_ss() {
+  local holder line i client local_addr out_local out_peer
+  (sleep 5 | ncat --proxy "$watched" --proxy-type socks5 127.0.0.1 "$echo4" >/dev/null 2>&1) &
+  holder=$!
+  for ((i = 0; i < 100; i++)); do
+    line=$(curl -sS --max-time 2 "http://$status/sessions" | awk '$2 == "relay"' | head -n 1)
+    [[ -n $line ]] && break
+    sleep 0.05
+  done
+  if [[ -z $line ]]; then
+    echo "no relay line in /sessions"
+    kill "$holder" 2>/dev/null
+    return 1
+  fi
+  read -r _ _ client local_addr _ _ _ out_local out_peer _ <<<"$line"
+  local ss_out
+  ss_out=$(ss -tnH)
+  kill "$holder" 2>/dev/null
+  grep -q "$local_addr *$client" <<<"$ss_out" || { echo "client leg $local_addr $client not in ss: $line"; return 1; }
+  grep -q "$out_local *$out_peer" <<<"$ss_out" || { echo "outbound leg $out_local $out_peer not in ss: $line"; return 1; }
+}
+
+status_metrics_pass_promtool() {
+  local metrics problems
+  metrics=$(curl -sS --max-time 2 "http://$status/metrics") || { echo "GET /metrics failed"; return 1; }
+  grep -q '^burrowd_sessions_total{outcome="closed"}' <<<"$metrics" || { echo "no burrowd_sessions_total"; return 1; }
+  problems=$(promtool check metrics <<<"$metrics" 2>&1) || { echo "promtool: $problems"; return 1; }
+  [[ -z $problems ]] || { echo "promtool: $problems"; return 1; }
+}
 
 # ---------------------------------------------------------------- checks
 
@@ -451,6 +488,9 @@ check "curl through -L tcp:// forwarded via the chain" curl_gets_blob "http://$f
 check "ncat --proxy-type socks5 echo through a burrowd chain" ncat_echo --proxy "$front" 127.0.0.1 "$echo4"
 check "curl --socks5 refused when the upstream rejects our password" curl_rejected --socks5 "$badfront" "$url4"
 
+check "curl reads /sessions and every leg is in ss -tn" status_sessions_match_ss
+check "curl reads /metrics and promtool check metrics finds nothing" status_metrics_pass_promtool
+
 if $have_ipv6; then
   url6="http://[::1]:$http6/blob.bin"
   check "ipv6 curl --socks5 [::1] proxy to [::1] target" curl_gets_blob --socks5 "$open6" "$url6"
@@ -466,7 +506,7 @@ else
 fi
 
 if ((failed)); then
-  for name in open auth auth4 no4 chain front badfront open6 auth6; do
+  for name in open auth auth4 no4 chain front badfront watched open6 auth6; do
     [[ -f $work/$name.log ]] || continue
     echo "--- last lines of burrowd ($name) log:" >&2
     tail -n 20 "$work/$name.log" >&2

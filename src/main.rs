@@ -32,8 +32,8 @@ fn main() -> ExitCode {
     let drain_timeout = config.drain_timeout;
 
     // Before any other thread starts (ctrlc starts one), so that every thread leaves
-    // SIGHUP to the watcher.
-    let reload = reload_signal::watch();
+    // SIGHUP and SIGUSR1 to the watcher.
+    let requests = requests::watch();
     let (signals, signal) = crossbeam_channel::unbounded();
     if let Err(e) = ctrlc::set_handler(move || {
         let _ = signals.send(());
@@ -52,7 +52,15 @@ fn main() -> ExitCode {
     loop {
         crossbeam_channel::select! {
             recv(signal) -> _ => break,
-            recv(reload) -> _ => server.reload(),
+            recv(requests) -> request => match request {
+                Ok(requests::Request::Reload) => server.reload(),
+                Ok(requests::Request::ShowSessions) => {
+                    for line in server.session_table().lines() {
+                        log::info!("sessions: {line}");
+                    }
+                }
+                Err(_) => {}
+            },
         }
     }
     // Logged once the listeners are closed, so the line is true when it is read.
@@ -89,14 +97,20 @@ fn init_logging(verbosity: i8) {
     env_logger::Builder::new().filter_level(level).parse_env("RUST_LOG").init();
 }
 
-/// SIGHUP, which asks for the rules and users files to be read again.
-#[cfg(unix)]
-mod reload_signal {
-    use crossbeam_channel::Receiver;
+/// Signals that ask something of a running burrowd, on systems that have them.
+mod requests {
+    /// What a signal asks for.
+    pub(super) enum Request {
+        /// SIGHUP: read the rules and users files again.
+        Reload,
+        /// SIGUSR1: write the live-session table to the log.
+        ShowSessions,
+    }
 
-    /// Blocks SIGHUP in this thread, and so in every thread started after it, and waits
-    /// for it with sigwait on a thread of its own; each SIGHUP sends one message.
-    pub(super) fn watch() -> Receiver<()> {
+    /// Blocks SIGHUP and SIGUSR1 in this thread, and so in every thread started after it,
+    /// and waits for them with sigwait on a thread of its own; each sends one request.
+    #[cfg(unix)]
+    pub(super) fn watch() -> crossbeam_channel::Receiver<Request> {
         let (tx, rx) = crossbeam_channel::unbounded();
         // SAFETY: `set` is a valid sigset_t that sigemptyset initialises before use, and
         // pthread_sigmask only reads it (the old mask is not asked for).
@@ -104,29 +118,32 @@ mod reload_signal {
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::sigaddset(&mut set, libc::SIGHUP);
+            libc::sigaddset(&mut set, libc::SIGUSR1);
             libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
             set
         };
-        let watcher = std::thread::Builder::new().name("burrowd-sighup".into()).spawn(move || {
+        let watcher = std::thread::Builder::new().name("burrowd-signals".into()).spawn(move || {
             loop {
                 let mut received = 0;
                 // SAFETY: `set` is the initialised set above; `received` is a valid c_int.
-                if unsafe { libc::sigwait(&set, &mut received) } == 0 && tx.send(()).is_err() {
+                if unsafe { libc::sigwait(&set, &mut received) } != 0 {
+                    continue;
+                }
+                let request = if received == libc::SIGHUP { Request::Reload } else { Request::ShowSessions };
+                if tx.send(request).is_err() {
                     return;
                 }
             }
         });
         if let Err(e) = watcher {
-            log::warn!("cannot watch for SIGHUP ({e}): reloading is off");
+            log::warn!("cannot watch for SIGHUP and SIGUSR1 ({e}): reload and the session dump are off");
         }
         rx
     }
-}
 
-/// Elsewhere there is no SIGHUP: nothing ever asks for a reload.
-#[cfg(not(unix))]
-mod reload_signal {
-    pub(super) fn watch() -> crossbeam_channel::Receiver<()> {
+    /// Elsewhere no signal asks for these.
+    #[cfg(not(unix))]
+    pub(super) fn watch() -> crossbeam_channel::Receiver<Request> {
         crossbeam_channel::never()
     }
 }

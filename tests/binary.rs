@@ -328,6 +328,20 @@ fn sighup_reads_the_rules_and_users_files_again_and_a_bad_file_keeps_the_old_tab
 }
 
 #[test]
+fn sigusr1_writes_the_live_sessions_table_to_the_log() {
+    let proxy = spawn(&[]);
+    let target = echo_server("127.0.0.1:0");
+    let session = socks5_connect(proxy.addr, target);
+    proxy.signal("-USR1");
+    assert!(proxy.wait_for("sessions: ").ends_with(
+        "sessions: id state client local user command target out_local out_peer up_bytes down_bytes age_s idle_s"
+    ));
+    let row = proxy.wait_for("sessions: ");
+    let client = t!(session.local_addr()).to_string();
+    assert!(row.contains(&format!(" relay {client} {} - CONNECT {target} ", proxy.addr)), "{row}");
+}
+
+#[test]
 fn help_lists_every_flag_with_its_default_and_version_prints() {
     let (code, help, _) = run(&["--help"]);
     assert_eq!(code, 0);
@@ -340,6 +354,7 @@ fn help_lists_every_flag_with_its_default_and_version_prints() {
         "--queue",
         "--allow RULE, --deny RULE",
         "--rules FILE",
+        "--status ADDR",
         "--udp-max-sessions",
         "--handshake-timeout",
         "--connect-timeout",

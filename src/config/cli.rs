@@ -100,6 +100,10 @@ Options:
                                address, for a server behind NAT (default: the relay's address)
       --udp-sndbuf BYTES       SO_SNDBUF for every UDP socket (default: the OS's)
       --udp-rcvbuf BYTES       SO_RCVBUF for every UDP socket (default: the OS's)
+      --status ADDR            serve live sessions (/sessions) and Prometheus metrics
+                               (/metrics) over HTTP on ADDR, e.g. 127.0.0.1:9180; they show
+                               clients, users and targets, so keep it on loopback
+                               (default: off; SIGUSR1 logs the sessions table either way)
   -v, --verbose                more log output (-v debug, -vv trace); RUST_LOG overrides
   -q, --quiet                  less log output (-q warnings only, -qq errors only)
   -h, --help                   print this help
@@ -173,6 +177,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
             "--allow" => rule_sources.push(RuleSource::Flag(Verdict::Allow, value()?)),
             "--deny" => rule_sources.push(RuleSource::Flag(Verdict::Deny, value()?)),
             "--rules" => rule_sources.push(RuleSource::File(value()?.into())),
+            "--status" => config.status = Some(parse_listen(&value()?).map_err(|e| format!("--status: {e}"))?),
             "--socks4" => set_socks4(&mut socks4, Socks4Policy::On)?,
             "--no-socks4" => set_socks4(&mut socks4, Socks4Policy::Off)?,
             "--max-clients" => config.max_clients = parse_count(&flag, &value()?, 1)?,

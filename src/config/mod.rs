@@ -187,6 +187,8 @@ pub struct Config {
     pub udp_max_sessions_per_ip: Option<usize>,
     /// Who may use the proxy and where they may go (`--allow`, `--deny`, `--rules`).
     pub rules: Rules,
+    /// Where the status pages (`/sessions`, `/metrics`) listen; `None`: nowhere.
+    pub status: Option<SocketAddr>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1080";
@@ -237,6 +239,7 @@ impl Default for Config {
             udp_max_sessions: DEFAULT_UDP_MAX_SESSIONS,
             udp_max_sessions_per_ip: None,
             rules: Rules::default(),
+            status: None,
         }
     }
 }

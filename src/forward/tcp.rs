@@ -4,13 +4,13 @@
 use crate::config::TcpForwardSpec;
 use crate::net::negotiation::close_after_reply;
 use crate::net::sockopt;
-use crate::session::{self, Context, Established, SessionLog};
-use std::net::{SocketAddr, TcpStream};
+use crate::session::{self, Context, Established, Listed, SessionLog};
+use std::net::TcpStream;
 use std::sync::Arc;
 
 /// Serves one accepted client of a `tcp://` service from start to close.
-pub(crate) fn serve(ctx: &Arc<Context>, spec: &TcpForwardSpec, id: u64, client: TcpStream, peer: SocketAddr) {
-    session::handshake_then_relay(ctx, id, peer, |log| connect(ctx, spec, client, log));
+pub(crate) fn serve(ctx: &Arc<Context>, spec: &TcpForwardSpec, listed: Listed, client: TcpStream) {
+    session::handshake_then_relay(ctx, listed, |log| connect(ctx, spec, client, log));
 }
 
 /// Connects the client's target. Never inlined; see [`session::handshake_then_relay`].

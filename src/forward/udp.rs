@@ -17,15 +17,17 @@
 
 use crate::config::{Config, UdpForwardSpec};
 use crate::net::is_timeout;
-use crate::net::relay::Activity;
+use crate::net::relay::{Activity, Meter};
 use crate::net::sockopt;
 use crate::net::udp_batch::{Batch, Outgoing};
 use crate::net::worker_pool::{Refused, WorkerPool};
 use crate::outbound;
 use crate::outbound::upstream::UpstreamUdp;
 use crate::session::access::refused_at_accept;
+use crate::session::live::Details;
 use crate::session::report::FoldedWarning;
-use crate::session::{self, Context, SessionLog};
+use crate::session::stats::Refusal;
+use crate::session::{self, Context, Listed, SessionLog, State};
 use crate::wire::addr::TargetAddr;
 use crate::wire::udp::{Header, MAX_HEADER_LEN};
 use std::collections::HashMap;
@@ -55,7 +57,8 @@ pub(crate) fn start(ctx: Arc<Context>, spec: UdpForwardSpec, socket: UdpSocket, 
     // more than the sessions whose threads are still finishing.
     let workers = WorkerPool::new("burrowd-udp-session", limits.total, limits.total, stack_size);
     let sessions = Mutex::new(Sessions { limits, ..Sessions::default() });
-    let service = Arc::new(Service { ctx, spec, socket, sessions });
+    let addr = socket.local_addr()?;
+    let service = Arc::new(Service { ctx, spec, socket, addr, sessions });
     std::thread::Builder::new().name("burrowd-udp".into()).spawn(move || service.receive(&workers))?;
     Ok(())
 }
@@ -132,6 +135,8 @@ struct Service {
     spec: UdpForwardSpec,
     /// The listening socket: clients send to it, and their replies go out from it.
     socket: UdpSocket,
+    /// Its bound address (its port resolved).
+    addr: SocketAddr,
     sessions: Mutex<Sessions>,
 }
 
@@ -142,6 +147,8 @@ struct Session {
     activity: Activity,
     up_bytes: AtomicU64,
     up_datagrams: AtomicU64,
+    /// What the live list shows of its traffic.
+    meter: Arc<Meter>,
     dropped: AtomicU64,
 }
 
@@ -212,7 +219,7 @@ impl Service {
                 None => {
                     if let Some(denied) = refused_at_accept(&self.ctx.config.rules.current(), client.ip()) {
                         drop(sessions);
-                        self.ctx.stats.client_refused();
+                        self.ctx.stats.client_refused(Refusal::Rule);
                         refusals.warn(|count| {
                             format!("udp {}: dropped {count} datagram(s), last from {client}: {denied}", self.spec.addr)
                         });
@@ -227,7 +234,10 @@ impl Service {
                         }
                         Err(full) => {
                             drop(sessions);
-                            self.ctx.stats.client_refused();
+                            self.ctx.stats.client_refused(match full {
+                                Full::Service => Refusal::PoolFull,
+                                Full::Address => Refusal::AddressLimit,
+                            });
                             let limits = SessionLimits::of(&self.ctx.config);
                             refusals.warn(|count| match full {
                                 Full::Service => format!(
@@ -252,10 +262,10 @@ impl Service {
 
     /// Hands a new session to the pool, or forgets it when no thread can be had.
     fn begin(self: &Arc<Self>, session: Arc<Session>, workers: &WorkerPool, refusals: &mut FoldedWarning) {
-        let id = self.ctx.new_session_id();
+        let listed = self.ctx.list_session(session.client, None, self.addr, Arc::clone(&session.meter));
         self.ctx.stats.session_queued();
         let (service, job_session) = (Arc::clone(self), Arc::clone(&session));
-        let job = Box::new(move || service.run_session(id, &job_session));
+        let job = Box::new(move || service.run_session(listed, &job_session));
         if let Err((job, why)) = workers.try_execute(job) {
             drop(job);
             self.forget(&session);
@@ -290,14 +300,16 @@ impl Service {
         true
     }
 
-    fn run_session(&self, id: u64, session: &Arc<Session>) {
-        session::logged(&self.ctx, id, session.client, |log| {
+    fn run_session(&self, listed: Listed, session: &Arc<Session>) {
+        session::logged(&self.ctx, listed, |log| {
             log.command = Some("UDP-FORWARD".into());
             log.target = Some(self.spec.target.clone());
             let mut down_datagrams = 0u64;
             let end = self.forward_replies(session, log, &mut down_datagrams);
             self.forget(session);
             log.up = session.up_bytes.load(Ordering::Relaxed);
+            let up_datagrams = session.up_datagrams.load(Ordering::Relaxed);
+            self.ctx.stats.udp_forwarded(up_datagrams, down_datagrams, session.dropped.load(Ordering::Relaxed));
             log.outcome = format!(
                 "{} datagram(s) up, {down_datagrams} down, {} dropped; {end}",
                 session.up_datagrams.load(Ordering::Relaxed),
@@ -315,6 +327,17 @@ impl Service {
         };
         log.reached = Some(path.reached());
         log.outbound_local = path.local_addr().ok();
+        if let Some(live) = &log.live {
+            // Its legs are UDP, but for the TCP connection a hop's association lives on.
+            let control_leg = match &*path {
+                Path::Upstream { udp, .. } => udp.control_leg(),
+                Path::Direct { .. } => None,
+            };
+            let (command, target) = (log.command.clone(), log.target.as_ref().map(ToString::to_string));
+            live.update(|details| {
+                *details = Details { state: State::Udp, user: None, command, target, outbound: control_leg };
+            });
+        }
         if let Err(e) = path.set_read_timeout(self.spec.ttl.min(TICK)) {
             return format!("cannot set read timeout: {e}");
         }
@@ -337,6 +360,7 @@ impl Service {
                         Ok(()) => {
                             session.touch();
                             log.down += reply.range.len() as u64;
+                            session.meter.count_datagrams(0, reply.range.len() as u64);
                             *down_datagrams += 1;
                         }
                         Err(_) => session.count_drop(),
@@ -389,6 +413,7 @@ impl Session {
             activity: Activity::new(),
             up_bytes: AtomicU64::new(0),
             up_datagrams: AtomicU64::new(0),
+            meter: Arc::default(),
             dropped: AtomicU64::new(0),
         }
     }
@@ -429,6 +454,7 @@ impl Session {
         match path.send(buf, len) {
             Ok(()) => {
                 self.up_bytes.fetch_add(len as u64, Ordering::Relaxed);
+                self.meter.count_datagrams(len as u64, 0);
                 self.up_datagrams.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {

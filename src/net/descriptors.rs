@@ -33,6 +33,25 @@ pub(crate) fn raise_soft_limit(wanted: u64) -> std::io::Result<Raised> {
     Ok(Raised { before, now: target, hard })
 }
 
+/// The soft limit in force now.
+#[cfg(unix)]
+pub(crate) fn soft_limit() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid, writable rlimit for getrlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux and macOS, i64 on FreeBSD
+    Some(limit.rlim_cur as u64)
+}
+
+/// Descriptors this process holds now, where the system lists them (/proc on Linux).
+pub(crate) fn open_count() -> Option<u64> {
+    let listing = std::fs::read_dir("/proc/self/fd").ok()?;
+    // Reading the directory holds one descriptor of its own, which is not counted.
+    Some(listing.count().saturating_sub(1) as u64)
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;

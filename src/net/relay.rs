@@ -31,7 +31,7 @@ use crate::config::RelayMode;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -102,7 +102,7 @@ pub(crate) enum RelayEnd {
 /// One end of a session.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Side {
-    Client,
+    Client = 0,
     /// Whatever the client is relayed to: the CONNECT target, a BIND's peer, a forward's target.
     Target,
 }
@@ -225,8 +225,9 @@ impl Relayer {
     }
 
     /// Relays until both directions are done; returns the byte counts and how it ended.
-    pub(crate) fn relay(self: &Arc<Self>, client: TcpStream, target: TcpStream) -> RelayOutcome {
-        let link = Arc::new(Link::new(client, target, self.limits));
+    /// `meter` shows the session's bytes and last byte to whoever looks while it runs.
+    pub(crate) fn relay(self: &Arc<Self>, client: TcpStream, target: TcpStream, meter: Arc<Meter>) -> RelayOutcome {
+        let link = Arc::new(Link::new(client, target, self.limits, meter));
         let down_link = Arc::clone(&link);
         let relayer = Arc::clone(self);
         let spawned = self.threads.try_execute(Box::new(move || {
@@ -251,7 +252,7 @@ impl Relayer {
                 let _ = link.sockets(dir).1.shutdown(Shutdown::Write);
                 // The FIN is news too: the half-close timeout counts from it, not from the
                 // last byte before it.
-                link.progress.moved.touch();
+                link.progress.moved.last_byte.touch();
                 Copied { bytes, fin: true }
             }
             Err(end) => {
@@ -390,6 +391,7 @@ struct Link {
     client: TcpStream,
     target: TcpStream,
     limits: Limits,
+    meter: Arc<Meter>,
     progress: Progress,
     /// A lock and a condition variable rather than a channel: the waiter parks at once
     /// instead of spinning and yielding first, and nothing more is allocated per session.
@@ -424,12 +426,13 @@ impl Drop for Report<'_> {
 }
 
 impl Link {
-    fn new(client: TcpStream, target: TcpStream, limits: Limits) -> Self {
+    fn new(client: TcpStream, target: TcpStream, limits: Limits, meter: Arc<Meter>) -> Self {
         Link {
             client,
             target,
             limits,
-            progress: Progress::new(),
+            progress: Progress::new(Arc::clone(&meter)),
+            meter,
             ends: Mutex::new(Ends::default()),
             changed: Condvar::new(),
         }
@@ -467,6 +470,7 @@ impl Link {
                 Ok(n) => {
                     left -= n;
                     *bytes += n as u64;
+                    self.meter.count(dir, n as u64);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_timeout(&e) => {
@@ -532,6 +536,9 @@ impl Link {
     fn finish(&self, dir: Direction, copied: Copied) {
         let fin = copied.fin;
         let open = dir.other();
+        if fin {
+            self.meter.closed_by.store(dir.source() as u8 + 1, Ordering::Relaxed);
+        }
         let mut ends = self.lock();
         ends.copied[dir.index()] = Some(copied);
         self.changed.notify_all();
@@ -571,7 +578,8 @@ impl Link {
 /// last byte is only certain up to the start of the oldest write under way; counting past
 /// it could cut a transfer that is moving.
 struct Progress {
-    moved: Activity,
+    /// The session's meter, whose last-byte clock is the one the limits judge by.
+    moved: Arc<Meter>,
     /// By [`Direction::index`]: when the write under way began, on `moved`'s clock, or
     /// `NOT_WRITING`.
     writing_since_ms: [AtomicU64; 2],
@@ -580,22 +588,19 @@ struct Progress {
 const NOT_WRITING: u64 = u64::MAX;
 
 impl Progress {
-    fn new() -> Self {
-        Progress {
-            moved: Activity::new(),
-            writing_since_ms: [AtomicU64::new(NOT_WRITING), AtomicU64::new(NOT_WRITING)],
-        }
+    fn new(meter: Arc<Meter>) -> Self {
+        Progress { moved: meter, writing_since_ms: [AtomicU64::new(NOT_WRITING), AtomicU64::new(NOT_WRITING)] }
     }
 
     fn write_begins(&self, dir: Direction) {
-        self.writing_since_ms[dir.index()].store(self.moved.now_ms(), Ordering::SeqCst);
+        self.writing_since_ms[dir.index()].store(self.moved.last_byte.now_ms(), Ordering::SeqCst);
     }
 
     /// The bytes are counted before the write is marked over, so a judge that sees it over
     /// also sees them.
     fn write_ends(&self, dir: Direction, moved_bytes: bool) {
         if moved_bytes {
-            self.moved.touch();
+            self.moved.last_byte.touch();
         }
         self.writing_since_ms[dir.index()].store(NOT_WRITING, Ordering::SeqCst);
     }
@@ -606,9 +611,57 @@ impl Progress {
 
     /// How long nothing has certainly moved either way.
     fn still_for(&self) -> Duration {
-        let now = self.moved.now_ms();
+        let now = self.moved.last_byte.now_ms();
         let certain_until = self.writing_since_ms.iter().map(|since| since.load(Ordering::SeqCst)).fold(now, u64::min);
-        Duration::from_millis(certain_until.saturating_sub(self.moved.last_ms.load(Ordering::SeqCst)))
+        Duration::from_millis(certain_until.saturating_sub(self.moved.last_byte.last_ms.load(Ordering::SeqCst)))
+    }
+}
+
+/// A session's traffic as it goes, for anyone who looks while it runs (the status page):
+/// bytes each way, when the last one moved, and whether one side has sent its FIN.
+#[derive(Default)]
+pub(crate) struct Meter {
+    up: AtomicU64,
+    down: AtomicU64,
+    last_byte: Activity,
+    /// 0 while both sides send; else 1 + the [`Side`] whose FIN was passed on first.
+    closed_by: AtomicU8,
+}
+
+impl Meter {
+    fn count(&self, dir: Direction, bytes: u64) {
+        let counter = match dir {
+            Direction::Up => &self.up,
+            Direction::Down => &self.down,
+        };
+        // The clock is the Progress's to touch, once the write is over.
+        counter.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts what a UDP association or forward moved, which has no [`Link`].
+    pub(crate) fn count_datagrams(&self, up: u64, down: u64) {
+        self.up.fetch_add(up, Ordering::Relaxed);
+        self.down.fetch_add(down, Ordering::Relaxed);
+        self.last_byte.touch();
+    }
+
+    /// Bytes client → target and target → client so far.
+    pub(crate) fn bytes(&self) -> (u64, u64) {
+        (self.up.load(Ordering::Relaxed), self.down.load(Ordering::Relaxed))
+    }
+
+    /// How long since a byte last moved either way (since the start, if none has).
+    pub(crate) fn idle_for(&self) -> Duration {
+        self.last_byte.idle_for()
+    }
+
+    /// The side that has sent its FIN while the other still sends, if one has.
+    pub(crate) fn half_closed_by(&self) -> Option<Side> {
+        match self.closed_by.load(Ordering::Relaxed) {
+            1 => Some(Side::Client),
+            2 => Some(Side::Target),
+            _ => None,
+        }
     }
 }
 
@@ -616,6 +669,12 @@ impl Progress {
 pub(crate) struct Activity {
     start: Instant,
     last_ms: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity::new()
+    }
 }
 
 impl Activity {
@@ -686,7 +745,7 @@ mod tests {
         let (target, target_end) = pair();
         let (done, outcome) = mpsc::channel();
         let relayer = Arc::new(relayer);
-        thread::spawn(move || done.send(relayer.relay(client, target)));
+        thread::spawn(move || done.send(relayer.relay(client, target, Arc::default())));
         (client_end, target_end, outcome)
     }
 

@@ -35,6 +35,17 @@ struct Counts {
     queued: usize,
 }
 
+/// A pool's load at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Load {
+    pub threads: usize,
+    pub max_threads: usize,
+    /// Threads running a job.
+    pub busy: usize,
+    /// Jobs waiting for a thread.
+    pub queued: usize,
+}
+
 /// Why a job was handed back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refused {
@@ -97,6 +108,17 @@ impl WorkerPool {
     #[cfg(test)]
     fn threads(&self) -> usize {
         self.shared.lock().threads
+    }
+
+    /// How loaded the pool is now.
+    pub(crate) fn load(&self) -> Load {
+        let counts = self.shared.lock();
+        Load {
+            threads: counts.threads,
+            max_threads: self.max_threads,
+            busy: counts.threads - counts.idle.min(counts.threads),
+            queued: counts.queued.saturating_sub(counts.idle),
+        }
     }
 }
 

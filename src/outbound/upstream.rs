@@ -44,6 +44,13 @@ pub(crate) struct UpstreamUdp {
     pub relay: SocketAddr,
 }
 
+impl UpstreamUdp {
+    /// The TCP connection the association lives on: its local address and the hop's.
+    pub(crate) fn control_leg(&self) -> Option<(SocketAddr, SocketAddr)> {
+        Some((self.control.local_addr().ok()?, self.control.peer_addr().ok()?))
+    }
+}
+
 /// Asks the first hop of `chain` for a UDP association. Its reply code is about this very
 /// request, so an error passes it on as the verdict for our client.
 pub(crate) fn udp_associate(

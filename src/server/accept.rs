@@ -4,11 +4,12 @@
 
 use crate::config::ServiceSpec;
 use crate::forward;
-use crate::net::admission::{Admission, Admitted, Refusal};
-use crate::net::worker_pool::{Refused, WorkerPool};
+use crate::net::admission::{self, Admission, Admitted};
+use crate::net::worker_pool::{self, WorkerPool};
 use crate::session::Context;
 use crate::session::access::refused_at_accept;
 use crate::session::report::FoldedWarning;
+use crate::session::stats::Refusal;
 use crate::socks;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -27,6 +28,8 @@ pub(super) struct Acceptor {
     pub(super) workers: Arc<WorkerPool>,
     pub(super) stopping: Arc<AtomicBool>,
     pub(super) spec: Arc<ServiceSpec>,
+    /// The listener's bound address (its port resolved), naming the service on the live list.
+    pub(super) addr: SocketAddr,
 }
 
 impl Acceptor {
@@ -41,6 +44,9 @@ impl Acceptor {
             match accepted {
                 Ok((stream, peer)) => self.dispatch(stream, peer, &mut warnings),
                 Err(e) => {
+                    if is_out_of_descriptors(&e) {
+                        self.ctx.stats.client_refused(Refusal::Descriptors);
+                    }
                     let pause = accept_error_pause(&e);
                     errors.warn(|count| format!("accept on {:?}: {e} ({count} times)", listener.local_addr().ok()));
                     std::thread::sleep(pause);
@@ -53,7 +59,7 @@ impl Acceptor {
     fn dispatch(&self, stream: TcpStream, peer: SocketAddr, warnings: &mut Warnings) {
         let config = &self.ctx.config;
         if let Some(denied) = refused_at_accept(&config.rules.current(), peer.ip()) {
-            self.ctx.stats.client_refused();
+            self.ctx.stats.client_refused(Refusal::Rule);
             drop(stream);
             warnings.denied.warn(|count| format!("refused {count} client(s), last {peer}: {denied}"));
             return;
@@ -63,15 +69,18 @@ impl Acceptor {
         let Admitted { seat, waiting, reclaimed } = match self.admission.admit(&stream, peer.ip(), may_wait) {
             Ok(admitted) => admitted,
             Err(why) => {
-                self.ctx.stats.client_refused();
+                self.ctx.stats.client_refused(match why {
+                    admission::Refusal::AddressLimit => Refusal::AddressLimit,
+                    admission::Refusal::Full => Refusal::PoolFull,
+                });
                 drop(stream);
                 warnings.refused.warn(|count| match why {
-                    Refusal::AddressLimit => format!(
+                    admission::Refusal::AddressLimit => format!(
                         "refused {count} client(s), last {peer}: its address holds {} sessions \
                          (--max-clients-per-ip), none still in its handshake",
                         config.max_clients_per_ip()
                     ),
-                    Refusal::Full => format!(
+                    admission::Refusal::Full => format!(
                         "refused {count} client(s), last {peer}: all {} workers and {} queue places \
                          hold sessions past their handshake",
                         config.max_clients, config.queue
@@ -88,15 +97,17 @@ impl Acceptor {
                 )
             });
         }
-        let id = self.ctx.new_session_id();
+        // The accepted socket's own address is the listener's, unless that is a wildcard.
+        let local = if self.addr.ip().is_unspecified() { stream.local_addr().ok() } else { Some(self.addr) };
+        let listed = self.ctx.list_session(peer, local, self.addr, Arc::default());
         self.ctx.stats.session_queued();
         let (ctx, spec) = (Arc::clone(&self.ctx), Arc::clone(&self.spec));
         let job = Box::new(move || {
             // The client's place is given back when its session ends, however it ends.
             let _seat = seat;
             match &*spec {
-                ServiceSpec::Socks(socks) => socks::serve_socks(&ctx, socks, id, stream, peer, waiting),
-                ServiceSpec::TcpForward(forward) => forward::tcp::serve(&ctx, forward, id, stream, peer),
+                ServiceSpec::Socks(socks) => socks::serve_socks(&ctx, socks, listed, stream, waiting),
+                ServiceSpec::TcpForward(forward) => forward::tcp::serve(&ctx, forward, listed, stream),
                 ServiceSpec::UdpForward(_) => unreachable!("UDP services have no accept loop"),
             }
         });
@@ -106,8 +117,12 @@ impl Acceptor {
             self.ctx.stats.session_refused();
             drop(job); // closes the client's socket
             warnings.refused.warn(|count| match why {
-                Refused::Full => format!("refused {count} client(s), last {peer}: the worker queue is full"),
-                Refused::NoThread => format!("refused {count} client(s), last {peer}: cannot start a worker thread"),
+                worker_pool::Refused::Full => {
+                    format!("refused {count} client(s), last {peer}: the worker queue is full")
+                }
+                worker_pool::Refused::NoThread => {
+                    format!("refused {count} client(s), last {peer}: cannot start a worker thread")
+                }
             });
         }
     }
@@ -119,6 +134,14 @@ struct Warnings {
     denied: FoldedWarning,
     refused: FoldedWarning,
     reclaimed: FoldedWarning,
+}
+
+/// Whether `accept` failed for want of a descriptor: a client left in the backlog.
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    return matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+    #[cfg(not(unix))]
+    return e.raw_os_error() == Some(10024); // WSAEMFILE
 }
 
 /// How long to pause after a failed accept: out of descriptors or memory needs time for

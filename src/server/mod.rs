@@ -2,6 +2,7 @@
 //! worker pool clients are handed to, stopping and draining.
 
 mod accept;
+mod status;
 
 use crate::config::users::Users;
 use crate::config::{Config, ServiceSpec};
@@ -12,6 +13,7 @@ use crate::net::worker_pool::WorkerPool;
 use crate::session::Context;
 use crate::session::stats::Snapshot;
 use accept::Acceptor;
+use status::Status;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
@@ -28,6 +30,8 @@ pub struct Server {
     ctx: Arc<Context>,
     /// Every service's bound address, in the order the services were given.
     addrs: Vec<SocketAddr>,
+    /// The status listener's bound address, with `--status`.
+    status_addr: Option<SocketAddr>,
     /// The TCP listeners' accept threads. UDP services' receive threads are not joined:
     /// they keep serving live sessions after a stop and end with the last one.
     accept_threads: Vec<(SocketAddr, JoinHandle<()>)>,
@@ -60,6 +64,13 @@ impl Server {
         // wait here too, as many as there are places at most; each ends as soon as it is reached.
         let queue = config.queue + (config.max_clients + config.queue);
         let workers = Arc::new(WorkerPool::new("burrowd-worker", config.max_clients, queue, WORKER_STACK));
+        let status_listener = match config.status {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr} (--status): {e}")))?,
+            ),
+            None => None,
+        };
         let stopping = Arc::new(AtomicBool::new(false));
         let ctx = Arc::new(Context::new(config, Arc::clone(&stopping)));
         let mut addrs = Vec::new();
@@ -81,6 +92,7 @@ impl Server {
                         workers: Arc::clone(&workers),
                         stopping: Arc::clone(&stopping),
                         spec: Arc::new(spec),
+                        addr,
                     };
                     let thread = std::thread::Builder::new()
                         .name("burrowd-accept".into())
@@ -91,6 +103,10 @@ impl Server {
                 (Bound::Udp(_), _) => unreachable!("only udp:// services are bound to UDP sockets"),
             }
         }
+        let status_addr = match status_listener {
+            Some(listener) => Some(start_status(&ctx, &workers, listener)?),
+            None => None,
+        };
         let rules = ctx.config.rules.current();
         if !rules.is_empty() {
             log::info!("{} access rule(s) in force", rules.len());
@@ -101,12 +117,22 @@ impl Server {
         if !ctx.config.carries_udp() {
             log::warn!("UDP ASSOCIATE is refused (reply 7): UDP goes through one upstream hop at most");
         }
-        Ok(Server { ctx, addrs, accept_threads, stopping })
+        Ok(Server { ctx, addrs, status_addr, accept_threads, stopping })
     }
 
     /// The bound addresses, in the order the services were given (port 0 resolved).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.addrs.clone()
+    }
+
+    /// Where `--status` listens, its port resolved.
+    pub fn status_addr(&self) -> Option<SocketAddr> {
+        self.status_addr
+    }
+
+    /// The live-session table that `/sessions` serves, for SIGUSR1 to log.
+    pub fn session_table(&self) -> String {
+        self.ctx.live.table()
     }
 
     pub fn stats(&self) -> Snapshot {
@@ -222,6 +248,18 @@ fn admission_limits(config: &Config) -> admission::Limits {
         limits.queue
     );
     limits
+}
+
+/// Starts the status listener's thread; returns its address.
+fn start_status(ctx: &Arc<Context>, workers: &Arc<WorkerPool>, listener: TcpListener) -> io::Result<SocketAddr> {
+    let addr = listener.local_addr()?;
+    log::info!("status pages on http://{addr}/sessions and /metrics");
+    if !addr.ip().is_loopback() {
+        log::warn!("--status {addr} is not loopback: anyone who reaches it sees every client, user and target");
+    }
+    let status = Status { ctx: Arc::clone(ctx), workers: Arc::clone(workers), started: std::time::SystemTime::now() };
+    std::thread::Builder::new().name("burrowd-status".into()).spawn(move || status.run(listener))?;
+    Ok(addr)
 }
 
 fn spec_summary(spec: &ServiceSpec) -> String {

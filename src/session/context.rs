@@ -1,12 +1,13 @@
 //! The state every session shares, and the ways out of this host it may take.
 
+use super::live::{Listed, LiveSessions};
 use super::stats::Stats;
 use crate::config::Config;
-use crate::net::relay::Relayer;
+use crate::net::relay::{Meter, Relayer};
 use crate::outbound::upstream::{self, UpstreamUdp};
 use crate::outbound::{self, ConnectError, Connected};
 use crate::wire::addr::TargetAddr;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -15,6 +16,8 @@ pub(crate) struct Context {
     pub config: Config,
     pub stats: Stats,
     pub relayer: Arc<Relayer>,
+    /// The sessions open now, for the status page and SIGUSR1.
+    pub live: Arc<LiveSessions>,
     next_session: AtomicU64,
     /// Set when the server stops accepting. UDP associations, which have no end of their
     /// own, watch it and end then.
@@ -31,7 +34,14 @@ impl Context {
             config.idle_timeout,
             config.half_close_timeout,
         ));
-        Context { config, stats: Stats::default(), relayer, next_session: AtomicU64::new(1), stopping }
+        Context {
+            config,
+            stats: Stats::default(),
+            relayer,
+            live: Arc::new(LiveSessions::new()),
+            next_session: AtomicU64::new(1),
+            stopping,
+        }
     }
 
     pub(crate) fn is_stopping(&self) -> bool {
@@ -69,8 +79,17 @@ impl Context {
         upstream::udp_associate(&config.chain, config.connect_timeout, &config.socket, &config.udp).map(Some)
     }
 
-    /// A fresh id for a session's log line.
-    pub(crate) fn new_session_id(&self) -> u64 {
-        self.next_session.fetch_add(1, Ordering::Relaxed)
+    /// Lists a session that starts now, under a fresh id: a client of the service on
+    /// `service`, reached on `local` (its accepted socket's address; `None` for `udp://`),
+    /// whose traffic `meter` shows.
+    pub(crate) fn list_session(
+        &self,
+        client: SocketAddr,
+        local: Option<SocketAddr>,
+        service: SocketAddr,
+        meter: Arc<Meter>,
+    ) -> Listed {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        self.live.list(id, client, local, service, meter)
     }
 }

@@ -3,26 +3,31 @@
 
 pub(crate) mod access;
 pub(crate) mod context;
+pub(crate) mod live;
 pub(crate) mod report;
 pub(crate) mod stats;
 
 pub(crate) use context::Context;
+pub(crate) use live::{Listed, State};
 pub(crate) use report::SessionLog;
 
 use crate::net::negotiation::Negotiation;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 
 /// Runs one session, then writes its log line and counts it out. A panic while serving
 /// (a bug, never the peer's doing) still gets its line and is counted out; otherwise a
 /// drain would wait its whole timeout for a session that is gone.
-pub(crate) fn logged(ctx: &Context, id: u64, peer: SocketAddr, serve: impl FnOnce(&mut SessionLog)) {
-    let mut log = SessionLog::new(id, peer);
+pub(crate) fn logged(ctx: &Context, listed: Listed, serve: impl FnOnce(&mut SessionLog)) {
+    let mut log = SessionLog::new(listed.live.id, listed.live.client);
+    log.live = Some(Arc::clone(&listed.live));
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(&mut log))).is_err() {
         log.outcome = "internal error: the session panicked (a bug in burrowd)".into();
     }
     log::info!("{log}");
-    ctx.stats.session_ended(log.up, log.down);
+    ctx.stats.session_ended(&log);
+    // Off the live list only now, so a session is never missing from both it and the log.
+    drop(listed);
 }
 
 /// Two connected sockets to relay between: what a successful CONNECT or BIND hands back.
@@ -47,11 +52,10 @@ impl Established {
 /// inlined, whose frames are gone by the time the relay starts.
 pub(crate) fn handshake_then_relay(
     ctx: &Arc<Context>,
-    id: u64,
-    peer: SocketAddr,
+    listed: Listed,
     handshake: impl FnOnce(&mut SessionLog) -> Option<Established>,
 ) {
-    logged(ctx, id, peer, |log| {
+    logged(ctx, listed, |log| {
         if let Some(established) = handshake(log) {
             relay(ctx, established, log);
         }
@@ -63,7 +67,9 @@ fn relay(ctx: &Arc<Context>, established: Established, log: &mut SessionLog) {
     // And pages a deeper call (this session's or an earlier one's on this worker) took
     // below here go back before the wait, which may last hours.
     crate::net::stack::release_unused();
-    let outcome = ctx.relayer.relay(established.client, established.target);
+    log.publish(State::Relay);
+    let meter = log.live.as_ref().map(|live| Arc::clone(&live.meter)).unwrap_or_default();
+    let outcome = ctx.relayer.relay(established.client, established.target, meter);
     log.up = outcome.up;
     log.down = outcome.down;
     log.outcome = outcome.end.to_string();
@@ -79,7 +85,8 @@ mod tests {
     fn a_panicking_session_is_still_counted_out_so_a_drain_ends() {
         let ctx = Context::new(Config::default(), Arc::new(AtomicBool::new(false)));
         ctx.stats.session_queued();
-        logged(&ctx, 1, "127.0.0.1:5".parse().unwrap(), |log| {
+        let client = "127.0.0.1:5".parse().unwrap();
+        logged(&ctx, ctx.list_session(client, None, client, Arc::default()), |log| {
             log.up = 3;
             panic!("a bug on purpose");
         });

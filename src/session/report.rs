@@ -1,10 +1,12 @@
 //! What burrowd writes to its log: one line per finished session, and warnings folded
 //! so that a flood of one kind costs one line a second.
 
+use super::live::{Live, State};
 use crate::config::units::human_bytes;
 use crate::wire::addr::TargetAddr;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Repeated warnings of one kind are folded into one line per this interval.
@@ -29,6 +31,10 @@ pub(crate) struct SessionLog {
     pub udp: Option<UdpCounts>,
     /// How it ended: `closed`, a reply code with its reason, an error.
     pub outcome: String,
+    /// The session's entry in the live list, which [`SessionLog::publish`] keeps current.
+    pub live: Option<Arc<Live>>,
+    /// The SOCKS replies sent, as (protocol version, code), for the metrics.
+    pub replies: Vec<(u8, u8)>,
 }
 
 impl SessionLog {
@@ -46,7 +52,27 @@ impl SessionLog {
             down: 0,
             udp: None,
             outcome: String::new(),
+            live: None,
+            replies: Vec::new(),
         }
+    }
+
+    /// Records a SOCKS reply sent: `version` 5 with its REP, or 4 with its CD.
+    pub(crate) fn replied(&mut self, version: u8, code: u8) {
+        self.replies.push((version, code));
+    }
+
+    /// Shows on the live list what the session has learnt so far, as it enters `state`:
+    /// login, command, target, and the outbound leg once it is connected.
+    pub(crate) fn publish(&self, state: State) {
+        let Some(live) = &self.live else { return };
+        live.update(|details| {
+            details.state = state;
+            details.user.clone_from(&self.user);
+            details.command.clone_from(&self.command);
+            details.target = self.target.as_ref().map(ToString::to_string);
+            details.outbound = self.outbound_local.zip(self.reached);
+        });
     }
 }
 

@@ -1,5 +1,6 @@
-//! Process-wide counters for the shutdown summary and drain.
+//! Process-wide counters: for the shutdown summary, the drain, and `/metrics`.
 
+use super::report::SessionLog;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 #[derive(Default)]
@@ -10,6 +11,146 @@ pub(crate) struct Stats {
     active: AtomicUsize,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
+    /// By [`Refusal`].
+    refused_by: [AtomicU64; Refusal::ALL.len()],
+    /// By [`Outcome`].
+    ended_by: [AtomicU64; Outcome::ALL.len()],
+    /// SOCKS5 replies by REP (0 to 8; anything else counts as 1, general failure).
+    socks5_replies: [AtomicU64; 9],
+    /// SOCKS4 replies: granted (90) and rejected (91).
+    socks4_replies: [AtomicU64; 2],
+    udp_up: AtomicU64,
+    udp_down: AtomicU64,
+    /// By [`UdpDrop`].
+    udp_dropped: [AtomicU64; UdpDrop::ALL.len()],
+}
+
+/// Why a client was closed at once, without a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Every worker and queue place is held (or no thread could be started).
+    PoolFull,
+    /// Its address holds all the sessions it may.
+    AddressLimit,
+    /// The access rules refuse its address.
+    Rule,
+    /// Out of descriptors: `accept` failed for it.
+    Descriptors,
+}
+
+impl Refusal {
+    pub(crate) const ALL: [Refusal; 4] =
+        [Refusal::PoolFull, Refusal::AddressLimit, Refusal::Rule, Refusal::Descriptors];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Refusal::PoolFull => "pool_full",
+            Refusal::AddressLimit => "per_address_limit",
+            Refusal::Rule => "rule",
+            Refusal::Descriptors => "descriptors",
+        }
+    }
+}
+
+/// How a session ended, as `/metrics` counts it; read off its log line's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Relayed until both sides closed.
+    Closed,
+    /// Refused with a failure reply (its code is counted apart).
+    Replied,
+    /// A login that failed.
+    LoginFailed,
+    /// An idle, half-close, handshake, ttl or association timeout.
+    TimedOut,
+    /// Closed to make room for a newer client.
+    Reclaimed,
+    /// A peer's error, a protocol error, or anything else.
+    Error,
+}
+
+impl Outcome {
+    pub(crate) const ALL: [Outcome; 6] = [
+        Outcome::Closed,
+        Outcome::Replied,
+        Outcome::LoginFailed,
+        Outcome::TimedOut,
+        Outcome::Reclaimed,
+        Outcome::Error,
+    ];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Outcome::Closed => "closed",
+            Outcome::Replied => "failure_reply",
+            Outcome::LoginFailed => "login_failed",
+            Outcome::TimedOut => "timeout",
+            Outcome::Reclaimed => "reclaimed",
+            Outcome::Error => "error",
+        }
+    }
+
+    /// Reads the kind of end off the log line's outcome, which every session writes in
+    /// one of a few fixed forms.
+    fn of(outcome: &str) -> Outcome {
+        let timed_out = ["idle timeout", "half-close timeout", "handshake timed out", "no traffic for", "idle for"];
+        let ended_by_us = ["server shutdown", "server stopping"];
+        if outcome == "closed"
+            || outcome.starts_with("control connection closed")
+            || ended_by_us.iter().any(|phrase| outcome.ends_with(phrase))
+        {
+            Outcome::Closed
+        } else if outcome.starts_with("reply ") {
+            Outcome::Replied
+        } else if outcome.starts_with("authentication failed") {
+            Outcome::LoginFailed
+        } else if timed_out.iter().any(|phrase| outcome.contains(phrase)) {
+            Outcome::TimedOut
+        } else if outcome.starts_with("closed to make room") {
+            Outcome::Reclaimed
+        } else {
+            Outcome::Error
+        }
+    }
+}
+
+/// Why a UDP datagram was dropped, as `/metrics` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UdpDrop {
+    Foreign,
+    Fragmented,
+    Malformed,
+    Unsendable,
+    Denied,
+}
+
+impl UdpDrop {
+    pub(crate) const ALL: [UdpDrop; 5] =
+        [UdpDrop::Foreign, UdpDrop::Fragmented, UdpDrop::Malformed, UdpDrop::Unsendable, UdpDrop::Denied];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            UdpDrop::Foreign => "foreign",
+            UdpDrop::Fragmented => "fragmented",
+            UdpDrop::Malformed => "malformed",
+            UdpDrop::Unsendable => "unsendable",
+            UdpDrop::Denied => "denied",
+        }
+    }
+}
+
+/// The counters `/metrics` shows, read at one moment.
+pub(crate) struct Counters {
+    pub sessions_by_outcome: Vec<(Outcome, u64)>,
+    pub refused_by: Vec<(Refusal, u64)>,
+    pub reclaimed: u64,
+    pub socks5_replies: Vec<(u8, u64)>,
+    pub socks4_replies: Vec<(u8, u64)>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub udp_up: u64,
+    pub udp_down: u64,
+    pub udp_dropped: Vec<(UdpDrop, u64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,14 +175,23 @@ impl Stats {
     }
 
     /// Counts a client closed at once, before it was queued.
-    pub(crate) fn client_refused(&self) {
+    pub(crate) fn client_refused(&self, why: Refusal) {
         self.refused.fetch_add(1, Ordering::Relaxed);
+        self.refused_by[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts out a queued client that the pool handed back.
     pub(crate) fn session_refused(&self) {
-        self.client_refused();
+        self.client_refused(Refusal::PoolFull);
         self.active.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Counts what a `udp://` session moved and dropped (a UDP association's counts come
+    /// with its log line).
+    pub(crate) fn udp_forwarded(&self, up: u64, down: u64, unsendable: u64) {
+        self.udp_up.fetch_add(up, Ordering::Relaxed);
+        self.udp_down.fetch_add(down, Ordering::Relaxed);
+        self.udp_dropped[UdpDrop::Unsendable as usize].fetch_add(unsendable, Ordering::Relaxed);
     }
 
     /// Counts clients shut down to make room; each still ends as a session of its own.
@@ -49,11 +199,46 @@ impl Stats {
         self.reclaimed.fetch_add(count as u64, Ordering::Relaxed);
     }
 
-    pub(crate) fn session_ended(&self, up: u64, down: u64) {
+    pub(crate) fn session_ended(&self, log: &SessionLog) {
         self.sessions.fetch_add(1, Ordering::Relaxed);
-        self.bytes_up.fetch_add(up, Ordering::Relaxed);
-        self.bytes_down.fetch_add(down, Ordering::Relaxed);
+        self.bytes_up.fetch_add(log.up, Ordering::Relaxed);
+        self.bytes_down.fetch_add(log.down, Ordering::Relaxed);
+        self.ended_by[Outcome::of(&log.outcome) as usize].fetch_add(1, Ordering::Relaxed);
+        for &(version, code) in &log.replies {
+            let counter = match (version, code) {
+                (5, code) => self.socks5_replies.get(usize::from(code)).unwrap_or(&self.socks5_replies[1]),
+                (_, 90) => &self.socks4_replies[0],
+                _ => &self.socks4_replies[1],
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(udp) = &log.udp {
+            self.udp_up.fetch_add(udp.up.datagrams, Ordering::Relaxed);
+            self.udp_down.fetch_add(udp.down.datagrams, Ordering::Relaxed);
+            let d = udp.dropped;
+            for (drop, count) in
+                UdpDrop::ALL.into_iter().zip([d.foreign, d.fragmented, d.malformed, d.unsendable, d.denied])
+            {
+                self.udp_dropped[drop as usize].fetch_add(count, Ordering::Relaxed);
+            }
+        }
         self.active.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn counters(&self) -> Counters {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Counters {
+            sessions_by_outcome: Outcome::ALL.into_iter().map(|o| (o, load(&self.ended_by[o as usize]))).collect(),
+            refused_by: Refusal::ALL.into_iter().map(|r| (r, load(&self.refused_by[r as usize]))).collect(),
+            reclaimed: load(&self.reclaimed),
+            socks5_replies: (0..9u8).map(|code| (code, load(&self.socks5_replies[usize::from(code)]))).collect(),
+            socks4_replies: vec![(90, load(&self.socks4_replies[0])), (91, load(&self.socks4_replies[1]))],
+            bytes_up: load(&self.bytes_up),
+            bytes_down: load(&self.bytes_down),
+            udp_up: load(&self.udp_up),
+            udp_down: load(&self.udp_down),
+            udp_dropped: UdpDrop::ALL.into_iter().map(|d| (d, load(&self.udp_dropped[d as usize]))).collect(),
+        }
     }
 
     pub(crate) fn snapshot(&self) -> Snapshot {
@@ -64,6 +249,31 @@ impl Stats {
             active: self.active.load(Ordering::SeqCst),
             bytes_up: self.bytes_up.load(Ordering::Relaxed),
             bytes_down: self.bytes_down.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_a_session_writes_has_its_kind() {
+        let cases = [
+            ("closed", Outcome::Closed),
+            ("control connection closed", Outcome::Closed),
+            ("reply 5: connect to 127.0.0.1:1: Connection refused (os error 111)", Outcome::Replied),
+            ("authentication failed for user \"eve\"", Outcome::LoginFailed),
+            ("idle timeout: no byte either way for 5s", Outcome::TimedOut),
+            ("half-close timeout: the target sent nothing for 60s after the client's FIN", Outcome::TimedOut),
+            ("handshake timed out", Outcome::TimedOut),
+            ("1 datagram(s) up, 1 down, 0 dropped; no traffic for 60s", Outcome::TimedOut),
+            ("closed to make room for a newer client: the handshake was still unfinished", Outcome::Reclaimed),
+            ("client error: Connection reset by peer (os error 104)", Outcome::Error),
+            ("not SOCKS: first byte 0x47, closed", Outcome::Error),
+        ];
+        for (outcome, kind) in cases {
+            assert_eq!(Outcome::of(outcome), kind, "{outcome}");
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::net::negotiation::Negotiation;
 use crate::net::sockopt;
 use crate::outbound;
 use crate::session::access::Access;
-use crate::session::{Context, Established, SessionLog};
+use crate::session::{Context, Established, SessionLog, State};
 use crate::wire::addr::TargetAddr;
 use std::io;
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -46,10 +46,11 @@ pub(super) fn serve(
         }
     };
     log.outbound_local = Some(bound.addr);
-    if let Err(e) = replies.granted(&mut negotiation, bound.addr) {
+    if let Err(e) = replies.granted(&mut negotiation, bound.addr, log) {
         log.outcome = e.to_string();
         return None;
     }
+    log.publish(State::BindWaiting);
     let peer = match bound.wait(negotiation.stream(), ctx.config.bind_timeout, &ctx.config.socket, &|peer| {
         access.check_address(Cmd::Bind, named, peer).map_err(Failure::from)
     }) {
@@ -64,7 +65,7 @@ pub(super) fn serve(
         }
     };
     log.reached = Some(peer.addr);
-    if let Err(e) = replies.granted(&mut negotiation, peer.addr) {
+    if let Err(e) = replies.granted(&mut negotiation, peer.addr, log) {
         log.outcome = e.to_string();
         return None;
     }

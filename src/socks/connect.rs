@@ -12,8 +12,13 @@ use std::sync::Arc;
 /// How one protocol words its replies. The command flows (CONNECT below, BIND in
 /// [`super::bind`]) are the same for SOCKS4 and SOCKS5 apart from this.
 pub(crate) trait SocksReplies {
-    /// Sends a success reply carrying `addr`.
-    fn granted(&self, negotiation: &mut Negotiation, addr: SocketAddr) -> Result<(), HandshakeError>;
+    /// Sends a success reply carrying `addr`, and records it in the log.
+    fn granted(
+        &self,
+        negotiation: &mut Negotiation,
+        addr: SocketAddr,
+        log: &mut SessionLog,
+    ) -> Result<(), HandshakeError>;
     /// Sends the reply `failure` earns, records it in the log, and closes.
     fn fail(&self, negotiation: Negotiation, failure: Failure, log: &mut SessionLog);
 }
@@ -42,7 +47,7 @@ pub(super) fn serve_connect(
     };
     log.reached = Some(connected.peer);
     log.outbound_local = Some(connected.local);
-    if let Err(e) = replies.granted(&mut negotiation, connected.local) {
+    if let Err(e) = replies.granted(&mut negotiation, connected.local, log) {
         log.outcome = e.to_string();
         return None;
     }

@@ -14,8 +14,8 @@ use crate::net::admission::Waiting;
 use crate::net::negotiation::{Negotiation, close_after_reply};
 use crate::net::sockopt;
 use crate::session::access::Access;
-use crate::session::{self, Context, Established, SessionLog};
-use std::net::{SocketAddr, TcpStream};
+use crate::session::{self, Context, Established, Listed, SessionLog};
+use std::net::TcpStream;
 use std::sync::Arc;
 
 /// Serves one accepted client of a SOCKS listener from start to close; it may be
@@ -23,14 +23,13 @@ use std::sync::Arc;
 pub(crate) fn serve_socks(
     ctx: &Arc<Context>,
     spec: &SocksSpec,
-    id: u64,
+    listed: Listed,
     client: TcpStream,
-    peer: SocketAddr,
     waiting: Option<Waiting>,
 ) {
     // The rules in force now are this session's, whatever a reload does meanwhile.
-    let mut access = Access::new(ctx.config.rules.current(), peer.ip(), ctx.config.chain.is_empty());
-    session::handshake_then_relay(ctx, id, peer, |log| negotiate_socks(ctx, spec, client, waiting, &mut access, log));
+    let mut access = Access::new(ctx.config.rules.current(), listed.live.client.ip(), ctx.config.chain.is_empty());
+    session::handshake_then_relay(ctx, listed, |log| negotiate_socks(ctx, spec, client, waiting, &mut access, log));
 }
 
 /// The whole SOCKS handshake, up to the relay. Never inlined; see [`session::handshake_then_relay`].

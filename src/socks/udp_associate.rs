@@ -24,7 +24,7 @@
 use crate::config::UdpOptions;
 use crate::config::rules::Cmd;
 use crate::net::is_timeout;
-use crate::net::relay::Activity;
+use crate::net::relay::{Activity, Meter};
 use crate::net::sockopt;
 use crate::net::udp_batch::{Batch, Outgoing};
 use crate::outbound::upstream::UpstreamUdp;
@@ -137,7 +137,8 @@ impl Association {
 
     /// Relays until the control connection closes, the association idles out or the
     /// server shuts down; every thread has ended and every socket is closed on return.
-    pub(super) fn run(self, ctx: &Arc<Context>, control: TcpStream) -> UdpOutcome {
+    /// `meter` shows its payload bytes each way to the live list as they move.
+    pub(super) fn run(self, ctx: &Arc<Context>, control: TcpStream, meter: Arc<Meter>) -> UdpOutcome {
         let relay_addr = self.relay.local_addr().unwrap_or(self.advertised);
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let mut client_side = ClientSide {
@@ -145,7 +146,7 @@ impl Association {
             relay: self.relay,
             client_ip: self.client_ip,
             client_port: self.client_port,
-            shared: Arc::new(Shared { stop: AtomicBool::new(false), activity: Activity::new() }),
+            shared: Arc::new(Shared { stop: AtomicBool::new(false), activity: Activity::new(), meter }),
             outbound: [None, None],
             upstream: self.upstream,
             upstream_replies: false,
@@ -213,6 +214,7 @@ enum Route {
 struct Shared {
     stop: AtomicBool,
     activity: Activity,
+    meter: Arc<Meter>,
 }
 
 /// The worker's half: datagrams from the client to targets, and the watch on the
@@ -366,7 +368,7 @@ impl ClientSide {
     /// Sends what a batch routed, each socket's datagrams in one go, and counts them;
     /// empties `out`.
     fn send(&mut self, batch: &mut Batch, out: &mut [Vec<Outgoing<usize>>; 3]) {
-        let before = self.traffic.datagrams;
+        let (before, bytes_before) = (self.traffic.datagrams, self.traffic.bytes);
         for (route, queued) in [Route::Ipv4, Route::Ipv6, Route::Upstream].into_iter().zip(out.iter_mut()) {
             if queued.is_empty() {
                 continue;
@@ -392,6 +394,7 @@ impl ClientSide {
         }
         if self.traffic.datagrams != before {
             self.shared.activity.touch();
+            self.shared.meter.count_datagrams(self.traffic.bytes - bytes_before, 0);
         }
     }
 
@@ -514,6 +517,7 @@ impl TargetReplies {
                     None => lost += 1,
                 }
             }
+            let bytes_before = traffic.bytes;
             batch.send(&self.relay, &out, |reply, sent| match sent {
                 Ok(()) => {
                     traffic.datagrams += 1;
@@ -526,6 +530,7 @@ impl TargetReplies {
             });
             if !out.is_empty() {
                 self.shared.activity.touch();
+                self.shared.meter.count_datagrams(0, traffic.bytes - bytes_before);
             }
             out.clear();
         }

@@ -81,18 +81,25 @@ struct Socks4Replies;
 impl SocksReplies for Socks4Replies {
     /// An IPv6 address cannot go in a SOCKS4 reply; it goes as 0.0.0.0 with the port,
     /// which the protocol tells clients to read as "the SOCKS server's own address".
-    fn granted(&self, negotiation: &mut Negotiation, addr: SocketAddr) -> Result<(), HandshakeError> {
+    fn granted(
+        &self,
+        negotiation: &mut Negotiation,
+        addr: SocketAddr,
+        log: &mut SessionLog,
+    ) -> Result<(), HandshakeError> {
         let ip = match addr {
             SocketAddr::V4(v4) => *v4.ip(),
             SocketAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
         };
         let reply = Reply { code: ReplyCode::Granted, addr: SocketAddrV4::new(ip, addr.port()) };
+        log.replied(4, ReplyCode::Granted as u8);
         negotiation.write(&reply.emit())
     }
 
     fn fail(&self, mut negotiation: Negotiation, failure: Failure, log: &mut SessionLog) {
         let code = socks4_code(&failure);
         log.outcome = format!("reply {}: {failure}", code as u8);
+        log.replied(4, code as u8);
         if let Err(e) = negotiation.write(&Reply { code, ..Reply::rejected() }.emit()) {
             log.outcome.push_str(&format!(" (reply not sent: {e})"));
         }

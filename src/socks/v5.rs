@@ -9,7 +9,7 @@ use crate::config::SocksSpec;
 use crate::config::rules::Cmd;
 use crate::net::negotiation::{HandshakeError, Negotiation, close_after_reply};
 use crate::session::access::Access;
-use crate::session::{Context, Established, SessionLog};
+use crate::session::{Context, Established, SessionLog, State};
 use crate::wire::addr::{Addr, TargetAddr};
 use crate::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
 use crate::wire::{self, userpass};
@@ -128,13 +128,14 @@ impl From<wire::Error> for Rejected {
 fn fail(mut negotiation: Negotiation, failure: Failure, log: &mut SessionLog) {
     let code = socks5_code(&failure);
     log.outcome = format!("reply {code}: {failure}");
-    if let Err(e) = send_reply(&mut negotiation, Reply::failure(code)) {
+    if let Err(e) = send_reply(&mut negotiation, Reply::failure(code), log) {
         log.outcome.push_str(&format!(" (reply not sent: {e})"));
     }
     close_after_reply(negotiation.stream());
 }
 
-fn send_reply(negotiation: &mut Negotiation, reply: Reply<'_>) -> Result<(), HandshakeError> {
+fn send_reply(negotiation: &mut Negotiation, reply: Reply<'_>, log: &mut SessionLog) -> Result<(), HandshakeError> {
+    log.replied(5, reply.code.0);
     let mut buf = [0u8; Reply::MAX_LEN];
     let len = reply.emit(&mut buf);
     negotiation.write(&buf[..len])
@@ -144,8 +145,13 @@ fn send_reply(negotiation: &mut Negotiation, reply: Reply<'_>) -> Result<(), Han
 struct Socks5Replies;
 
 impl SocksReplies for Socks5Replies {
-    fn granted(&self, negotiation: &mut Negotiation, addr: SocketAddr) -> Result<(), HandshakeError> {
-        send_reply(negotiation, Reply { code: ReplyCode::SUCCEEDED, addr: Addr::Ip(addr) })
+    fn granted(
+        &self,
+        negotiation: &mut Negotiation,
+        addr: SocketAddr,
+        log: &mut SessionLog,
+    ) -> Result<(), HandshakeError> {
+        send_reply(negotiation, Reply { code: ReplyCode::SUCCEEDED, addr: Addr::Ip(addr) }, log)
     }
 
     fn fail(&self, negotiation: Negotiation, failure: Failure, log: &mut SessionLog) {
@@ -176,16 +182,26 @@ fn udp_associate(
         Err(e) => return fail(negotiation, e.into(), log),
     };
     log.reached = upstream.as_ref().map(|upstream| upstream.relay);
+    // The association's TCP leg to the hop, as `ss -tn` shows it.
+    let control_leg = upstream.as_ref().and_then(|upstream| upstream.control_leg());
     let association = match Association::open(ctx, negotiation.stream(), from, log.id, upstream, access) {
         Ok(association) => association,
         Err(e) => return fail(negotiation, Failure::Local(e), log),
     };
     let reply = Reply { code: ReplyCode::SUCCEEDED, addr: Addr::Ip(association.advertised()) };
-    if let Err(e) = send_reply(&mut negotiation, reply) {
+    if let Err(e) = send_reply(&mut negotiation, reply, log) {
         log.outcome = e.to_string();
         return;
     }
-    let outcome = association.run(ctx, negotiation.into_stream());
+    log.publish(State::Udp);
+    let meter = match &log.live {
+        Some(live) => {
+            live.update(|details| details.outbound = control_leg);
+            Arc::clone(&live.meter)
+        }
+        None => Arc::default(),
+    };
+    let outcome = association.run(ctx, negotiation.into_stream(), meter);
     log.up = outcome.counts.up.bytes;
     log.down = outcome.counts.down.bytes;
     log.udp = Some(outcome.counts);

@@ -1,0 +1,222 @@
+//! The sessions open right now, for the status page and SIGUSR1: every TCP leg as `ss -tn`
+//! shows it (local and peer address), with who, what and how much.
+//!
+//! A session is listed from accept (or from its first datagram, for `udp://`) until its
+//! log line is written. The list is split into shards by session id, so that sessions
+//! starting and ending on many workers rarely wait for each other.
+
+use crate::net::relay::{Meter, Side};
+use std::collections::HashMap;
+use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+const SHARDS: usize = 16;
+
+/// Every session open now.
+pub(crate) struct LiveSessions {
+    shards: Vec<Mutex<HashMap<u64, Arc<Live>>>>,
+}
+
+/// One open session.
+pub(crate) struct Live {
+    pub id: u64,
+    pub client: SocketAddr,
+    /// The accepted socket's own address (the listener's, or the address a wildcard
+    /// listener was reached on); `None` for a `udp://` session, whose client leg is UDP.
+    pub local: Option<SocketAddr>,
+    /// The listening address of the service, for the metrics' `service` label.
+    pub service: SocketAddr,
+    started: Instant,
+    pub meter: Arc<Meter>,
+    details: Mutex<Details>,
+}
+
+/// What a session has told about itself so far.
+#[derive(Clone, Default)]
+pub(crate) struct Details {
+    pub state: State,
+    pub user: Option<String>,
+    pub command: Option<String>,
+    pub target: Option<String>,
+    /// The outbound TCP leg: its local address and its peer (the target, a BIND's peer,
+    /// the first upstream hop, or a UDP association's control connection to a hop).
+    pub outbound: Option<(SocketAddr, SocketAddr)>,
+}
+
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Queued for a worker, or negotiating.
+    #[default]
+    Handshake,
+    Relay,
+    /// A BIND's first reply is sent; its peer has not come yet.
+    BindWaiting,
+    /// A UDP association, or a `udp://` session.
+    Udp,
+}
+
+/// A session's place in the list; leaves it when dropped.
+pub(crate) struct Listed {
+    sessions: Arc<LiveSessions>,
+    pub live: Arc<Live>,
+}
+
+impl LiveSessions {
+    pub(crate) fn new() -> Self {
+        LiveSessions { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
+    }
+
+    fn shard(&self, id: u64) -> MutexGuard<'_, HashMap<u64, Arc<Live>>> {
+        self.shards[id as usize % SHARDS].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Lists a session that starts now, whose traffic `meter` shows.
+    pub(crate) fn list(
+        self: &Arc<Self>,
+        id: u64,
+        client: SocketAddr,
+        local: Option<SocketAddr>,
+        service: SocketAddr,
+        meter: Arc<Meter>,
+    ) -> Listed {
+        let live =
+            Arc::new(Live { id, client, local, service, started: Instant::now(), meter, details: Mutex::default() });
+        self.shard(id).insert(id, Arc::clone(&live));
+        Listed { sessions: Arc::clone(self), live }
+    }
+
+    /// Every session open now, oldest first.
+    pub(crate) fn snapshot(&self) -> Vec<Arc<Live>> {
+        let mut all: Vec<_> = self.shards.iter().flat_map(|shard| self.values(shard)).collect();
+        all.sort_by_key(|live| live.id);
+        all
+    }
+
+    fn values(&self, shard: &Mutex<HashMap<u64, Arc<Live>>>) -> Vec<Arc<Live>> {
+        shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).values().cloned().collect()
+    }
+
+    /// The table `/sessions` serves and SIGUSR1 logs: a header, then one line per session.
+    pub(crate) fn table(&self) -> String {
+        let mut text = String::from(TABLE_HEADER);
+        text.push('\n');
+        for live in self.snapshot() {
+            let _ = writeln!(text, "{live}");
+        }
+        text
+    }
+}
+
+/// The columns of [`LiveSessions::table`].
+pub(crate) const TABLE_HEADER: &str =
+    "id state client local user command target out_local out_peer up_bytes down_bytes age_s idle_s";
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        self.sessions.shard(self.live.id).remove(&self.live.id);
+    }
+}
+
+impl Live {
+    fn lock(&self) -> MutexGuard<'_, Details> {
+        self.details.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn details(&self) -> Details {
+        self.lock().clone()
+    }
+
+    /// Shows what the session has learnt, as of now.
+    pub(crate) fn update(&self, change: impl FnOnce(&mut Details)) {
+        change(&mut self.lock());
+    }
+
+    /// The state shown: a relay that one side has half-closed says so.
+    fn state_name(&self, state: State) -> &'static str {
+        match (state, self.meter.half_closed_by()) {
+            (State::Handshake, _) => "handshake",
+            (State::Relay, None) => "relay",
+            (State::Relay, Some(Side::Client)) => "half-closed(client)",
+            (State::Relay, Some(Side::Target)) => "half-closed(target)",
+            (State::BindWaiting, _) => "bind-waiting",
+            (State::Udp, _) => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Live {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let details = self.details();
+        let (up, down) = self.meter.bytes();
+        let (out_local, out_peer) = match details.outbound {
+            Some((local, peer)) => (local.to_string(), peer.to_string()),
+            None => ("-".into(), "-".into()),
+        };
+        write!(
+            f,
+            "{} {} {} {} {} {} {} {out_local} {out_peer} {up} {down} {:.1} {:.1}",
+            self.id,
+            self.state_name(details.state),
+            self.client,
+            self.local.map_or("-".into(), |local| local.to_string()),
+            field(details.user.as_deref()),
+            field(details.command.as_deref()),
+            field(details.target.as_deref()),
+            self.started.elapsed().as_secs_f64(),
+            self.meter.idle_for().as_secs_f64(),
+        )
+    }
+}
+
+/// A column value: `-` when unknown, and never a space or control character, so that a
+/// client-chosen name cannot break the table into more columns or lines.
+fn field(value: Option<&str>) -> String {
+    match value {
+        None | Some("") => "-".into(),
+        Some(value) => value
+            .chars()
+            .map(|c| if c.is_whitespace() || c.is_control() { c.escape_unicode().to_string() } else { c.to_string() })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_is_listed_until_its_place_is_dropped_and_fields_cannot_split_a_line() {
+        let sessions = Arc::new(LiveSessions::new());
+        let client = "127.0.0.1:5000".parse().unwrap();
+        let listed = sessions.list(7, client, Some("127.0.0.1:1080".parse().unwrap()), client, Arc::default());
+        listed.live.update(|details| {
+            details.state = State::Relay;
+            details.command = Some("CONNECT".into());
+            details.target = Some("evil name\n.example:80".into());
+            details.outbound = Some(("127.0.0.1:40000".parse().unwrap(), "127.0.0.1:80".parse().unwrap()));
+        });
+        let table = sessions.table();
+        let lines: Vec<_> = table.lines().collect();
+        assert_eq!(lines.len(), 2, "{table}");
+        let columns: Vec<_> = lines[1].split(' ').collect();
+        assert_eq!(columns.len(), TABLE_HEADER.split(' ').count(), "{table}");
+        assert_eq!(
+            &columns[..9],
+            [
+                "7",
+                "relay",
+                "127.0.0.1:5000",
+                "127.0.0.1:1080",
+                "-",
+                "CONNECT",
+                "evil\\u{20}name\\u{a}.example:80",
+                "127.0.0.1:40000",
+                "127.0.0.1:80"
+            ]
+        );
+        drop(listed);
+        assert_eq!(sessions.table().lines().count(), 1);
+    }
+}
