@@ -222,3 +222,32 @@ fn help_names_both_flags() {
     assert_eq!(code, 0);
     assert!(help.contains("--config FILE") && help.contains("--check"), "{help}");
 }
+
+#[test]
+fn the_example_config_is_valid_as_shipped_and_with_every_example_line_turned_on() {
+    let example = t!(std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/burrowd.conf")));
+    let dir = TempDir::new("config-example");
+    write(&dir, "users", "alice:s3cret\n");
+    write(&dir, "rules.conf", "deny to 198.51.100.0/24\n");
+    let shipped = write(&dir, "burrowd.conf", &example);
+    let (code, stdout, stderr) = run(&["--config", &shipped, "--check"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("  socks 0.0.0.0:1080       SOCKS5 login required (1 user(s))"), "{stdout}");
+    // `#name value` lines are examples; a comment has a blank after its `#`. `no-socks4`
+    // is the other choice to `socks4`, so it stays off.
+    let every: String = example
+        .lines()
+        .map(|line| match line.strip_prefix('#') {
+            Some(flag) if flag.starts_with(|c: char| c.is_ascii_lowercase() || c == 'L' || c == 'F') => flag,
+            _ => line,
+        })
+        .filter(|line| *line != "no-socks4")
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert!(every.lines().filter(|line| !line.starts_with('#') && !line.is_empty()).count() > 30, "{every}");
+    let every = write(&dir, "every.conf", &every);
+    let (code, stdout, stderr) = run(&["--config", &every, "--check"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("  hop 1                    socks5://10.0.0.2:1080, login as user"), "{stdout}");
+    assert!(stdout.contains("  rules                    6 (the first that matches decides)"), "{stdout}");
+}
