@@ -2,6 +2,7 @@
 
 use burrowd::Server;
 use burrowd::config::cli::{self, Action};
+use burrowd::config::summary;
 use burrowd::config::units::human_bytes;
 use std::process::ExitCode;
 
@@ -10,6 +11,11 @@ fn main() -> ExitCode {
         Ok(Action::Run(settings)) => settings,
         Ok(Action::Help) => {
             print!("{}", cli::help());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Action::Check(settings)) => {
+            // Everything is read and valid; nothing is bound, so this is safe beside a running burrowd.
+            print!("{}", summary::describe(&settings.config));
             return ExitCode::SUCCESS;
         }
         Ok(Action::Version) => {

@@ -1,5 +1,6 @@
 //! The command line: flags to a [`Config`], and the help text that lists them.
 
+use super::config_file;
 use super::rules::{RuleSource, Rules, Verdict};
 use super::units::{parse_duration, parse_size};
 use super::users::Users;
@@ -15,6 +16,8 @@ use std::time::Duration;
 #[derive(Debug)]
 pub enum Action {
     Run(Box<Settings>),
+    /// `--check`: everything was read and is valid; show the settings, start nothing.
+    Check(Box<Settings>),
     Help,
     Version,
 }
@@ -104,6 +107,10 @@ Options:
                                (/metrics) over HTTP on ADDR, e.g. 127.0.0.1:9180; they show
                                clients, users and targets, so keep it on loopback
                                (default: off; SIGUSR1 logs the sessions table either way)
+      --config FILE            read flags from FILE first, one per line without the leading
+                               dashes (listen 0.0.0.0:1080); flags given here come after them
+      --check                  read everything, print the settings burrowd would run with,
+                               and exit (0 if valid, 2 if not) without listening
   -v, --verbose                more log output (-v debug, -vv trace); RUST_LOG overrides
   -q, --quiet                  less log output (-q warnings only, -qq errors only)
   -h, --help                   print this help
@@ -129,8 +136,101 @@ BYTES is a number, or with K or M (64K, 1M; powers of 1024).
     )
 }
 
-/// Parses the arguments after the program name. An error is one line that names the flag.
+/// Flags that take no value. Every other flag takes one, so the command line can be split
+/// into flags before any is applied: the config file's are applied first.
+const NO_VALUE: [&str; 13] = [
+    "-h",
+    "--help",
+    "-V",
+    "--version",
+    "-v",
+    "--verbose",
+    "-vv",
+    "-q",
+    "--quiet",
+    "-qq",
+    "--socks4",
+    "--no-socks4",
+    "--check",
+];
+
+/// A flag, its value, and where it was written: a config file's `FILE:LINE`, or `None` for
+/// the command line.
+#[derive(Debug)]
+struct Arg {
+    flag: String,
+    value: Option<String>,
+    at: Option<String>,
+}
+
+/// Parses the arguments after the program name, and the config file they name. An error
+/// is one line that names the flag, and the file and line if it was written in one.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String> {
+    let command_line = split_command_line(args)?;
+    for arg in &command_line {
+        match arg.flag.as_str() {
+            "-h" | "--help" => return Ok(Action::Help),
+            "-V" | "--version" => return Ok(Action::Version),
+            _ => {}
+        }
+    }
+    let (mut check, mut config_path) = (false, None);
+    let mut flags = Vec::new();
+    for arg in command_line {
+        match arg.flag.as_str() {
+            "--check" if arg.value.is_some() => return Err("--check takes no value".into()),
+            "--check" => check = true,
+            "--config" => {
+                let path = arg.value.ok_or("--config needs a value")?;
+                if config_path.replace(path).is_some() {
+                    return Err("--config may be given only once".into());
+                }
+            }
+            _ => flags.push(arg),
+        }
+    }
+    // The file's flags come first: a flag on the command line overrides a value set there,
+    // and repeatable ones (listen, rules) follow the file's.
+    let mut args = Vec::new();
+    if let Some(path) = config_path {
+        for line in config_file::read(Path::new(&path))? {
+            args.push(Arg { flag: line.flag, value: line.value, at: Some(line.at) });
+        }
+    }
+    args.extend(flags);
+    let mut at = None;
+    let settings = settings(args, &mut at).map_err(|e| match at {
+        Some(at) => format!("{at}: {e}"),
+        None => e,
+    })?;
+    Ok(if check { Action::Check(settings) } else { Action::Run(settings) })
+}
+
+/// `--flag=value` or `--flag value`, or a flag that takes none (see [`NO_VALUE`]).
+fn split_command_line(args: impl IntoIterator<Item = OsString>) -> Result<Vec<Arg>, String> {
+    let mut args = args.into_iter();
+    let mut split = Vec::new();
+    while let Some(arg) = args.next() {
+        let arg = arg.into_string().map_err(|a| format!("argument {a:?} is not valid UTF-8"))?;
+        let (flag, value) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag.to_owned(), Some(value.to_owned())),
+            _ => (arg, None),
+        };
+        let value = match value {
+            None if flag.starts_with('-') && !NO_VALUE.contains(&flag.as_str()) => args
+                .next()
+                .map(|v| v.into_string().map_err(|v| format!("{flag}: {v:?} is not valid UTF-8")))
+                .transpose()?,
+            value => value,
+        };
+        split.push(Arg { flag, value, at: None });
+    }
+    Ok(split)
+}
+
+/// Applies the flags in order. `at` follows the flag being applied, so that the caller
+/// can say where an error was written.
+fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, String> {
     let mut config = Config::default();
     let mut listens = Vec::new();
     let mut url_services = Vec::new();
@@ -138,26 +238,15 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
     let mut socks4 = None;
     let mut rule_sources = Vec::new();
     let mut verbosity: i8 = 0;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let arg = arg.into_string().map_err(|a| format!("argument {a:?} is not valid UTF-8"))?;
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag.to_owned(), Some(value.to_owned())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = || -> Result<String, String> {
-            match inline.clone() {
-                Some(v) => Ok(v),
-                None => args
-                    .next()
-                    .ok_or_else(|| format!("{flag} needs a value"))?
-                    .into_string()
-                    .map_err(|v| format!("{flag}: {v:?} is not valid UTF-8")),
-            }
-        };
+    for Arg { flag, value: mut given, at: written_at } in args {
+        *at = written_at;
+        let mut value = || given.take().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
-            "-h" | "--help" => return Ok(Action::Help),
-            "-V" | "--version" => return Ok(Action::Version),
+            // The command line's were taken out by `parse`; in a file they make no sense,
+            // and one config file naming another is refused rather than followed.
+            "-h" | "--help" | "-V" | "--version" | "--config" | "--check" => {
+                return Err(format!("{flag} is for the command line, not a config file"));
+            }
             "-v" | "--verbose" => verbosity += 1,
             "-vv" => verbosity += 2,
             "-q" | "--quiet" => verbosity -= 1,
@@ -174,12 +263,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
             }
             "-u" | "--user" => users.add_entry(&value()?).map_err(|e| format!("--user: {e}"))?,
             "--users" => users.add_file(Path::new(&value()?)).map_err(|e| format!("--users: {e}"))?,
-            "--allow" => rule_sources.push(RuleSource::Flag(Verdict::Allow, value()?)),
-            "--deny" => rule_sources.push(RuleSource::Flag(Verdict::Deny, value()?)),
+            "--allow" => rule_sources.push(rule_source(Verdict::Allow, value()?, at)),
+            "--deny" => rule_sources.push(rule_source(Verdict::Deny, value()?, at)),
             "--rules" => rule_sources.push(RuleSource::File(value()?.into())),
             "--status" => config.status = Some(parse_listen(&value()?).map_err(|e| format!("--status: {e}"))?),
-            "--socks4" => set_socks4(&mut socks4, Socks4Policy::On)?,
-            "--no-socks4" => set_socks4(&mut socks4, Socks4Policy::Off)?,
+            "--socks4" => set_socks4(&mut socks4, Socks4Policy::On, at.is_some())?,
+            "--no-socks4" => set_socks4(&mut socks4, Socks4Policy::Off, at.is_some())?,
             "--max-clients" => config.max_clients = parse_count(&flag, &value()?, 1)?,
             "--queue" => config.queue = parse_count(&flag, &value()?, 0)?,
             "--max-clients-per-ip" => config.max_clients_per_ip = Some(parse_count(&flag, &value()?, 1)?),
@@ -208,13 +297,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
             "--udp-sndbuf" => config.udp.sndbuf = Some(parse_size(&value()?).map_err(|e| format!("{flag}: {e}"))?),
             "--udp-rcvbuf" => config.udp.rcvbuf = Some(parse_size(&value()?).map_err(|e| format!("{flag}: {e}"))?),
             _ if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
-            _ => return Err(format!("unexpected argument {arg:?}")),
+            _ => return Err(format!("unexpected argument {flag:?}")),
+        }
+        if given.is_some() {
+            return Err(format!("{flag} takes no value"));
         }
     }
+    *at = None;
     if listens.is_empty() && url_services.is_empty() {
         listens.push(config::DEFAULT_LISTEN.parse().expect("valid default"));
     }
-    let socks4 = socks4.unwrap_or(Socks4Policy::Auto);
+    let socks4 = socks4.map_or(Socks4Policy::Auto, |(policy, _)| policy);
     config.services = listens
         .into_iter()
         .map(|addr| ServiceSpec::Socks(SocksSpec { users: users.clone(), socks4, ..SocksSpec::new(addr) }))
@@ -222,7 +315,15 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
         .collect();
     config.rules = Rules::load(rule_sources)?;
     config.check()?;
-    Ok(Action::Run(Box::new(Settings { config, verbosity })))
+    Ok(Box::new(Settings { config, verbosity }))
+}
+
+/// A rule is named by its flag on the command line, by its line in a config file.
+fn rule_source(verdict: Verdict, rule: String, at: &Option<String>) -> RuleSource {
+    match at {
+        Some(at) => RuleSource::Line(verdict, rule, at.clone()),
+        None => RuleSource::Flag(verdict, rule),
+    }
 }
 
 /// One line naming the flag and its value, the password hidden.
@@ -230,10 +331,13 @@ fn url_error(flag: &str, url: &str, error: service_url::UrlError) -> String {
     format!("{flag} {}: {error}", service_url::redacted(url))
 }
 
-/// `--socks4` and `--no-socks4` contradict each other; saying one twice is fine.
-fn set_socks4(policy: &mut Option<Socks4Policy>, wanted: Socks4Policy) -> Result<(), String> {
-    match policy.replace(wanted) {
-        Some(earlier) if earlier != wanted => Err("--socks4 and --no-socks4 cannot both be given".into()),
+/// `--socks4` and `--no-socks4` contradict each other in one place, but the command line
+/// overrides the config file, as it does any other flag; saying one twice is fine.
+fn set_socks4(policy: &mut Option<(Socks4Policy, bool)>, wanted: Socks4Policy, in_file: bool) -> Result<(), String> {
+    match policy.replace((wanted, in_file)) {
+        Some((earlier, earlier_in_file)) if earlier != wanted && earlier_in_file == in_file => {
+            Err("--socks4 and --no-socks4 cannot both be given".into())
+        }
         _ => Ok(()),
     }
 }
@@ -295,6 +399,7 @@ fn optional(d: Duration) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::rules;
 
     fn run(args: &[&str]) -> Result<Settings, String> {
         match parse(args.iter().map(OsString::from))? {
@@ -435,6 +540,135 @@ mod tests {
         assert_eq!(run(&["-F"]).unwrap_err(), "-F needs a value");
         let err = run(&["-L", "udp://:0/h:53", "-F", "socks5://h:1", "-F", "socks5://h:2"]).unwrap_err();
         assert!(err.contains("udp service on 0.0.0.0:0 cannot go through 2 upstream hops"), "{err}");
+    }
+
+    /// `burrowd.conf` in a directory of its own, removed with it when dropped.
+    struct ConfigFile(std::path::PathBuf);
+
+    impl std::ops::Deref for ConfigFile {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for ConfigFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(self.0.parent().unwrap());
+        }
+    }
+
+    fn config_file(test: &str, text: &str) -> ConfigFile {
+        let dir = std::env::temp_dir().join(format!("burrowd-cli-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("burrowd.conf");
+        std::fs::write(&path, text).unwrap();
+        ConfigFile(path)
+    }
+
+    fn with_file(path: &Path, args: &[&str]) -> Result<Action, String> {
+        let path = path.to_str().unwrap();
+        parse(["--config", path].iter().chain(args).map(OsString::from))
+    }
+
+    fn socks4_policies(config: &Config) -> Vec<Socks4Policy> {
+        config
+            .services
+            .iter()
+            .filter_map(|s| if let ServiceSpec::Socks(s) = s { Some(s.socks4) } else { None })
+            .collect()
+    }
+
+    #[test]
+    fn a_config_file_comes_first_and_the_command_line_overrides_or_follows_it() {
+        let file = config_file(
+            "precedence",
+            "# a comment\nlisten 127.0.0.1:0\nmax-clients 8\nqueue 3\n\nallow from 127.0.0.1\nsocks4\nv\n",
+        );
+        let Ok(Action::Run(s)) =
+            with_file(&file, &["--max-clients", "16", "-l", "[::1]:0", "--deny", "from 127.0.0.0/8", "--no-socks4"])
+        else {
+            panic!("not run");
+        };
+        assert_eq!((s.config.max_clients, s.config.queue), (16, 3), "the later value wins, the file's stays otherwise");
+        let listens: Vec<String> = s.config.services.iter().map(|s| s.listen_addr().to_string()).collect();
+        assert_eq!(listens, ["127.0.0.1:0", "[::1]:0"], "the file's listener first");
+        assert_eq!(socks4_policies(&s.config), [Socks4Policy::Off; 2], "--no-socks4 overrides the file's socks4");
+        assert_eq!(s.verbosity, 1);
+        // The file's rule comes first, so it decides for 127.0.0.1, and is named by its line.
+        let rules = s.config.rules.current();
+        let ask = |ip: &str| rules::Request { client: Some(ip.parse().unwrap()), ..Default::default() };
+        let line = format!("{}:6", file.display());
+        assert_eq!(rules.decide(&ask("127.0.0.1")), rules::Decision::Decided(Verdict::Allow, rules::Why::Rule(&line)));
+        let flag = rules::Why::Rule("--deny 'from 127.0.0.0/8'");
+        assert_eq!(rules.decide(&ask("127.0.0.2")), rules::Decision::Decided(Verdict::Deny, flag));
+    }
+
+    #[test]
+    fn check_reads_everything_and_help_wins_over_any_error() {
+        let file = config_file("check", "listen 127.0.0.1:0\n");
+        assert!(matches!(with_file(&file, &["--check"]), Ok(Action::Check(_))));
+        assert!(matches!(parse(["--check", "--bogus"].map(OsString::from)), Err(e) if e == "unknown option --bogus"));
+        assert!(matches!(parse(["--max-clients", "0", "--help"].map(OsString::from)), Ok(Action::Help)));
+        assert!(matches!(
+            parse(["--config", "/nonexistent/burrowd.conf", "-V"].map(OsString::from)),
+            Ok(Action::Version)
+        ));
+        // A value that looks like a flag is still the value of the flag before it.
+        let err = run(&["--user", "--help"]).unwrap_err();
+        assert!(err.starts_with("--user: "), "{err}");
+    }
+
+    #[test]
+    fn a_config_file_error_names_the_file_and_line() {
+        let table = [
+            ("listen 127.0.0.1:0\n\nbogus 1\n", "3: unknown option --bogus"),
+            ("# x\nlisten\n", "2: --listen needs a value"),
+            ("max-clients many\n", "1: --max-clients: \"many\" is not a whole number of at least 1"),
+            ("socks4 yes\n", "1: --socks4 takes no value"),
+            ("socks4\nno-socks4\n", "2: --socks4 and --no-socks4 cannot both be given"),
+            ("deny to 10.0.0.0/33\n", "1: \"10.0.0.0/33\" is not an address or CIDR"),
+            ("L tcp://:8080\n", "1: -L tcp://:8080: missing target (add /TARGET_HOST:TARGET_PORT)"),
+            ("users missing-users\n", "1: --users: "),
+            ("config other.conf\n", "1: --config is for the command line, not a config file"),
+            ("check\n", "1: --check is for the command line, not a config file"),
+            ("help\n", "1: --help is for the command line, not a config file"),
+        ];
+        for (i, (text, want)) in table.into_iter().enumerate() {
+            let file = config_file(&format!("error-{i}"), text);
+            let err = with_file(&file, &[]).unwrap_err();
+            let want = format!("{}:{want}", file.display());
+            assert!(err.starts_with(&want) && !err.contains('\n'), "{text:?}: {err}");
+        }
+        let err = with_file(Path::new("/nonexistent/burrowd.conf"), &[]).unwrap_err();
+        assert!(err.starts_with("--config: /nonexistent/burrowd.conf: "), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_in_a_config_file_are_taken_from_its_directory() {
+        let file = config_file("relative", "users users\nrules rules.conf\n");
+        let dir = file.parent().unwrap();
+        std::fs::write(dir.join("users"), "alice:pw\n").unwrap();
+        std::fs::write(dir.join("rules.conf"), "deny from 10.0.0.0/8\n").unwrap();
+        let Ok(Action::Run(s)) = with_file(&file, &[]) else { panic!("not run") };
+        let ServiceSpec::Socks(socks) = &s.config.services[0] else { panic!("not SOCKS") };
+        assert!(socks.users.verify(b"alice", b"pw"));
+        assert_eq!(s.config.rules.current().len(), 1);
+    }
+
+    #[test]
+    fn command_line_only_flags_and_values_where_none_is_taken() {
+        assert_eq!(run(&["--socks4=yes"]).unwrap_err(), "--socks4 takes no value");
+        assert_eq!(parse(["--check=yes"].map(OsString::from)).unwrap_err(), "--check takes no value");
+        assert_eq!(parse(["--config"].map(OsString::from)).unwrap_err(), "--config needs a value");
+        let twice = ["--config", "a.conf", "--config=b.conf"].map(OsString::from);
+        assert_eq!(parse(twice).unwrap_err(), "--config may be given only once");
+        // Both on the command line still contradict, whatever the file says.
+        let file = config_file("socks4", "no-socks4\n");
+        let err = with_file(&file, &["--socks4", "--no-socks4"]).unwrap_err();
+        assert_eq!(err, "--socks4 and --no-socks4 cannot both be given");
+        let Ok(Action::Run(s)) = with_file(&file, &["--socks4"]) else { panic!("not run") };
+        assert_eq!(socks4_policies(&s.config), [Socks4Policy::On]);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Everything a running burrowd is told, with the defaults in one place, and where it is
-//! read from: the command line, service URLs, users files.
+//! read from: the command line, a config file, service URLs, users files.
 
 pub mod cli;
+pub mod config_file;
 pub mod rules;
 pub mod service_url;
+pub mod summary;
 pub mod units;
 pub mod users;
 

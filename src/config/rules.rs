@@ -71,6 +71,9 @@ pub enum RuleSource {
     Flag(Verdict, String),
     /// `--rules FILE`.
     File(PathBuf),
+    /// `allow RULE` or `deny RULE` on a line of a `--config` file, named by that line
+    /// (`FILE:LINE`) in errors and log lines, as a rules file's lines are.
+    Line(Verdict, String, String),
 }
 
 /// The rules in force, shared by everything that checks them; a reload swaps in a new
@@ -184,6 +187,9 @@ impl RuleTable {
                     rules.push(Rule::parse(*verdict, text, origin.clone()).map_err(|e| format!("{origin}: {e}"))?);
                 }
                 RuleSource::File(path) => read_file(path, &mut rules)?,
+                RuleSource::Line(verdict, text, at) => {
+                    rules.push(Rule::parse(*verdict, text, at.clone()).map_err(|e| format!("{at}: {e}"))?);
+                }
             }
         }
         Ok(RuleTable { rules })
@@ -568,5 +574,14 @@ mod tests {
         std::fs::write(&file, "allow from 10.0.0.0/8\n").unwrap();
         assert_eq!(rules.reload(), Ok(3));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_config_file_line_names_its_rule_and_its_error() {
+        let at = "/etc/burrowd/burrowd.conf:7".to_owned();
+        let rules = Rules::load(vec![RuleSource::Line(Deny, "to 10.0.0.0/8".into(), at.clone())]).unwrap();
+        assert_eq!(rules.current().rules[0].origin, at);
+        let err = Rules::load(vec![RuleSource::Line(Allow, "to 10.0.0.0/33".into(), at)]).unwrap_err();
+        assert_eq!(err, "/etc/burrowd/burrowd.conf:7: \"10.0.0.0/33\" is not an address or CIDR");
     }
 }
