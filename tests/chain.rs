@@ -71,6 +71,23 @@ fn a_wrong_upstream_password_is_a_general_failure() {
     wait_until("the upstream logged both failed logins", || upstream.stats().sessions == 2);
 }
 
+/// `a%3Ab` is the user `a:b`, on a listener (`-L`) and on a hop (`-F`) alike.
+#[test]
+fn a_user_with_an_encoded_colon_logs_in_as_itself() {
+    let target = echo_server("127.0.0.1:0");
+    let (_listener, listener_addrs) = start_urls(&["socks5://a%3Ab:pw@127.0.0.1:0"], &[]);
+    let mut client = connect(listener_addrs[0]);
+    socks5_login(&mut client, Some(("a:b", "pw")));
+
+    let mut hop_config = burrowd::Config::socks_on("127.0.0.1:0".parse().unwrap());
+    let burrowd::config::ServiceSpec::Socks(spec) = &mut hop_config.services[0] else { panic!("not SOCKS") };
+    t!(spec.users.add(b"a:b", b"pw"));
+    let (hop, hop_addr) = start(hop_config);
+    let (_front, addrs) = start_urls(&["socks5://127.0.0.1:0"], &[&format!("socks5://a%3Ab:pw@{hop_addr}")]);
+    assert_echoes(socks5_connect(addrs[0], target), b"as user a:b");
+    wait_until("the hop served the session", || hop.stats().sessions == 1);
+}
+
 #[test]
 fn a_missing_upstream_is_a_general_failure() {
     let (_front, addrs) = start_urls(&["socks5://127.0.0.1:0"], &[&format!("socks5://{}", closed_port())]);

@@ -4,6 +4,7 @@ use super::units::{parse_duration, parse_size};
 use super::users::Users;
 use super::{Config, RelayMode, ServiceSpec, Socks4Policy, SocksSpec, service_url};
 use crate::config;
+use crate::wire::printable::Printable;
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -190,7 +191,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
             }
             "--udp-sndbuf" => config.udp.sndbuf = Some(parse_size(&value()?).map_err(|e| format!("{flag}: {e}"))?),
             "--udp-rcvbuf" => config.udp.rcvbuf = Some(parse_size(&value()?).map_err(|e| format!("{flag}: {e}"))?),
-            _ if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
+            _ if flag.starts_with('-') => return Err(format!("unknown option {}", Printable(&flag))),
             _ => return Err(format!("unexpected argument {arg:?}")),
         }
     }
@@ -209,7 +210,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
 
 /// One line naming the flag and its value, the password hidden.
 fn url_error(flag: &str, url: &str, error: service_url::UrlError) -> String {
-    format!("{flag} {}: {error}", service_url::redacted(url))
+    format!("{flag} {}: {error}", Printable(&service_url::redacted(url)))
 }
 
 /// `--socks4` and `--no-socks4` contradict each other; saying one twice is fine.
@@ -414,6 +415,13 @@ mod tests {
         assert_eq!(err, "-L tcp://:8080: missing target (add /TARGET_HOST:TARGET_PORT)");
         let err = run(&["-F", "socks5://u:secret@h"]).unwrap_err();
         assert_eq!(err, "-F socks5://u:***@h: missing :PORT");
+        let err = run(&["-F", "socks5://alice:top/secret@host:1080:x"]).unwrap_err();
+        assert!(err.starts_with("-F socks5://alice:***@host:1080:x: ") && !err.contains("secret"), "{err}");
+        // One error is one line, whatever the value holds.
+        let err = run(&["-L", "socks://x\ny:1080"]).unwrap_err();
+        assert!(err.starts_with("-L \"socks://x\\ny:1080\": ") && !err.contains('\n'), "{err}");
+        let err = run(&["--x\ny"]).unwrap_err();
+        assert!(!err.contains('\n'), "{err}");
         assert_eq!(run(&["-F"]).unwrap_err(), "-F needs a value");
         let err = run(&["-L", "udp://:0/h:53", "-F", "socks5://h:1", "-F", "socks5://h:2"]).unwrap_err();
         assert!(err.contains("udp service on 0.0.0.0:0 cannot go through 2 upstream hops"), "{err}");

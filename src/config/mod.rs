@@ -7,6 +7,7 @@ pub mod units;
 pub mod users;
 
 use crate::wire::addr::TargetAddr;
+use crate::wire::printable::Printable;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -66,24 +67,27 @@ pub struct Hop {
     pub credentials: Option<Credentials>,
 }
 
-/// An RFC 1929 login for an upstream proxy.
+/// An RFC 1929 login for an upstream proxy: the bytes that go on the wire, kept apart
+/// from the URL on, so a name may hold a ':' of its own.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
-    pub user: String,
-    pub password: String,
+    pub user: Vec<u8>,
+    pub password: Vec<u8>,
 }
 
 // Written by hand so passwords never reach a log line.
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Credentials({:?}, password hidden)", self.user)
+        write!(f, "Credentials({:?}, password hidden)", String::from_utf8_lossy(&self.user))
     }
 }
 
 impl fmt::Display for Hop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.credentials {
-            Some(credentials) => write!(f, "socks5://{}@{}", credentials.user, self.addr),
+            Some(credentials) => {
+                write!(f, "socks5://{}@{}", Printable(&String::from_utf8_lossy(&credentials.user)), self.addr)
+            }
             None => write!(f, "socks5://{}", self.addr),
         }
     }

@@ -1,5 +1,6 @@
 //! The user table for RFC 1929 username/password authentication.
 
+use crate::wire::printable::Printable;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
@@ -28,23 +29,30 @@ impl Users {
     /// Adds `NAME:PASSWORD`; the password may itself contain colons.
     pub fn add_entry(&mut self, entry: &str) -> Result<(), String> {
         let (name, password) = entry.split_once(':').ok_or("expected NAME:PASSWORD")?;
+        self.add(name.as_bytes(), password.as_bytes())
+    }
+
+    /// Adds a user, within the lengths RFC 1929 can carry.
+    pub fn add(&mut self, name: &[u8], password: &[u8]) -> Result<(), String> {
         if name.is_empty() || name.len() > 255 || password.len() > 255 {
             return Err("name must be 1 to 255 bytes and password at most 255".into());
         }
-        self.passwords.insert(name.as_bytes().to_vec(), password.as_bytes().to_vec());
+        self.passwords.insert(name.to_vec(), password.to_vec());
         Ok(())
     }
 
     /// Reads one `name:password` per line; blank lines and lines starting with `#` are
     /// skipped. An error names the line.
     pub fn add_file(&mut self, path: &Path) -> Result<(), String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let shown = path.display().to_string();
+        let shown = Printable(&shown);
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
         for (number, line) in text.lines().enumerate() {
             let line = line.trim_end_matches('\r');
             if line.trim().is_empty() || line.starts_with('#') {
                 continue;
             }
-            self.add_entry(line).map_err(|e| format!("{} line {}: {e}", path.display(), number + 1))?;
+            self.add_entry(line).map_err(|e| format!("{shown} line {}: {e}", number + 1))?;
         }
         Ok(())
     }

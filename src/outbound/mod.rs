@@ -5,6 +5,7 @@ pub(crate) mod direct;
 pub(crate) mod upstream;
 
 use crate::net::negotiation::HandshakeError;
+use crate::wire::printable::Printable;
 use crate::wire::{self, addr::TargetAddr, socks5::ReplyCode};
 use std::fmt;
 use std::io;
@@ -26,7 +27,7 @@ pub(crate) enum ConnectError {
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConnectError::Resolve { name, error } => write!(f, "cannot resolve {name}: {error}"),
+            ConnectError::Resolve { name, error } => write!(f, "cannot resolve {}: {error}", Printable(name)),
             ConnectError::Connect { addr, error } => write!(f, "connect to {addr}: {error}"),
             ConnectError::Upstream(failure) => failure.fmt(f),
         }

@@ -127,8 +127,7 @@ fn request(
     match (choice.method, credentials) {
         (method::NO_AUTH, _) => {}
         (method::USER_PASS, Some(credentials)) => {
-            let login =
-                userpass::Request { user: credentials.user.as_bytes(), password: credentials.password.as_bytes() };
+            let login = userpass::Request { user: &credentials.user, password: &credentials.password };
             let len = login.emit(&mut buf);
             negotiation.write(&buf[..len])?;
             let status = userpass::Status::parse(negotiation.read_message(&mut buf, |_| Ok(userpass::Status::LEN))?)?;

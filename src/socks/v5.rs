@@ -9,6 +9,7 @@ use crate::config::SocksSpec;
 use crate::net::negotiation::{HandshakeError, Negotiation, close_after_reply};
 use crate::session::{Context, Established, SessionLog};
 use crate::wire::addr::{Addr, TargetAddr};
+use crate::wire::printable::Printable;
 use crate::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
 use crate::wire::{self, userpass};
 use std::net::SocketAddr;
@@ -96,7 +97,7 @@ fn negotiate(
             close_after_reply(negotiation.stream());
             return Err(Rejected::Closed(format!("authentication failed for user {name:?}")));
         }
-        log.user = Some(name);
+        log.user = Some(Printable(&name).to_string());
     }
 
     let request =
