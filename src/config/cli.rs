@@ -146,10 +146,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Action, String>
         match flag.as_str() {
             "-h" | "--help" => return Ok(Action::Help),
             "-V" | "--version" => return Ok(Action::Version),
-            "-v" | "--verbose" => verbosity += 1,
-            "-vv" => verbosity += 2,
-            "-q" | "--quiet" => verbosity -= 1,
-            "-qq" => verbosity -= 2,
+            // Saturating: a script that repeats -v a thousand times still means "the most".
+            "-v" | "--verbose" => verbosity = verbosity.saturating_add(1),
+            "-vv" => verbosity = verbosity.saturating_add(2),
+            "-q" | "--quiet" => verbosity = verbosity.saturating_sub(1),
+            "-qq" => verbosity = verbosity.saturating_sub(2),
             "-l" | "--listen" => listens.push(parse_listen(&value()?).map_err(|e| format!("--listen: {e}"))?),
             "-L" => {
                 let url = value()?;
@@ -363,6 +364,13 @@ mod tests {
         assert_eq!(s.config.udp.idle_timeout, None);
         assert_eq!(s.config.udp.rcvbuf, Some(4 << 20));
         assert_eq!(s.verbosity, 2);
+    }
+
+    #[test]
+    fn verbosity_saturates_however_often_it_is_given() {
+        assert_eq!(run(&["-vv"; 64]).unwrap().verbosity, i8::MAX);
+        assert_eq!(run(&["-v"; 128]).unwrap().verbosity, i8::MAX, "never wraps round to errors only");
+        assert_eq!(run(&["-qq"; 65]).unwrap().verbosity, i8::MIN);
     }
 
     #[test]
