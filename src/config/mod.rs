@@ -241,19 +241,6 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Refuses what burrowd cannot do, in one line: a `udp://` service behind a chain
-    /// that cannot carry UDP (see [`Config::carries_udp`]).
-    pub fn check(&self) -> Result<(), String> {
-        match self.services.iter().find(|s| matches!(s, ServiceSpec::UdpForward(_))) {
-            Some(udp) if !self.carries_udp() => Err(format!(
-                "udp service on {} cannot go through {} upstream hops; UDP takes one hop at most",
-                udp.listen_addr(),
-                self.chain.len()
-            )),
-            _ => Ok(()),
-        }
-    }
-
     /// Live sessions one client address may hold: `--max-clients-per-ip`, or else half
     /// the workers, so that one address (a scanner, or a NAT full of clients) always
     /// leaves the other half to everyone else.
@@ -264,13 +251,6 @@ impl Config {
     /// Sessions one client address may hold on a `udp://` service: the flag, or half.
     pub fn udp_max_sessions_per_ip(&self) -> usize {
         self.udp_max_sessions_per_ip.unwrap_or(self.udp_max_sessions / 2).max(1)
-    }
-
-    /// Whether UDP can go where TCP goes: directly, or through one upstream hop. A hop's
-    /// UDP relay cannot be reached through a further hop, so with more hops UDP is refused
-    /// rather than sent around the chain.
-    pub fn carries_udp(&self) -> bool {
-        self.chain.len() <= 1
     }
 
     /// A config for tests and embedding: one SOCKS listener on `addr` (port 0 picks a free

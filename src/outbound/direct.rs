@@ -35,7 +35,7 @@ pub(crate) fn connect_direct(
         match sockopt::connect(addr, timeout, opts) {
             Ok(stream) => {
                 let local = stream.local_addr().map_err(|error| ConnectError::Connect { addr, error })?;
-                return Ok(Connected { stream, peer: addr, local });
+                return Ok(Connected { stream, peer: addr, local, source: local.into() });
             }
             Err(error) => last = Some(ConnectError::Connect { addr, error }),
         }

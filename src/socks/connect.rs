@@ -3,20 +3,20 @@
 use super::failure::Failure;
 use crate::net::negotiation::{HandshakeError, Negotiation};
 use crate::session::{Context, Established, SessionLog};
-use crate::wire::addr::TargetAddr;
-use std::net::SocketAddr;
+use crate::wire::addr::{Addr, TargetAddr};
 use std::sync::Arc;
 
 /// How one protocol words its replies. The command flows (CONNECT below, BIND in
 /// [`super::bind`]) are the same for SOCKS4 and SOCKS5 apart from this.
 pub(crate) trait SocksReplies {
     /// Sends a success reply carrying `addr`.
-    fn granted(&self, negotiation: &mut Negotiation, addr: SocketAddr) -> Result<(), HandshakeError>;
+    fn granted(&self, negotiation: &mut Negotiation, addr: Addr<'_>) -> Result<(), HandshakeError>;
     /// Sends the reply `failure` earns, records it in the log, and closes.
     fn fail(&self, negotiation: Negotiation, failure: Failure, log: &mut SessionLog);
 }
 
-/// CONNECT: opens the outbound connection and replies with its local address.
+/// CONNECT: opens the outbound connection and replies with the address the target sees
+/// it come from: our outbound socket's, or through a chain the last hop's.
 pub(super) fn serve_connect(
     ctx: &Arc<Context>,
     mut negotiation: Negotiation,
@@ -33,7 +33,7 @@ pub(super) fn serve_connect(
     };
     log.reached = Some(connected.peer);
     log.outbound_local = Some(connected.local);
-    if let Err(e) = replies.granted(&mut negotiation, connected.local) {
+    if let Err(e) = replies.granted(&mut negotiation, connected.source.as_addr()) {
         log.outcome = e.to_string();
         return None;
     }

@@ -12,7 +12,6 @@ use crate::wire::addr::{Addr, TargetAddr};
 use crate::wire::printable::Printable;
 use crate::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
 use crate::wire::{self, userpass};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub(super) use crate::wire::socks5::VERSION;
@@ -139,8 +138,8 @@ fn send_reply(negotiation: &mut Negotiation, reply: Reply<'_>) -> Result<(), Han
 struct Socks5Replies;
 
 impl SocksReplies for Socks5Replies {
-    fn granted(&self, negotiation: &mut Negotiation, addr: SocketAddr) -> Result<(), HandshakeError> {
-        send_reply(negotiation, Reply { code: ReplyCode::SUCCEEDED, addr: Addr::Ip(addr) })
+    fn granted(&self, negotiation: &mut Negotiation, addr: Addr<'_>) -> Result<(), HandshakeError> {
+        send_reply(negotiation, Reply { code: ReplyCode::SUCCEEDED, addr })
     }
 
     fn fail(&self, negotiation: Negotiation, failure: Failure, log: &mut SessionLog) {
@@ -154,9 +153,6 @@ impl SocksReplies for Socks5Replies {
 /// handshake, and pages a handshake touches stay with its worker (see `session::handshake_then_relay`).
 #[inline(never)]
 fn udp_associate(ctx: &Arc<Context>, mut negotiation: Negotiation, from: &TargetAddr, log: &mut SessionLog) {
-    if !ctx.config.carries_udp() {
-        return fail(negotiation, Failure::CommandNotSupported, log);
-    }
     let upstream = match ctx.udp_upstream() {
         Ok(upstream) => upstream,
         Err(e) => return fail(negotiation, e.into(), log),
