@@ -62,7 +62,8 @@ Options:
       --queue N                clients that wait for a worker when all are busy and none can
                                make room; more are closed at once (default: {queue})
       --handshake-timeout DUR  limit on the whole SOCKS negotiation (default: {handshake:?})
-      --connect-timeout DUR    limit on each outbound connection attempt (default: {connect:?})
+      --connect-timeout DUR    limit on each outbound connection, all of a name's addresses
+                               raced within it (default: {connect:?})
       --bind-timeout DUR       limit on waiting for the incoming connection of a BIND
                                (default: {bind:?})
       --idle-timeout DUR       close a session with no traffic either way for DUR; 0 is off
