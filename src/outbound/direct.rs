@@ -94,17 +94,19 @@ fn interleave_families(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
 
 /// An attempt under way on a thread of its own; the socket is shared so a winner can cut it.
 struct Attempt {
+    /// Its place in the race: a resolver may list an address twice.
+    number: usize,
     addr: SocketAddr,
     socket: Arc<Socket>,
 }
 
-/// What an attempt's thread reports: its address, and its socket once connected.
-type Outcome = (SocketAddr, io::Result<Arc<Socket>>);
+/// What an attempt's thread reports: its number, and its socket once connected.
+type Outcome = (usize, io::Result<Arc<Socket>>);
 
 fn race(order: &[SocketAddr], timeout: Duration, opts: &SocketOptions) -> Result<Connected, ConnectError> {
     let deadline = Instant::now() + timeout;
     let (report, outcomes) = crossbeam_channel::unbounded::<Outcome>();
-    let mut waiting = order.iter().copied();
+    let mut waiting = order.iter().copied().enumerate();
     let mut running: Vec<Attempt> = Vec::new();
     let mut last_error = None;
     let mut next_start = Instant::now();
@@ -114,9 +116,9 @@ fn race(order: &[SocketAddr], timeout: Duration, opts: &SocketOptions) -> Result
             break;
         }
         if now >= next_start
-            && let Some(addr) = waiting.next()
+            && let Some((number, addr)) = waiting.next()
         {
-            match start(addr, deadline - now, opts, &report) {
+            match start(number, addr, deadline - now, opts, &report) {
                 Ok(attempt) => running.push(attempt),
                 Err(error) => last_error = Some(ConnectError::Connect { addr, error }),
             }
@@ -128,8 +130,9 @@ fn race(order: &[SocketAddr], timeout: Duration, opts: &SocketOptions) -> Result
         }
         let wake = if waiting.len() > 0 { next_start.min(deadline) } else { deadline };
         match outcomes.recv_deadline(wake) {
-            Ok((addr, Ok(socket))) => {
-                running.retain(|attempt| attempt.addr != addr);
+            Ok((number, Ok(socket))) => {
+                let addr = order[number];
+                running.retain(|attempt| attempt.number != number);
                 cut(&running);
                 // Its thread sent its handle away and holds no other: this is the only one.
                 let socket = Arc::try_unwrap(socket).map_err(|_| ConnectError::Connect {
@@ -138,9 +141,9 @@ fn race(order: &[SocketAddr], timeout: Duration, opts: &SocketOptions) -> Result
                 })?;
                 return connected(socket.into(), addr);
             }
-            Ok((addr, Err(error))) => {
-                running.retain(|attempt| attempt.addr != addr);
-                last_error = Some(ConnectError::Connect { addr, error });
+            Ok((number, Err(error))) => {
+                running.retain(|attempt| attempt.number != number);
+                last_error = Some(ConnectError::Connect { addr: order[number], error });
                 // A failed attempt is no reason to wait: the next one starts now.
                 next_start = Instant::now();
             }
@@ -157,8 +160,9 @@ fn race(order: &[SocketAddr], timeout: Duration, opts: &SocketOptions) -> Result
     }
 }
 
-/// Starts connecting to `addr` on a thread of its own, within `timeout`.
+/// Starts attempt `number`, to `addr`, on a thread of its own, within `timeout`.
 fn start(
+    number: usize,
     addr: SocketAddr,
     timeout: Duration,
     opts: &SocketOptions,
@@ -169,9 +173,9 @@ fn start(
     std::thread::Builder::new().name("burrowd-connect".into()).stack_size(ATTEMPT_STACK).spawn(move || {
         let outcome = sockopt::connect_within(&theirs, addr, timeout).map(|()| theirs);
         // Nobody listens once another attempt has won; the socket then closes here.
-        let _ = report.send((addr, outcome));
+        let _ = report.send((number, outcome));
     })?;
-    Ok(Attempt { addr, socket })
+    Ok(Attempt { number, addr, socket })
 }
 
 /// Cuts the attempts still under way. On Linux, shutting down a connecting socket wakes
