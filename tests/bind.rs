@@ -42,6 +42,17 @@ fn bind_over_ipv6_with_any_peer_relays() {
     bind_relays_both_ways_with_half_close("[::1]:0", "[::]:0");
 }
 
+/// A client on IPv6 naming an IPv4 peer: the proxy listens where that peer can connect.
+#[test]
+fn bind_from_an_ipv6_client_naming_an_ipv4_peer_listens_on_ipv4() {
+    let (_server, proxy) = start(Config::socks_on("[::1]:0".parse().unwrap()));
+    let (mut control, bound) = socks5_bind(proxy, "127.0.0.1:0".parse().unwrap());
+    assert_eq!(bound.ip(), std::net::IpAddr::from([127, 0, 0, 1]), "an address of the peer's family");
+    let mut peer = peer_arrives(&mut control, bound);
+    assert_carries(&peer, &control, b"from an IPv4 peer");
+    assert_half_close(&mut control, &mut peer);
+}
+
 #[test]
 fn bind_peer_half_closes_first() {
     let (_server, proxy) = proxy();

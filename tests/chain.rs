@@ -7,7 +7,7 @@ use burrowd::wire::socks4;
 use burrowd::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
 use common::*;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::mpsc;
 use std::thread;
 
@@ -69,6 +69,23 @@ fn a_wrong_upstream_password_is_a_general_failure() {
     let mut forwarded = connect(addrs[1]);
     assert_eq!(read_to_end(&mut forwarded), b"", "tcp:// client closed");
     wait_until("the upstream logged both failed logins", || upstream.stats().sessions == 2);
+}
+
+/// `a%3Ab` is the user `a:b`, on a listener (`-L`) and on a hop (`-F`) alike.
+#[test]
+fn a_user_with_an_encoded_colon_logs_in_as_itself() {
+    let target = echo_server("127.0.0.1:0");
+    let (_listener, listener_addrs) = start_urls(&["socks5://a%3Ab:pw@127.0.0.1:0"], &[]);
+    let mut client = connect(listener_addrs[0]);
+    socks5_login(&mut client, Some(("a:b", "pw")));
+
+    let mut hop_config = burrowd::Config::socks_on("127.0.0.1:0".parse().unwrap());
+    let burrowd::config::ServiceSpec::Socks(spec) = &mut hop_config.services[0] else { panic!("not SOCKS") };
+    t!(spec.users.add(b"a:b", b"pw"));
+    let (hop, hop_addr) = start(hop_config);
+    let (_front, addrs) = start_urls(&["socks5://127.0.0.1:0"], &[&format!("socks5://a%3Ab:pw@{hop_addr}")]);
+    assert_echoes(socks5_connect(addrs[0], target), b"as user a:b");
+    wait_until("the hop served the session", || hop.stats().sessions == 1);
 }
 
 #[test]
@@ -165,16 +182,168 @@ fn udp_associate_with_a_wrong_upstream_password_is_a_general_failure() {
     assert_eq!(code, ReplyCode::GENERAL_FAILURE);
 }
 
+/// Three hops, one of them with a login: every datagram is wrapped once per hop and its
+/// replies come back labelled with the target's address, however the target was named.
 #[test]
-fn udp_associate_is_refused_with_two_hops() {
+fn udp_associate_through_three_hops() {
+    let (target, _) = udp_multi_echo("127.0.0.1:0", 2);
+    let (hop1, hop1_addr) = proxy();
+    let (hop2, hop2_addr) = upstream_with_user("erin:pw");
+    let (hop3, hop3_addr) = proxy();
+    let chain =
+        [format!("socks5://{hop1_addr}"), format!("socks5://erin:pw@{hop2_addr}"), format!("socks5://{hop3_addr}")];
+    let (front, addrs) = start_urls(&["socks5://127.0.0.1:0"], &[&chain[0], &chain[1], &chain[2]]);
+    let association = UdpAssociation::open(addrs[0], None);
+    for request in ["by address", "by name"] {
+        let to = match request {
+            "by address" => ip_target(target),
+            _ => domain_target("localhost", target.port()),
+        };
+        association.send(&to, request.as_bytes());
+        for i in 0..2 {
+            let (from, payload) = association.recv();
+            assert_eq!(from, ip_target(target));
+            assert_eq!(payload, format!("{request}#{i}").as_bytes());
+        }
+    }
+    // Each hop holds its own association, and the first two the TCP paths to the later ones.
+    let active = [hop1.stats().active, hop2.stats().active, hop3.stats().active];
+    assert_eq!(active, [3, 2, 1], "sessions held by each hop");
+    drop(association);
+    wait_until("the front association ends", || front.stats().sessions == 1);
+    wait_until("every hop's association ends", || hop1.stats().active + hop2.stats().active + hop3.stats().active == 0);
+}
+
+#[test]
+fn udp_forward_through_two_hops() {
+    let (target, _) = udp_multi_echo("127.0.0.1:0", 2);
+    let (_hop1, hop1_addr) = proxy();
+    let (_hop2, hop2_addr) = proxy();
+    let (_front, addrs) = start_urls(
+        &[&format!("udp://127.0.0.1:0/{target}")],
+        &[&format!("socks5://{hop1_addr}"), &format!("socks5://{hop2_addr}")],
+    );
+    let client = udp_socket_near(addrs[0]);
+    t!(client.send_to(b"hello", addrs[0]));
+    let mut buf = [0u8; 64];
+    for i in 0..2 {
+        let (len, from) = t!(client.recv_from(&mut buf));
+        assert_eq!(from, addrs[0]);
+        assert_eq!(&buf[..len], format!("hello#{i}").as_bytes());
+    }
+}
+
+/// A first hop that reaches the next from another host (it says so in its CONNECT reply:
+/// 192.0.2.1, only bytes in a reply, never contacted) cannot send to a relay on the next
+/// hop's loopback: the client gets a failure reply rather than an association whose
+/// datagrams vanish.
+#[test]
+fn udp_through_a_hop_whose_relay_the_hop_before_cannot_reach_is_refused() {
+    let (_hop2, hop2_addr) = proxy();
+    let hop1 = fake_remote_hop();
+    let (_front, addrs) =
+        start_urls(&["socks5://127.0.0.1:0"], &[&format!("socks5://{hop1}"), &format!("socks5://{hop2_addr}")]);
+    let mut control = connect(addrs[0]);
+    socks5_login(&mut control, None);
+    let (code, _) = socks5_request(&mut control, Command::UdpAssociate, &ip_target("0.0.0.0:0".parse().unwrap()));
+    assert_eq!(code, ReplyCode::GENERAL_FAILURE);
+    assert_eq!(read_to_end(&mut control), b"", "closed after the failure reply");
+}
+
+/// A SOCKS5 hop that grants UDP ASSOCIATE (with a relay that is never used) and CONNECT,
+/// which it relays for real, but whose CONNECT replies say it connects out from
+/// 192.0.2.1:4000, as a hop on another host would.
+fn fake_remote_hop() -> SocketAddr {
+    serve_tcp("127.0.0.1:0", |mut stream| {
+        let mut buf = [0u8; 600];
+        let len = read_framed(&mut stream, &mut buf, Greeting::wanted_len);
+        assert!(t!(Greeting::parse(&buf[..len])).offers(method::NO_AUTH));
+        t!(stream.write_all(&MethodChoice { method: method::NO_AUTH }.emit()));
+        let len = read_framed(&mut stream, &mut buf, Request::wanted_len);
+        let request = t!(Request::parse(&buf[..len]));
+        let (command, target) = (request.command, request.addr.to_owned());
+        let relay = t!(UdpSocket::bind("127.0.0.1:0"));
+        let bound = match command {
+            Command::UdpAssociate => t!(relay.local_addr()),
+            _ => "192.0.2.1:4000".parse().unwrap(),
+        };
+        let len = Reply { code: ReplyCode::SUCCEEDED, addr: Addr::Ip(bound) }.emit(&mut buf);
+        t!(stream.write_all(&buf[..len]));
+        match (command, target) {
+            (Command::Connect, TargetAddr::Ip(next)) => {
+                let next = connect(next);
+                let (mut up, mut down) = (t!(stream.try_clone()), t!(next.try_clone()));
+                thread::spawn(move || drop(std::io::copy(&mut up, &mut down)));
+                let _ = std::io::copy(&mut &next, &mut stream);
+            }
+            // Holds the association until the client closes.
+            _ => drop(read_to_end(&mut stream)),
+        }
+    })
+}
+
+/// The CONNECT reply names where the target sees the connection come from: the last
+/// hop's outbound socket, not ours.
+#[test]
+fn a_chained_connect_replies_with_the_last_hops_address() {
+    let target = serve_tcp("127.0.0.1:0", |mut stream| {
+        let seen = t!(stream.peer_addr()).to_string();
+        let _ = stream.write_all(seen.as_bytes());
+    });
     let (_hop1, hop1_addr) = proxy();
     let (_hop2, hop2_addr) = proxy();
     let (_front, addrs) =
         start_urls(&["socks5://127.0.0.1:0"], &[&format!("socks5://{hop1_addr}"), &format!("socks5://{hop2_addr}")]);
+    let mut client = connect(addrs[0]);
+    socks5_login(&mut client, None);
+    let (code, bound) = socks5_request(&mut client, Command::Connect, &ip_target(target));
+    assert_eq!(code, ReplyCode::SUCCEEDED);
+    let seen = String::from_utf8(read_to_end(&mut client)).unwrap();
+    assert_eq!(bound.to_string(), seen, "the reply names the address the target saw");
+}
+
+/// BIND through two hops: the last hop listens and announces where, the peer connects
+/// there, and its data reaches the client through the chain; nothing listens here.
+#[test]
+fn bind_goes_through_the_chain() {
+    let (_hop1, hop1_addr) = proxy();
+    let (hop2, hop2_addr) = proxy();
+    let (front, addrs) =
+        start_urls(&["socks://127.0.0.1:0"], &[&format!("socks5://{hop1_addr}"), &format!("socks5://{hop2_addr}")]);
+    let (mut control, bound) = socks5_bind(addrs[0], "127.0.0.1:0".parse().unwrap());
+    assert_eq!(hop2.stats().active, 1, "the last hop serves the BIND");
+    assert_eq!(front.stats().active, 1);
+    let mut peer = connect(bound);
+    let (code, announced) = read_socks5_reply(&mut control);
+    assert_eq!(code, ReplyCode::SUCCEEDED, "second BIND reply");
+    assert_eq!(announced, ip_target(t!(peer.local_addr())), "the second reply names the peer");
+    assert_carries(&peer, &control, b"from the peer");
+    assert_carries(&control, &peer, b"from the client");
+    assert_half_close(&mut peer, &mut control);
+
+    // SOCKS4 too.
     let mut control = connect(addrs[0]);
-    socks5_login(&mut control, None);
-    let (code, _) = socks5_request(&mut control, Command::UdpAssociate, &ip_target("0.0.0.0:0".parse().unwrap()));
-    assert_eq!(code, ReplyCode::COMMAND_NOT_SUPPORTED, "rather than sent around the chain");
+    let first = socks4_request(&mut control, socks4::Command::Bind, Addr::Ip("127.0.0.1:0".parse().unwrap()), b"");
+    assert_eq!(first.code, socks4::ReplyCode::Granted);
+    let peer = connect(SocketAddr::V4(first.addr));
+    let second = read_socks4_reply(&mut control);
+    assert_eq!(second.code, socks4::ReplyCode::Granted);
+    assert_eq!(SocketAddr::V4(second.addr), t!(peer.local_addr()));
+    assert_carries(&peer, &control, b"SOCKS4 BIND via two hops");
+}
+
+/// The peer a BIND names goes to the last hop unresolved, and its refusal reaches the
+/// client; no name is looked up here.
+#[test]
+fn bind_through_the_chain_sends_the_name_upstream() {
+    let (upstream, requests) = recording_upstream(ReplyCode::NOT_ALLOWED);
+    let (_front, addrs) = start_urls(&["socks5://127.0.0.1:0"], &[&format!("socks5://{upstream}")]);
+    let mut client = connect(addrs[0]);
+    socks5_login(&mut client, None);
+    let name = domain_target(&unresolvable_name(), 21);
+    let (code, _) = socks5_request(&mut client, Command::Bind, &name);
+    assert_eq!(t!(requests.recv_timeout(TIMEOUT)), name);
+    assert_eq!(code, ReplyCode::NOT_ALLOWED);
 }
 
 #[test]

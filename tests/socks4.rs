@@ -126,6 +126,29 @@ fn malformed_requests_give_91() {
     }
 }
 
+/// The 255-byte limit on a USERID holds however the bytes arrive: with the NUL in the same
+/// write as the rest, or behind a pause.
+#[test]
+fn a_userid_past_255_bytes_gives_91_in_one_write_or_two() {
+    let (_server, proxy) = proxy();
+    let target = echo_server("127.0.0.1:0");
+    let [a, b, c, d] = match target.ip() {
+        std::net::IpAddr::V4(ip) => ip.octets(),
+        other => panic!("{other}"),
+    };
+    let port = target.port().to_be_bytes();
+    let request = [&[4, 1, port[0], port[1], a, b, c, d][..], &[b'x'; 300], &[0]].concat();
+    for split in [request.len(), 200] {
+        let mut client = connect(proxy);
+        t!(client.set_nodelay(true));
+        t!(client.write_all(&request[..split]));
+        std::thread::sleep(Duration::from_millis(50));
+        // The proxy may have answered and closed already; what counts is its reply.
+        let _ = client.write_all(&request[split..]);
+        assert_rejected(read_socks4_reply(&mut client));
+    }
+}
+
 #[test]
 fn request_split_into_single_bytes() {
     let (_server, proxy) = proxy();

@@ -6,6 +6,7 @@ use super::units::{parse_duration, parse_size};
 use super::users::Users;
 use super::{Config, RelayMode, ServiceSpec, Socks4Policy, SocksSpec, service_url};
 use crate::config;
+use crate::wire::printable::Printable;
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -72,7 +73,8 @@ Options:
       --queue N                clients that wait for a worker when all are busy and none can
                                make room; more are closed at once (default: {queue})
       --handshake-timeout DUR  limit on the whole SOCKS negotiation (default: {handshake:?})
-      --connect-timeout DUR    limit on each outbound connection attempt (default: {connect:?})
+      --connect-timeout DUR    limit on each outbound connection, all of a name's addresses
+                               raced within it (default: {connect:?})
       --bind-timeout DUR       limit on waiting for the incoming connection of a BIND
                                (default: {bind:?})
       --idle-timeout DUR       close a session with no traffic either way for DUR; 0 is off
@@ -247,10 +249,11 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
             "-h" | "--help" | "-V" | "--version" | "--config" | "--check" => {
                 return Err(format!("{flag} is for the command line, not a config file"));
             }
-            "-v" | "--verbose" => verbosity += 1,
-            "-vv" => verbosity += 2,
-            "-q" | "--quiet" => verbosity -= 1,
-            "-qq" => verbosity -= 2,
+            // Saturating: a script that repeats -v a thousand times still means "the most".
+            "-v" | "--verbose" => verbosity = verbosity.saturating_add(1),
+            "-vv" => verbosity = verbosity.saturating_add(2),
+            "-q" | "--quiet" => verbosity = verbosity.saturating_sub(1),
+            "-qq" => verbosity = verbosity.saturating_sub(2),
             "-l" | "--listen" => listens.push(parse_listen(&value()?).map_err(|e| format!("--listen: {e}"))?),
             "-L" => {
                 let url = value()?;
@@ -296,8 +299,8 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
             }
             "--udp-sndbuf" => config.udp.sndbuf = Some(parse_size(&value()?).map_err(|e| format!("{flag}: {e}"))?),
             "--udp-rcvbuf" => config.udp.rcvbuf = Some(parse_size(&value()?).map_err(|e| format!("{flag}: {e}"))?),
-            _ if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
-            _ => return Err(format!("unexpected argument {flag:?}")),
+            _ if flag.starts_with('-') => return Err(format!("unknown option {}", Printable(&flag))),
+            _ => return Err(format!("unexpected argument {}", Printable(&flag))),
         }
         if given.is_some() {
             return Err(format!("{flag} takes no value"));
@@ -314,7 +317,6 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
         .chain(url_services)
         .collect();
     config.rules = Rules::load(rule_sources)?;
-    config.check()?;
     Ok(Box::new(Settings { config, verbosity }))
 }
 
@@ -328,7 +330,7 @@ fn rule_source(verdict: Verdict, rule: String, at: &Option<String>) -> RuleSourc
 
 /// One line naming the flag and its value, the password hidden.
 fn url_error(flag: &str, url: &str, error: service_url::UrlError) -> String {
-    format!("{flag} {}: {error}", service_url::redacted(url))
+    format!("{flag} {}: {error}", Printable(&service_url::redacted(url)))
 }
 
 /// `--socks4` and `--no-socks4` contradict each other in one place, but the command line
@@ -488,6 +490,13 @@ mod tests {
     }
 
     #[test]
+    fn verbosity_saturates_however_often_it_is_given() {
+        assert_eq!(run(&["-vv"; 64]).unwrap().verbosity, i8::MAX);
+        assert_eq!(run(&["-v"; 128]).unwrap().verbosity, i8::MAX, "never wraps round to errors only");
+        assert_eq!(run(&["-qq"; 65]).unwrap().verbosity, i8::MIN);
+    }
+
+    #[test]
     fn bad_flags_give_one_line_naming_them() {
         let table = [
             (&["--bogus"][..], "unknown option --bogus"),
@@ -537,9 +546,14 @@ mod tests {
         assert_eq!(err, "-L tcp://:8080: missing target (add /TARGET_HOST:TARGET_PORT)");
         let err = run(&["-F", "socks5://u:secret@h"]).unwrap_err();
         assert_eq!(err, "-F socks5://u:***@h: missing :PORT");
+        let err = run(&["-F", "socks5://alice:top/secret@host:1080:x"]).unwrap_err();
+        assert!(err.starts_with("-F socks5://alice:***@host:1080:x: ") && !err.contains("secret"), "{err}");
+        // One error is one line, whatever the value holds.
+        let err = run(&["-L", "socks://x\ny:1080"]).unwrap_err();
+        assert!(err.starts_with("-L \"socks://x\\ny:1080\": ") && !err.contains('\n'), "{err}");
+        let err = run(&["--x\ny"]).unwrap_err();
+        assert!(!err.contains('\n'), "{err}");
         assert_eq!(run(&["-F"]).unwrap_err(), "-F needs a value");
-        let err = run(&["-L", "udp://:0/h:53", "-F", "socks5://h:1", "-F", "socks5://h:2"]).unwrap_err();
-        assert!(err.contains("udp service on 0.0.0.0:0 cannot go through 2 upstream hops"), "{err}");
     }
 
     /// `burrowd.conf` in a directory of its own, removed with it when dropped.

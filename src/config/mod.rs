@@ -10,6 +10,7 @@ pub mod units;
 pub mod users;
 
 use crate::wire::addr::TargetAddr;
+use crate::wire::printable::Printable;
 use rules::Rules;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -70,24 +71,27 @@ pub struct Hop {
     pub credentials: Option<Credentials>,
 }
 
-/// An RFC 1929 login for an upstream proxy.
+/// An RFC 1929 login for an upstream proxy: the bytes that go on the wire, kept apart
+/// from the URL on, so a name may hold a ':' of its own.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
-    pub user: String,
-    pub password: String,
+    pub user: Vec<u8>,
+    pub password: Vec<u8>,
 }
 
 // Written by hand so passwords never reach a log line.
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Credentials({:?}, password hidden)", self.user)
+        write!(f, "Credentials({:?}, password hidden)", String::from_utf8_lossy(&self.user))
     }
 }
 
 impl fmt::Display for Hop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.credentials {
-            Some(credentials) => write!(f, "socks5://{}@{}", credentials.user, self.addr),
+            Some(credentials) => {
+                write!(f, "socks5://{}@{}", Printable(&String::from_utf8_lossy(&credentials.user)), self.addr)
+            }
             None => write!(f, "socks5://{}", self.addr),
         }
     }
@@ -247,19 +251,6 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Refuses what burrowd cannot do, in one line: a `udp://` service behind a chain
-    /// that cannot carry UDP (see [`Config::carries_udp`]).
-    pub fn check(&self) -> Result<(), String> {
-        match self.services.iter().find(|s| matches!(s, ServiceSpec::UdpForward(_))) {
-            Some(udp) if !self.carries_udp() => Err(format!(
-                "udp service on {} cannot go through {} upstream hops; UDP takes one hop at most",
-                udp.listen_addr(),
-                self.chain.len()
-            )),
-            _ => Ok(()),
-        }
-    }
-
     /// Live sessions one client address may hold: `--max-clients-per-ip`, or else half
     /// the workers, so that one address (a scanner, or a NAT full of clients) always
     /// leaves the other half to everyone else.
@@ -270,13 +261,6 @@ impl Config {
     /// Sessions one client address may hold on a `udp://` service: the flag, or half.
     pub fn udp_max_sessions_per_ip(&self) -> usize {
         self.udp_max_sessions_per_ip.unwrap_or(self.udp_max_sessions / 2).max(1)
-    }
-
-    /// Whether UDP can go where TCP goes: directly, or through one upstream hop. A hop's
-    /// UDP relay cannot be reached through a further hop, so with more hops UDP is refused
-    /// rather than sent around the chain.
-    pub fn carries_udp(&self) -> bool {
-        self.chain.len() <= 1
     }
 
     /// A config for tests and embedding: one SOCKS listener on `addr` (port 0 picks a free

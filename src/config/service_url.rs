@@ -10,7 +10,8 @@
 //!
 //! A listening HOST may be empty (all IPv4 addresses), an IPv4 address, or an IPv6
 //! address in brackets; a target or upstream HOST may also be a domain name, which stays
-//! a name until whoever connects to it resolves it. USER and PASS may be percent-encoded.
+//! a name until whoever connects to it resolves it. USER and PASS may be percent-encoded, and
+//! PASS may hold '@', '/' and '?' as they are: the last '@' ends it.
 
 use super::units::parse_duration;
 use super::users::Users;
@@ -129,18 +130,28 @@ pub fn parse_hop(text: &str) -> Result<Hop, UrlError> {
     Ok(Hop { addr: remote_addr(url.host_port)?, credentials })
 }
 
-/// The URL with its password replaced, for error messages and logs.
+/// The URL with its password replaced, for error messages and logs. The user part is
+/// found the way [`Parts::split`] finds it, so whatever the parser could take for a
+/// password is hidden.
 pub fn redacted(text: &str) -> String {
     let Some((scheme, rest)) = text.split_once("://") else {
         return text.into();
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rsplit_once('@') {
-        Some((userinfo, _)) if userinfo.contains(':') => {
+    match split_userinfo(rest) {
+        (Some(userinfo), after) if userinfo.contains(':') => {
             let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            format!("{scheme}://{user}:***@{}", &rest[userinfo.len() + 1..])
+            format!("{scheme}://{user}:***@{after}")
         }
         _ => text.into(),
+    }
+}
+
+/// Splits what follows `SCHEME://` at its last '@', which ends the user part: no host,
+/// target or option may hold an '@', while a password may hold '@', '/' and '?' raw.
+fn split_userinfo(rest: &str) -> (Option<&str>, &str) {
+    match rest.rsplit_once('@') {
+        Some((userinfo, after)) => (Some(userinfo), after),
+        None => (None, rest),
     }
 }
 
@@ -159,18 +170,14 @@ impl<'a> Parts<'a> {
         if scheme.is_empty() {
             return Err(UrlError::NoScheme);
         }
+        let (userinfo, rest) = split_userinfo(rest);
         let (rest, query) = match rest.split_once('?') {
             Some((rest, query)) => (rest, Some(query)),
             None => (rest, None),
         };
-        let (authority, path) = match rest.split_once('/') {
-            Some((authority, path)) => (authority, Some(path)),
+        let (host_port, path) = match rest.split_once('/') {
+            Some((host_port, path)) => (host_port, Some(path)),
             None => (rest, None),
-        };
-        // The last '@' ends the user part, so a password may hold an '@' of its own.
-        let (userinfo, host_port) = match authority.rsplit_once('@') {
-            Some((userinfo, host_port)) => (Some(userinfo), host_port),
-            None => (None, authority),
         };
         Ok(Parts { scheme, userinfo, host_port, path, query })
     }
@@ -179,10 +186,9 @@ impl<'a> Parts<'a> {
         let Some(userinfo) = self.userinfo else {
             return Ok(None);
         };
+        // Split before decoding: an encoded ':' (%3A) belongs to the part it is in.
         let (user, password) = userinfo.split_once(':').ok_or(UrlError::BadCredentials("expected USER:PASS"))?;
-        let user = percent_decode(user)?;
-        let password = percent_decode(password)?;
-        Ok(Some(Credentials { user, password }))
+        Ok(Some(Credentials { user: percent_decode(user)?, password: percent_decode(password)? }))
     }
 
     fn no_credentials(&self) -> Result<(), UrlError> {
@@ -224,7 +230,7 @@ impl<'a> Parts<'a> {
 fn one_user(credentials: &Credentials) -> Result<Users, UrlError> {
     let mut users = Users::default();
     users
-        .add_entry(&format!("{}:{}", credentials.user, credentials.password))
+        .add(&credentials.user, &credentials.password)
         .map_err(|_| UrlError::BadCredentials("USER must be 1 to 255 bytes and PASS at most 255"))?;
     Ok(users)
 }
@@ -288,8 +294,9 @@ fn parse_port(text: &str, min: u16) -> Result<u16, UrlError> {
     }
 }
 
-/// Decodes `%XX` escapes, so a password can hold ':', '@' or '/'.
-fn percent_decode(text: &str) -> Result<String, UrlError> {
+/// Decodes `%XX` escapes into the bytes RFC 1929 carries, so a name can hold a ':' and
+/// either part any byte.
+fn percent_decode(text: &str) -> Result<Vec<u8>, UrlError> {
     const BAD_ESCAPE: UrlError = UrlError::BadCredentials("bad %XX escape");
     let mut bytes = Vec::with_capacity(text.len());
     let mut rest = text.as_bytes();
@@ -303,7 +310,7 @@ fn percent_decode(text: &str) -> Result<String, UrlError> {
             rest = tail;
         }
     }
-    String::from_utf8(bytes).map_err(|_| UrlError::BadCredentials("not UTF-8 once decoded"))
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -360,8 +367,35 @@ mod tests {
         let hop = parse_hop("socks5://proxy.example:1080").unwrap();
         assert_eq!(hop, Hop { addr: TargetAddr::Domain("proxy.example".into(), 1080), credentials: None });
         let hop = parse_hop("socks5://u:p%2Fq@127.0.0.1:1081").unwrap();
-        assert_eq!(hop.credentials, Some(Credentials { user: "u".into(), password: "p/q".into() }));
+        assert_eq!(hop.credentials, Some(Credentials { user: b"u".to_vec(), password: b"p/q".to_vec() }));
         assert_eq!(hop.to_string(), "socks5://u@127.0.0.1:1081", "display hides the password");
+    }
+
+    #[test]
+    fn credentials_stay_a_user_and_a_password_from_url_to_wire() {
+        // An encoded ':' belongs to the user, not to the split between user and password.
+        let spec = socks("socks://a%3Ab:pw@127.0.0.1:1");
+        assert!(spec.users.verify(b"a:b", b"pw"));
+        assert!(!spec.users.verify(b"a", b"b:pw"));
+        let hop = parse_hop("socks5://a%3Ab:p%3Aw@127.0.0.1:1").unwrap();
+        assert_eq!(hop.credentials, Some(Credentials { user: b"a:b".to_vec(), password: b"p:w".to_vec() }));
+        // Any byte may go on the wire.
+        assert!(socks("socks://u:%ff@127.0.0.1:1").users.verify(b"u", b"\xff"));
+        // A password with a raw '/' or '?': the last '@' ends it.
+        let hop = parse_hop("socks5://alice:top/se?cret@host:1080").unwrap();
+        assert_eq!(hop.addr, TargetAddr::Domain("host".into(), 1080));
+        assert_eq!(hop.credentials.unwrap().password, b"top/se?cret");
+    }
+
+    #[test]
+    fn a_hop_user_too_long_for_the_wire_is_refused_however_it_is_encoded() {
+        // 256 bytes once decoded; joined with the empty password as "a:x...x:" and split at
+        // the first ':' it once looked like a 1-byte user and a 255-byte password.
+        let url = format!("socks5://a%3A{}:@127.0.0.1:1080", "x".repeat(254));
+        let want = UrlError::BadCredentials("USER must be 1 to 255 bytes and PASS at most 255");
+        assert_eq!(parse_hop(&url).unwrap_err(), want);
+        let url = format!("socks5://{}:pw@127.0.0.1:1080", "%41".repeat(256));
+        assert_eq!(parse_hop(&url).unwrap_err(), want);
     }
 
     #[test]
@@ -402,7 +436,6 @@ mod tests {
             (&long, UrlError::BadCredentials("USER must be 1 to 255 bytes and PASS at most 255")),
             ("socks://u:%zz@:1080", UrlError::BadCredentials("bad %XX escape")),
             ("socks://u:%4@:1080", UrlError::BadCredentials("bad %XX escape")),
-            ("socks://u:%ff@:1080", UrlError::BadCredentials("not UTF-8 once decoded")),
         ];
         for (text, want) in table {
             assert_eq!(parse_service(text).unwrap_err(), *want, "{text}");
@@ -434,5 +467,8 @@ mod tests {
         assert_eq!(redacted("socks5://u:p@ss@h:1/x"), "socks5://u:***@h:1/x");
         assert_eq!(redacted("tcp://:1/h:2"), "tcp://:1/h:2");
         assert_eq!(redacted("garbage"), "garbage");
+        // Whatever the parser could take for a password, '/' and '?' included.
+        assert_eq!(redacted("socks5://alice:top/secret@host:1080"), "socks5://alice:***@host:1080");
+        assert_eq!(redacted("socks5://alice:top?secret@host"), "socks5://alice:***@host");
     }
 }

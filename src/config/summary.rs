@@ -5,6 +5,7 @@
 
 use super::units::human_bytes;
 use super::{Config, RelayMode, ServiceSpec, Socks4Policy, SocksSpec};
+use crate::wire::printable::Printable;
 use std::time::Duration;
 
 /// The settings in force, as lines of text ending in a newline.
@@ -120,22 +121,20 @@ fn upstream(config: &Config) -> Vec<(String, String)> {
     if config.chain.is_empty() {
         return vec![item("direct", "no -F: targets are reached from this host")];
     }
-    let mut items: Vec<_> = config
+    config
         .chain
         .iter()
         .enumerate()
         .map(|(i, hop)| {
             let login = match &hop.credentials {
-                Some(credentials) => format!(", login as {} (password hidden)", credentials.user),
+                Some(credentials) => {
+                    format!(", login as {} (password hidden)", Printable(&String::from_utf8_lossy(&credentials.user)))
+                }
                 None => String::new(),
             };
             item(&format!("hop {}", i + 1), format!("socks5://{}{login}", hop.addr))
         })
-        .collect();
-    if !config.carries_udp() {
-        items.push(item("udp", "UDP ASSOCIATE refused (reply 7): UDP goes through one upstream hop at most"));
-    }
-    items
+        .collect()
 }
 
 /// A limit with its flag's value, or the default it takes from another.
@@ -246,7 +245,6 @@ mod tests {
             "  udp 127.0.0.1:5353       forward to 10.0.0.1:53, a session ends after 30s idle (ttl)",
             "  hop 1                    socks5://hop1.example:1080, login as carol (password hidden)",
             "  hop 2                    socks5://10.0.0.2:1080",
-            "  udp                      UDP ASSOCIATE refused (reply 7): UDP goes through one upstream hop at most",
             "  max-clients-per-ip       7",
             "  idle-timeout             1.5s",
         ] {

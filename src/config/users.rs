@@ -1,5 +1,6 @@
 //! The user table for RFC 1929 username/password authentication.
 
+use crate::wire::printable::Printable;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -44,7 +45,13 @@ impl Users {
 
     /// Adds `NAME:PASSWORD`; the password may itself contain colons.
     pub fn add_entry(&mut self, entry: &str) -> Result<(), String> {
-        let (name, password) = parse_entry(entry)?;
+        let (name, password) = entry.split_once(':').ok_or("expected NAME:PASSWORD")?;
+        self.add(name.as_bytes(), password.as_bytes())
+    }
+
+    /// Adds a user, within the lengths RFC 1929 can carry.
+    pub fn add(&mut self, name: &[u8], password: &[u8]) -> Result<(), String> {
+        let (name, password) = checked(name, password)?;
         self.entries.push((name.clone(), password.clone()));
         self.update(|table| {
             table.insert(name, password);
@@ -97,23 +104,28 @@ impl Users {
     }
 }
 
-fn parse_entry(entry: &str) -> Result<(Vec<u8>, Vec<u8>), String> {
-    let (name, password) = entry.split_once(':').ok_or("expected NAME:PASSWORD")?;
+/// A user within the lengths RFC 1929 can carry.
+fn checked(name: &[u8], password: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
     if name.is_empty() || name.len() > 255 || password.len() > 255 {
         return Err("name must be 1 to 255 bytes and password at most 255".into());
     }
-    Ok((name.as_bytes().to_vec(), password.as_bytes().to_vec()))
+    Ok((name.to_vec(), password.to_vec()))
 }
 
 fn read_file(path: &Path) -> Result<Table, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let shown = path.display().to_string();
+    let shown = Printable(&shown);
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
     let mut table = Table::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() || line.starts_with('#') {
             continue;
         }
-        let (name, password) = parse_entry(line).map_err(|e| format!("{}:{}: {e}", path.display(), number + 1))?;
+        let entry = line.split_once(':').ok_or_else(|| "expected NAME:PASSWORD".to_owned());
+        let (name, password) = entry
+            .and_then(|(name, password)| checked(name.as_bytes(), password.as_bytes()))
+            .map_err(|e| format!("{shown}:{}: {e}", number + 1))?;
         table.insert(name, password);
     }
     Ok(table)

@@ -12,8 +12,8 @@
 //!
 //! Without an upstream chain the outbound socket sends straight to the target and passes
 //! back replies from any address: a broadcast target is answered by each host that heard
-//! it. With one upstream hop, the session holds a UDP association with that hop and the
-//! datagrams carry its UDP ASSOCIATE header.
+//! it. With upstream hops, the session holds a UDP association through the chain and the
+//! datagrams carry its UDP ASSOCIATE headers.
 
 use crate::config::{Config, UdpForwardSpec};
 use crate::net::is_timeout;
@@ -22,7 +22,7 @@ use crate::net::sockopt;
 use crate::net::udp_batch::{Batch, Outgoing};
 use crate::net::worker_pool::{Refused, WorkerPool};
 use crate::outbound;
-use crate::outbound::upstream::UpstreamUdp;
+use crate::outbound::upstream::{UpstreamUdp, last_hop_header};
 use crate::session::access::refused_at_accept;
 use crate::session::live::Details;
 use crate::session::report::FoldedWarning;
@@ -58,7 +58,9 @@ pub(crate) fn start(ctx: Arc<Context>, spec: UdpForwardSpec, socket: UdpSocket, 
     let workers = WorkerPool::new("burrowd-udp-session", limits.total, limits.total, stack_size);
     let sessions = Mutex::new(Sessions { limits, ..Sessions::default() });
     let addr = socket.local_addr()?;
-    let service = Arc::new(Service { ctx, spec, socket, addr, sessions });
+    // Room in front of each payload for the headers the chain puts there.
+    let front = MAX_HEADER_LEN + UpstreamUdp::max_wrapping_len(ctx.config.chain.len());
+    let service = Arc::new(Service { ctx, spec, socket, addr, sessions, front });
     std::thread::Builder::new().name("burrowd-udp".into()).spawn(move || service.receive(&workers))?;
     Ok(())
 }
@@ -138,6 +140,8 @@ struct Service {
     /// Its bound address (its port resolved).
     addr: SocketAddr,
     sessions: Mutex<Sessions>,
+    /// Where a payload starts in its batch slot: after room for the headers in front.
+    front: usize,
 }
 
 struct Session {
@@ -174,7 +178,7 @@ impl Service {
     fn receive(self: Arc<Self>, workers: &WorkerPool) {
         // Payloads land after room for a header, so an upstream header goes in front
         // without copying.
-        let mut batch = Batch::new(MAX_HEADER_LEN);
+        let mut batch = Batch::new(self.front);
         let mut errors = FoldedWarning::default();
         let mut refusals = FoldedWarning::default();
         loop {
@@ -228,7 +232,7 @@ impl Service {
                     match sessions.start(client) {
                         Ok(session) => {
                             drop(sessions);
-                            session.send_up(buf, len);
+                            session.send_up(buf, self.front, len);
                             self.begin(session, workers, refusals);
                             return;
                         }
@@ -257,7 +261,7 @@ impl Service {
                 }
             }
         };
-        session.send_up(buf, len);
+        session.send_up(buf, self.front, len);
     }
 
     /// Hands a new session to the pool, or forgets it when no thread can be had.
@@ -341,8 +345,8 @@ impl Service {
         if let Err(e) = path.set_read_timeout(self.spec.ttl.min(TICK)) {
             return format!("cannot set read timeout: {e}");
         }
-        let mut batch = Batch::new(MAX_HEADER_LEN);
-        session.ready(&path, batch.slot_mut(0));
+        let mut batch = Batch::new(self.front);
+        session.ready(&path, batch.slot_mut(0), self.front);
         let mut out = Vec::new();
         loop {
             match batch.recv(path.socket()) {
@@ -350,7 +354,7 @@ impl Service {
                     for i in 0..count {
                         match path.payload(batch.datagram(i).0) {
                             Some(payload) => {
-                                let range = MAX_HEADER_LEN + payload.start..MAX_HEADER_LEN + payload.end;
+                                let range = self.front + payload.start..self.front + payload.end;
                                 out.push(Outgoing { slot: i, range, to: Some(session.client), note: () });
                             }
                             None => session.count_drop(),
@@ -383,11 +387,12 @@ impl Service {
         }
     }
 
-    /// A socket straight to the target, or a UDP association with the one upstream hop
-    /// (`Config::check` refuses a `udp://` service behind more).
+    /// A socket straight to the target, or a UDP association through the upstream chain.
     fn open_path(&self) -> Result<Path, String> {
         if let Some(udp) = self.ctx.udp_upstream().map_err(|e| e.to_string())? {
-            udp.control.set_nonblocking(true).map_err(|e| format!("upstream control connection: {e}"))?;
+            for control in &udp.controls {
+                control.set_nonblocking(true).map_err(|e| format!("upstream control connection: {e}"))?;
+            }
             return Ok(Path::Upstream { udp, target: self.spec.target.clone() });
         }
         let resolved = outbound::resolve(&self.spec.target).map_err(|e| e.to_string())?;
@@ -434,24 +439,24 @@ impl Session {
         self.dropped.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Sends the client's datagram at `buf[MAX_HEADER_LEN..][..len]` on, or holds it while
-    /// the path is being opened.
-    fn send_up(&self, buf: &mut [u8], len: usize) {
+    /// Sends the client's datagram at `buf[at..][..len]` on, or holds it while the path is
+    /// being opened.
+    fn send_up(&self, buf: &mut [u8], at: usize, len: usize) {
         let mut outbound = self.outbound();
         let path = match &mut *outbound {
             Outbound::Ready(path) => Arc::clone(path),
             Outbound::Opening(pending) if pending.len() < MAX_PENDING => {
-                pending.push(buf[MAX_HEADER_LEN..][..len].to_vec());
+                pending.push(buf[at..][..len].to_vec());
                 return;
             }
             Outbound::Opening(_) | Outbound::Closed => return self.count_drop(),
         };
         drop(outbound);
-        self.send_on(&path, buf, len);
+        self.send_on(&path, buf, at, len);
     }
 
-    fn send_on(&self, path: &Path, buf: &mut [u8], len: usize) {
-        match path.send(buf, len) {
+    fn send_on(&self, path: &Path, buf: &mut [u8], at: usize, len: usize) {
+        match path.send(buf, at, len) {
             Ok(()) => {
                 self.up_bytes.fetch_add(len as u64, Ordering::Relaxed);
                 self.meter.count_datagrams(len as u64, 0);
@@ -466,12 +471,12 @@ impl Session {
 
     /// Sends what waited while the path was opened, then lets datagrams go straight on.
     /// Both happen under the lock so nothing overtakes the waiting datagrams.
-    fn ready(&self, path: &Arc<Path>, buf: &mut [u8]) {
+    fn ready(&self, path: &Arc<Path>, buf: &mut [u8], at: usize) {
         let mut outbound = self.outbound();
         if let Outbound::Opening(pending) = &mut *outbound {
             for datagram in pending.drain(..) {
-                buf[MAX_HEADER_LEN..][..datagram.len()].copy_from_slice(&datagram);
-                self.send_on(path, buf, datagram.len());
+                buf[at..][..datagram.len()].copy_from_slice(&datagram);
+                self.send_on(path, buf, at, datagram.len());
             }
             *outbound = Outbound::Ready(Arc::clone(path));
         }
@@ -479,16 +484,17 @@ impl Session {
 }
 
 impl Path {
-    /// Sends the payload at `buf[MAX_HEADER_LEN..][..len]`; the room in front takes the
-    /// UDP ASSOCIATE header when there is one.
-    fn send(&self, buf: &mut [u8], len: usize) -> io::Result<()> {
+    /// Sends the payload at `buf[at..][..len]`; the room in front takes the UDP ASSOCIATE
+    /// headers when there are any.
+    fn send(&self, buf: &mut [u8], at: usize, len: usize) -> io::Result<()> {
         match self {
-            Path::Direct { socket, target } => socket.send_to(&buf[MAX_HEADER_LEN..][..len], *target).map(drop),
+            Path::Direct { socket, target } => socket.send_to(&buf[at..][..len], *target).map(drop),
             Path::Upstream { udp, target } => {
                 let header = Header { frag: 0, addr: target.as_addr() };
-                let start = MAX_HEADER_LEN - header.encoded_len();
+                let start = at - header.encoded_len();
                 header.emit(&mut buf[start..]);
-                udp.socket.send(&buf[start..MAX_HEADER_LEN + len]).map(drop)
+                let start = udp.wrap(buf, start);
+                udp.socket.send(&buf[start..at + len]).map(drop)
             }
         }
     }
@@ -498,10 +504,9 @@ impl Path {
     fn payload(&self, datagram: &[u8]) -> Option<Range<usize>> {
         match self {
             Path::Direct { .. } => Some(0..datagram.len()),
-            Path::Upstream { .. } => match Header::parse(datagram) {
-                Ok((header, at)) if header.frag == 0 => Some(at..datagram.len()),
-                _ => None,
-            },
+            Path::Upstream { udp, .. } => {
+                last_hop_header(datagram, udp.outer_headers()).map(|(_, payload)| payload..datagram.len())
+            }
         }
     }
 
@@ -528,16 +533,16 @@ impl Path {
         }
     }
 
-    /// Whether the upstream hop closed the TCP connection its association lives on.
+    /// Whether a hop closed the TCP connection its association lives on.
     fn upstream_closed(&self) -> bool {
         let Path::Upstream { udp, .. } = self else {
             return false;
         };
         let mut probe = [0u8; 1];
-        match udp.control.peek(&mut probe) {
+        udp.controls.iter().any(|control| match control.peek(&mut probe) {
             Ok(0) => true,
             Ok(_) => false,
             Err(e) => !is_timeout(&e) && e.kind() != io::ErrorKind::Interrupted,
-        }
+        })
     }
 }

@@ -282,7 +282,10 @@ impl Relayer {
             };
             let data = &probe[..n];
             link.write_out(dir, n, |left| (&*dst).write(&data[n - left..]), bytes)?;
-            if n == probe.len() && matches!(self.burst(dir, link, bytes)?, Burst::Eof) {
+            if n == probe.len()
+                && input_waiting(src, link.limits.idle)
+                && matches!(self.burst(dir, link, bytes)?, Burst::Eof)
+            {
                 return Ok(());
             }
         }
@@ -324,10 +327,33 @@ fn copy_burst(dir: Direction, link: &Link, buf: &mut [u8], bytes: &mut u64) -> R
         };
         let data = &buf[..n];
         link.write_out(dir, n, |left| (&*dst).write(&data[n - left..]), bytes)?;
-        if n < buf.len() {
+        if n < buf.len() || !input_waiting(src, link.limits.idle) {
             return Ok(Burst::Drained);
         }
     }
+}
+
+/// Whether a read from `src` would return at once: bytes, the end of the stream or an
+/// error are waiting. A burst reads only then, so a direction never waits holding a buffer
+/// or a pipe, even after a read that filled one exactly. Only the direction that reads
+/// `src` calls this, so on systems without MSG_DONTWAIT it may borrow the read timeout,
+/// which it then sets back to `read_timeout`.
+fn input_waiting(src: &TcpStream, read_timeout: Option<Duration>) -> bool {
+    #[cfg(unix)]
+    let peeked = {
+        let _ = read_timeout;
+        let mut byte = [std::mem::MaybeUninit::uninit()];
+        socket2::SockRef::from(src).recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+    };
+    #[cfg(not(unix))]
+    let peeked = {
+        let quick = src.set_read_timeout(Some(Duration::from_millis(1))).and_then(|()| src.peek(&mut [0u8]));
+        match src.set_read_timeout(read_timeout) {
+            Ok(()) => quick,
+            Err(e) => Err(e),
+        }
+    };
+    !matches!(peeked, Err(e) if is_timeout(&e))
 }
 
 /// Pipes shared by all sessions, like [`BufferPool`]; a pipe goes back only when empty.
@@ -371,7 +397,7 @@ impl PipePool {
                 }
             };
             link.write_out(dir, n, |left| pipe.drain_to(dst, left), bytes)?;
-            if n < pipe.capacity() {
+            if n < pipe.capacity() || !input_waiting(src, link.limits.idle) {
                 self.give_empty(pipe);
                 return Ok(Burst::Drained);
             }
@@ -812,6 +838,43 @@ mod tests {
             target.read_exact(&mut [0; PROBE_SIZE]).unwrap();
             let end = outcome.recv_timeout(GIVE_UP).unwrap().end;
             assert!(matches!(end, RelayEnd::IdleTimeout(limit) if limit == idle), "{mode:?}: {end}");
+        }
+    }
+
+    #[test]
+    fn an_idle_direction_holds_no_buffer_or_pipe_after_a_read_that_filled_one() {
+        let spare = |relayer: &Relayer| match relayer.pipes.as_ref() {
+            Some(pipes) => pipes.spare.lock().unwrap().len(),
+            None => relayer.buffers.spare.lock().unwrap().len(),
+        };
+        let carry = |client_end: &TcpStream, target_end: &mut TcpStream, len: usize| {
+            (&*client_end).write_all(&vec![7; len]).unwrap();
+            target_end.read_exact(&mut vec![0; len]).unwrap();
+        };
+        let spare_within = |relayer: &Relayer, limit: Duration| {
+            let deadline = Instant::now() + limit;
+            while spare(relayer) == 0 && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
+            }
+            spare(relayer)
+        };
+        for mode in modes() {
+            // Exactly the probe, then exactly the probe and one whole buffer (or pipe).
+            for len in [PROBE_SIZE, PROBE_SIZE + 64 * 1024] {
+                let relayer = Arc::new(relayer(mode, None, GIVE_UP));
+                let (client, client_end) = pair();
+                let (target, mut target_end) = pair();
+                let running = Arc::clone(&relayer);
+                thread::spawn(move || running.relay(client, target, Arc::default()));
+                // A burst that ends in a short read puts one in the pool.
+                carry(&client_end, &mut target_end, PROBE_SIZE + 100);
+                assert_eq!(spare_within(&relayer, GIVE_UP), 1, "{mode:?}: the first burst gave it back");
+                carry(&client_end, &mut target_end, len);
+                // Time to take it again, which a direction that waits holding one does at once.
+                thread::sleep(Duration::from_millis(200));
+                let spare = spare_within(&relayer, Duration::from_secs(2));
+                assert_eq!(spare, 1, "{mode:?} after {len} bytes: the idle direction holds one");
+            }
         }
     }
 

@@ -59,17 +59,24 @@ fn keepalive_params(idle: Duration) -> TcpKeepalive {
 /// Connects to `addr` within `timeout`. Options go on before the connect so buffer sizes
 /// shape the window scaling the handshake negotiates.
 pub(crate) fn connect(addr: SocketAddr, timeout: Duration, opts: &SocketOptions) -> io::Result<TcpStream> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    tune(&SockRef::from(&socket), opts)?;
+    let socket = stream_for(addr, opts)?;
     connect_within(&socket, addr, timeout)?;
     Ok(socket.into())
+}
+
+/// A TCP socket of `addr`'s family with the options on, not yet connected: for a connect
+/// that another thread may have to cut short.
+pub(crate) fn stream_for(addr: SocketAddr, opts: &SocketOptions) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    tune(&SockRef::from(&socket), opts)?;
+    Ok(socket)
 }
 
 /// Linux bounds a blocking connect by SO_SNDTIMEO: three system calls, where a
 /// non-blocking connect and poll take six. The timeout comes off again so relay writes
 /// block as before.
 #[cfg(target_os = "linux")]
-fn connect_within(socket: &Socket, addr: SocketAddr, timeout: Duration) -> io::Result<()> {
+pub(crate) fn connect_within(socket: &Socket, addr: SocketAddr, timeout: Duration) -> io::Result<()> {
     socket.set_write_timeout(Some(timeout))?;
     let mut interrupted = false;
     loop {
@@ -89,7 +96,7 @@ fn connect_within(socket: &Socket, addr: SocketAddr, timeout: Duration) -> io::R
 }
 
 #[cfg(not(target_os = "linux"))]
-fn connect_within(socket: &Socket, addr: SocketAddr, timeout: Duration) -> io::Result<()> {
+pub(crate) fn connect_within(socket: &Socket, addr: SocketAddr, timeout: Duration) -> io::Result<()> {
     socket.connect_timeout(&addr.into(), timeout)
 }
 

@@ -1,13 +1,25 @@
-//! Opening outbound TCP connections: name resolution, then every resolved address in
-//! turn, each within the connect timeout, reporting the last error.
+//! Opening outbound TCP connections: name resolution, then the resolved addresses raced
+//! the way RFC 8305 (Happy Eyeballs) races them, all within one connect timeout.
+//!
+//! Resolution and connecting are two steps, so a check on the resolved addresses can sit
+//! between them.
 
 use super::{ConnectError, Connected};
 use crate::config::SocketOptions;
 use crate::net::sockopt;
 use crate::wire::addr::TargetAddr;
+use crossbeam_channel::RecvTimeoutError;
+use socket2::Socket;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::Duration;
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long an attempt runs alone before the next address is tried beside it: RFC 8305's
+/// recommended Connection Attempt Delay.
+const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+/// Stack for the threads that run the attempts: a connect and a channel send.
+const ATTEMPT_STACK: usize = 64 * 1024;
 
 /// Resolves a target to its addresses; a literal address resolves to itself.
 pub(crate) fn resolve(target: &TargetAddr) -> Result<Vec<SocketAddr>, ConnectError> {
@@ -24,30 +36,227 @@ pub(crate) fn resolve(target: &TargetAddr) -> Result<Vec<SocketAddr>, ConnectErr
     }
 }
 
-/// Connects directly to the target, trying each resolved address in turn.
+/// Connects directly to the target: resolves it, then [`connect_any`].
 pub(crate) fn connect_direct(
     target: &TargetAddr,
     timeout: Duration,
     opts: &SocketOptions,
 ) -> Result<Connected, ConnectError> {
-    connect_addresses(&resolve(target)?, timeout, opts)
+    connect_any(&resolve(target)?, timeout, opts)
 }
 
-/// Connects to the first of `addrs` (at least one) that answers, trying each in turn.
-pub(crate) fn connect_addresses(
+/// Connects to one of `addrs` (at least one, in the resolver's order of preference)
+/// within `timeout` for the whole attempt. One address is connected to on this thread.
+/// Several are raced as RFC 8305 says: in the resolver's order with the families
+/// alternating, each started [`ATTEMPT_DELAY`] after the one before unless that one has
+/// failed already; the first to connect wins and the others are cut. If none connects,
+/// the error is the last one seen, or a timeout for an attempt still under way.
+pub(crate) fn connect_any(
     addrs: &[SocketAddr],
     timeout: Duration,
     opts: &SocketOptions,
 ) -> Result<Connected, ConnectError> {
-    let mut last = None;
-    for &addr in addrs {
-        match sockopt::connect(addr, timeout, opts) {
-            Ok(stream) => {
-                let local = stream.local_addr().map_err(|error| ConnectError::Connect { addr, error })?;
-                return Ok(Connected { stream, peer: addr, local });
+    match addrs {
+        [] => Err(ConnectError::Resolve {
+            name: String::new(),
+            error: io::Error::new(io::ErrorKind::NotFound, "no addresses"),
+        }),
+        &[addr] => {
+            let stream =
+                sockopt::connect(addr, timeout, opts).map_err(|error| ConnectError::Connect { addr, error })?;
+            connected(stream, addr)
+        }
+        _ => race(&interleave_families(addrs), timeout, opts),
+    }
+}
+
+fn connected(stream: TcpStream, addr: SocketAddr) -> Result<Connected, ConnectError> {
+    let local = stream.local_addr().map_err(|error| ConnectError::Connect { addr, error })?;
+    Ok(Connected { stream, peer: addr, local, source: local.into() })
+}
+
+/// RFC 8305 §4: the resolver's first address, then one of the other family, and so on,
+/// each family in the resolver's order.
+fn interleave_families(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+    let first_family = addrs[0].is_ipv6();
+    let (mut preferred, mut other): (Vec<&SocketAddr>, Vec<&SocketAddr>) =
+        addrs.iter().partition(|addr| addr.is_ipv6() == first_family);
+    preferred.reverse();
+    other.reverse();
+    let mut order = Vec::with_capacity(addrs.len());
+    while let Some(addr) = preferred.pop() {
+        order.push(*addr);
+        order.extend(other.pop());
+    }
+    order.extend(other.into_iter().rev());
+    order
+}
+
+/// An attempt under way on a thread of its own; the socket is shared so a winner can cut it.
+struct Attempt {
+    /// Its place in the race: a resolver may list an address twice.
+    number: usize,
+    addr: SocketAddr,
+    socket: Arc<Socket>,
+}
+
+/// What an attempt's thread reports: its number, and its socket once connected.
+type Outcome = (usize, io::Result<Arc<Socket>>);
+
+fn race(order: &[SocketAddr], timeout: Duration, opts: &SocketOptions) -> Result<Connected, ConnectError> {
+    let deadline = Instant::now() + timeout;
+    let (report, outcomes) = crossbeam_channel::unbounded::<Outcome>();
+    let mut waiting = order.iter().copied().enumerate();
+    let mut running: Vec<Attempt> = Vec::new();
+    let mut last_error = None;
+    let mut next_start = Instant::now();
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        if now >= next_start
+            && let Some((number, addr)) = waiting.next()
+        {
+            match start(number, addr, deadline - now, opts, &report) {
+                Ok(attempt) => running.push(attempt),
+                Err(error) => last_error = Some(ConnectError::Connect { addr, error }),
             }
-            Err(error) => last = Some(ConnectError::Connect { addr, error }),
+            next_start = now + ATTEMPT_DELAY;
+            continue;
+        }
+        if running.is_empty() && waiting.len() == 0 {
+            break;
+        }
+        let wake = if waiting.len() > 0 { next_start.min(deadline) } else { deadline };
+        match outcomes.recv_deadline(wake) {
+            Ok((number, Ok(socket))) => {
+                let addr = order[number];
+                running.retain(|attempt| attempt.number != number);
+                cut(&running);
+                // Its thread sent its handle away and holds no other: this is the only one.
+                let socket = Arc::try_unwrap(socket).map_err(|_| ConnectError::Connect {
+                    addr,
+                    error: io::Error::other("connected socket still shared"),
+                })?;
+                return connected(socket.into(), addr);
+            }
+            Ok((number, Err(error))) => {
+                running.retain(|attempt| attempt.number != number);
+                last_error = Some(ConnectError::Connect { addr: order[number], error });
+                // A failed attempt is no reason to wait: the next one starts now.
+                next_start = Instant::now();
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => unreachable!("this function holds a sender"),
         }
     }
-    Err(last.expect("at least one address to connect to"))
+    cut(&running);
+    match running.first() {
+        Some(attempt) => Err(ConnectError::Connect { addr: attempt.addr, error: io::ErrorKind::TimedOut.into() }),
+        None => {
+            Err(last_error.unwrap_or(ConnectError::Connect { addr: order[0], error: io::ErrorKind::TimedOut.into() }))
+        }
+    }
+}
+
+/// Starts attempt `number`, to `addr`, on a thread of its own, within `timeout`.
+fn start(
+    number: usize,
+    addr: SocketAddr,
+    timeout: Duration,
+    opts: &SocketOptions,
+    report: &crossbeam_channel::Sender<Outcome>,
+) -> io::Result<Attempt> {
+    let socket = Arc::new(sockopt::stream_for(addr, opts)?);
+    let (theirs, report) = (Arc::clone(&socket), report.clone());
+    std::thread::Builder::new().name("burrowd-connect".into()).stack_size(ATTEMPT_STACK).spawn(move || {
+        let outcome = sockopt::connect_within(&theirs, addr, timeout).map(|()| theirs);
+        // Nobody listens once another attempt has won; the socket then closes here.
+        let _ = report.send((number, outcome));
+    })?;
+    Ok(Attempt { number, addr, socket })
+}
+
+/// Cuts the attempts still under way. On Linux, shutting down a connecting socket wakes
+/// its connect at once with an error; elsewhere it may run on until its own timeout, and
+/// its socket closes then.
+fn cut(running: &[Attempt]) {
+    for attempt in running {
+        let _ = attempt.socket.shutdown(Shutdown::Both);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use socket2::{Domain, Type};
+    use std::net::TcpListener;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    /// A loopback port that drops every SYN: a listener whose accept queue is full. Keep
+    /// what it returns alive while it is used.
+    fn black_hole() -> (SocketAddr, Socket, Vec<TcpStream>) {
+        let full = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        full.bind(&addr("127.0.0.1:0").into()).unwrap();
+        full.listen(0).unwrap();
+        let hole = full.local_addr().unwrap().as_socket().unwrap();
+        let mut queued = Vec::new();
+        while let Ok(stream) = TcpStream::connect_timeout(&hole, Duration::from_millis(200)) {
+            queued.push(stream);
+            assert!(queued.len() < 16, "the accept queue never filled");
+        }
+        (hole, full, queued)
+    }
+
+    #[test]
+    fn families_alternate_from_the_resolvers_first() {
+        let (a6, b6, c6) = (addr("[::1]:1"), addr("[::1]:2"), addr("[::1]:3"));
+        let (a4, b4) = (addr("127.0.0.1:1"), addr("127.0.0.1:2"));
+        assert_eq!(interleave_families(&[a6, b6, c6, a4, b4]), [a6, a4, b6, b4, c6]);
+        assert_eq!(interleave_families(&[a4, b4, a6]), [a4, a6, b4]);
+        assert_eq!(interleave_families(&[a4, a6, b6, c6]), [a4, a6, b6, c6]);
+    }
+
+    #[test]
+    fn a_black_holed_first_address_costs_one_attempt_delay_not_a_timeout() {
+        let (hole, _full, _queued) = black_hole();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let good = listener.local_addr().unwrap();
+        let started = Instant::now();
+        let connected = connect_any(&[hole, good], Duration::from_secs(10), &Config::default().socket).unwrap();
+        let took = started.elapsed();
+        println!("the second address connected after {took:?}");
+        assert_eq!(connected.peer, good);
+        assert!(took >= ATTEMPT_DELAY && took < ATTEMPT_DELAY * 2, "{took:?}");
+    }
+
+    #[test]
+    fn a_refused_address_starts_the_next_at_once() {
+        let refused = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let good = listener.local_addr().unwrap();
+        let started = Instant::now();
+        let connected = connect_any(&[refused, good], Duration::from_secs(10), &Config::default().socket).unwrap();
+        assert_eq!(connected.peer, good);
+        assert!(started.elapsed() < ATTEMPT_DELAY, "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn every_address_shares_one_timeout() {
+        let (hole, _full, _queued) = black_hole();
+        let timeout = Duration::from_millis(600);
+        let started = Instant::now();
+        let err = connect_any(&[hole; 5], timeout, &Config::default().socket).err().expect("nothing answers");
+        let took = started.elapsed();
+        assert!(
+            matches!(&err, ConnectError::Connect { error, .. } if error.kind() == io::ErrorKind::TimedOut),
+            "{err}"
+        );
+        assert!(took >= timeout && took < timeout * 2, "five black holes took {took:?}, not one timeout");
+    }
 }

@@ -5,12 +5,13 @@ pub(crate) mod direct;
 pub(crate) mod upstream;
 
 use crate::net::negotiation::HandshakeError;
+use crate::wire::printable::Printable;
 use crate::wire::{self, addr::TargetAddr, socks5::ReplyCode};
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 
-pub(crate) use direct::{connect_addresses, resolve};
+pub(crate) use direct::{connect_any, resolve};
 
 /// Why an outbound connection was not made.
 #[derive(Debug)]
@@ -28,7 +29,7 @@ pub(crate) enum ConnectError {
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConnectError::Resolve { name, error } => write!(f, "cannot resolve {name}: {error}"),
+            ConnectError::Resolve { name, error } => write!(f, "cannot resolve {}: {error}", Printable(name)),
             ConnectError::Connect { addr, error } => write!(f, "connect to {addr}: {error}"),
             ConnectError::Upstream(failure) => failure.fmt(f),
             ConnectError::Denied { addr, why } => write!(f, "{addr}: {why}"),
@@ -43,6 +44,9 @@ pub(crate) struct Connected {
     pub peer: SocketAddr,
     /// The outbound socket's own address, as `ss -tn` shows it.
     pub local: SocketAddr,
+    /// Where the target sees the connection come from, for the CONNECT reply: `local`, or
+    /// through a chain the address the last hop reported for its own outbound socket.
+    pub source: TargetAddr,
 }
 
 /// Which hop of the chain failed, at what, and why.
@@ -78,6 +82,9 @@ pub(crate) enum UpstreamError {
     Replied(ReplyCode),
     /// Its UDP relay address is one we cannot send to.
     BadRelayAddress(TargetAddr),
+    /// Its UDP relay is on its loopback, and the hop before it (or we) reached it from
+    /// another host, at `from`.
+    UnreachableRelay { relay: TargetAddr, from: IpAddr },
     /// The conversation broke off: closed, timed out, malformed, or a socket error.
     Handshake(HandshakeError),
 }
@@ -90,6 +97,9 @@ impl fmt::Display for UpstreamError {
             UpstreamError::LoginRejected => write!(f, "it rejected our username/password"),
             UpstreamError::Replied(code) => write!(f, "it replied {code}"),
             UpstreamError::BadRelayAddress(addr) => write!(f, "it named UDP relay {addr}, which we cannot use"),
+            UpstreamError::UnreachableRelay { relay, from } => {
+                write!(f, "its UDP relay {relay} is on its loopback, out of reach from {from}")
+            }
             UpstreamError::Handshake(e) => e.fmt(f),
         }
     }

@@ -1,10 +1,17 @@
 //! Outbound traffic through upstream SOCKS5 proxies (`-F`): a SOCKS5 client built on
 //! [`crate::wire`], run hop by hop over one TCP connection.
 //!
-//! For TCP, burrowd connects to the first hop and asks it to CONNECT to the second hop,
-//! asks that one for the third, and so on; the last hop is asked for the target. Names
-//! are sent unresolved, so each hop resolves what it is asked for. For UDP, the first
-//! hop's UDP ASSOCIATE carries the datagrams.
+//! Every command goes through the whole chain. burrowd connects to the first hop and asks
+//! it to CONNECT to the second hop, asks that one for the third, and so on; the last hop
+//! is asked for the command itself: CONNECT to the target, or BIND (whose two replies come
+//! back the same way). Names are sent unresolved, so each hop resolves what it is asked for.
+//!
+//! UDP takes one association per hop, each on a TCP path of its own through the hops
+//! before it. A datagram is sent to the first hop's relay wrapped once per hop: the first
+//! hop's header names the second hop's relay, the second's the third's, and the last hop's
+//! header, the one our client wrote, names the target. Each hop takes its header off and
+//! sends the rest on; replies come back with one header per hop, the outer ones taken off
+//! here.
 
 use super::{ConnectError, Connected, UpstreamError, UpstreamFailure, direct};
 use crate::config::{Credentials, Hop, SocketOptions, UdpOptions};
@@ -12,8 +19,9 @@ use crate::net::negotiation::Negotiation;
 use crate::net::sockopt;
 use crate::wire::addr::TargetAddr;
 use crate::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
+use crate::wire::udp::{Header, MAX_HEADER_LEN};
 use crate::wire::userpass;
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,40 +34,145 @@ pub(crate) fn connect(
     timeout: Duration,
     opts: &SocketOptions,
 ) -> Result<Connected, ConnectError> {
-    let (mut negotiation, first) = reach_first_hop(chain, timeout, timeout * chain.len() as u32, opts)?;
-    for (index, hop) in chain.iter().enumerate() {
-        let next = chain.get(index + 1).map_or(target, |next_hop| &next_hop.addr);
-        request(&mut negotiation, hop.credentials.as_ref(), Command::Connect, next)
-            .map_err(|error| hop_error(chain, index, next, index + 1 == chain.len(), error))?;
-    }
-    Ok(Connected { stream: negotiation.into_stream(), peer: first.peer, local: first.local })
+    let last = chain.len() - 1;
+    let (mut negotiation, first, _) = path_to(chain, last, timeout, opts)?;
+    let source = request(&mut negotiation, chain[last].credentials.as_ref(), Command::Connect, target)
+        .map_err(|error| hop_error(chain, last, target, true, error))?;
+    Ok(Connected { stream: negotiation.into_stream(), peer: first.peer, local: first.local, source })
 }
 
-/// A UDP association with the first hop: datagrams sent on `socket` (connected to the
-/// hop's relay) carry a UDP ASSOCIATE header naming their target, and replies come back
-/// the same way. The association lasts while `control` stays open.
+/// A BIND the last hop of the chain serves: it listens, and its second reply is to come.
+pub(crate) struct UpstreamBind {
+    stream: TcpStream,
+    /// Where the last hop listens for the peer, from its first reply.
+    pub listening: TargetAddr,
+    /// The last hop (counting from 1) and the peer the client named, for a failure.
+    hop: usize,
+    proxy: TargetAddr,
+    named: TargetAddr,
+}
+
+/// Asks the last hop of `chain`, through the others, to BIND for the peer `named` (sent
+/// as it is, a name unresolved); returns once its first reply is in.
+pub(crate) fn bind(
+    chain: &[Hop],
+    named: &TargetAddr,
+    timeout: Duration,
+    opts: &SocketOptions,
+) -> Result<UpstreamBind, ConnectError> {
+    let last = chain.len() - 1;
+    let (mut negotiation, _, _) = path_to(chain, last, timeout, opts)?;
+    let listening = request(&mut negotiation, chain[last].credentials.as_ref(), Command::Bind, named)
+        .map_err(|error| hop_error(chain, last, named, true, error))?;
+    Ok(UpstreamBind {
+        stream: negotiation.into_stream(),
+        listening,
+        hop: chain.len(),
+        proxy: chain[last].addr.clone(),
+        named: named.clone(),
+    })
+}
+
+impl UpstreamBind {
+    /// The connection to the last hop, where its second reply will arrive.
+    pub(crate) fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Reads the second reply, which the hop sends once the peer has connected (or it has
+    /// given up), within `timeout`. Returns the connection, which now leads to the peer,
+    /// and the peer's address.
+    pub(crate) fn peer(self, timeout: Duration) -> Result<(TcpStream, TargetAddr), ConnectError> {
+        let (hop, proxy, named) = (self.hop, self.proxy, self.named);
+        let fail = |error| {
+            ConnectError::Upstream(Box::new(UpstreamFailure { hop, proxy, asked: named, for_target: true, error }))
+        };
+        let mut negotiation = match Negotiation::new(self.stream, timeout) {
+            Ok(negotiation) => negotiation,
+            Err(e) => return Err(fail(e.into())),
+        };
+        match read_reply(&mut negotiation) {
+            Ok(peer) => Ok((negotiation.into_stream(), peer)),
+            Err(error) => Err(fail(error)),
+        }
+    }
+}
+
+/// A UDP association through the chain: datagrams sent on `socket` (connected to the
+/// first hop's relay) carry [`UpstreamUdp::wrap`]'s headers, then a UDP ASSOCIATE header
+/// naming their target; replies come back the same way. The association lasts while every
+/// one of `controls` stays open.
 pub(crate) struct UpstreamUdp {
-    pub control: TcpStream,
+    /// The TCP connections the hops' associations live on, the first hop's first.
+    pub controls: Vec<TcpStream>,
     pub socket: Arc<UdpSocket>,
+    /// The first hop's relay, where every datagram goes.
     pub relay: SocketAddr,
+    /// The headers that carry a datagram from the first hop's relay to the last hop's,
+    /// outermost first: one per hop but the last, so none with one hop.
+    wrapping: Vec<u8>,
 }
 
 impl UpstreamUdp {
-    /// The TCP connection the association lives on: its local address and the hop's.
+    /// The TCP connection to the first hop that the associations live on: its local
+    /// address and the hop's.
     pub(crate) fn control_leg(&self) -> Option<(SocketAddr, SocketAddr)> {
-        Some((self.control.local_addr().ok()?, self.control.peer_addr().ok()?))
+        let first = self.controls.first()?;
+        Some((first.local_addr().ok()?, first.peer_addr().ok()?))
+    }
+
+    /// The room [`UpstreamUdp::wrap`] needs in front of a datagram through a chain of `hops`.
+    pub(crate) fn max_wrapping_len(hops: usize) -> usize {
+        hops.saturating_sub(1) * MAX_HEADER_LEN
+    }
+
+    /// The bytes [`UpstreamUdp::wrap`] writes.
+    pub(crate) fn wrapping_len(&self) -> usize {
+        self.wrapping.len()
+    }
+
+    /// How many headers of the hops in between a reply carries in front of the last hop's.
+    pub(crate) fn outer_headers(&self) -> usize {
+        self.controls.len() - 1
+    }
+
+    /// Writes the headers for the hops in between just in front of `at` in `buf`, where a
+    /// datagram for the last hop starts; returns where the whole datagram now starts.
+    pub(crate) fn wrap(&self, buf: &mut [u8], at: usize) -> usize {
+        let start = at - self.wrapping.len();
+        buf[start..at].copy_from_slice(&self.wrapping);
+        start
     }
 }
 
-/// Asks the first hop of `chain` for a UDP association. Its reply code is about this very
-/// request, so an error passes it on as the verdict for our client.
+/// Where the last hop's header starts in a reply from the first hop's relay, and where its
+/// payload starts, once the `outer` headers of the hops in between are passed; `None` for a
+/// datagram to drop (a header that does not parse, or a fragment).
+pub(crate) fn last_hop_header(datagram: &[u8], outer: usize) -> Option<(usize, usize)> {
+    let mut at = 0;
+    for _ in 0..outer {
+        let (header, len) = Header::parse(&datagram[at..]).ok()?;
+        if header.frag != 0 {
+            return None;
+        }
+        at += len;
+    }
+    match Header::parse(&datagram[at..]) {
+        Ok((header, len)) if header.frag == 0 => Some((at, at + len)),
+        _ => None,
+    }
+}
+
+/// Asks every hop of `chain` for a UDP association, each through the hops before it. A
+/// hop's reply code is about this very request, so an error passes it on as the verdict
+/// for our client.
 pub(crate) fn udp_associate(
     chain: &[Hop],
     timeout: Duration,
     opts: &SocketOptions,
     udp_opts: &UdpOptions,
 ) -> Result<UpstreamUdp, ConnectError> {
-    let (mut negotiation, first) = reach_first_hop(chain, timeout, timeout, opts)?;
+    let (mut negotiation, first, _) = path_to(chain, 0, timeout, opts)?;
     // Our UDP socket is bound before asking, so the request can name the exact address
     // the hop should accept datagrams from.
     let local_error = |e: std::io::Error| hop_error(chain, 0, &chain[0].addr, false, e.into());
@@ -67,16 +180,59 @@ pub(crate) fn udp_associate(
     let from = socket.local_addr().map_err(local_error)?;
     let asked = TargetAddr::Ip(from);
     let hop_failed = |error| hop_error(chain, 0, &asked, true, error);
-    let bound =
+    let reported =
         request(&mut negotiation, chain[0].credentials.as_ref(), Command::UdpAssociate, &asked).map_err(hop_failed)?;
-    let relay = match bound {
-        // An unspecified address means "where you reached me" (RFC 1928 leaves it open).
-        TargetAddr::Ip(relay) if relay.ip().is_unspecified() => SocketAddr::new(first.peer.ip(), relay.port()),
-        TargetAddr::Ip(relay) if relay.port() != 0 && same_family(relay.ip(), from.ip()) => relay,
-        other => return Err(hop_failed(UpstreamError::BadRelayAddress(other))),
+    let relay = match relay_address(reported, &TargetAddr::Ip(first.peer), Some(from.ip())) {
+        Ok(TargetAddr::Ip(relay)) if same_family(relay.ip(), from.ip()) => relay,
+        Ok(other) => return Err(hop_failed(UpstreamError::BadRelayAddress(other))),
+        Err(error) => return Err(hop_failed(error)),
     };
     socket.connect(relay).map_err(|e| hop_failed(e.into()))?;
-    Ok(UpstreamUdp { control: negotiation.into_stream(), socket: Arc::new(socket), relay })
+    let mut controls = vec![negotiation.into_stream()];
+    let mut wrapping = Vec::new();
+    for index in 1..chain.len() {
+        let (mut negotiation, _, seen_as) = path_to(chain, index, timeout, opts)?;
+        // Datagrams reach this hop from the previous hop's relay, whose port we cannot
+        // know, so none is named (all zeros, as RFC 1928 allows).
+        let asked = TargetAddr::Ip(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0));
+        let hop_failed = |error| hop_error(chain, index, &asked, true, error);
+        let reported = request(&mut negotiation, chain[index].credentials.as_ref(), Command::UdpAssociate, &asked)
+            .map_err(hop_failed)?;
+        let previous_hop_ip = match seen_as {
+            TargetAddr::Ip(seen_as) if !seen_as.ip().is_unspecified() => Some(seen_as.ip()),
+            _ => None,
+        };
+        let relay = relay_address(reported, &chain[index].addr, previous_hop_ip).map_err(hop_failed)?;
+        let header = Header { frag: 0, addr: relay.as_addr() };
+        let at = wrapping.len();
+        wrapping.resize(at + header.encoded_len(), 0);
+        header.emit(&mut wrapping[at..]);
+        controls.push(negotiation.into_stream());
+    }
+    Ok(UpstreamUdp { controls, socket: Arc::new(socket), relay, wrapping })
+}
+
+/// Where a hop's UDP relay is, for the one before it (or us) to send to: `reported` is what
+/// the hop replied, `hop` the address it was reached at, and `from` the address the one
+/// before reached it from, where known.
+fn relay_address(reported: TargetAddr, hop: &TargetAddr, from: Option<IpAddr>) -> Result<TargetAddr, UpstreamError> {
+    match reported {
+        TargetAddr::Ip(relay) if relay.port() == 0 => Err(UpstreamError::BadRelayAddress(reported)),
+        // An unspecified address means "where you reached me" (RFC 1928 leaves it open).
+        TargetAddr::Ip(relay) if relay.ip().is_unspecified() => Ok(match hop {
+            TargetAddr::Ip(hop) => TargetAddr::Ip(SocketAddr::new(hop.ip(), relay.port())),
+            TargetAddr::Domain(name, _) => TargetAddr::Domain(name.clone(), relay.port()),
+        }),
+        // A relay on the hop's loopback is out of reach from another host.
+        TargetAddr::Ip(relay)
+            if relay.ip().to_canonical().is_loopback()
+                && from.is_some_and(|from| !from.to_canonical().is_loopback()) =>
+        {
+            Err(UpstreamError::UnreachableRelay { relay: reported, from: from.expect("checked") })
+        }
+        TargetAddr::Domain(_, 0) => Err(UpstreamError::BadRelayAddress(reported)),
+        reported => Ok(reported),
+    }
 }
 
 fn same_family(a: IpAddr, b: IpAddr) -> bool {
@@ -90,19 +246,28 @@ struct FirstHop {
     local: SocketAddr,
 }
 
-/// Opens the TCP connection to the first hop within `timeout`, ready for a negotiation
-/// within `budget`.
-fn reach_first_hop(
+/// A TCP path to hop `to` of the chain: connected to the first hop, then by CONNECT
+/// through each hop before `to`, with `timeout` for each step and for one request at hop
+/// `to`. Returns the negotiation, now talking to hop `to`, and the address hop `to` sees
+/// the path come from (our own for the first hop; else what the hop before replied).
+fn path_to(
     chain: &[Hop],
+    to: usize,
     timeout: Duration,
-    budget: Duration,
     opts: &SocketOptions,
-) -> Result<(Negotiation, FirstHop), ConnectError> {
+) -> Result<(Negotiation, FirstHop, TargetAddr), ConnectError> {
     let first = &chain.first().expect("a chain has at least one hop").addr;
     let unreachable = |e| hop_error(chain, 0, first, false, UpstreamError::Unreachable(Box::new(e)));
-    let Connected { stream, peer, local } = direct::connect_direct(first, timeout, opts).map_err(unreachable)?;
-    let negotiation = Negotiation::new(stream, budget).map_err(|e| hop_error(chain, 0, first, false, e.into()))?;
-    Ok((negotiation, FirstHop { peer, local }))
+    let Connected { stream, peer, local, .. } = direct::connect_direct(first, timeout, opts).map_err(unreachable)?;
+    let budget = timeout * (to as u32 + 1);
+    let mut negotiation = Negotiation::new(stream, budget).map_err(|e| hop_error(chain, 0, first, false, e.into()))?;
+    let mut seen_as = TargetAddr::Ip(local);
+    for index in 0..to {
+        let next = &chain[index + 1].addr;
+        seen_as = request(&mut negotiation, chain[index].credentials.as_ref(), Command::Connect, next)
+            .map_err(|error| hop_error(chain, index, next, false, error))?;
+    }
+    Ok((negotiation, FirstHop { peer, local }, seen_as))
 }
 
 fn hop_error(chain: &[Hop], index: usize, asked: &TargetAddr, for_target: bool, error: UpstreamError) -> ConnectError {
@@ -134,8 +299,7 @@ fn request(
     match (choice.method, credentials) {
         (method::NO_AUTH, _) => {}
         (method::USER_PASS, Some(credentials)) => {
-            let login =
-                userpass::Request { user: credentials.user.as_bytes(), password: credentials.password.as_bytes() };
+            let login = userpass::Request { user: &credentials.user, password: &credentials.password };
             let len = login.emit(&mut buf);
             negotiation.write(&buf[..len])?;
             let status = userpass::Status::parse(negotiation.read_message(&mut buf, |_| Ok(userpass::Status::LEN))?)?;
@@ -147,6 +311,12 @@ fn request(
     }
     let len = Request { command, addr: addr.as_addr() }.emit(&mut buf);
     negotiation.write(&buf[..len])?;
+    read_reply(negotiation)
+}
+
+/// Reads one reply; returns its address if it is a success.
+fn read_reply(negotiation: &mut Negotiation) -> Result<TargetAddr, UpstreamError> {
+    let mut buf = [0u8; Reply::MAX_LEN];
     let reply = Reply::parse(negotiation.read_message(&mut buf, Reply::wanted_len)?)?;
     if reply.code != ReplyCode::SUCCEEDED {
         return Err(UpstreamError::Replied(reply.code));
@@ -181,6 +351,43 @@ mod tests {
         let message = err.to_string();
         assert!(message.starts_with(&format!("upstream hop 1 ({down})")), "{message}");
         assert!(!message.contains('\n'));
+    }
+
+    #[test]
+    fn a_relay_on_a_hops_loopback_is_out_of_reach_from_another_host() {
+        let ip = |text: &str| -> IpAddr { text.parse().unwrap() };
+        let relay = |text: &str| TargetAddr::Ip(text.parse().unwrap());
+        let hop = TargetAddr::Domain("hop2.example".into(), 1080);
+        let err = relay_address(relay("127.0.0.1:5000"), &hop, Some(ip("192.0.2.1"))).unwrap_err();
+        assert_eq!(err.to_string(), "its UDP relay 127.0.0.1:5000 is on its loopback, out of reach from 192.0.2.1");
+        // From the same host, or where the hop before is not known, it is taken as it is.
+        assert_eq!(
+            relay_address(relay("127.0.0.1:5000"), &hop, Some(ip("127.0.0.1"))).unwrap(),
+            relay("127.0.0.1:5000")
+        );
+        assert_eq!(relay_address(relay("[::1]:5000"), &hop, None).unwrap(), relay("[::1]:5000"));
+        // All zeros means the address the hop was reached at.
+        let reached = relay_address(relay("0.0.0.0:5000"), &hop, Some(ip("192.0.2.1"))).unwrap();
+        assert_eq!(reached, TargetAddr::Domain("hop2.example".into(), 5000));
+        assert!(matches!(relay_address(relay("192.0.2.9:0"), &hop, None), Err(UpstreamError::BadRelayAddress(_))));
+    }
+
+    #[test]
+    fn a_reply_loses_the_headers_of_the_hops_in_between() {
+        let mut datagram = Vec::new();
+        for addr in ["127.0.0.1:2000", "127.0.0.1:3000", "127.0.0.1:53"] {
+            let header = Header { frag: 0, addr: crate::wire::addr::Addr::Ip(addr.parse().unwrap()) };
+            let at = datagram.len();
+            datagram.resize(at + header.encoded_len(), 0);
+            header.emit(&mut datagram[at..]);
+        }
+        datagram.extend_from_slice(b"answer");
+        let (start, payload) = last_hop_header(&datagram, 2).unwrap();
+        assert_eq!((start, &datagram[payload..]), (20, &b"answer"[..]));
+        assert_eq!(last_hop_header(&datagram, 0), Some((0, 10)));
+        datagram[12] = 1; // the second header's FRAG
+        assert_eq!(last_hop_header(&datagram, 2), None, "a fragment anywhere is dropped");
+        assert_eq!(last_hop_header(&datagram[..15], 2), None);
     }
 
     #[test]

@@ -46,9 +46,8 @@ enum Bound {
 
 impl Server {
     /// Binds every service's socket, then starts serving. Fails, naming the address, if
-    /// any cannot be bound, or if the config asks for what burrowd cannot do.
+    /// any cannot be bound.
     pub fn start(config: Config) -> io::Result<Server> {
-        config.check().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let mut bound = Vec::new();
         for spec in &config.services {
             let addr = spec.listen_addr();
@@ -113,9 +112,6 @@ impl Server {
         }
         for hop in &ctx.config.chain {
             log::info!("outbound connections go through {hop}");
-        }
-        if !ctx.config.carries_udp() {
-            log::warn!("UDP ASSOCIATE is refused (reply 7): UDP goes through one upstream hop at most");
         }
         Ok(Server { ctx, addrs, status_addr, accept_threads, stopping })
     }

@@ -65,14 +65,13 @@ impl Context {
         for addr in &addrs {
             permitted(addr.ip()).map_err(|why| ConnectError::Denied { addr: *addr, why })?;
         }
-        outbound::connect_addresses(&addrs, config.connect_timeout, &config.socket)
+        outbound::connect_any(&addrs, config.connect_timeout, &config.socket)
     }
 
-    /// The UDP association with the upstream hop that UDP traffic goes through, or `None`
-    /// without a chain. Only for a config that [`Config::carries_udp`].
+    /// The UDP association through the upstream chain that UDP traffic goes through, or
+    /// `None` without a chain.
     pub(crate) fn udp_upstream(&self) -> Result<Option<UpstreamUdp>, ConnectError> {
         let config = &self.config;
-        debug_assert!(config.carries_udp(), "UDP through {} hops", config.chain.len());
         if config.chain.is_empty() {
             return Ok(None);
         }

@@ -17,6 +17,7 @@ pub(crate) struct SessionLog {
     pub id: u64,
     pub client: SocketAddr,
     started: Instant,
+    /// Shown as it is: whoever fills it in escapes what the client chose.
     pub user: Option<String>,
     pub command: Option<String>,
     /// The target as the client asked for it (a name stays a name).
@@ -179,6 +180,20 @@ impl FoldedWarning {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clients_name_cannot_forge_fields_or_lines_of_its_own() {
+        let mut log = SessionLog::new(7, "127.0.0.1:5000".parse().unwrap());
+        let forged = "x.org (10.0.0.1:80) up 0 B down 0 B 0.0s: closed\nsession 8 \u{2028}\u{202e}";
+        log.target = Some(TargetAddr::Domain(forged.into(), 80));
+        log.outcome = "closed".into();
+        let line = log.to_string();
+        assert!(
+            line.contains(r#" "x.org (10.0.0.1:80) up 0 B down 0 B 0.0s: closed\nsession 8 \u{2028}\u{202e}":80 "#),
+            "{line}"
+        );
+        assert!(!line.contains(['\n', '\u{2028}', '\u{202e}']), "{line}");
+    }
 
     #[test]
     fn the_log_line_names_every_count() {

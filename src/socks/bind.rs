@@ -1,5 +1,7 @@
 //! BIND, for SOCKS5 and SOCKS4 alike: listen on a new socket, tell the client where, wait
 //! for one connection from the peer the client named, tell the client who came, relay.
+//! Through an upstream chain the last hop does the listening: its two replies are passed
+//! on, and the relay runs through the chain.
 //!
 //! The protocol modules only word the replies (see [`SocksReplies`]); the socket and the wait
 //! live here.
@@ -10,16 +12,16 @@ use crate::config::SocketOptions;
 use crate::config::rules::Cmd;
 use crate::net::negotiation::Negotiation;
 use crate::net::sockopt;
-use crate::outbound;
-use crate::session::access::Access;
+use crate::outbound::{self, upstream};
+use crate::session::access::{Access, Denied};
 use crate::session::{Context, Established, SessionLog, State};
-use crate::wire::addr::TargetAddr;
+use crate::wire::addr::{Addr, TargetAddr};
 use std::io;
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long the wait sleeps between looks at the listener and the control connection.
+/// How long the wait sleeps between looks at what it waits for and the control connection.
 /// The standard library has no poll() over two sockets without unsafe code, so the wait
 /// polls both without blocking and sleeps in between. The sleep starts short and doubles
 /// up to its cap: a peer that connects right after the first reply, as an FTP server
@@ -38,6 +40,13 @@ pub(super) fn serve(
     log: &mut SessionLog,
     replies: &impl SocksReplies,
 ) -> Option<Established> {
+    if let Err(denied) = check_named(access, named) {
+        replies.fail(negotiation, denied.into(), log);
+        return None;
+    }
+    if !ctx.config.chain.is_empty() {
+        return serve_through_chain(ctx, negotiation, named, access, log, replies);
+    }
     let bound = match Bound::open(negotiation.stream(), named, access, &ctx.config.socket) {
         Ok(bound) => bound,
         Err(failure) => {
@@ -46,7 +55,7 @@ pub(super) fn serve(
         }
     };
     log.outbound_local = Some(bound.addr);
-    if let Err(e) = replies.granted(&mut negotiation, bound.addr, log) {
+    if let Err(e) = replies.granted(&mut negotiation, Addr::Ip(bound.addr), log) {
         log.outcome = e.to_string();
         return None;
     }
@@ -65,11 +74,139 @@ pub(super) fn serve(
         }
     };
     log.reached = Some(peer.addr);
-    if let Err(e) = replies.granted(&mut negotiation, peer.addr, log) {
+    if let Err(e) = replies.granted(&mut negotiation, Addr::Ip(peer.addr), log) {
         log.outcome = e.to_string();
         return None;
     }
     Some(Established::new(negotiation, peer.stream))
+}
+
+/// BIND at the last hop of the chain: its first reply (where it listens) and its second
+/// (who came) go to the client as they are; nothing is resolved or listened on here.
+fn serve_through_chain(
+    ctx: &Arc<Context>,
+    mut negotiation: Negotiation,
+    named: &TargetAddr,
+    access: &Access,
+    log: &mut SessionLog,
+    replies: &impl SocksReplies,
+) -> Option<Established> {
+    let config = &ctx.config;
+    let bound = match upstream::bind(&config.chain, named, config.connect_timeout, &config.socket) {
+        Ok(bound) => bound,
+        Err(e) => {
+            replies.fail(negotiation, e.into(), log);
+            return None;
+        }
+    };
+    log.outbound_local = ip_of(&bound.listening);
+    if let Err(e) = replies.granted(&mut negotiation, bound.listening.as_addr(), log) {
+        log.outcome = e.to_string();
+        return None;
+    }
+    log.publish(State::BindWaiting);
+    let local = |e| WaitEnd::Failed(Failure::Local(e));
+    let waited = bound.stream().set_nonblocking(true).map_err(local).and_then(|()| {
+        let mut probe = [0u8; 1];
+        // Bytes (or the hop closing) mean its second reply has come; the reply is read next.
+        let arrived = || match bound.stream().peek(&mut probe) {
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(None),
+            _ => Ok(Some(())),
+        };
+        wait_for(negotiation.stream(), config.bind_timeout, arrived)
+    });
+    let waited = waited.and_then(|()| bound.stream().set_nonblocking(false).map_err(local));
+    match waited {
+        Ok(()) => {}
+        Err(WaitEnd::Failed(failure)) => {
+            replies.fail(negotiation, failure, log);
+            return None;
+        }
+        Err(WaitEnd::ClientGone(why)) => {
+            log.outcome = why;
+            return None;
+        }
+    }
+    let (stream, peer) = match bound.peer(config.connect_timeout) {
+        Ok(peer) => peer,
+        Err(e) => {
+            replies.fail(negotiation, e.into(), log);
+            return None;
+        }
+    };
+    log.reached = ip_of(&peer);
+    // The hop names the peer that came; an address is judged like one that came here.
+    if let Some(Err(denied)) = log.reached.map(|peer| access.check_address(Cmd::Bind, named, peer.ip())) {
+        replies.fail(negotiation, denied.into(), log);
+        return None;
+    }
+    if let Err(e) = replies.granted(&mut negotiation, peer.as_addr(), log) {
+        log.outcome = e.to_string();
+        return None;
+    }
+    Some(Established::new(negotiation, stream))
+}
+
+/// The rules on the peer a BIND names, before anything is listened on: all zeros names
+/// nobody yet, so only the client and the command are judged.
+fn check_named(access: &Access, named: &TargetAddr) -> Result<(), Denied> {
+    match named {
+        TargetAddr::Ip(sa) if sa.ip().is_unspecified() => access.check_command(Cmd::Bind),
+        _ => access.check_target(Cmd::Bind, named),
+    }
+}
+
+fn ip_of(addr: &TargetAddr) -> Option<SocketAddr> {
+    match addr {
+        TargetAddr::Ip(addr) => Some(*addr),
+        TargetAddr::Domain(..) => None,
+    }
+}
+
+/// Waits up to `timeout` for `arrived` to give something, giving up early if the client
+/// hangs up; `arrived` must not block. Whatever the client sends meanwhile stays in its
+/// socket for the relay. The control connection is non-blocking only during the wait.
+fn wait_for<T>(
+    control: &TcpStream,
+    timeout: Duration,
+    mut arrived: impl FnMut() -> Result<Option<T>, WaitEnd>,
+) -> Result<T, WaitEnd> {
+    control.set_nonblocking(true).map_err(|e| WaitEnd::Failed(Failure::Local(e)))?;
+    let waited = poll(control, timeout, &mut arrived);
+    // The control connection goes on to a reply and maybe the relay, which block.
+    control.set_nonblocking(false).map_err(|e| WaitEnd::Failed(Failure::Local(e)))?;
+    waited
+}
+
+fn poll<T>(
+    control: &TcpStream,
+    timeout: Duration,
+    arrived: &mut impl FnMut() -> Result<Option<T>, WaitEnd>,
+) -> Result<T, WaitEnd> {
+    let deadline = Instant::now() + timeout;
+    let mut tick = FIRST_TICK;
+    let mut probe = [0u8; 1];
+    loop {
+        if let Some(done) = arrived()? {
+            return Ok(done);
+        }
+        match control.peek(&mut probe) {
+            Ok(0) => return Err(WaitEnd::ClientGone("client closed while waiting for the BIND peer".into())),
+            // Data the client sent ahead of the peer stays in the socket for the relay.
+            Ok(_) => {}
+            // Nothing from the client.
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(e) => {
+                return Err(WaitEnd::ClientGone(format!("client error while waiting for the BIND peer: {e}")));
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(WaitEnd::Failed(Failure::BindTimedOut(timeout)));
+        }
+        std::thread::sleep(tick.min(left));
+        tick = (tick * 2).min(MAX_TICK);
+    }
 }
 
 /// A listening socket waiting for the one connection a BIND is for.
@@ -99,20 +236,18 @@ enum WaitEnd {
 }
 
 impl Bound {
-    /// Listens on the address the client reached us on, any free port.
+    /// Listens on the address the client reached us on, any free port; or, when the
+    /// client named a peer only of the other address family, on this host's address
+    /// toward that peer.
     ///
     /// The peer must connect to where burrowd's outbound traffic comes from. burrowd
     /// connects out directly from this host, so any of the host's addresses is right in
     /// principle; the one the client reached us on is an address the host certainly
     /// answers on, of the client's address family, and on one host or one network the one
     /// the peer can reach too. (0.0.0.0 would listen everywhere but cannot go in a reply.)
-    /// The rules judge the peer the client names (for a name, each of its addresses) now,
-    /// and the peer that comes in [`Bound::wait`]; all zeros names nobody yet.
+    /// A peer of the other family could never connect to it, though. The rules judge each
+    /// address of a named peer now, and the peer that comes in [`Bound::wait`].
     fn open(control: &TcpStream, named: &TargetAddr, access: &Access, opts: &SocketOptions) -> Result<Bound, Failure> {
-        match named {
-            TargetAddr::Ip(sa) if sa.ip().is_unspecified() => access.check_command(Cmd::Bind)?,
-            _ => access.check_target(Cmd::Bind, named)?,
-        }
         let expected = expected_peers(named)?;
         for &peer in &expected {
             access.check_address(Cmd::Bind, named, peer)?;
@@ -121,6 +256,11 @@ impl Bound {
         // with the scope (interface) it came with.
         let mut local = control.local_addr().map_err(Failure::Local)?;
         local.set_ip(local.ip().to_canonical());
+        if let Some(&peer) = expected.first()
+            && !expected.iter().any(|ip| ip.is_ipv6() == local.is_ipv6())
+        {
+            local = SocketAddr::new(local_ip_toward(peer).map_err(Failure::Local)?, 0);
+        }
         local.set_port(0);
         let listener = sockopt::listen(local, opts).map_err(Failure::Local)?;
         let addr = listener.local_addr().map_err(Failure::Local)?;
@@ -135,49 +275,13 @@ impl Bound {
         opts: &SocketOptions,
         permitted: &Permitted,
     ) -> Result<Peer, WaitEnd> {
-        let local = |e| WaitEnd::Failed(Failure::Local(e));
-        self.listener.set_nonblocking(true).map_err(local)?;
-        control.set_nonblocking(true).map_err(local)?;
-        let waited = self.poll(control, timeout, opts, permitted);
-        // The control connection goes on to a reply and maybe the relay, which block.
-        control.set_nonblocking(false).map_err(local)?;
-        waited
-    }
-
-    fn poll(
-        &self,
-        control: &TcpStream,
-        timeout: Duration,
-        opts: &SocketOptions,
-        permitted: &Permitted,
-    ) -> Result<Peer, WaitEnd> {
-        let deadline = Instant::now() + timeout;
-        let mut tick = FIRST_TICK;
-        let mut probe = [0u8; 1];
-        loop {
-            match self.listener.accept() {
-                Ok((stream, addr)) => return self.admit(stream, addr, opts, permitted),
-                // Nobody yet, or a peer that gave up before we took it.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || is_transient(&e) => {}
-                Err(e) => return Err(WaitEnd::Failed(Failure::Local(e))),
-            }
-            match control.peek(&mut probe) {
-                Ok(0) => return Err(WaitEnd::ClientGone("client closed while waiting for the BIND peer".into())),
-                // Data the client sent ahead of the peer stays in the socket for the relay.
-                Ok(_) => {}
-                // Nothing from the client.
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
-                Err(e) => {
-                    return Err(WaitEnd::ClientGone(format!("client error while waiting for the BIND peer: {e}")));
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(WaitEnd::Failed(Failure::BindTimedOut(timeout)));
-            }
-            std::thread::sleep(tick.min(left));
-            tick = (tick * 2).min(MAX_TICK);
-        }
+        self.listener.set_nonblocking(true).map_err(|e| WaitEnd::Failed(Failure::Local(e)))?;
+        wait_for(control, timeout, || match self.listener.accept() {
+            Ok((stream, addr)) => self.admit(stream, addr, opts, permitted).map(Some),
+            // Nobody yet, or a peer that gave up before we took it.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || is_transient(&e) => Ok(None),
+            Err(e) => Err(WaitEnd::Failed(Failure::Local(e))),
+        })
     }
 
     /// Takes the peer if it comes from an expected address; otherwise closes it.
@@ -212,6 +316,18 @@ fn expected_peers(named: &TargetAddr) -> Result<Vec<IpAddr>, Failure> {
         TargetAddr::Ip(sa) => Ok(vec![sa.ip().to_canonical()]),
         TargetAddr::Domain(..) => Ok(outbound::resolve(named)?.iter().map(|sa| sa.ip().to_canonical()).collect()),
     }
+}
+
+/// The address this host sends from toward `peer`: a UDP socket's connect asks the
+/// routing table and sends nothing.
+fn local_ip_toward(peer: IpAddr) -> io::Result<IpAddr> {
+    let any = match peer {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    let socket = UdpSocket::bind(SocketAddr::new(any, 0))?;
+    socket.connect(SocketAddr::new(peer, 9))?;
+    Ok(socket.local_addr()?.ip())
 }
 
 fn is_expected(expected: &[IpAddr], peer: IpAddr) -> bool {

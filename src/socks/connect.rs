@@ -5,8 +5,7 @@ use crate::config::rules::Cmd;
 use crate::net::negotiation::{HandshakeError, Negotiation};
 use crate::session::access::Access;
 use crate::session::{Context, Established, SessionLog};
-use crate::wire::addr::TargetAddr;
-use std::net::SocketAddr;
+use crate::wire::addr::{Addr, TargetAddr};
 use std::sync::Arc;
 
 /// How one protocol words its replies. The command flows (CONNECT below, BIND in
@@ -16,14 +15,15 @@ pub(crate) trait SocksReplies {
     fn granted(
         &self,
         negotiation: &mut Negotiation,
-        addr: SocketAddr,
+        addr: Addr<'_>,
         log: &mut SessionLog,
     ) -> Result<(), HandshakeError>;
     /// Sends the reply `failure` earns, records it in the log, and closes.
     fn fail(&self, negotiation: Negotiation, failure: Failure, log: &mut SessionLog);
 }
 
-/// CONNECT: opens the outbound connection and replies with its local address.
+/// CONNECT: opens the outbound connection and replies with the address the target sees
+/// it come from: our outbound socket's, or through a chain the last hop's.
 pub(super) fn serve_connect(
     ctx: &Arc<Context>,
     mut negotiation: Negotiation,
@@ -47,7 +47,7 @@ pub(super) fn serve_connect(
     };
     log.reached = Some(connected.peer);
     log.outbound_local = Some(connected.local);
-    if let Err(e) = replies.granted(&mut negotiation, connected.local, log) {
+    if let Err(e) = replies.granted(&mut negotiation, connected.source.as_addr(), log) {
         log.outcome = e.to_string();
         return None;
     }

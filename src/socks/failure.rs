@@ -13,8 +13,6 @@ use std::time::Duration;
 pub(super) enum Failure {
     /// The request itself was malformed (unknown command, unknown address type, ...).
     Malformed(wire::Error),
-    /// A command burrowd does not serve in this setup.
-    CommandNotSupported,
     /// Our rules refuse the request.
     NotAllowed(&'static str),
     /// The access rules refuse it (`--allow`, `--deny`, `--rules`).
@@ -34,7 +32,6 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Malformed(e) => write!(f, "malformed request: {e}"),
-            Failure::CommandNotSupported => write!(f, "command not supported"),
             Failure::NotAllowed(why) => write!(f, "not allowed: {why}"),
             Failure::Denied(denied) => denied.fmt(f),
             Failure::Connect(e) => e.fmt(f),
@@ -60,9 +57,7 @@ impl From<ConnectError> for Failure {
 /// The SOCKS5 reply code for a failure.
 pub(super) fn socks5_code(failure: &Failure) -> ReplyCode {
     match failure {
-        Failure::Malformed(wire::Error::UnknownCommand(_)) | Failure::CommandNotSupported => {
-            ReplyCode::COMMAND_NOT_SUPPORTED
-        }
+        Failure::Malformed(wire::Error::UnknownCommand(_)) => ReplyCode::COMMAND_NOT_SUPPORTED,
         Failure::Malformed(wire::Error::UnknownAddressType(_)) => ReplyCode::ADDRESS_TYPE_NOT_SUPPORTED,
         Failure::Malformed(_) | Failure::Local(_) => ReplyCode::GENERAL_FAILURE,
         Failure::NotAllowed(_) | Failure::Denied(_) | Failure::UnexpectedPeer(_) => ReplyCode::NOT_ALLOWED,
@@ -132,7 +127,6 @@ mod tests {
             (Failure::NotAllowed("rule"), 2),
             (Failure::UnexpectedPeer("127.0.0.2:4000".parse().unwrap()), 2),
             (Failure::BindTimedOut(std::time::Duration::from_secs(60)), 4),
-            (Failure::CommandNotSupported, 7),
             (Failure::Malformed(wire::Error::UnknownCommand(9)), 7),
             (Failure::Malformed(wire::Error::UnknownAddressType(9)), 8),
             (Failure::Malformed(wire::Error::BadDomain), 1),

@@ -16,10 +16,11 @@
 //! batch's buffer, so relaying allocates nothing while traffic flows; an idle thread's
 //! buffer shrinks back to one datagram's worth.
 //!
-//! With one upstream hop (`-F`), the association holds a UDP association of its own with
-//! that hop instead of outbound sockets: datagrams go to the hop's relay as they came,
-//! header and all (the hop resolves names and reaches targets), and the hop's datagrams,
-//! already labelled with their source, come back the same way.
+//! With upstream hops (`-F`), the association holds UDP associations of its own through
+//! the chain instead of outbound sockets: datagrams go to the first hop's relay as they
+//! came, header and all (the last hop resolves names and reaches targets), behind one more
+//! header for each hop in between; the last hop's datagrams, already labelled with their
+//! source, come back the same way and lose the outer headers here.
 
 use crate::config::UdpOptions;
 use crate::config::rules::Cmd;
@@ -27,7 +28,7 @@ use crate::net::is_timeout;
 use crate::net::relay::{Activity, Meter};
 use crate::net::sockopt;
 use crate::net::udp_batch::{Batch, Outgoing};
-use crate::outbound::upstream::UpstreamUdp;
+use crate::outbound::upstream::{UpstreamUdp, last_hop_header};
 use crate::outbound::{self, ConnectError};
 use crate::session::Context;
 use crate::session::access::{Access, Denied};
@@ -123,7 +124,9 @@ impl Association {
         let advertised = SocketAddr::new(udp.advertise.unwrap_or(local.ip()), relay.local_addr()?.port());
         let client_port = Some(requested.port()).filter(|&port| port != 0);
         if let Some(upstream) = &upstream {
-            upstream.control.set_nonblocking(true)?;
+            for control in &upstream.controls {
+                control.set_nonblocking(true)?;
+            }
             upstream.socket.set_read_timeout(Some(TICK))?;
         }
         let access = access.clone();
@@ -246,7 +249,10 @@ impl ClientSide {
         if let Err(e) = control.set_nonblocking(true) {
             return UdpEnd::ControlFailed(e);
         }
-        let mut batch = Batch::new(0);
+        // Room in front of each datagram for the headers of the hops between the first
+        // and the last.
+        let front = self.upstream.as_ref().map_or(0, UpstreamUdp::wrapping_len);
+        let mut batch = Batch::new(front);
         // What a batch sends, by socket: IPv4 outbound, IPv6 outbound, the upstream hop.
         let mut out: [Vec<Outgoing<usize>>; 3] = Default::default();
         let mut next_check = Instant::now() + TICK;
@@ -255,7 +261,11 @@ impl ClientSide {
                 Ok(count) => {
                     for i in 0..count {
                         let (datagram, from) = batch.datagram(i);
-                        if let Some((route, outgoing)) = self.forward(i, datagram, from) {
+                        if let Some((route, mut outgoing)) = self.forward(i, datagram, from) {
+                            outgoing.range = front + outgoing.range.start..front + outgoing.range.end;
+                            if let (Route::Upstream, Some(upstream)) = (route, &self.upstream) {
+                                outgoing.range.start = upstream.wrap(batch.slot_mut(i), front);
+                            }
                             out[route as usize].push(outgoing);
                         }
                     }
@@ -283,7 +293,7 @@ impl ClientSide {
         if let Some(end) = control_ended(control) {
             return Some(end);
         }
-        if self.upstream.as_ref().is_some_and(|upstream| control_ended(&upstream.control).is_some()) {
+        if self.upstream.as_ref().is_some_and(|upstream| upstream.controls.iter().any(|c| control_ended(c).is_some())) {
             return Some(UdpEnd::UpstreamEnded);
         }
         match self.ctx.config.udp.idle_timeout {
@@ -401,7 +411,8 @@ impl ClientSide {
     /// Starts, on first use, the thread that passes the upstream hop's datagrams to `client`.
     fn upstream_replies(&mut self, upstream: &Arc<UdpSocket>, client: SocketAddr) -> io::Result<()> {
         if !self.upstream_replies {
-            self.start_replies(Arc::clone(upstream), client, true)?;
+            let outer = self.upstream.as_ref().map_or(0, UpstreamUdp::outer_headers);
+            self.start_replies(Arc::clone(upstream), client, Some(outer))?;
             self.upstream_replies = true;
         }
         Ok(())
@@ -413,14 +424,14 @@ impl ClientSide {
         let slot = usize::from(ipv6);
         if self.outbound[slot].is_none() {
             let socket = Arc::new(open_outbound(ipv6, &self.ctx.config.udp)?);
-            self.start_replies(Arc::clone(&socket), client, false)?;
+            self.start_replies(Arc::clone(&socket), client, None)?;
             self.outbound[slot] = Some(socket);
         }
         Ok(())
     }
 
     /// Starts a thread passing datagrams that arrive on `from` back to `client`.
-    fn start_replies(&mut self, from: Arc<UdpSocket>, client: SocketAddr, labelled: bool) -> io::Result<()> {
+    fn start_replies(&mut self, from: Arc<UdpSocket>, client: SocketAddr, labelled: Option<usize>) -> io::Result<()> {
         let replies =
             TargetReplies { from, relay: Arc::clone(&self.relay), client, shared: Arc::clone(&self.shared), labelled };
         let done = self.done.clone();
@@ -488,9 +499,10 @@ struct TargetReplies {
     relay: Arc<UdpSocket>,
     client: SocketAddr,
     shared: Arc<Shared>,
-    /// Datagrams arrive with their UDP ASSOCIATE header already (from an upstream hop's
-    /// relay) and pass on as they are, once checked.
-    labelled: bool,
+    /// Datagrams arrive from the first upstream hop's relay with the last hop's UDP
+    /// ASSOCIATE header already, behind this many headers of the hops in between; those
+    /// are taken off, and the rest passes on once checked.
+    labelled: Option<usize>,
 }
 
 impl TargetReplies {
@@ -543,12 +555,15 @@ impl TargetReplies {
         let (datagram, source) = batch.datagram(i);
         let (front, len) = (batch.front(), datagram.len());
         let end = front + len;
-        if self.labelled {
-            return match Header::parse(datagram) {
-                Ok((header, at)) if header.frag == 0 => {
-                    Some(Outgoing { slot: i, range: front..end, to: Some(self.client), note: (source, len - at) })
-                }
-                _ => {
+        if let Some(outer) = self.labelled {
+            return match last_hop_header(datagram, outer) {
+                Some((start, payload)) => Some(Outgoing {
+                    slot: i,
+                    range: front + start..end,
+                    to: Some(self.client),
+                    note: (source, len - payload),
+                }),
+                None => {
                     log::debug!("udp datagram from upstream {source} for {} dropped: bad header", self.client);
                     None
                 }

@@ -79,17 +79,18 @@ pub(super) fn serve(
 struct Socks4Replies;
 
 impl SocksReplies for Socks4Replies {
-    /// An IPv6 address cannot go in a SOCKS4 reply; it goes as 0.0.0.0 with the port,
-    /// which the protocol tells clients to read as "the SOCKS server's own address".
+    /// An IPv6 address or a name (from an upstream hop) cannot go in a SOCKS4 reply; it
+    /// goes as 0.0.0.0 with the port, which the protocol tells clients to read as "the
+    /// SOCKS server's own address".
     fn granted(
         &self,
         negotiation: &mut Negotiation,
-        addr: SocketAddr,
+        addr: Addr<'_>,
         log: &mut SessionLog,
     ) -> Result<(), HandshakeError> {
         let ip = match addr {
-            SocketAddr::V4(v4) => *v4.ip(),
-            SocketAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+            Addr::Ip(SocketAddr::V4(v4)) => *v4.ip(),
+            Addr::Ip(SocketAddr::V6(_)) | Addr::Domain(..) => Ipv4Addr::UNSPECIFIED,
         };
         let reply = Reply { code: ReplyCode::Granted, addr: SocketAddrV4::new(ip, addr.port()) };
         log.replied(4, ReplyCode::Granted as u8);

@@ -11,9 +11,9 @@ use crate::net::negotiation::{HandshakeError, Negotiation, close_after_reply};
 use crate::session::access::Access;
 use crate::session::{Context, Established, SessionLog, State};
 use crate::wire::addr::{Addr, TargetAddr};
+use crate::wire::printable::Printable;
 use crate::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
 use crate::wire::{self, userpass};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub(super) use crate::wire::socks5::VERSION;
@@ -102,7 +102,7 @@ fn negotiate(
             close_after_reply(negotiation.stream());
             return Err(Rejected::Closed(format!("authentication failed for user {name:?}")));
         }
-        log.user = Some(name);
+        log.user = Some(Printable(&name).to_string());
     }
 
     let request =
@@ -148,10 +148,10 @@ impl SocksReplies for Socks5Replies {
     fn granted(
         &self,
         negotiation: &mut Negotiation,
-        addr: SocketAddr,
+        addr: Addr<'_>,
         log: &mut SessionLog,
     ) -> Result<(), HandshakeError> {
-        send_reply(negotiation, Reply { code: ReplyCode::SUCCEEDED, addr: Addr::Ip(addr) }, log)
+        send_reply(negotiation, Reply { code: ReplyCode::SUCCEEDED, addr }, log)
     }
 
     fn fail(&self, negotiation: Negotiation, failure: Failure, log: &mut SessionLog) {
@@ -171,9 +171,6 @@ fn udp_associate(
     access: &Access,
     log: &mut SessionLog,
 ) {
-    if !ctx.config.carries_udp() {
-        return fail(negotiation, Failure::CommandNotSupported, log);
-    }
     if let Err(denied) = access.check_command(Cmd::Udp) {
         return fail(negotiation, denied.into(), log);
     }

@@ -2,6 +2,7 @@
 //! `ATYP | ADDR | PORT(2)`, with ATYP 1 (IPv4, 4 bytes), 3 (length byte then a domain
 //! name) or 4 (IPv6, 16 bytes).
 
+use super::printable::Printable;
 use super::{Error, Result};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -102,7 +103,8 @@ impl fmt::Display for Addr<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Addr::Ip(sa) => write!(f, "{sa}"),
-            Addr::Domain(name, port) => write!(f, "{name}:{port}"),
+            // A client's name: anything but a plain one is shown quoted and escaped.
+            Addr::Domain(name, port) => write!(f, "{}:{port}", Printable(name)),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! Parsing untrusted bytes never panics: lengths are checked before any index.
 
 pub mod addr;
+pub mod printable;
 pub mod socks4;
 pub mod socks5;
 pub mod udp;

@@ -39,11 +39,14 @@ fn is_4a_marker(ip: [u8; 4]) -> bool {
     ip[..3] == [0, 0, 0] && ip[3] != 0
 }
 
-/// Index just past the NUL that ends the field starting at `start`, if present.
+/// Index just past the NUL that ends the field starting at `start`, if present. A field
+/// longer than [`MAX_FIELD_LEN`] is refused whether or not its NUL has arrived, so the
+/// verdict never depends on how the bytes were split into reads.
 fn field_end(buf: &[u8], start: usize) -> Result<Option<usize>> {
     let rest = buf.get(start..).unwrap_or(&[]);
     match rest.iter().position(|&b| b == 0) {
-        Some(i) => Ok(Some(start + i + 1)),
+        Some(len) if len > MAX_FIELD_LEN => Err(Error::FieldTooLong),
+        Some(len) => Ok(Some(start + len + 1)),
         None if rest.len() > MAX_FIELD_LEN => Err(Error::FieldTooLong),
         None => Ok(None),
     }
@@ -97,16 +100,21 @@ impl<'a> Request<'a> {
 
     /// Writes the request; a domain address makes it a 4a request.
     ///
-    /// Panics for an IPv6 address, which SOCKS4 cannot carry: the caller's bug.
+    /// Panics for an address SOCKS4 cannot carry, the caller's bug: an IPv6 address, or
+    /// 0.0.0.x with x != 0, which on the wire is the 4a marker and would announce a host
+    /// name that is not there.
     pub fn emit(&self, buf: &mut [u8]) -> usize {
-        buf[field::VN] = VERSION;
-        buf[field::CD] = self.command as u8;
-        buf[field::PORT].copy_from_slice(&self.addr.port().to_be_bytes());
         let ip = match self.addr {
+            Addr::Ip(SocketAddr::V4(sa)) if is_4a_marker(sa.ip().octets()) => {
+                panic!("{} would read as a SOCKS4a marker", sa.ip())
+            }
             Addr::Ip(SocketAddr::V4(sa)) => sa.ip().octets(),
             Addr::Ip(SocketAddr::V6(_)) => panic!("SOCKS4 has no IPv6"),
             Addr::Domain(..) => [0, 0, 0, 1],
         };
+        buf[field::VN] = VERSION;
+        buf[field::CD] = self.command as u8;
+        buf[field::PORT].copy_from_slice(&self.addr.port().to_be_bytes());
         buf[field::IP].copy_from_slice(&ip);
         let mut at = field::USERID;
         buf[at..at + self.user_id.len()].copy_from_slice(self.user_id);
@@ -213,6 +221,26 @@ mod tests {
         assert_eq!(Request::parse(&[4, 1, 0, 80, 0, 0, 0, 1, 0, b'a', b'\n', b'b', 0]), Err(Error::BadDomain));
         let long = [&[4, 1, 0, 80, 1, 2, 3, 4][..], &[b'x'; 300]].concat();
         assert_eq!(Request::wanted_len(&long), Err(Error::FieldTooLong));
+    }
+
+    #[test]
+    fn a_field_past_255_bytes_is_refused_even_with_its_nul_in_the_same_read() {
+        let header = [4, 1, 0, 80, 1, 2, 3, 4];
+        let with_nul = |len: usize| [&header[..], &vec![b'x'; len], &[0]].concat();
+        assert_eq!(Request::parse(&with_nul(255)).unwrap().user_id.len(), 255, "255 is the limit");
+        assert_eq!(Request::wanted_len(&with_nul(256)), Err(Error::FieldTooLong));
+        assert_eq!(Request::parse(&with_nul(300)), Err(Error::FieldTooLong));
+        let host = |len: usize| [&[4, 1, 0, 80, 0, 0, 0, 1, 0][..], &vec![b'h'; len], &[0]].concat();
+        assert!(Request::parse(&host(255)).is_ok());
+        assert_eq!(Request::parse(&host(256)), Err(Error::FieldTooLong));
+    }
+
+    #[test]
+    #[should_panic(expected = "would read as a SOCKS4a marker")]
+    fn an_address_that_reads_as_the_4a_marker_is_never_emitted() {
+        let request =
+            Request { command: Command::Connect, addr: Addr::Ip("0.0.0.7:80".parse().unwrap()), user_id: b"" };
+        request.emit(&mut [0; 32]);
     }
 
     #[test]
