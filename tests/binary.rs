@@ -323,6 +323,17 @@ fn a_port_in_use_is_one_clear_line() {
     assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
 }
 
+/// On Windows, SO_REUSEADDR would have let the second one bind the port too and take some
+/// of the first one's clients.
+#[test]
+fn a_second_burrowd_on_the_same_port_exits_1() {
+    let first = spawn(&[]);
+    let addr = first.addr.to_string();
+    let (code, _, stderr) = run(&["--listen", &addr]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
+}
+
 #[test]
 fn listening_beyond_loopback_without_users_warns_of_an_open_proxy() {
     // The warning comes before the listeners are bound. 192.0.2.1 (TEST-NET-1) is no
