@@ -8,6 +8,7 @@ use super::connect::SocksReplies;
 use super::failure::Failure;
 use crate::config::SocketOptions;
 use crate::net::negotiation::Negotiation;
+use crate::net::readiness;
 use crate::net::sockopt;
 use crate::outbound;
 use crate::session::{Context, Established, SessionLog};
@@ -17,14 +18,9 @@ use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long the wait sleeps between looks at the listener and the control connection.
-/// The standard library has no poll() over two sockets without unsafe code, so the wait
-/// polls both without blocking and sleeps in between. The sleep starts short and doubles
-/// up to its cap: a peer that connects right after the first reply, as an FTP server
-/// does, is taken within a millisecond or two, and a long wait costs at most 50 wakeups a
-/// second and notices a client hanging up within 20 ms.
-const FIRST_TICK: Duration = Duration::from_millis(1);
-const MAX_TICK: Duration = Duration::from_millis(20);
+/// While the client has sent data ahead of the peer, its socket stays readable, so the wait
+/// blocks on the listener alone, for this long at most between looks at the client.
+const SENT_AHEAD_LOOK: Duration = Duration::from_millis(20);
 
 /// Serves a BIND request whose DST names `named`, the peer expected to connect, up to the
 /// relay between the client and that peer.
@@ -122,7 +118,6 @@ impl Bound {
 
     fn poll(&self, control: &TcpStream, timeout: Duration, opts: &SocketOptions) -> Result<Peer, WaitEnd> {
         let deadline = Instant::now() + timeout;
-        let mut tick = FIRST_TICK;
         let mut probe = [0u8; 1];
         loop {
             match self.listener.accept() {
@@ -131,22 +126,22 @@ impl Bound {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock || is_transient(&e) => {}
                 Err(e) => return Err(WaitEnd::Failed(Failure::Local(e))),
             }
-            match control.peek(&mut probe) {
+            let sent_ahead = match control.peek(&mut probe) {
                 Ok(0) => return Err(WaitEnd::ClientGone("client closed while waiting for the BIND peer".into())),
                 // Data the client sent ahead of the peer stays in the socket for the relay.
-                Ok(_) => {}
+                Ok(_) => true,
                 // Nothing from the client.
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => false,
                 Err(e) => {
                     return Err(WaitEnd::ClientGone(format!("client error while waiting for the BIND peer: {e}")));
                 }
-            }
+            };
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(WaitEnd::Failed(Failure::BindTimedOut(timeout)));
             }
-            std::thread::sleep(tick.min(left));
-            tick = (tick * 2).min(MAX_TICK);
+            let (watched, wait) = if sent_ahead { (None, left.min(SENT_AHEAD_LOOK)) } else { (Some(control), left) };
+            readiness::wait_readable(&self.listener, watched, wait).map_err(|e| WaitEnd::Failed(Failure::Local(e)))?;
         }
     }
 
