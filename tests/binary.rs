@@ -72,6 +72,7 @@ impl Proxy {
     }
 
     /// A line that an earlier `wait_for` read past, such as a start-up warning.
+    #[cfg(unix)] // only the descriptor-limit tests look for one
     fn skipped_line(&self, needle: &str) -> String {
         let skipped = self.skipped.borrow();
         let line = skipped.iter().find(|line| line.contains(needle));
@@ -85,6 +86,9 @@ impl Proxy {
         t!(addr.parse())
     }
 
+    /// Signals by `kill`: unix only. Ctrl-C to the Windows build is checked under Wine by
+    /// scripts/wine.sh.
+    #[cfg(unix)]
     fn signal(&self, name: &str) {
         let status = t!(Command::new("kill").args([name, &self.child.id().to_string()]).status());
         assert!(status.success());
@@ -102,6 +106,7 @@ impl Proxy {
     }
 }
 
+#[cfg(unix)]
 #[test]
 fn sigint_with_a_live_session_drains_then_exits_zero() {
     let mut proxy = spawn(&["--drain-timeout", "10s"]);
@@ -123,6 +128,7 @@ fn sigint_with_a_live_session_drains_then_exits_zero() {
     assert!(summary.contains("1 sessions served"), "{summary}");
 }
 
+#[cfg(unix)]
 #[test]
 fn sigterm_cuts_sessions_after_the_drain_timeout_and_a_second_signal_exits_at_once() {
     let mut proxy = spawn(&["--drain-timeout", "300ms"]);
@@ -140,6 +146,7 @@ fn sigterm_cuts_sessions_after_the_drain_timeout_and_a_second_signal_exits_at_on
     assert_eq!(proxy.exit_code(), 130);
 }
 
+#[cfg(unix)] // descriptor limits (RLIMIT_NOFILE)
 #[test]
 fn a_descriptor_limit_too_low_for_the_limits_is_named_and_admission_fits_within_it() {
     if Command::new("prlimit").arg("--version").output().is_err() {
@@ -170,6 +177,7 @@ fn a_descriptor_limit_too_low_for_the_limits_is_named_and_admission_fits_within_
     assert_eq!(proxy.exit_code(), 0);
 }
 
+#[cfg(unix)] // descriptor limits (RLIMIT_NOFILE)
 #[test]
 fn the_soft_descriptor_limit_is_raised_toward_what_the_limits_need() {
     if Command::new("prlimit").arg("--version").output().is_err() {
