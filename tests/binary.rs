@@ -5,12 +5,13 @@ mod common;
 use burrowd::wire::socks5::{self, ReplyCode};
 use common::*;
 use std::cell::RefCell;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
+#[cfg(unix)] // only the tests that stop it by signal talk through it
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_burrowd");
 
@@ -94,12 +95,13 @@ impl Proxy {
         assert!(status.success());
     }
 
+    #[cfg(unix)] // only the tests that stop it by signal wait for its exit
     fn exit_code(&mut self) -> i32 {
         for _ in 0..200 {
             if let Some(status) = t!(self.child.try_wait()) {
                 return status.code().unwrap_or(-1);
             }
-            thread::sleep(Duration::from_millis(50));
+            thread::sleep(std::time::Duration::from_millis(50));
         }
         let _ = self.child.kill();
         panic!("burrowd did not exit within 10 s");
