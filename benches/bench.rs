@@ -81,7 +81,9 @@ fn usage() -> &'static str {
   --rules N    run burrowd with N access rules that the benchmark's traffic never matches,
                so every request is checked against all of them (default 0)
   --status     run burrowd with --status on loopback, and read /sessions and /metrics
-               ten times a second while it serves"
+               ten times a second while it serves
+  --binary NAME=PATH  one more column: the burrowd binary at PATH (default relay), e.g.
+               static=target/x86_64-unknown-linux-musl/release/burrowd; repeatable"
 }
 
 struct Options {
@@ -92,6 +94,8 @@ struct Options {
     only: Option<Vec<String>>,
     rules: usize,
     status: bool,
+    /// Other burrowd binaries to measure beside this build's, as (column name, path).
+    binaries: Vec<(String, String)>,
 }
 
 impl Options {
@@ -104,6 +108,7 @@ impl Options {
             only: None,
             rules: 0,
             status: false,
+            binaries: Vec::new(),
         };
         // `cargo bench` passes `--bench` to harness-less benches; it means nothing here.
         let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
@@ -121,6 +126,14 @@ impl Options {
                 "--only" => o.only = Some(value()?.split(',').map(str::to_owned).collect()),
                 "--rules" => o.rules = value()?.parse().map_err(|_| "--rules: not a number")?,
                 "--status" => o.status = true,
+                "--binary" => {
+                    let spec = value()?;
+                    let (name, path) = spec.split_once('=').ok_or("--binary: expected NAME=PATH")?;
+                    if !std::path::Path::new(path).is_file() {
+                        return Err(format!("--binary: no file at {path}"));
+                    }
+                    o.binaries.push((name.to_owned(), path.to_owned()));
+                }
                 "-h" | "--help" => return Err(usage().into()),
                 _ => return Err(format!("unknown argument {arg}\n{}", usage())),
             }
@@ -158,13 +171,14 @@ fn main() {
     BURROWD_EXTRA_ARGS.set(extra_args).expect("set once");
     let servers = Servers::start();
     let mut kinds = vec![ProxyKind::Burrowd("splice"), ProxyKind::Burrowd("copy")];
+    kinds.extend(opts.binaries.iter().map(|(name, path)| ProxyKind::Binary { name: name.clone(), path: path.clone() }));
     if Command::new("microsocks").arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {
         kinds.push(ProxyKind::Microsocks);
     } else {
         eprintln!("microsocks not installed (apt-get install -y microsocks): its column is left out");
     }
-    let mut routes = vec!["direct".to_owned()];
-    routes.extend(kinds.iter().map(ProxyKind::name));
+    let mut routes = vec![None];
+    routes.extend(kinds.into_iter().map(Some));
     let mut table = Table::new(routes, opts.json);
     eprintln!("{} runs per figure; each cell is median [min-max]", opts.runs);
 
@@ -173,7 +187,7 @@ fn main() {
             let label = format!("throughput {streams} stream{} MiB/s", if streams > 1 { "s" } else { "" });
             let per_stream = opts.bytes / streams as u64;
             table.rows(&[&label], |route| {
-                let proxy = route.map(|k| Proxy::start(k, false));
+                let proxy = route.as_ref().map(|k| Proxy::start(k, false));
                 let via = proxy.as_ref().map(|p| p.addr);
                 vec![Samples::collect(opts.runs, || throughput(via, servers.sink, streams, per_stream))]
             });
@@ -182,7 +196,7 @@ fn main() {
     if opts.wants("handshake") {
         let labels = ["handshake sessions/s", "handshake latency p50 us", "handshake latency p99 us"];
         table.rows(&labels, |route| {
-            let proxy = route.map(|k| Proxy::start(k, false));
+            let proxy = route.as_ref().map(|k| Proxy::start(k, false));
             let via = proxy.as_ref().map(|p| p.addr);
             let mut figures = vec![Samples::default(); 3];
             for _ in 0..opts.runs {
@@ -199,7 +213,7 @@ fn main() {
             let tag = if pinned { "pinned" } else { "unpinned" };
             let labels = [format!("64B ping-pong p50 us {tag}"), format!("64B ping-pong p99 us {tag}")];
             table.rows(&[&labels[0], &labels[1]], |route| {
-                let proxy = route.map(|k| Proxy::start(k, pinned));
+                let proxy = route.as_ref().map(|k| Proxy::start(k, pinned));
                 let via = proxy.as_ref().map(|p| p.addr);
                 let mut figures = vec![Samples::default(); 2];
                 for _ in 0..opts.runs {
@@ -217,7 +231,7 @@ fn main() {
     if opts.wants("udp") {
         let echo = udp_echo_server();
         table.rows(&["UDP 64B packets/s, window 64", "UDP packets lost"], |route| {
-            let proxy = route.map(|k| Proxy::start(k, false));
+            let proxy = route.as_ref().map(|k| Proxy::start(k, false));
             let mut figures = vec![Samples::default(); 2];
             for _ in 0..opts.runs {
                 match udp_rate(proxy.as_ref().map(|p| p.addr), echo) {
@@ -225,7 +239,7 @@ fn main() {
                         figures[0].push(rate);
                         figures[1].push(lost as f64);
                     }
-                    Err(e) => eprintln!("UDP through {}: {e}", route.map_or("direct".into(), |k| k.name())),
+                    Err(e) => eprintln!("UDP through {}: {e}", route_name(route.as_ref())),
                 }
             }
             figures
@@ -288,26 +302,23 @@ use Better::{Higher, Lower};
 /// Rows of figures, one column per route; printed as they complete so a long run shows
 /// progress, and kept for the ratio summary at the end.
 struct Table {
-    routes: Vec<String>,
+    /// One column each: `None` is the direct connection.
+    routes: Vec<Option<ProxyKind>>,
     json: bool,
     rows: Vec<(String, Vec<Samples>)>,
     header_printed: bool,
 }
 
 impl Table {
-    fn new(routes: Vec<String>, json: bool) -> Table {
+    fn new(routes: Vec<Option<ProxyKind>>, json: bool) -> Table {
         Table { routes, json, rows: Vec::new(), header_printed: false }
-    }
-
-    fn kinds(&self) -> Vec<Option<ProxyKind>> {
-        self.routes.iter().map(|r| ProxyKind::from_name(r)).collect()
     }
 
     fn header(&mut self) {
         if !self.header_printed {
             let mut line = format!("{:<34}", "figure");
             for r in &self.routes {
-                line += &format!(" {r:>24}");
+                line += &format!(" {:>24}", route_name(r.as_ref()));
             }
             println!("{line}");
             self.header_printed = true;
@@ -316,7 +327,7 @@ impl Table {
 
     /// Measures every route once; `measure` returns one set of samples per label.
     fn rows(&mut self, labels: &[&str], mut measure: impl FnMut(Option<ProxyKind>) -> Vec<Samples>) {
-        let per_route: Vec<Vec<Samples>> = self.kinds().into_iter().map(&mut measure).collect();
+        let per_route: Vec<Vec<Samples>> = self.routes.clone().into_iter().map(&mut measure).collect();
         for (i, label) in labels.iter().enumerate() {
             self.emit(label, per_route.iter().map(|figures| figures[i].clone()).collect());
         }
@@ -329,7 +340,8 @@ impl Table {
             line += &format!(" {:>24}", cell(s));
             if self.json {
                 println!(
-                    "{{\"figure\":\"{label}\",\"route\":\"{route}\",\"median\":{:.3},\"min\":{:.3},\"max\":{:.3},\"runs\":{}}}",
+                    "{{\"figure\":\"{label}\",\"route\":\"{}\",\"median\":{:.3},\"min\":{:.3},\"max\":{:.3},\"runs\":{}}}",
+                    route_name(route.as_ref()),
                     s.median(),
                     s.min(),
                     s.max(),
@@ -342,7 +354,7 @@ impl Table {
     }
 
     fn median(&self, label: &str, route: &str) -> Option<f64> {
-        let col = self.routes.iter().position(|r| r == route)?;
+        let col = self.routes.iter().position(|r| route_name(r.as_ref()) == route)?;
         let (_, cells) = self.rows.iter().find(|(l, _)| l == label)?;
         Some(cells[col].median()).filter(|v| v.is_finite())
     }
@@ -396,10 +408,15 @@ fn cell(s: &Samples) -> String {
 // ---------------------------------------------------------------------------------------
 // The proxies under test
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, PartialEq)]
 enum ProxyKind {
-    /// burrowd with this `--relay` mode.
+    /// This build's burrowd with this `--relay` mode.
     Burrowd(&'static str),
+    /// Another burrowd binary (`--binary NAME=PATH`), with its default relay.
+    Binary {
+        name: String,
+        path: String,
+    },
     Microsocks,
 }
 
@@ -407,18 +424,22 @@ impl ProxyKind {
     fn name(&self) -> String {
         match self {
             ProxyKind::Burrowd(mode) => format!("burrowd {mode}"),
+            ProxyKind::Binary { name, .. } => name.clone(),
             ProxyKind::Microsocks => "microsocks".into(),
         }
     }
 
-    fn from_name(name: &str) -> Option<ProxyKind> {
-        match name {
-            "burrowd splice" => Some(ProxyKind::Burrowd("splice")),
-            "burrowd copy" => Some(ProxyKind::Burrowd("copy")),
-            "microsocks" => Some(ProxyKind::Microsocks),
-            _ => None,
+    fn program(&self) -> &str {
+        match self {
+            ProxyKind::Burrowd(_) => BURROWD,
+            ProxyKind::Binary { path, .. } => path,
+            ProxyKind::Microsocks => "microsocks",
         }
     }
+}
+
+fn route_name(route: Option<&ProxyKind>) -> String {
+    route.map_or("direct".into(), ProxyKind::name)
 }
 
 /// A proxy child process on a free loopback port; killed when dropped.
@@ -429,26 +450,25 @@ struct Proxy {
 
 impl Proxy {
     /// With `pinned`, the proxy runs on CPU 0 only (taskset), like the pinned load generator.
-    fn start(kind: ProxyKind, pinned: bool) -> Proxy {
+    fn start(kind: &ProxyKind, pinned: bool) -> Proxy {
         let addr = free_port();
         let port = addr.port().to_string();
-        let mut command = Command::new(if pinned { "taskset" } else { BURROWD });
-        if pinned {
-            command.args(["-c", "0"]);
-            command.arg(match kind {
-                ProxyKind::Burrowd(_) => BURROWD,
-                ProxyKind::Microsocks => "microsocks",
-            });
-        } else if kind == ProxyKind::Microsocks {
-            command = Command::new("microsocks");
-        }
+        let mut command = if pinned {
+            let mut taskset = Command::new("taskset");
+            taskset.args(["-c", "0", kind.program()]);
+            taskset
+        } else {
+            Command::new(kind.program())
+        };
+        // -q: no per-session log line, as microsocks writes none; max-clients above the
+        // 5,000 idle sessions of the memory figure, all from one address.
+        let burrowd_args =
+            ["-q", "--listen", &addr.to_string(), "--max-clients", "6000", "--max-clients-per-ip", "6000"];
         match kind {
-            // -q: no per-session log line, as microsocks writes none; max-clients above the
-            // 5,000 idle sessions of the memory figure, all from one address.
-            ProxyKind::Burrowd(mode) => command
-                .args(["-q", "--listen", &addr.to_string(), "--relay", mode])
-                .args(["--max-clients", "6000", "--max-clients-per-ip", "6000"])
-                .args(BURROWD_EXTRA_ARGS.get().into_iter().flatten()),
+            ProxyKind::Burrowd(mode) => {
+                command.args(burrowd_args).args(["--relay", mode]).args(BURROWD_EXTRA_ARGS.get().into_iter().flatten())
+            }
+            ProxyKind::Binary { .. } => command.args(burrowd_args).args(BURROWD_EXTRA_ARGS.get().into_iter().flatten()),
             ProxyKind::Microsocks => command.args(["-i", "127.0.0.1", "-p", &port]),
         };
         let child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
@@ -751,14 +771,14 @@ fn proc_usage(pid: u32) -> ProcUsage {
 }
 
 fn memory(table: &mut Table, servers: &Servers, runs: usize) {
-    let kinds = table.kinds();
+    let kinds = table.routes.clone();
     // Per count: RSS MiB, KiB/session, threads, descriptors, descriptors/session.
     let mut figures: Vec<[Vec<Samples>; 5]> = IDLE_COUNTS.iter().map(|_| Default::default()).collect();
     for route in &kinds {
         let mut per_count: Vec<[Samples; 5]> = IDLE_COUNTS.iter().map(|_| Default::default()).collect();
         if let Some(kind) = route {
             for _ in 0..runs {
-                let proxy = Proxy::start(*kind, false);
+                let proxy = Proxy::start(kind, false);
                 thread::sleep(Duration::from_millis(100));
                 let base = proc_usage(proxy.pid());
                 let mut clients = Vec::new();

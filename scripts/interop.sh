@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Drives real third-party SOCKS clients (curl, PySocks, ncat, OpenBSD nc, proxychains4) through the
-# release burrowd binary
+# release burrowd binary (or the one BURROWD names: `BURROWD=path/to/burrowd bash scripts/interop.sh`)
 # and checks the bytes that arrive, not just exit codes. Prints one line per check
 # (`PASS name` / `FAIL name: reason`), then `N passed, N failed`; exits non-zero on any failure.
 #
@@ -19,6 +19,10 @@ export DEBIAN_FRONTEND=noninteractive
 # A proxy or no-proxy setting in the environment must not reroute or bypass the clients under test.
 unset http_proxy https_proxy all_proxy no_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY NO_PROXY
 
+# A relative BURROWD is relative to where the script was started.
+if [[ -n ${BURROWD:-} && -e $BURROWD ]]; then
+  BURROWD=$(cd "$(dirname "$BURROWD")" && pwd)/$(basename "$BURROWD")
+fi
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root" || exit 1
 target_dir=${CARGO_TARGET_DIR:-$root/target}
@@ -115,7 +119,7 @@ await_log() {
   return 1
 }
 
-# start_burrowd NAME HOST ARGS...: the release binary listening on HOST with ARGS; sets `ready` to
+# start_burrowd NAME HOST ARGS...: the binary under test listening on HOST with ARGS; sets `ready` to
 # the address it reports (the OS picks the port, so it is free by construction).
 start_burrowd() {
   local name=$1 host=$2
@@ -254,8 +258,13 @@ if ! python3 -c 'import socks' 2>/dev/null; then
     --target "$pydeps" PySocks >&2 || die "cannot pip install PySocks"
 fi
 
-cargo build --release --quiet || die "cargo build --release failed"
-burrowd=$target_dir/release/burrowd
+if [[ -n ${BURROWD:-} ]]; then
+  burrowd=$BURROWD
+else
+  cargo build --release --quiet || die "cargo build --release failed"
+  burrowd=$target_dir/release/burrowd
+fi
+[[ -x $burrowd ]] || die "no executable burrowd at $burrowd"
 
 have_ipv6=false
 python3 -c 'import socket; socket.socket(socket.AF_INET6).bind(("::1", 0))' 2>/dev/null && have_ipv6=true

@@ -41,10 +41,18 @@ fn main() -> ExitCode {
     // SIGHUP and SIGUSR1 to the watcher.
     let requests = requests::watch();
     let (signals, signal) = crossbeam_channel::unbounded();
+    #[cfg(windows)]
+    let console_closing = signals.clone();
     if let Err(e) = ctrlc::set_handler(move || {
-        let _ = signals.send(());
+        let _ = signals.send(Stop::Signal);
     }) {
         eprintln!("burrowd: cannot install signal handler: {e}");
+        return ExitCode::FAILURE;
+    }
+    // After ctrlc's: Windows asks the handler installed last first.
+    #[cfg(windows)]
+    if let Err(e) = console::on_close(console_closing) {
+        eprintln!("burrowd: cannot install console handler: {e}");
         return ExitCode::FAILURE;
     }
     let mut server = match Server::start(config) {
@@ -55,9 +63,9 @@ fn main() -> ExitCode {
         }
     };
 
-    loop {
+    let stop = loop {
         crossbeam_channel::select! {
-            recv(signal) -> _ => break,
+            recv(signal) -> stop => break stop,
             recv(requests) -> request => match request {
                 Ok(requests::Request::Reload) => server.reload(),
                 Ok(requests::Request::ShowSessions) => {
@@ -68,7 +76,12 @@ fn main() -> ExitCode {
                 Err(_) => {}
             },
         }
-    }
+    };
+    let drain_timeout = match stop {
+        #[cfg(windows)]
+        Ok(Stop::ConsoleClosing) => drain_timeout.min(console::CLOSING_DRAIN),
+        _ => drain_timeout,
+    };
     // Logged once the listeners are closed, so the line is true when it is read.
     server.stop_accepting();
     log::info!("signal received: no new clients; draining live sessions for up to {drain_timeout:?}");
@@ -92,6 +105,66 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// What asks burrowd to stop.
+enum Stop {
+    /// SIGINT or SIGTERM; Ctrl-C or Ctrl-Break on Windows.
+    Signal,
+    /// Windows: the console window is closing (or the user logging off, or the system
+    /// shutting down), and the process will be ended a few seconds from now.
+    #[cfg(windows)]
+    ConsoleClosing,
+}
+
+/// Closing the console window. Windows sends CTRL_CLOSE_EVENT and ends the process as soon
+/// as the handler returns, so ctrlc's handler, which returns at once, would leave no time
+/// to drain or write the summary: this one, called before it, tells `main` and then waits
+/// while `main` drains and exits.
+#[cfg(windows)]
+mod console {
+    #![allow(unsafe_code)] // SetConsoleCtrlHandler has no safe wrapper in std or ctrlc
+    use super::Stop;
+    use crossbeam_channel::Sender;
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    /// How long live sessions may finish when the console closes: Windows ends the process
+    /// 5 s after it sends the event, and the summary line must be out by then.
+    pub(super) const CLOSING_DRAIN: Duration = Duration::from_secs(3);
+    const CTRL_CLOSE_EVENT: u32 = 2;
+    const CTRL_LOGOFF_EVENT: u32 = 5;
+    const CTRL_SHUTDOWN_EVENT: u32 = 6;
+
+    static STOP: OnceLock<Sender<Stop>> = OnceLock::new();
+
+    #[link(name = "kernel32")]
+    unsafe extern "system" {
+        fn SetConsoleCtrlHandler(handler: Option<unsafe extern "system" fn(u32) -> i32>, add: i32) -> i32;
+    }
+
+    unsafe extern "system" fn handler(event: u32) -> i32 {
+        if !matches!(event, CTRL_CLOSE_EVENT | CTRL_LOGOFF_EVENT | CTRL_SHUTDOWN_EVENT) {
+            return 0; // Ctrl-C and Ctrl-Break go on to ctrlc's handler
+        }
+        if let Some(stop) = STOP.get() {
+            let _ = stop.send(Stop::ConsoleClosing);
+        }
+        // `main` exits the process once the summary is written; the system would end it
+        // anyway when this returns.
+        std::thread::sleep(CLOSING_DRAIN + Duration::from_secs(2));
+        1
+    }
+
+    pub(super) fn on_close(stop: Sender<Stop>) -> std::io::Result<()> {
+        let _ = STOP.set(stop);
+        // SAFETY: `handler` is a function with the signature Windows calls; it stays
+        // registered for the life of the process.
+        if unsafe { SetConsoleCtrlHandler(Some(handler), 1) } == 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
 fn init_logging(verbosity: i8) {
     let level = match verbosity {
         i8::MIN..=-2 => log::LevelFilter::Error,
@@ -106,6 +179,7 @@ fn init_logging(verbosity: i8) {
 /// Signals that ask something of a running burrowd, on systems that have them.
 mod requests {
     /// What a signal asks for.
+    #[cfg_attr(not(unix), allow(dead_code))] // no signal sends one where there are none
     pub(super) enum Request {
         /// SIGHUP: read the rules and users files again.
         Reload,

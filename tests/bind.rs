@@ -125,3 +125,24 @@ fn data_the_client_sends_before_the_peer_arrives_reaches_the_peer() {
     assert_eq!(&early, b"sent early");
     assert_half_close(&mut control, &mut peer);
 }
+
+/// The wait blocks until the peer connects (poll, WSAPoll on Windows) rather than sleeping
+/// between looks, so a peer that comes late is taken as soon as one that comes at once,
+/// however coarse the system's timer (Windows' default tick is about 15.6 ms).
+#[test]
+fn a_peer_that_connects_late_is_taken_at_once() {
+    let (_server, proxy) = proxy();
+    let mut delays = Vec::new();
+    for i in 0..7 {
+        let (mut control, bound) = socks5_bind(proxy, "127.0.0.1:0".parse().unwrap());
+        // Each a different time after the first reply, so a wait that looked on a
+        // schedule would be met at every point of it.
+        std::thread::sleep(Duration::from_millis(100 + 7 * i));
+        let started = std::time::Instant::now();
+        let _peer = peer_arrives(&mut control, bound);
+        delays.push(started.elapsed());
+    }
+    delays.sort();
+    // Sleeping between looks (every 20 ms) took 11 ms in the median here; this takes 0.2.
+    assert!(delays[3] < Duration::from_millis(5), "median {:?} of {delays:?}", delays[3]);
+}

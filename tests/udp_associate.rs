@@ -176,7 +176,7 @@ fn largest_and_small_datagrams_in_one_burst_to_two_targets_pass_intact_and_in_or
 
 /// Waits (bounded) until datagrams from `socket` to `to` are refused: a closed UDP port
 /// makes the kernel answer with port unreachable, which a connected socket reads as
-/// ECONNREFUSED.
+/// ECONNREFUSED (WSAECONNRESET on Windows).
 fn assert_port_closes(socket: &UdpSocket, to: SocketAddr, probe: &[u8]) {
     t!(socket.connect(to));
     t!(socket.set_read_timeout(Some(Duration::from_millis(100))));
@@ -185,7 +185,7 @@ fn assert_port_closes(socket: &UdpSocket, to: SocketAddr, probe: &[u8]) {
     loop {
         t!(socket.send(probe));
         match socket.recv(&mut buf) {
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => return,
+            Err(e) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset) => return,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             other => panic!("{to} still answers: {other:?}"),
         }

@@ -3,8 +3,10 @@
 //! stack pages back. Nothing here knows SOCKS or a service.
 
 pub(crate) mod admission;
+#[cfg(unix)] // a per-process descriptor limit is a unix notion
 pub(crate) mod descriptors;
 pub(crate) mod negotiation;
+pub(crate) mod readiness;
 pub(crate) mod relay;
 pub(crate) mod sockopt;
 #[cfg(target_os = "linux")]

@@ -9,7 +9,7 @@ use std::time::Duration;
 /// Pending connections the kernel holds for each listener before the accept loop takes them.
 const LISTEN_BACKLOG: i32 = 1024;
 
-/// Opens a listener with SO_REUSEADDR (so a restart does not wait out TIME_WAIT). An IPv6
+/// Opens a listener that holds its address alone (see [`claim_address`]). An IPv6
 /// listener is IPv6-only, so `[::]:1080` and `0.0.0.0:1080` can both be given.
 ///
 /// The listener carries the stream options too. Linux makes each accepted socket a clone
@@ -18,7 +18,7 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// negotiates window scaling. See [`tune_accepted`].
 pub(crate) fn listen(addr: SocketAddr, opts: &SocketOptions) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
+    claim_address(&socket)?;
     tune(&SockRef::from(&socket), opts)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
@@ -26,6 +26,35 @@ pub(crate) fn listen(addr: SocketAddr, opts: &SocketOptions) -> io::Result<TcpLi
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
+}
+
+/// On unix, SO_REUSEADDR: a restart need not wait out the old connections' TIME_WAIT,
+/// and a port another socket listens on still cannot be bound.
+#[cfg(unix)]
+fn claim_address(socket: &Socket) -> io::Result<()> {
+    socket.set_reuse_address(true)
+}
+
+/// On Windows, SO_REUSEADDR would let a second socket bind a port already in use and take
+/// connections meant for the first, so it is left off; SO_EXCLUSIVEADDRUSE also keeps
+/// any other socket that sets SO_REUSEADDR off the port.
+#[cfg(windows)]
+#[allow(unsafe_code)] // setsockopt(SO_EXCLUSIVEADDRUSE) has no safe wrapper in std or socket2
+fn claim_address(socket: &Socket) -> io::Result<()> {
+    use std::os::windows::io::AsRawSocket;
+    const SOL_SOCKET: i32 = 0xffff;
+    /// `~SO_REUSEADDR` in winsock2.h.
+    const SO_EXCLUSIVEADDRUSE: i32 = !4;
+    #[link(name = "ws2_32")]
+    unsafe extern "system" {
+        fn setsockopt(socket: usize, level: i32, name: i32, value: *const u8, len: i32) -> i32;
+    }
+    let on: i32 = 1;
+    // SAFETY: the socket is open (borrowed); the value is a live i32 and its length is given.
+    let set = unsafe {
+        setsockopt(socket.as_raw_socket() as usize, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, (&raw const on).cast(), 4)
+    };
+    if set != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 /// Gives a stream accepted from a [`listen`] socket the options its listener could not
@@ -134,7 +163,7 @@ mod tests {
             rcvbuf: Some(512 * 1024),
         };
         let listener = listen("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
-        assert!(SockRef::from(&listener).reuse_address().unwrap());
+        assert_eq!(SockRef::from(&listener).reuse_address().unwrap(), cfg!(unix), "SO_REUSEADDR on unix only");
         let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, _) = listener.accept().unwrap();
         tune_accepted(&accepted, &opts).unwrap();
@@ -146,6 +175,16 @@ mod tests {
         // Linux doubles the value it is given for bookkeeping; others keep it.
         assert!(sock.send_buffer_size().unwrap() >= 256 * 1024);
         assert!(sock.recv_buffer_size().unwrap() >= 512 * 1024);
+    }
+
+    #[test]
+    fn no_other_socket_can_take_a_listening_address() {
+        let listener = listen("127.0.0.1:0".parse().unwrap(), &Config::default().socket).unwrap();
+        // SO_REUSEADDR is what lets a socket bind a port in use on Windows, unless the
+        // listener has SO_EXCLUSIVEADDRUSE.
+        let intruder = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        intruder.set_reuse_address(true).unwrap();
+        assert!(intruder.bind(&listener.local_addr().unwrap().into()).is_err(), "the address was taken");
     }
 
     #[test]

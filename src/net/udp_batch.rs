@@ -73,7 +73,8 @@ impl Batch {
 
     /// Receives what `socket` holds, up to a batch: waits for the first datagram as a
     /// plain receive would (the socket's read timeout applies), takes the rest only if
-    /// already queued. Returns how many arrived; see [`Batch::datagram`].
+    /// already queued. Returns how many arrived, see [`Batch::datagram`]: none when the
+    /// receive found only the report of an earlier datagram refused ([`none_if_refused_earlier`]).
     ///
     /// While datagrams keep coming, it first looks a few times without waiting, yielding
     /// the CPU in between: falling asleep and being woken for the next datagram costs more
@@ -94,12 +95,19 @@ impl Batch {
             match sys::recv(socket, &mut self.slots, slot_len, self.front, Wait::No, &mut self.sys, &mut self.received)
             {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
-                result => return result,
+                result => return none_if_refused_earlier(result),
             }
         }
         self.received.clear();
-        let result =
-            sys::recv(socket, &mut self.slots, slot_len, self.front, Wait::Yes, &mut self.sys, &mut self.received);
+        let result = none_if_refused_earlier(sys::recv(
+            socket,
+            &mut self.slots,
+            slot_len,
+            self.front,
+            Wait::Yes,
+            &mut self.sys,
+            &mut self.received,
+        ));
         if let Err(e) = &result
             && matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
             && self.capacity() > 1
@@ -155,6 +163,18 @@ impl Batch {
                 Err(Refused { datagrams, .. }) => ungrouped = datagrams,
             }
         }
+    }
+}
+
+/// Windows reports an ICMP port unreachable, earned by an earlier datagram this socket
+/// sent, as WSAECONNRESET on its next receive. That error carries no datagram and says
+/// nothing about the socket, which works on, and any peer can cause it at will: it reads
+/// as a receive that found no datagram. (Other systems report it only on connected
+/// sockets, as ECONNREFUSED, and that is left to the caller.)
+fn none_if_refused_earlier(received: io::Result<usize>) -> io::Result<usize> {
+    match received {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(0),
+        other => other,
     }
 }
 
@@ -377,10 +397,10 @@ mod sys {
     use std::net::{SocketAddr, UdpSocket};
 
     #[derive(Default)]
-    pub struct Scratch {}
+    pub(super) struct Scratch {}
 
     /// One `recv_from` into the first slot; it always waits (no looks without waiting here).
-    pub fn recv(
+    pub(super) fn recv(
         socket: &UdpSocket,
         slots: &mut [u8],
         slot_len: usize,
@@ -394,7 +414,7 @@ mod sys {
     }
 
     /// One `send_to` (or `send`) of the first datagram of `out`.
-    pub fn send<T>(
+    pub(super) fn send<T>(
         socket: &UdpSocket,
         slots: &[u8],
         slot_len: usize,

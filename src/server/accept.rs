@@ -48,7 +48,8 @@ impl Acceptor {
                         self.ctx.stats.client_refused(Refusal::Descriptors);
                     }
                     let pause = accept_error_pause(&e);
-                    errors.warn(|count| format!("accept on {:?}: {e} ({count} times)", listener.local_addr().ok()));
+                    let local = listener.local_addr().unwrap_or(self.spec.listen_addr());
+                    errors.warn(|count| format!("accept on {local}: {e} ({count} times)"));
                     std::thread::sleep(pause);
                 }
             }

@@ -3,6 +3,7 @@
 //! is the live table, `GET /metrics` the Prometheus text format; GET and HEAD only, one
 //! request per connection, each bounded in size and time.
 
+#[cfg(unix)]
 use crate::net::descriptors;
 use crate::net::negotiation::close_after_reply;
 use crate::net::worker_pool::WorkerPool;
@@ -102,6 +103,7 @@ impl Status {
         out.gauge("burrowd_workers", "Workers started (they are kept once started).", pool.threads as u64);
         out.gauge("burrowd_workers_max", "The most workers there may be (--max-clients).", pool.max_threads as u64);
         out.gauge("burrowd_queue_length", "Clients waiting for a worker.", pool.queued as u64);
+        #[cfg(unix)]
         if let Some(open) = descriptors::open_count() {
             out.gauge("burrowd_descriptors_open", "Descriptors this process holds.", open);
         }

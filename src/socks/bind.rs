@@ -11,6 +11,7 @@ use super::failure::Failure;
 use crate::config::SocketOptions;
 use crate::config::rules::Cmd;
 use crate::net::negotiation::Negotiation;
+use crate::net::readiness::{self, Watched};
 use crate::net::sockopt;
 use crate::outbound::{self, upstream};
 use crate::session::access::{Access, Denied};
@@ -21,14 +22,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, Tc
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long the wait sleeps between looks at what it waits for and the control connection.
-/// The standard library has no poll() over two sockets without unsafe code, so the wait
-/// polls both without blocking and sleeps in between. The sleep starts short and doubles
-/// up to its cap: a peer that connects right after the first reply, as an FTP server
-/// does, is taken within a millisecond or two, and a long wait costs at most 50 wakeups a
-/// second and notices a client hanging up within 20 ms.
-const FIRST_TICK: Duration = Duration::from_millis(1);
-const MAX_TICK: Duration = Duration::from_millis(20);
+/// While the client has sent data ahead of the peer, its socket stays readable, so the wait
+/// blocks on what it waits for alone, for this long at most between looks at the client.
+const SENT_AHEAD_LOOK: Duration = Duration::from_millis(20);
 
 /// Serves a BIND request whose DST names `named`, the peer expected to connect, up to the
 /// relay between the client and that peer.
@@ -113,7 +109,7 @@ fn serve_through_chain(
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(None),
             _ => Ok(Some(())),
         };
-        wait_for(negotiation.stream(), config.bind_timeout, arrived)
+        wait_for(negotiation.stream(), config.bind_timeout, Watched::Stream(bound.stream()), arrived)
     });
     let waited = waited.and_then(|()| bound.stream().set_nonblocking(false).map_err(local));
     match waited {
@@ -169,43 +165,46 @@ fn ip_of(addr: &TargetAddr) -> Option<SocketAddr> {
 fn wait_for<T>(
     control: &TcpStream,
     timeout: Duration,
+    watched: Watched<'_>,
     mut arrived: impl FnMut() -> Result<Option<T>, WaitEnd>,
 ) -> Result<T, WaitEnd> {
     control.set_nonblocking(true).map_err(|e| WaitEnd::Failed(Failure::Local(e)))?;
-    let waited = poll(control, timeout, &mut arrived);
+    let waited = poll(control, timeout, watched, &mut arrived);
     // The control connection goes on to a reply and maybe the relay, which block.
     control.set_nonblocking(false).map_err(|e| WaitEnd::Failed(Failure::Local(e)))?;
     waited
 }
 
+/// Looks at `arrived` and the client, then blocks until `watched` or the client has
+/// something (poll, not sleeps, so the wakeup is not the timer tick's).
 fn poll<T>(
     control: &TcpStream,
     timeout: Duration,
+    watched: Watched<'_>,
     arrived: &mut impl FnMut() -> Result<Option<T>, WaitEnd>,
 ) -> Result<T, WaitEnd> {
     let deadline = Instant::now() + timeout;
-    let mut tick = FIRST_TICK;
     let mut probe = [0u8; 1];
     loop {
         if let Some(done) = arrived()? {
             return Ok(done);
         }
-        match control.peek(&mut probe) {
+        let sent_ahead = match control.peek(&mut probe) {
             Ok(0) => return Err(WaitEnd::ClientGone("client closed while waiting for the BIND peer".into())),
             // Data the client sent ahead of the peer stays in the socket for the relay.
-            Ok(_) => {}
+            Ok(_) => true,
             // Nothing from the client.
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => false,
             Err(e) => {
                 return Err(WaitEnd::ClientGone(format!("client error while waiting for the BIND peer: {e}")));
             }
-        }
+        };
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(WaitEnd::Failed(Failure::BindTimedOut(timeout)));
         }
-        std::thread::sleep(tick.min(left));
-        tick = (tick * 2).min(MAX_TICK);
+        let (client, wait) = if sent_ahead { (None, left.min(SENT_AHEAD_LOOK)) } else { (Some(control), left) };
+        readiness::wait_readable(watched, client, wait).map_err(|e| WaitEnd::Failed(Failure::Local(e)))?;
     }
 }
 
@@ -276,7 +275,7 @@ impl Bound {
         permitted: &Permitted,
     ) -> Result<Peer, WaitEnd> {
         self.listener.set_nonblocking(true).map_err(|e| WaitEnd::Failed(Failure::Local(e)))?;
-        wait_for(control, timeout, || match self.listener.accept() {
+        wait_for(control, timeout, Watched::Listener(&self.listener), || match self.listener.accept() {
             Ok((stream, addr)) => self.admit(stream, addr, opts, permitted).map(Some),
             // Nobody yet, or a peer that gave up before we took it.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock || is_transient(&e) => Ok(None),

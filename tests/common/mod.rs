@@ -252,9 +252,9 @@ pub fn assert_half_close(a: &mut TcpStream, b: &mut TcpStream) {
     assert_eq!(read_to_end(a), b"reply after half-close", "the other direction keeps going");
 }
 
-/// A domain name that fails to resolve without any query leaving this host: a label
-/// longer than 63 bytes is rejected by the resolver before it builds a DNS packet (checked
-/// with strace), whereas a plain `.invalid` name would be sent to the configured server.
+/// A domain name that fails to resolve without any query leaving this host, twice over:
+/// burrowd answers `.invalid` names itself (RFC 6761), and a label longer than 63 bytes is
+/// rejected by a resolver before it builds a DNS packet (checked with strace).
 pub fn unresolvable_name() -> String {
     format!("{}.invalid", "x".repeat(64))
 }
