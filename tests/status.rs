@@ -66,6 +66,8 @@ fn sessions_of_every_kind_match_ss_line_for_line_and_metrics_count_them() {
     let silent = connect(proxy_addr);
     wait_until("every session is listed", || get(status, "/sessions").lines().count() == 6);
     wait_until("the half-close reached the relay", || get(status, "/sessions").contains("half-closed(client)"));
+    let relaying_client = t!(relaying.local_addr()).to_string();
+    wait_until("the relay shows", || get(status, "/sessions").contains(&format!("relay {relaying_client}")));
 
     let table = get(status, "/sessions");
     let rows: Vec<Vec<&str>> = table.lines().skip(1).map(|line| line.split(' ').collect()).collect();
