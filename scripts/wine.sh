@@ -132,6 +132,8 @@ skips=(
   # bash and Linux network namespaces, which a Windows program cannot start
   bind_and_udp_associate_work_over_a_link_local_address
   a_subnet_broadcast_through_udp_associate_reaches_the_peer_namespace
+  a_black_holed_first_address_costs_one_attempt_delay
+  a_remote_client_is_refused_this_hosts_loopback_unless_a_rule_opens_it
   # shutting down the accept loop's second handle on a waiting client does not wake, under
   # Wine, the worker blocked reading it, so reclaiming closes no one (real Windows not tried)
   reclaimed_clients_see_a_close_and_sessions_past_the_handshake_are_kept
@@ -142,6 +144,7 @@ skips=(
   # client's)
   udp_forward_sessions_are_bounded_and_never_take_socks_workers
   datagrams_from_another_ip_are_dropped
+  udp_forward_clients_are_judged_by_address_on_their_first_datagram
   # counts /proc/self/fd, which under Wine holds Wine's own descriptors and its cache of them
   after_churn_with_resets_and_abandoned_handshakes_every_descriptor_is_given_back
   # the idle and half-close limits see a slow or silent peer differently under Wine (the session

@@ -133,12 +133,14 @@ mod tests {
 
     #[test]
     fn relative_paths_are_taken_from_the_files_directory() {
+        // Joined as the system joins paths (with `\` on Windows).
+        let in_dir = |name: &str| Path::new("/etc/burrowd").join(name).display().to_string();
         assert_eq!(
             flags("users users.txt\nrules /srv/rules.conf\nrules ../shared/rules.conf\nlisten users.txt\n"),
             [
-                flag("--users", Some("/etc/burrowd/users.txt"), 1),
+                flag("--users", Some(&in_dir("users.txt")), 1),
                 flag("--rules", Some("/srv/rules.conf"), 2),
-                flag("--rules", Some("/etc/burrowd/../shared/rules.conf"), 3),
+                flag("--rules", Some(&in_dir("../shared/rules.conf")), 3),
                 flag("--listen", Some("users.txt"), 4),
             ]
         );
