@@ -12,7 +12,6 @@ use sha2::{Digest, Sha256};
 use socket2::{Domain, Socket, Type};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -23,16 +22,6 @@ const IDLE: Duration = Duration::from_millis(500);
 const CLOCK_GRAIN: Duration = Duration::from_millis(1);
 
 /// Descriptors are counted for the whole process, so these tests run one at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn modes() -> Vec<RelayMode> {
-    if cfg!(target_os = "linux") { vec![RelayMode::Splice, RelayMode::Copy] } else { vec![RelayMode::Copy] }
-}
-
 fn proxy_with(mode: RelayMode, idle_timeout: Option<Duration>) -> (burrowd::Server, SocketAddr) {
     let mut config = Config::socks_on("127.0.0.1:0".parse().unwrap());
     config.relay = mode;
@@ -49,11 +38,6 @@ fn target_by_hand() -> (SocketAddr, crossbeam_channel::Receiver<TcpStream>) {
         let _ = accepted.send(stream);
     });
     (addr, connections)
-}
-
-/// Descriptors this process has open; `None` where that cannot be counted.
-fn open_descriptors() -> Option<usize> {
-    cfg!(target_os = "linux").then(|| t!(std::fs::read_dir("/proc/self/fd")).count())
 }
 
 /// Waits until the process holds no more descriptors than `before`, once the test has
@@ -107,7 +91,7 @@ fn read_until_closed(stream: &mut TcpStream) -> usize {
 #[test]
 fn after_the_clients_fin_the_session_lives_while_the_target_talks_and_ends_once_it_is_silent() {
     let _serial = one_at_a_time();
-    for mode in modes() {
+    for mode in relay_modes() {
         let (proxy, proxy_addr) = proxy_with(mode, None);
         let (target_addr, connections) = target_by_hand();
         let before = open_descriptors();
@@ -143,7 +127,7 @@ fn after_the_clients_fin_the_session_lives_while_the_target_talks_and_ends_once_
 #[test]
 fn a_targets_fin_unanswered_by_a_silent_client_ends_at_the_half_close_timeout() {
     let _serial = one_at_a_time();
-    for mode in modes() {
+    for mode in relay_modes() {
         let (proxy, proxy_addr) = proxy_with(mode, None);
         let (target_addr, connections) = target_by_hand();
         let before = open_descriptors();
@@ -168,7 +152,7 @@ fn a_targets_fin_unanswered_by_a_silent_client_ends_at_the_half_close_timeout() 
 #[test]
 fn a_client_that_closes_and_stops_reading_is_cut_while_the_target_streams() {
     let _serial = one_at_a_time();
-    for mode in modes() {
+    for mode in relay_modes() {
         let (proxy, proxy_addr) = proxy_with(mode, None);
         let (refused_tx, refused) = crossbeam_channel::bounded(1);
         let target_addr = serve_tcp("127.0.0.1:0", move |stream| {
@@ -209,7 +193,7 @@ fn small_window_client(proxy: SocketAddr, target: SocketAddr) -> TcpStream {
 fn a_slow_reader_is_never_cut_by_the_idle_timeout() {
     const LEN: usize = 256 * 1024;
     let _serial = one_at_a_time();
-    for mode in modes() {
+    for mode in relay_modes() {
         // Small buffers on the proxy's side too, so its writes to the client stall and
         // resume all along instead of the kernel taking the whole transfer at once.
         let mut config = Config::socks_on("127.0.0.1:0".parse().unwrap());
@@ -247,7 +231,7 @@ fn a_download_in_bursts_after_a_probe_sized_request_is_never_cut_by_the_idle_tim
     const BURST: usize = 128 * 1024;
     const BURSTS: usize = 6;
     let _serial = one_at_a_time();
-    for mode in modes() {
+    for mode in relay_modes() {
         let (_proxy, proxy_addr) = proxy_with(mode, Some(IDLE));
         let (target_addr, connections) = target_by_hand();
         let mut client = socks5_connect(proxy_addr, target_addr);

@@ -12,10 +12,6 @@ use std::net::{Shutdown, SocketAddr};
 use std::thread;
 use std::time::Duration;
 
-fn modes() -> Vec<RelayMode> {
-    if cfg!(target_os = "linux") { vec![RelayMode::Splice, RelayMode::Copy] } else { vec![RelayMode::Copy] }
-}
-
 fn proxy_with(mode: RelayMode, idle_timeout: Option<Duration>) -> (burrowd::Server, SocketAddr) {
     let mut config = Config::socks_on("127.0.0.1:0".parse().unwrap());
     config.relay = mode;
@@ -25,7 +21,7 @@ fn proxy_with(mode: RelayMode, idle_timeout: Option<Duration>) -> (burrowd::Serv
 
 #[test]
 fn bursts_and_small_messages_arrive_whole_then_half_close_passes_on() {
-    for mode in modes() {
+    for mode in relay_modes() {
         let (_server, proxy) = proxy_with(mode, None);
         let mut client = socks5_connect(proxy, echo_server("127.0.0.1:0"));
         // Small messages: each echoed before the next is sent.
@@ -52,7 +48,7 @@ fn bursts_and_small_messages_arrive_whole_then_half_close_passes_on() {
 
 #[test]
 fn a_reset_from_the_target_ends_the_session() {
-    for mode in modes() {
+    for mode in relay_modes() {
         let (_server, proxy) = proxy_with(mode, None);
         let target = serve_tcp("127.0.0.1:0", |mut stream| {
             let mut byte = [0u8; 1];
@@ -73,7 +69,7 @@ fn a_reset_from_the_target_ends_the_session() {
 
 #[test]
 fn a_silent_session_is_closed_at_the_idle_timeout() {
-    for mode in modes() {
+    for mode in relay_modes() {
         let (_server, proxy) = proxy_with(mode, Some(Duration::from_millis(200)));
         let mut client = socks5_connect(proxy, echo_server("127.0.0.1:0"));
         t!(client.write_all(b"ping"));

@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset of these helpers
 
 use burrowd::config::service_url;
-use burrowd::config::{ServiceSpec, Socks4Policy};
+use burrowd::config::{RelayMode, ServiceSpec, Socks4Policy};
 use burrowd::wire::addr::{Addr, TargetAddr};
 use burrowd::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
 use burrowd::wire::udp::{Header, MAX_HEADER_LEN};
@@ -12,7 +12,8 @@ use burrowd::{Config, Server};
 use crossbeam_channel::Receiver;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -504,4 +505,33 @@ pub fn run_netns_script(name: &str, tag: &str) {
     let namespaces = t!(Command::new("ip").args(["netns", "list"]).output());
     let left = String::from_utf8_lossy(&namespaces.stdout);
     assert!(!left.contains(&namespace), "{name} left namespaces behind: {left}");
+}
+
+/// Every relay mode this system has: splice and copy on Linux, copy elsewhere.
+pub fn relay_modes() -> Vec<RelayMode> {
+    if cfg!(target_os = "linux") { vec![RelayMode::Splice, RelayMode::Copy] } else { vec![RelayMode::Copy] }
+}
+
+/// A TCP connection to `to` from the address `from` (any port): a plain blocking connect (to
+/// loopback, so it cannot hang), since with a timeout Windows reports a connection the server
+/// closes at once as a failed connect.
+pub fn connect_from(from: IpAddr, to: SocketAddr) -> TcpStream {
+    let socket = t!(socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::STREAM, None));
+    t!(socket.bind(&SocketAddr::new(from, 0).into()));
+    t!(socket.connect(&to.into()));
+    let stream = TcpStream::from(socket);
+    t!(stream.set_read_timeout(Some(TIMEOUT)));
+    stream
+}
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Held by the tests of one file that count the whole process's threads or descriptors.
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Descriptors this process has open; `None` where that cannot be counted.
+pub fn open_descriptors() -> Option<usize> {
+    cfg!(target_os = "linux").then(|| t!(std::fs::read_dir("/proc/self/fd")).count())
 }
