@@ -6,6 +6,7 @@
 //! starting and ending on many workers rarely wait for each other.
 
 use crate::net::relay::{Meter, Side};
+use crate::wire::printable::Printable;
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
@@ -170,15 +171,13 @@ impl fmt::Display for Live {
     }
 }
 
-/// A column value: `-` when unknown, and never a space or control character, so that a
-/// client-chosen name cannot break the table into more columns or lines.
+/// A column value: `-` when unknown; otherwise shown as log lines show peer text
+/// ([`Printable`]), with spaces escaped too, so that a client-chosen name cannot break the
+/// table into more columns or lines, nor turn the rest of its line around.
 fn field(value: Option<&str>) -> String {
     match value {
         None | Some("") => "-".into(),
-        Some(value) => value
-            .chars()
-            .map(|c| if c.is_whitespace() || c.is_control() { c.escape_unicode().to_string() } else { c.to_string() })
-            .collect(),
+        Some(value) => Printable(value).to_string().replace(' ', "\\u{20}"),
     }
 }
 
@@ -194,7 +193,7 @@ mod tests {
         listed.live.update(|details| {
             details.state = State::Relay;
             details.command = Some("CONNECT".into());
-            details.target = Some("evil name\n.example:80".into());
+            details.target = Some("evil name\n\u{202e}.example:80".into());
             details.outbound = Some(("127.0.0.1:40000".parse().unwrap(), "127.0.0.1:80".parse().unwrap()));
         });
         let table = sessions.table();
@@ -211,7 +210,7 @@ mod tests {
                 "127.0.0.1:1080",
                 "-",
                 "CONNECT",
-                "evil\\u{20}name\\u{a}.example:80",
+                "\"evil\\u{20}name\\n\\u{202e}.example:80\"",
                 "127.0.0.1:40000",
                 "127.0.0.1:80"
             ]
