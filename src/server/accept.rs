@@ -59,7 +59,10 @@ impl Acceptor {
     /// Admits a client and hands it to the pool; all per-client work happens on the worker.
     fn dispatch(&self, stream: TcpStream, peer: SocketAddr, warnings: &mut Warnings) {
         let config = &self.ctx.config;
-        if let Some(denied) = refused_at_accept(&config.rules.current(), peer.ip()) {
+        // One look at the rules per client: the same table judges its address now and its
+        // requests later.
+        let rules = config.rules.current();
+        if let Some(denied) = refused_at_accept(&rules, peer.ip()) {
             self.ctx.stats.client_refused(Refusal::Rule);
             drop(stream);
             warnings.denied.warn(|count| format!("refused {count} client(s), last {peer}: {denied}"));
@@ -107,7 +110,7 @@ impl Acceptor {
             // The client's place is given back when its session ends, however it ends.
             let _seat = seat;
             match &*spec {
-                ServiceSpec::Socks(socks) => socks::serve_socks(&ctx, socks, listed, stream, waiting),
+                ServiceSpec::Socks(socks) => socks::serve_socks(&ctx, socks, listed, stream, waiting, rules),
                 ServiceSpec::TcpForward(forward) => forward::tcp::serve(&ctx, forward, listed, stream),
                 ServiceSpec::UdpForward(_) => unreachable!("UDP services have no accept loop"),
             }

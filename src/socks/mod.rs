@@ -10,6 +10,7 @@ mod v4;
 mod v5;
 
 use crate::config::SocksSpec;
+use crate::config::rules::RuleTable;
 use crate::net::admission::Waiting;
 use crate::net::negotiation::{Negotiation, close_after_reply};
 use crate::net::sockopt;
@@ -18,7 +19,8 @@ use crate::session::{self, Context, Established, Listed, SessionLog};
 use std::net::TcpStream;
 use std::sync::Arc;
 
-/// Serves one accepted client of a SOCKS listener from start to close; it may be
+/// Serves one accepted client of a SOCKS listener from start to close, under `rules` (the
+/// table in force when it was accepted, whatever a reload does meanwhile); it may be
 /// reclaimed while `waiting` is held, which is until its request is in.
 pub(crate) fn serve_socks(
     ctx: &Arc<Context>,
@@ -26,9 +28,9 @@ pub(crate) fn serve_socks(
     listed: Listed,
     client: TcpStream,
     waiting: Option<Waiting>,
+    rules: Arc<RuleTable>,
 ) {
-    // The rules in force now are this session's, whatever a reload does meanwhile.
-    let mut access = Access::new(ctx.config.rules.current(), listed.live.client.ip(), ctx.config.chain.is_empty());
+    let mut access = Access::new(rules, listed.live.client.ip(), ctx.config.chain.is_empty());
     session::handshake_then_relay(ctx, listed, |log| negotiate_socks(ctx, spec, client, waiting, &mut access, log));
 }
 
