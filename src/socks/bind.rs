@@ -51,11 +51,12 @@ pub(super) fn serve(
         }
     };
     log.outbound_local = Some(bound.addr);
+    // Listed as waiting before the client hears where to send its peer.
+    log.publish(State::BindWaiting);
     if let Err(e) = replies.granted(&mut negotiation, Addr::Ip(bound.addr), log) {
         log.outcome = e.to_string();
         return None;
     }
-    log.publish(State::BindWaiting);
     let peer = match bound.wait(negotiation.stream(), ctx.config.bind_timeout, &ctx.config.socket, &|peer| {
         access.check_address(Cmd::Bind, named, peer).map_err(Failure::from)
     }) {
@@ -96,11 +97,11 @@ fn serve_through_chain(
         }
     };
     log.outbound_local = ip_of(&bound.listening);
+    log.publish(State::BindWaiting);
     if let Err(e) = replies.granted(&mut negotiation, bound.listening.as_addr(), log) {
         log.outcome = e.to_string();
         return None;
     }
-    log.publish(State::BindWaiting);
     let local = |e| WaitEnd::Failed(Failure::Local(e));
     let waited = bound.stream().set_nonblocking(true).map_err(local).and_then(|()| {
         let mut probe = [0u8; 1];

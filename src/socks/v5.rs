@@ -185,11 +185,8 @@ fn udp_associate(
         Ok(association) => association,
         Err(e) => return fail(negotiation, Failure::Local(e), log),
     };
-    let reply = Reply { code: ReplyCode::SUCCEEDED, addr: Addr::Ip(association.advertised()) };
-    if let Err(e) = send_reply(&mut negotiation, reply, log) {
-        log.outcome = e.to_string();
-        return;
-    }
+    // Listed as an association before the client hears it is one, so that whoever it
+    // tells never finds it still negotiating.
     log.publish(State::Udp);
     let meter = match &log.live {
         Some(live) => {
@@ -198,6 +195,11 @@ fn udp_associate(
         }
         None => Arc::default(),
     };
+    let reply = Reply { code: ReplyCode::SUCCEEDED, addr: Addr::Ip(association.advertised()) };
+    if let Err(e) = send_reply(&mut negotiation, reply, log) {
+        log.outcome = e.to_string();
+        return;
+    }
     let outcome = association.run(ctx, negotiation.into_stream(), meter);
     log.up = outcome.counts.up.bytes;
     log.down = outcome.counts.down.bytes;
