@@ -1,6 +1,7 @@
 //! The command line: flags to a [`Config`], and the help text that lists them.
 
 use super::config_file;
+use super::egress::Egress;
 use super::rules::{RuleSource, Rules, Verdict};
 use super::units::{parse_duration, parse_size};
 use super::users::Users;
@@ -47,10 +48,18 @@ Options:
                                  socks5://[USER:PASS@]HOST:PORT   SOCKS5 only
                                  tcp://HOST:PORT/TARGET_HOST:TARGET_PORT
                                  udp://HOST:PORT/TARGET_HOST:TARGET_PORT?ttl=60s
-                               HOST empty means all IPv4 addresses; IPv6 as [::]
+                               HOST empty means all IPv4 addresses; IPv6 as [::]; any of them
+                               may end in ?bind-out=IP&interface=NAME, its own egress
   -F socks5://[USER:PASS@]HOST:PORT
                                send every outbound connection through this upstream SOCKS5
                                proxy; repeat to chain several, first given is first hop
+      --bind-out IP|same       send every outbound connection and datagram (CONNECT, BIND,
+                               UDP, the hops of -F) from IP; repeatable, one IPv4 and one
+                               IPv6 at most; with one family only, targets of the other are
+                               refused (reply 3); same: from the address the client reached
+                               (default: the routing table's choice)
+      --interface NAME         bind every outbound socket to interface NAME (Linux, macOS)
+                               (default: none)
       --users FILE             read users from FILE, one name:password per line
       --allow RULE, --deny RULE
                                access rules, repeatable, first match decides; RULE is any of
@@ -238,6 +247,10 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
     let mut url_services = Vec::new();
     let mut users = Users::default();
     let mut socks4 = None;
+    let mut egress = Egress::default();
+    // Whether the --bind-out values so far came from the config file, which the command
+    // line's replace rather than add to.
+    let mut bind_out_in_file = false;
     let mut rule_sources = Vec::new();
     let mut verbosity: i8 = 0;
     for Arg { flag, value: mut given, at: written_at } in args {
@@ -264,6 +277,14 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
                 let url = value()?;
                 config.chain.push(service_url::parse_hop(&url).map_err(|e| url_error("-F", &url, e))?);
             }
+            "--bind-out" => {
+                if bind_out_in_file && at.is_none() {
+                    egress.bind = None;
+                }
+                bind_out_in_file = at.is_some();
+                egress.add_bind_out(&value()?).map_err(|e| format!("{flag}: {e}"))?;
+            }
+            "--interface" => egress.set_interface(&value()?).map_err(|e| format!("{flag}: {e}"))?,
             "-u" | "--user" => users.add_entry(&value()?).map_err(|e| format!("--user: {e}"))?,
             "--users" => users.add_file(Path::new(&value()?)).map_err(|e| format!("--users: {e}"))?,
             "--allow" => rule_sources.push(rule_source(Verdict::Allow, value()?, at)),
@@ -316,6 +337,11 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
         .map(|addr| ServiceSpec::Socks(SocksSpec { users: users.clone(), socks4, ..SocksSpec::new(addr) }))
         .chain(url_services)
         .collect();
+    // A service's own ?bind-out= and ?interface= win over the flags'.
+    for spec in &mut config.services {
+        let own = std::mem::take(spec.egress_mut());
+        *spec.egress_mut() = own.or(&egress);
+    }
     config.rules = Rules::load(rule_sources)?;
     Ok(Box::new(Settings { config, verbosity }))
 }

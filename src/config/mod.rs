@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config_file;
+pub mod egress;
 pub mod rules;
 pub mod service_url;
 pub mod summary;
@@ -11,6 +12,7 @@ pub mod users;
 
 use crate::wire::addr::TargetAddr;
 use crate::wire::printable::Printable;
+use egress::Egress;
 use rules::Rules;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -33,6 +35,8 @@ pub struct SocksSpec {
     /// With users, SOCKS5 clients must log in with one of them; empty means no login.
     pub users: Users,
     pub socks4: Socks4Policy,
+    /// Where its sessions' outbound traffic leaves from.
+    pub egress: Egress,
 }
 
 /// Whether a SOCKS service answers SOCKS4/4a requests.
@@ -52,6 +56,7 @@ pub enum Socks4Policy {
 pub struct TcpForwardSpec {
     pub addr: SocketAddr,
     pub target: TargetAddr,
+    pub egress: Egress,
 }
 
 /// `udp://ADDR/TARGET?ttl=DUR`: datagrams from each client address are forwarded to one
@@ -62,6 +67,7 @@ pub struct UdpForwardSpec {
     pub target: TargetAddr,
     /// A client's session ends after this long with no datagram either way.
     pub ttl: Duration,
+    pub egress: Egress,
 }
 
 /// One upstream SOCKS5 proxy of the chain (`-F`); outbound traffic goes through each in turn.
@@ -99,7 +105,7 @@ impl fmt::Display for Hop {
 
 impl SocksSpec {
     pub fn new(addr: SocketAddr) -> Self {
-        SocksSpec { addr, users: Users::default(), socks4: Socks4Policy::Auto }
+        SocksSpec { addr, users: Users::default(), socks4: Socks4Policy::Auto, egress: Egress::default() }
     }
 }
 
@@ -109,6 +115,23 @@ impl ServiceSpec {
             ServiceSpec::Socks(socks) => socks.addr,
             ServiceSpec::TcpForward(forward) => forward.addr,
             ServiceSpec::UdpForward(forward) => forward.addr,
+        }
+    }
+
+    /// Where the service's outbound traffic leaves from.
+    pub fn egress(&self) -> &Egress {
+        match self {
+            ServiceSpec::Socks(socks) => &socks.egress,
+            ServiceSpec::TcpForward(forward) => &forward.egress,
+            ServiceSpec::UdpForward(forward) => &forward.egress,
+        }
+    }
+
+    pub fn egress_mut(&mut self) -> &mut Egress {
+        match self {
+            ServiceSpec::Socks(socks) => &mut socks.egress,
+            ServiceSpec::TcpForward(forward) => &mut forward.egress,
+            ServiceSpec::UdpForward(forward) => &mut forward.egress,
         }
     }
 

@@ -5,6 +5,7 @@
 //! socks5://[USER:PASS@]HOST:PORT       SOCKS5 only
 //! tcp://HOST:PORT/TARGET_HOST:TARGET_PORT
 //! udp://HOST:PORT/TARGET_HOST:TARGET_PORT[?ttl=DUR]
+//! any service URL: ?bind-out=IP|same (repeatable) &interface=NAME
 //! -F socks5://[USER:PASS@]HOST:PORT    one upstream hop
 //! ```
 //!
@@ -13,6 +14,7 @@
 //! a name until whoever connects to it resolves it. USER and PASS may be percent-encoded, and
 //! PASS may hold '@', '/' and '?' as they are: the last '@' ends it.
 
+use super::egress::Egress;
 use super::units::parse_duration;
 use super::users::Users;
 use super::{Credentials, DEFAULT_UDP_TTL, Hop, ServiceSpec, Socks4Policy, SocksSpec, TcpForwardSpec, UdpForwardSpec};
@@ -44,6 +46,8 @@ pub enum UrlError {
     UnexpectedPath(String),
     /// A `ttl=` that is not a duration above zero.
     BadTtl(String),
+    /// A `bind-out=` or `interface=` that is not what `--bind-out` or `--interface` takes.
+    BadEgress(String),
     /// A `?KEY=VALUE` this URL does not take.
     UnknownOption(String),
 }
@@ -61,6 +65,7 @@ impl fmt::Display for UrlError {
             UrlError::MissingTarget => write!(f, "missing target (add /TARGET_HOST:TARGET_PORT)"),
             UrlError::UnexpectedPath(path) => write!(f, "unexpected path {path:?}"),
             UrlError::BadTtl(why) => write!(f, "bad ttl: {why}"),
+            UrlError::BadEgress(why) => write!(f, "{why}"),
             UrlError::UnknownOption(option) => write!(f, "unknown option {option:?}"),
         }
     }
@@ -77,8 +82,10 @@ pub fn parse_service(text: &str) -> Result<ServiceSpec, UrlError> {
     match url.scheme {
         "socks" | "socks5" => {
             url.no_path()?;
-            url.no_options()?;
             let mut spec = SocksSpec::new(listen_addr(url.host_port)?);
+            for (key, value) in url.options() {
+                egress_option(&mut spec.egress, key, value)?;
+            }
             if let Some(credentials) = url.credentials()? {
                 spec.users = one_user(&credentials)?;
             }
@@ -89,25 +96,30 @@ pub fn parse_service(text: &str) -> Result<ServiceSpec, UrlError> {
         }
         "tcp" => {
             url.no_credentials()?;
-            url.no_options()?;
+            let mut egress = Egress::default();
+            for (key, value) in url.options() {
+                egress_option(&mut egress, key, value)?;
+            }
             Ok(ServiceSpec::TcpForward(TcpForwardSpec {
                 addr: listen_addr(url.host_port)?,
                 target: remote_addr(url.target()?)?,
+                egress,
             }))
         }
         "udp" => {
             url.no_credentials()?;
-            let mut ttl = DEFAULT_UDP_TTL;
+            let (mut ttl, mut egress) = (DEFAULT_UDP_TTL, Egress::default());
             for (key, value) in url.options() {
                 match key {
                     "ttl" => ttl = parse_ttl(value)?,
-                    _ => return Err(UrlError::UnknownOption(key.into())),
+                    _ => egress_option(&mut egress, key, value)?,
                 }
             }
             Ok(ServiceSpec::UdpForward(UdpForwardSpec {
                 addr: listen_addr(url.host_port)?,
                 target: remote_addr(url.target()?)?,
                 ttl,
+                egress,
             }))
         }
         other => Err(UrlError::UnknownScheme(other.into(), SERVICE_SCHEMES)),
@@ -233,6 +245,17 @@ fn one_user(credentials: &Credentials) -> Result<Users, UrlError> {
         .add(&credentials.user, &credentials.password)
         .map_err(|_| UrlError::BadCredentials("USER must be 1 to 255 bytes and PASS at most 255"))?;
     Ok(users)
+}
+
+/// Takes `bind-out=` and `interface=`, the options every service has; any other key is
+/// one this URL does not know.
+fn egress_option(egress: &mut Egress, key: &str, value: &str) -> Result<(), UrlError> {
+    let set = match key {
+        "bind-out" => egress.add_bind_out(value),
+        "interface" => egress.set_interface(value),
+        _ => return Err(UrlError::UnknownOption(key.into())),
+    };
+    set.map_err(|why| UrlError::BadEgress(format!("{key}: {why}")))
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, UrlError> {
@@ -363,6 +386,23 @@ mod tests {
     }
 
     #[test]
+    fn every_service_takes_its_own_egress() {
+        use crate::config::egress::BindOut;
+        let spec = socks("socks://:1081?bind-out=192.0.2.7&bind-out=2001:db8::7&interface=wg0");
+        let v4 = Some("192.0.2.7".parse().unwrap());
+        let v6 = Some("2001:db8::7".parse().unwrap());
+        assert_eq!(spec.egress.bind, Some(BindOut::Addrs { v4, v6 }));
+        assert_eq!(spec.egress.interface.as_deref(), Some("wg0"));
+        let Ok(ServiceSpec::TcpForward(tcp)) = parse_service("tcp://:1/h:1?bind-out=same") else { panic!("tcp") };
+        assert_eq!(tcp.egress.bind, Some(BindOut::Same));
+        let Ok(ServiceSpec::UdpForward(udp)) = parse_service("udp://:1/h:1?interface=eth1&ttl=5s") else {
+            panic!("udp");
+        };
+        assert_eq!((udp.egress.interface.as_deref(), udp.ttl), (Some("eth1"), Duration::from_secs(5)));
+        assert!(socks("socks5://:1080").egress.is_default());
+    }
+
+    #[test]
     fn hops() {
         let hop = parse_hop("socks5://proxy.example:1080").unwrap();
         assert_eq!(hop, Hop { addr: TargetAddr::Domain("proxy.example".into(), 1080), credentials: None });
@@ -398,6 +438,10 @@ mod tests {
         assert_eq!(parse_hop(&url).unwrap_err(), want);
     }
 
+    fn egress_error(why: &str) -> UrlError {
+        UrlError::BadEgress(why.into())
+    }
+
     #[test]
     fn bad_service_urls_say_what_is_wrong() {
         let long = format!("socks://{}:p@:1", "u".repeat(256));
@@ -430,6 +474,15 @@ mod tests {
             ("udp://:1/h:1?ttl=0", UrlError::BadTtl("must be more than 0".into())),
             ("udp://:1/h:1?ttl=", UrlError::BadTtl("\"\" is not a duration".into())),
             ("udp://:1/h:1?ttl=5d", UrlError::BadTtl("\"5d\" has unknown unit \"d\" (use ms, s, m or h)".into())),
+            (
+                "socks://:1?bind-out=10.0.0.1&bind-out=10.0.0.2",
+                egress_error("bind-out: at most one IPv4 and one IPv6 address"),
+            ),
+            ("tcp://:1/h:1?bind-out=eth0", egress_error("bind-out: \"eth0\" is not an IP address or \"same\"")),
+            (
+                "udp://:1/h:1?interface=",
+                egress_error("interface: \"\" is not an interface name (1 to 15 characters, no '/')"),
+            ),
             ("tcp://u:p@:1/h:1", UrlError::UnexpectedCredentials),
             ("socks://alice@:1080", UrlError::BadCredentials("expected USER:PASS")),
             ("socks://:pw@:1080", UrlError::BadCredentials("USER must be 1 to 255 bytes and PASS at most 255")),
@@ -454,6 +507,7 @@ mod tests {
             ("socks5://:1080", UrlError::BadHost("\"\" is not an IP address or domain name".into())),
             ("socks5://127.0.0.1:1080/x:1", UrlError::UnexpectedPath("x:1".into())),
             ("socks5://127.0.0.1:1080?ttl=1s", UrlError::UnknownOption("ttl".into())),
+            ("socks5://127.0.0.1:1080?bind-out=same", UrlError::UnknownOption("bind-out".into())),
             ("socks5://user@127.0.0.1:1080", UrlError::BadCredentials("expected USER:PASS")),
         ];
         for (text, want) in table {

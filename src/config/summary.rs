@@ -85,6 +85,15 @@ fn item(key: &str, value: impl ToString) -> (String, String) {
 }
 
 fn service(spec: &ServiceSpec) -> (String, String) {
+    let (key, mut value) = service_use(spec);
+    if !spec.egress().is_default() {
+        value.push_str(&format!("; {}", spec.egress()));
+    }
+    (key, value)
+}
+
+/// What a service serves, and to whom.
+fn service_use(spec: &ServiceSpec) -> (String, String) {
     match spec {
         ServiceSpec::Socks(socks) => {
             let mut value = format!("SOCKS5 {}; SOCKS4/4a {}", login(socks), socks4(socks));
@@ -227,6 +236,8 @@ mod tests {
             service_url::parse_service("socks://0.0.0.0:1082").unwrap(),
             service_url::parse_service("tcp://127.0.0.1:2222/10.0.0.5:22").unwrap(),
             service_url::parse_service("udp://127.0.0.1:5353/10.0.0.1:53?ttl=30s").unwrap(),
+            service_url::parse_service("socks5://127.0.0.1:1083?bind-out=192.0.2.7&interface=wg0").unwrap(),
+            service_url::parse_service("tcp://127.0.0.1:2223/10.0.0.5:22?bind-out=same").unwrap(),
         ];
         config.chain = vec![
             service_url::parse_hop("socks5://carol:s3cret@hop1.example:1080").unwrap(),
@@ -243,6 +254,8 @@ mod tests {
             "  socks 0.0.0.0:1082       SOCKS5 no login; SOCKS4/4a served; an open proxy: not loopback, and no login needed",
             "  tcp 127.0.0.1:2222       forward to 10.0.0.5:22",
             "  udp 127.0.0.1:5353       forward to 10.0.0.1:53, a session ends after 30s idle (ttl)",
+            "  socks 127.0.0.1:1083     SOCKS5 no login; SOCKS4/4a off; bind-out 192.0.2.7 (IPv4 only), interface wg0",
+            "  tcp 127.0.0.1:2223       forward to 10.0.0.5:22; bind-out same (the address the client reached)",
             "  hop 1                    socks5://hop1.example:1080, login as carol (password hidden)",
             "  hop 2                    socks5://10.0.0.2:1080",
             "  max-clients-per-ip       7",

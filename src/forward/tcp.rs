@@ -4,27 +4,43 @@
 use crate::config::TcpForwardSpec;
 use crate::net::negotiation::close_after_reply;
 use crate::net::sockopt;
+use crate::outbound::Egress;
 use crate::session::{self, Context, Established, Listed, SessionLog};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
 /// Serves one accepted client of a `tcp://` service from start to close.
 pub(crate) fn serve(ctx: &Arc<Context>, spec: &TcpForwardSpec, listed: Listed, client: TcpStream) {
-    session::handshake_then_relay(ctx, listed, |log| connect(ctx, spec, client, log));
+    let ingress = listed.live.local;
+    session::handshake_then_relay(ctx, listed, |log| connect(ctx, spec, client, ingress, log));
 }
 
-/// Connects the client's target. Never inlined; see [`session::handshake_then_relay`].
+/// Connects the client's target; `ingress` is the address it reached, where known.
+/// Never inlined; see [`session::handshake_then_relay`].
 #[inline(never)]
-fn connect(ctx: &Arc<Context>, spec: &TcpForwardSpec, client: TcpStream, log: &mut SessionLog) -> Option<Established> {
+fn connect(
+    ctx: &Arc<Context>,
+    spec: &TcpForwardSpec,
+    client: TcpStream,
+    ingress: Option<SocketAddr>,
+    log: &mut SessionLog,
+) -> Option<Established> {
     log.command = Some("TCP-FORWARD".into());
     log.target = Some(spec.target.clone());
     if let Err(e) = sockopt::tune_accepted(&client, &ctx.config.socket) {
         log.outcome = format!("cannot set socket options: {e}");
         return None;
     }
+    let egress = match Egress::for_client(&spec.egress, ingress, &client) {
+        Ok(egress) => egress,
+        Err(e) => {
+            log.outcome = format!("cannot read the address the client reached: {e}");
+            return None;
+        }
+    };
     // The operator chose this target: the access rules judge who may use the forward
     // (at accept), not where it goes.
-    let connected = match ctx.connect_target(&spec.target, |_| Ok(())) {
+    let connected = match ctx.connect_target(&spec.target, &egress, |_| Ok(())) {
         Ok(connected) => connected,
         Err(e) => {
             log.outcome = e.to_string();

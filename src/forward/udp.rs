@@ -18,11 +18,10 @@
 use crate::config::{Config, UdpForwardSpec};
 use crate::net::is_timeout;
 use crate::net::relay::{Activity, Meter};
-use crate::net::sockopt;
 use crate::net::udp_batch::{Batch, Outgoing};
 use crate::net::worker_pool::{Refused, WorkerPool};
-use crate::outbound;
 use crate::outbound::upstream::{UpstreamUdp, last_hop_header};
+use crate::outbound::{self, Egress};
 use crate::session::access::refused_at_accept;
 use crate::session::live::Details;
 use crate::session::report::FoldedWarning;
@@ -32,7 +31,7 @@ use crate::wire::addr::TargetAddr;
 use crate::wire::udp::{Header, MAX_HEADER_LEN};
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -60,7 +59,9 @@ pub(crate) fn start(ctx: Arc<Context>, spec: UdpForwardSpec, socket: UdpSocket, 
     let addr = socket.local_addr()?;
     // Room in front of each payload for the headers the chain puts there.
     let front = MAX_HEADER_LEN + UpstreamUdp::max_wrapping_len(ctx.config.chain.len());
-    let service = Arc::new(Service { ctx, spec, socket, addr, sessions, front });
+    // `bind-out=same` is the service's own address (refused at start on a wildcard one).
+    let egress = Egress::for_session(&spec.egress, addr);
+    let service = Arc::new(Service { ctx, spec, socket, addr, sessions, front, egress });
     std::thread::Builder::new().name("burrowd-udp".into()).spawn(move || service.receive(&workers))?;
     Ok(())
 }
@@ -142,6 +143,8 @@ struct Service {
     sessions: Mutex<Sessions>,
     /// Where a payload starts in its batch slot: after room for the headers in front.
     front: usize,
+    /// Where every session's outbound datagrams leave from.
+    egress: Egress,
 }
 
 struct Session {
@@ -389,24 +392,19 @@ impl Service {
 
     /// A socket straight to the target, or a UDP association through the upstream chain.
     fn open_path(&self) -> Result<Path, String> {
-        if let Some(udp) = self.ctx.udp_upstream().map_err(|e| e.to_string())? {
+        if let Some(udp) = self.ctx.udp_upstream(&self.egress).map_err(|e| e.to_string())? {
             for control in &udp.controls {
                 control.set_nonblocking(true).map_err(|e| format!("upstream control connection: {e}"))?;
             }
             return Ok(Path::Upstream { udp, target: self.spec.target.clone() });
         }
-        let resolved = outbound::resolve(&self.spec.target).map_err(|e| e.to_string())?;
-        let target = *resolved.first().expect("resolve returns at least one address");
-        let socket = sockopt::udp_bind(SocketAddr::new(unspecified_like(target.ip()), 0), &self.ctx.config.udp)
+        let resolved = outbound::resolve(&self.spec.target).and_then(|addrs| self.egress.reachable(addrs));
+        let target = *resolved.map_err(|e| e.to_string())?.first().expect("resolve returns at least one address");
+        let socket = self
+            .egress
+            .udp_socket(target.is_ipv6(), &self.ctx.config.udp)
             .map_err(|e| format!("cannot open outbound socket: {e}"))?;
         Ok(Path::Direct { socket, target })
-    }
-}
-
-fn unspecified_like(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     }
 }
 

@@ -17,7 +17,18 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// fewer system calls per session) and its buffer sizes are in place when the handshake
 /// negotiates window scaling. See [`tune_accepted`].
 pub(crate) fn listen(addr: SocketAddr, opts: &SocketOptions) -> io::Result<TcpListener> {
+    listen_prepared(addr, opts, |_| Ok(()))
+}
+
+/// [`listen`], with `prepare` run on the socket before it is bound (to bind it to an
+/// interface).
+pub(crate) fn listen_prepared(
+    addr: SocketAddr,
+    opts: &SocketOptions,
+    prepare: impl FnOnce(&Socket) -> io::Result<()>,
+) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    prepare(&socket)?;
     claim_address(&socket)?;
     tune(&SockRef::from(&socket), opts)?;
     if addr.is_ipv6() {
@@ -85,16 +96,9 @@ fn keepalive_params(idle: Duration) -> TcpKeepalive {
     params
 }
 
-/// Connects to `addr` within `timeout`. Options go on before the connect so buffer sizes
-/// shape the window scaling the handshake negotiates.
-pub(crate) fn connect(addr: SocketAddr, timeout: Duration, opts: &SocketOptions) -> io::Result<TcpStream> {
-    let socket = stream_for(addr, opts)?;
-    connect_within(&socket, addr, timeout)?;
-    Ok(socket.into())
-}
-
-/// A TCP socket of `addr`'s family with the options on, not yet connected: for a connect
-/// that another thread may have to cut short.
+/// A TCP socket of `addr`'s family with the options on, not yet connected. Options go on
+/// before the connect ([`connect_within`]) so buffer sizes shape the window scaling the
+/// handshake negotiates.
 pub(crate) fn stream_for(addr: SocketAddr, opts: &SocketOptions) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     tune(&SockRef::from(&socket), opts)?;
@@ -129,12 +133,84 @@ pub(crate) fn connect_within(socket: &Socket, addr: SocketAddr, timeout: Duratio
     socket.connect_timeout(&addr.into(), timeout)
 }
 
+/// Binds an outbound TCP socket, before its connect, to the source address `source` (port
+/// 0). On Linux the port is left for the connect to choose (IP_BIND_ADDRESS_NO_PORT), so
+/// one source address serves a port range per target rather than one for all targets.
+pub(crate) fn bind_source(socket: &Socket, source: SocketAddr) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    bind_address_no_port(socket)?;
+    socket.bind(&source.into())
+}
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)] // IP_BIND_ADDRESS_NO_PORT has no safe wrapper in std or socket2
+fn bind_address_no_port(socket: &Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the socket is open (borrowed); the value is a live c_int and its length is given.
+    // IPPROTO_IP options apply to IPv6 sockets too.
+    let set = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&raw const on).cast(),
+            len,
+        )
+    };
+    if set != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Binds `socket` to the interface `name`: it sends and receives by that interface alone,
+/// whatever the routing table says. On Linux SO_BINDTODEVICE takes the name, so an
+/// interface deleted and made again (a VPN restarting) is found again.
+#[cfg(target_os = "linux")]
+pub(crate) fn bind_device(socket: &Socket, _ipv6: bool, name: &str) -> io::Result<()> {
+    socket.bind_device(Some(name.as_bytes()))
+}
+
+/// On macOS IP_BOUND_IF and IPV6_BOUND_IF take an index, looked up for each socket for the
+/// same reason.
+#[cfg(target_os = "macos")]
+pub(crate) fn bind_device(socket: &Socket, ipv6: bool, name: &str) -> io::Result<()> {
+    let index = interface_index(name)?;
+    if ipv6 { socket.bind_device_by_index_v6(Some(index)) } else { socket.bind_device_by_index_v4(Some(index)) }
+}
+
+#[cfg(target_os = "macos")]
+#[allow(unsafe_code)] // if_nametoindex has no safe wrapper in std or socket2
+fn interface_index(name: &str) -> io::Result<std::num::NonZeroU32> {
+    let c_name = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "an interface name holds no NUL"))?;
+    // SAFETY: c_name is a NUL-terminated string that lives through the call.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    std::num::NonZeroU32::new(index)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface named {name}")))
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+pub(crate) fn bind_device(_socket: &Socket, _ipv6: bool, _name: &str) -> io::Result<()> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "binding to an interface needs Linux or macOS"))
+}
+
 /// Opens a UDP socket bound to `addr` with the configured buffer sizes. An IPv4 socket gets
 /// SO_BROADCAST, so a datagram to 255.255.255.255 or a subnet broadcast is sent rather
 /// than refused with EACCES; IPv6 has no broadcast, and its socket is IPv6-only so each
 /// family has a socket of its own.
 pub(crate) fn udp_bind(addr: SocketAddr, opts: &UdpOptions) -> io::Result<UdpSocket> {
+    udp_bind_prepared(addr, opts, |_| Ok(()))
+}
+
+/// [`udp_bind`], with `prepare` run on the socket before it is bound (to bind it to an
+/// interface).
+pub(crate) fn udp_bind_prepared(
+    addr: SocketAddr,
+    opts: &UdpOptions,
+    prepare: impl FnOnce(&Socket) -> io::Result<()>,
+) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    prepare(&socket)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     } else {
@@ -154,6 +230,12 @@ pub(crate) fn udp_bind(addr: SocketAddr, opts: &UdpOptions) -> io::Result<UdpSoc
 mod tests {
     use super::*;
     use crate::config::Config;
+
+    fn connect(addr: SocketAddr, timeout: Duration, opts: &SocketOptions) -> io::Result<TcpStream> {
+        let socket = stream_for(addr, opts)?;
+        connect_within(&socket, addr, timeout)?;
+        Ok(socket.into())
+    }
 
     #[test]
     fn accepted_streams_carry_the_options() {

@@ -4,7 +4,7 @@
 //! Resolution and connecting are two steps, so a check on the resolved addresses can sit
 //! between them.
 
-use super::{ConnectError, Connected};
+use super::{ConnectError, Connected, Egress};
 use crate::config::SocketOptions;
 use crate::net::sockopt;
 use crate::wire::addr::TargetAddr;
@@ -55,13 +55,15 @@ fn special_use_name(name: &str, port: u16) -> Option<io::Result<Vec<SocketAddr>>
     }
 }
 
-/// Connects directly to the target: resolves it, then [`connect_any`].
+/// Connects directly to the target: resolves it, keeps the addresses `egress` may reach,
+/// then [`connect_any`].
 pub(crate) fn connect_direct(
     target: &TargetAddr,
     timeout: Duration,
     opts: &SocketOptions,
+    egress: &Egress,
 ) -> Result<Connected, ConnectError> {
-    connect_any(&resolve(target)?, timeout, opts)
+    connect_any(&egress.reachable(resolve(target)?)?, timeout, opts, egress)
 }
 
 /// Connects to one of `addrs` (at least one, in the resolver's order of preference)
@@ -69,11 +71,13 @@ pub(crate) fn connect_direct(
 /// Several are raced as RFC 8305 says: in the resolver's order with the families
 /// alternating, each started [`ATTEMPT_DELAY`] after the one before unless that one has
 /// failed already; the first to connect wins and the others are cut. If none connects,
-/// the error is the last one seen, or a timeout for an attempt still under way.
+/// the error is the last one seen, or a timeout for an attempt still under way. Every
+/// socket leaves as `egress` says.
 pub(crate) fn connect_any(
     addrs: &[SocketAddr],
     timeout: Duration,
     opts: &SocketOptions,
+    egress: &Egress,
 ) -> Result<Connected, ConnectError> {
     match addrs {
         [] => Err(ConnectError::Resolve {
@@ -81,12 +85,24 @@ pub(crate) fn connect_any(
             error: io::Error::new(io::ErrorKind::NotFound, "no addresses"),
         }),
         &[addr] => {
-            let stream =
-                sockopt::connect(addr, timeout, opts).map_err(|error| ConnectError::Connect { addr, error })?;
+            let connect = || {
+                let socket = outbound_socket(addr, opts, egress)?;
+                sockopt::connect_within(&socket, addr, timeout)?;
+                Ok(socket.into())
+            };
+            let stream = connect().map_err(|error| ConnectError::Connect { addr, error })?;
             connected(stream, addr)
         }
-        _ => race(&interleave_families(addrs), timeout, opts),
+        _ => race(&interleave_families(addrs), timeout, opts, egress),
     }
+}
+
+/// A TCP socket toward `addr` with the options on, bound as `egress` says, not yet
+/// connected.
+fn outbound_socket(addr: SocketAddr, opts: &SocketOptions, egress: &Egress) -> io::Result<Socket> {
+    let socket = sockopt::stream_for(addr, opts)?;
+    egress.prepare(&socket, addr.is_ipv6())?;
+    Ok(socket)
 }
 
 fn connected(stream: TcpStream, addr: SocketAddr) -> Result<Connected, ConnectError> {
@@ -122,7 +138,12 @@ struct Attempt {
 /// What an attempt's thread reports: its number, and its socket once connected.
 type Outcome = (usize, io::Result<Arc<Socket>>);
 
-fn race(order: &[SocketAddr], timeout: Duration, opts: &SocketOptions) -> Result<Connected, ConnectError> {
+fn race(
+    order: &[SocketAddr],
+    timeout: Duration,
+    opts: &SocketOptions,
+    egress: &Egress,
+) -> Result<Connected, ConnectError> {
     let deadline = Instant::now() + timeout;
     let (report, outcomes) = crossbeam_channel::unbounded::<Outcome>();
     let mut waiting = order.iter().copied().enumerate();
@@ -137,7 +158,7 @@ fn race(order: &[SocketAddr], timeout: Duration, opts: &SocketOptions) -> Result
         if now >= next_start
             && let Some((number, addr)) = waiting.next()
         {
-            match start(number, addr, deadline - now, opts, &report) {
+            match start(number, addr, deadline - now, opts, egress, &report) {
                 Ok(attempt) => running.push(attempt),
                 Err(error) => last_error = Some(ConnectError::Connect { addr, error }),
             }
@@ -185,9 +206,10 @@ fn start(
     addr: SocketAddr,
     timeout: Duration,
     opts: &SocketOptions,
+    egress: &Egress,
     report: &crossbeam_channel::Sender<Outcome>,
 ) -> io::Result<Attempt> {
-    let socket = Arc::new(sockopt::stream_for(addr, opts)?);
+    let socket = Arc::new(outbound_socket(addr, opts, egress)?);
     let (theirs, report) = (Arc::clone(&socket), report.clone());
     std::thread::Builder::new().name("burrowd-connect".into()).stack_size(ATTEMPT_STACK).spawn(move || {
         let outcome = sockopt::connect_within(&theirs, addr, timeout).map(|()| theirs);
@@ -247,7 +269,8 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let good = listener.local_addr().unwrap();
         let started = Instant::now();
-        let connected = connect_any(&[hole, good], Duration::from_secs(10), &Config::default().socket).unwrap();
+        let connected =
+            connect_any(&[hole, good], Duration::from_secs(10), &Config::default().socket, &Egress::default()).unwrap();
         let took = started.elapsed();
         println!("the second address connected after {took:?}");
         assert_eq!(connected.peer, good);
@@ -260,7 +283,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let good = listener.local_addr().unwrap();
         let started = Instant::now();
-        let connected = connect_any(&[refused, good], Duration::from_secs(10), &Config::default().socket).unwrap();
+        let connected =
+            connect_any(&[refused, good], Duration::from_secs(10), &Config::default().socket, &Egress::default())
+                .unwrap();
         assert_eq!(connected.peer, good);
         assert!(started.elapsed() < ATTEMPT_DELAY, "{:?}", started.elapsed());
     }
@@ -270,7 +295,9 @@ mod tests {
         let (hole, _full, _queued) = black_hole();
         let timeout = Duration::from_millis(600);
         let started = Instant::now();
-        let err = connect_any(&[hole; 5], timeout, &Config::default().socket).err().expect("nothing answers");
+        let err = connect_any(&[hole; 5], timeout, &Config::default().socket, &Egress::default())
+            .err()
+            .expect("nothing answers");
         let took = started.elapsed();
         assert!(
             matches!(&err, ConnectError::Connect { error, .. } if error.kind() == io::ErrorKind::TimedOut),

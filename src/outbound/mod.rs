@@ -1,7 +1,9 @@
 //! Reaching a target: directly (name resolution, then each address in turn), or through
-//! the upstream SOCKS5 proxies of `-F`. Both fail with one error type, [`ConnectError`].
+//! the upstream SOCKS5 proxies of `-F`, from the source the session's [`Egress`] says.
+//! Both fail with one error type, [`ConnectError`].
 
 pub(crate) mod direct;
+pub(crate) mod egress;
 pub(crate) mod upstream;
 
 use crate::net::negotiation::HandshakeError;
@@ -12,6 +14,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 
 pub(crate) use direct::{connect_any, resolve};
+pub(crate) use egress::Egress;
 
 /// Why an outbound connection was not made.
 #[derive(Debug)]

@@ -13,10 +13,9 @@
 //! sends the rest on; replies come back with one header per hop, the outer ones taken off
 //! here.
 
-use super::{ConnectError, Connected, UpstreamError, UpstreamFailure, direct};
+use super::{ConnectError, Connected, Egress, UpstreamError, UpstreamFailure, direct};
 use crate::config::{Credentials, Hop, SocketOptions, UdpOptions};
 use crate::net::negotiation::Negotiation;
-use crate::net::sockopt;
 use crate::wire::addr::TargetAddr;
 use crate::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
 use crate::wire::udp::{Header, MAX_HEADER_LEN};
@@ -33,9 +32,10 @@ pub(crate) fn connect(
     target: &TargetAddr,
     timeout: Duration,
     opts: &SocketOptions,
+    egress: &Egress,
 ) -> Result<Connected, ConnectError> {
     let last = chain.len() - 1;
-    let (mut negotiation, first, _) = path_to(chain, last, timeout, opts)?;
+    let (mut negotiation, first, _) = path_to(chain, last, timeout, opts, egress)?;
     let source = request(&mut negotiation, chain[last].credentials.as_ref(), Command::Connect, target)
         .map_err(|error| hop_error(chain, last, target, true, error))?;
     Ok(Connected { stream: negotiation.into_stream(), peer: first.peer, local: first.local, source })
@@ -59,9 +59,10 @@ pub(crate) fn bind(
     named: &TargetAddr,
     timeout: Duration,
     opts: &SocketOptions,
+    egress: &Egress,
 ) -> Result<UpstreamBind, ConnectError> {
     let last = chain.len() - 1;
-    let (mut negotiation, _, _) = path_to(chain, last, timeout, opts)?;
+    let (mut negotiation, _, _) = path_to(chain, last, timeout, opts, egress)?;
     let listening = request(&mut negotiation, chain[last].credentials.as_ref(), Command::Bind, named)
         .map_err(|error| hop_error(chain, last, named, true, error))?;
     Ok(UpstreamBind {
@@ -171,12 +172,13 @@ pub(crate) fn udp_associate(
     timeout: Duration,
     opts: &SocketOptions,
     udp_opts: &UdpOptions,
+    egress: &Egress,
 ) -> Result<UpstreamUdp, ConnectError> {
-    let (mut negotiation, first, _) = path_to(chain, 0, timeout, opts)?;
+    let (mut negotiation, first, _) = path_to(chain, 0, timeout, opts, egress)?;
     // Our UDP socket is bound before asking, so the request can name the exact address
-    // the hop should accept datagrams from.
+    // the hop should accept datagrams from: our end of the TCP connection's.
     let local_error = |e: std::io::Error| hop_error(chain, 0, &chain[0].addr, false, e.into());
-    let socket = sockopt::udp_bind(SocketAddr::new(first.local.ip(), 0), udp_opts).map_err(local_error)?;
+    let socket = egress.udp_bind(SocketAddr::new(first.local.ip(), 0), udp_opts).map_err(local_error)?;
     let from = socket.local_addr().map_err(local_error)?;
     let asked = TargetAddr::Ip(from);
     let hop_failed = |error| hop_error(chain, 0, &asked, true, error);
@@ -191,7 +193,7 @@ pub(crate) fn udp_associate(
     let mut controls = vec![negotiation.into_stream()];
     let mut wrapping = Vec::new();
     for index in 1..chain.len() {
-        let (mut negotiation, _, seen_as) = path_to(chain, index, timeout, opts)?;
+        let (mut negotiation, _, seen_as) = path_to(chain, index, timeout, opts, egress)?;
         // Datagrams reach this hop from the previous hop's relay, whose port we cannot
         // know, so none is named (all zeros, as RFC 1928 allows).
         let asked = TargetAddr::Ip(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0));
@@ -255,10 +257,12 @@ fn path_to(
     to: usize,
     timeout: Duration,
     opts: &SocketOptions,
+    egress: &Egress,
 ) -> Result<(Negotiation, FirstHop, TargetAddr), ConnectError> {
     let first = &chain.first().expect("a chain has at least one hop").addr;
     let unreachable = |e| hop_error(chain, 0, first, false, UpstreamError::Unreachable(Box::new(e)));
-    let Connected { stream, peer, local, .. } = direct::connect_direct(first, timeout, opts).map_err(unreachable)?;
+    let Connected { stream, peer, local, .. } =
+        direct::connect_direct(first, timeout, opts, egress).map_err(unreachable)?;
     let budget = timeout * (to as u32 + 1);
     let mut negotiation = Negotiation::new(stream, budget).map_err(|e| hop_error(chain, 0, first, false, e.into()))?;
     let mut seen_as = TargetAddr::Ip(local);
@@ -345,7 +349,9 @@ mod tests {
         let down = closed_port();
         let target = TargetAddr::Domain("example.org".into(), 443);
         let opts = Config::default().socket;
-        let err = connect(&[hop(down)], &target, Duration::from_secs(5), &opts).err().expect("hop is down");
+        let err = connect(&[hop(down)], &target, Duration::from_secs(5), &opts, &Egress::default())
+            .err()
+            .expect("hop is down");
         let ConnectError::Upstream(failure) = &err else { panic!("{err}") };
         assert_eq!((failure.hop, failure.for_target), (1, false));
         let message = err.to_string();
@@ -401,7 +407,9 @@ mod tests {
             let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
         });
         let target = TargetAddr::Ip("127.0.0.1:9".parse().unwrap());
-        let err = connect(&[hop(addr)], &target, Duration::from_secs(5), &Config::default().socket).err().unwrap();
+        let err = connect(&[hop(addr)], &target, Duration::from_secs(5), &Config::default().socket, &Egress::default())
+            .err()
+            .unwrap();
         let ConnectError::Upstream(failure) = &err else { panic!("{err}") };
         assert!(matches!(failure.error, UpstreamError::Handshake(HandshakeError::Malformed(_))), "{err}");
         assert!(failure.for_target, "the one hop was asked for the target");

@@ -4,12 +4,14 @@
 mod accept;
 mod status;
 
+use crate::config::egress::BindOut;
 use crate::config::users::Users;
 use crate::config::{Config, ServiceSpec};
 use crate::forward;
 use crate::net::admission::{self, Admission};
 use crate::net::sockopt;
 use crate::net::worker_pool::WorkerPool;
+use crate::outbound;
 use crate::session::Context;
 use crate::session::stats::Snapshot;
 use accept::Acceptor;
@@ -51,6 +53,7 @@ impl Server {
         let mut bound = Vec::new();
         for spec in &config.services {
             let addr = spec.listen_addr();
+            check_egress(spec)?;
             let socket = match spec {
                 ServiceSpec::UdpForward(_) => sockopt::udp_bind(addr, &config.udp).map(Bound::Udp),
                 _ => sockopt::listen(addr, &config.socket).map(Bound::Tcp),
@@ -256,6 +259,24 @@ fn start_status(ctx: &Arc<Context>, workers: &Arc<WorkerPool>, listener: TcpList
     let status = Status { ctx: Arc::clone(ctx), workers: Arc::clone(workers), started: std::time::SystemTime::now() };
     std::thread::Builder::new().name("burrowd-status".into()).spawn(move || status.run(listener))?;
     Ok(addr)
+}
+
+/// Tries the service's `--bind-out` addresses and `--interface` now, so one this host lacks
+/// stops the start with a line naming it rather than failing every session.
+fn check_egress(spec: &ServiceSpec) -> io::Result<()> {
+    let (addr, egress) = (spec.listen_addr(), spec.egress());
+    let refuse = |why: String| Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{addr}, {egress}: {why}")));
+    if let ServiceSpec::UdpForward(_) = spec
+        && egress.bind == Some(BindOut::Same)
+        && addr.ip().is_unspecified()
+    {
+        // A udp:// session's "same" is the service's own address, which a wildcard is not.
+        return refuse("bind-out same on udp:// needs an address to listen on, not a wildcard".into());
+    }
+    match outbound::egress::probe(egress) {
+        Ok(()) => Ok(()),
+        Err(e) => refuse(e.to_string()),
+    }
 }
 
 fn spec_summary(spec: &ServiceSpec) -> String {

@@ -5,7 +5,7 @@ use super::stats::Stats;
 use crate::config::Config;
 use crate::net::relay::{Meter, Relayer};
 use crate::outbound::upstream::{self, UpstreamUdp};
-use crate::outbound::{self, ConnectError, Connected};
+use crate::outbound::{self, ConnectError, Connected, Egress};
 use crate::wire::addr::TargetAddr;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -48,34 +48,36 @@ impl Context {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    /// Opens the outbound connection for a request: directly, or through the upstream chain.
-    /// Directly, every address the target resolves to must be `permitted` before any is
+    /// Opens the outbound connection for a request, leaving as `egress` says: directly, or
+    /// through the upstream chain. Directly, the target's addresses of a family `egress`
+    /// does not use are dropped, and every one left must be `permitted` before any is
     /// connected to, so a name cannot bring in an address the rules refuse; through a
     /// chain, names are resolved upstream and no address is known here.
     pub(crate) fn connect_target(
         &self,
         target: &TargetAddr,
+        egress: &Egress,
         permitted: impl Fn(IpAddr) -> Result<(), String>,
     ) -> Result<Connected, ConnectError> {
         let config = &self.config;
         if !config.chain.is_empty() {
-            return upstream::connect(&config.chain, target, config.connect_timeout, &config.socket);
+            return upstream::connect(&config.chain, target, config.connect_timeout, &config.socket, egress);
         }
-        let addrs = outbound::resolve(target)?;
+        let addrs = egress.reachable(outbound::resolve(target)?)?;
         for addr in &addrs {
             permitted(addr.ip()).map_err(|why| ConnectError::Denied { addr: *addr, why })?;
         }
-        outbound::connect_any(&addrs, config.connect_timeout, &config.socket)
+        outbound::connect_any(&addrs, config.connect_timeout, &config.socket, egress)
     }
 
     /// The UDP association through the upstream chain that UDP traffic goes through, or
     /// `None` without a chain.
-    pub(crate) fn udp_upstream(&self) -> Result<Option<UpstreamUdp>, ConnectError> {
+    pub(crate) fn udp_upstream(&self, egress: &Egress) -> Result<Option<UpstreamUdp>, ConnectError> {
         let config = &self.config;
         if config.chain.is_empty() {
             return Ok(None);
         }
-        upstream::udp_associate(&config.chain, config.connect_timeout, &config.socket, &config.udp).map(Some)
+        upstream::udp_associate(&config.chain, config.connect_timeout, &config.socket, &config.udp, egress).map(Some)
     }
 
     /// Lists a session that starts now, under a fresh id: a client of the service on

@@ -8,17 +8,17 @@
 
 use super::connect::SocksReplies;
 use super::failure::Failure;
-use crate::config::SocketOptions;
 use crate::config::rules::Cmd;
+use crate::config::{Config, SocketOptions};
 use crate::net::negotiation::Negotiation;
 use crate::net::readiness::{self, Watched};
 use crate::net::sockopt;
-use crate::outbound::{self, upstream};
+use crate::outbound::{self, ConnectError, Egress, upstream};
 use crate::session::access::{Access, Denied};
 use crate::session::{Context, Established, SessionLog, State};
 use crate::wire::addr::{Addr, TargetAddr};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,7 @@ pub(super) fn serve(
     mut negotiation: Negotiation,
     named: &TargetAddr,
     access: &Access,
+    egress: &Egress,
     log: &mut SessionLog,
     replies: &impl SocksReplies,
 ) -> Option<Established> {
@@ -41,9 +42,9 @@ pub(super) fn serve(
         return None;
     }
     if !ctx.config.chain.is_empty() {
-        return serve_through_chain(ctx, negotiation, named, access, log, replies);
+        return serve_through_chain(ctx, negotiation, named, access, egress, log, replies);
     }
-    let bound = match Bound::open(negotiation.stream(), named, access, &ctx.config.socket) {
+    let bound = match Bound::open(negotiation.stream(), named, access, egress, &ctx.config) {
         Ok(bound) => bound,
         Err(failure) => {
             replies.fail(negotiation, failure, log);
@@ -85,11 +86,12 @@ fn serve_through_chain(
     mut negotiation: Negotiation,
     named: &TargetAddr,
     access: &Access,
+    egress: &Egress,
     log: &mut SessionLog,
     replies: &impl SocksReplies,
 ) -> Option<Established> {
     let config = &ctx.config;
-    let bound = match upstream::bind(&config.chain, named, config.connect_timeout, &config.socket) {
+    let bound = match upstream::bind(&config.chain, named, config.connect_timeout, &config.socket, egress) {
         Ok(bound) => bound,
         Err(e) => {
             replies.fail(negotiation, e.into(), log);
@@ -247,7 +249,18 @@ impl Bound {
     /// the peer can reach too. (0.0.0.0 would listen everywhere but cannot go in a reply.)
     /// A peer of the other family could never connect to it, though. The rules judge each
     /// address of a named peer now, and the peer that comes in [`Bound::wait`].
-    fn open(control: &TcpStream, named: &TargetAddr, access: &Access, opts: &SocketOptions) -> Result<Bound, Failure> {
+    ///
+    /// With `--bind-out`, outbound traffic leaves from the address it gives, and so the
+    /// listener is there too, in a family it allows; a peer named only in a family it does
+    /// not is refused (network unreachable, reply 3). With `--interface`, the listener is
+    /// bound to the interface, at this host's address toward a named peer through it.
+    fn open(
+        control: &TcpStream,
+        named: &TargetAddr,
+        access: &Access,
+        egress: &Egress,
+        config: &Config,
+    ) -> Result<Bound, Failure> {
         let expected = expected_peers(named)?;
         for &peer in &expected {
             access.check_address(Cmd::Bind, named, peer)?;
@@ -256,13 +269,28 @@ impl Bound {
         // with the scope (interface) it came with.
         let mut local = control.local_addr().map_err(Failure::Local)?;
         local.set_ip(local.ip().to_canonical());
-        if let Some(&peer) = expected.first()
-            && !expected.iter().any(|ip| ip.is_ipv6() == local.is_ipv6())
-        {
-            local = SocketAddr::new(local_ip_toward(peer).map_err(Failure::Local)?, 0);
+        let in_family = |ipv6: bool| expected.is_empty() || expected.iter().any(|ip| ip.is_ipv6() == ipv6);
+        let mut ipv6 = if in_family(local.is_ipv6()) { local.is_ipv6() } else { !local.is_ipv6() };
+        if egress.source(ipv6).is_err() && in_family(!ipv6) {
+            ipv6 = !ipv6;
         }
-        local.set_port(0);
-        let listener = sockopt::listen(local, opts).map_err(Failure::Local)?;
+        let peer = expected.iter().copied().find(|ip| ip.is_ipv6() == ipv6);
+        let mut at = match egress.source(ipv6) {
+            Ok(Some(source)) => source,
+            Ok(None) => match peer {
+                Some(peer) if ipv6 != local.is_ipv6() || egress.has_interface() => {
+                    SocketAddr::new(local_ip_toward(peer, egress, config).map_err(Failure::Local)?, 0)
+                }
+                _ => local,
+            },
+            Err(error) => {
+                let addr = SocketAddr::new(expected.first().copied().unwrap_or(local.ip()), named.port());
+                return Err(Failure::Connect(ConnectError::Connect { addr, error }));
+            }
+        };
+        at.set_port(0);
+        let listener = sockopt::listen_prepared(at, &config.socket, |socket| egress.bind_interface(socket, ipv6))
+            .map_err(|e| Failure::Local(io::Error::new(e.kind(), format!("cannot listen on {}: {e}", at.ip()))))?;
         let addr = listener.local_addr().map_err(Failure::Local)?;
         Ok(Bound { listener, addr, expected })
     }
@@ -318,14 +346,10 @@ fn expected_peers(named: &TargetAddr) -> Result<Vec<IpAddr>, Failure> {
     }
 }
 
-/// The address this host sends from toward `peer`: a UDP socket's connect asks the
-/// routing table and sends nothing.
-fn local_ip_toward(peer: IpAddr) -> io::Result<IpAddr> {
-    let any = match peer {
-        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    };
-    let socket = UdpSocket::bind(SocketAddr::new(any, 0))?;
+/// The address this host sends from toward `peer`, through the interface `egress` names if
+/// any: a UDP socket's connect asks the routing table and sends nothing.
+fn local_ip_toward(peer: IpAddr, egress: &Egress, config: &Config) -> io::Result<IpAddr> {
+    let socket = egress.udp_socket(peer.is_ipv6(), &config.udp)?;
     socket.connect(SocketAddr::new(peer, 9))?;
     Ok(socket.local_addr()?.ip())
 }

@@ -3,6 +3,7 @@
 use super::failure::Failure;
 use crate::config::rules::Cmd;
 use crate::net::negotiation::{HandshakeError, Negotiation};
+use crate::outbound::Egress;
 use crate::session::access::Access;
 use crate::session::{Context, Established, SessionLog};
 use crate::wire::addr::{Addr, TargetAddr};
@@ -22,13 +23,15 @@ pub(crate) trait SocksReplies {
     fn fail(&self, negotiation: Negotiation, failure: Failure, log: &mut SessionLog);
 }
 
-/// CONNECT: opens the outbound connection and replies with the address the target sees
-/// it come from: our outbound socket's, or through a chain the last hop's.
+/// CONNECT: opens the outbound connection, leaving as `egress` says, and replies with the
+/// address the target sees it come from: our outbound socket's, or through a chain the
+/// last hop's.
 pub(super) fn serve_connect(
     ctx: &Arc<Context>,
     mut negotiation: Negotiation,
     target: &TargetAddr,
     access: &Access,
+    egress: &Egress,
     log: &mut SessionLog,
     replies: &impl SocksReplies,
 ) -> Option<Established> {
@@ -38,7 +41,7 @@ pub(super) fn serve_connect(
         return None;
     }
     let permitted = |address| access.check_address(Cmd::Connect, target, address).map_err(|denied| denied.to_string());
-    let connected = match ctx.connect_target(target, permitted) {
+    let connected = match ctx.connect_target(target, egress, permitted) {
         Ok(connected) => connected,
         Err(e) => {
             replies.fail(negotiation, e.into(), log);

@@ -14,9 +14,10 @@ use crate::config::rules::RuleTable;
 use crate::net::admission::Waiting;
 use crate::net::negotiation::{Negotiation, close_after_reply};
 use crate::net::sockopt;
+use crate::outbound::Egress;
 use crate::session::access::Access;
 use crate::session::{self, Context, Established, Listed, SessionLog};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
 /// Serves one accepted client of a SOCKS listener from start to close, under `rules` (the
@@ -31,7 +32,10 @@ pub(crate) fn serve_socks(
     rules: Arc<RuleTable>,
 ) {
     let mut access = Access::new(rules, listed.live.client.ip(), ctx.config.chain.is_empty());
-    session::handshake_then_relay(ctx, listed, |log| negotiate_socks(ctx, spec, client, waiting, &mut access, log));
+    let ingress = listed.live.local;
+    session::handshake_then_relay(ctx, listed, |log| {
+        negotiate_socks(ctx, spec, client, ingress, waiting, &mut access, log)
+    });
 }
 
 /// The whole SOCKS handshake, up to the relay. Never inlined; see [`session::handshake_then_relay`].
@@ -40,6 +44,7 @@ fn negotiate_socks(
     ctx: &Arc<Context>,
     spec: &SocksSpec,
     client: TcpStream,
+    ingress: Option<SocketAddr>,
     waiting: Option<Waiting>,
     access: &mut Access,
     log: &mut SessionLog,
@@ -48,6 +53,13 @@ fn negotiate_socks(
         log.outcome = format!("cannot set socket options: {e}");
         return None;
     }
+    let egress = match Egress::for_client(&spec.egress, ingress, &client) {
+        Ok(egress) => egress,
+        Err(e) => {
+            log.outcome = format!("cannot read the address the client reached: {e}");
+            return None;
+        }
+    };
     let mut negotiation = match Negotiation::for_client(client, ctx.config.handshake_timeout, waiting) {
         Ok(n) => n,
         Err(e) => {
@@ -56,8 +68,8 @@ fn negotiate_socks(
         }
     };
     match negotiation.peek_first_byte() {
-        Ok(v5::VERSION) => v5::serve(ctx, spec, negotiation, access, log),
-        Ok(v4::VERSION) => v4::serve(ctx, spec, negotiation, access, log),
+        Ok(v5::VERSION) => v5::serve(ctx, spec, negotiation, access, &egress, log),
+        Ok(v4::VERSION) => v4::serve(ctx, spec, negotiation, access, &egress, log),
         Ok(other) => {
             log.outcome = format!("not SOCKS: first byte {other:#04x}, closed");
             // No reply, since there is no protocol to word one in; a clean FIN still

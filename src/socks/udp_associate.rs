@@ -29,7 +29,7 @@ use crate::net::relay::{Activity, Meter};
 use crate::net::sockopt;
 use crate::net::udp_batch::{Batch, Outgoing};
 use crate::outbound::upstream::{UpstreamUdp, last_hop_header};
-use crate::outbound::{self, ConnectError};
+use crate::outbound::{self, ConnectError, Egress};
 use crate::session::Context;
 use crate::session::access::{Access, Denied};
 use crate::session::report::{Dropped, Traffic, UdpCounts};
@@ -38,7 +38,7 @@ use crate::wire::udp::{Header, MAX_IP_HEADER_LEN};
 use crossbeam_channel::{Receiver, Sender};
 use std::fmt;
 use std::io::{self, Read};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -64,6 +64,7 @@ pub(super) struct Association {
     advertised: SocketAddr,
     upstream: Option<UpstreamUdp>,
     access: Access,
+    egress: Egress,
 }
 
 /// Why an association ended.
@@ -104,7 +105,8 @@ impl fmt::Display for UdpEnd {
 impl Association {
     /// Opens the relay socket for the client on `control`. `requested` is the request's
     /// DST.ADDR: where the client says it will send from (all zeros when it does not know).
-    /// With `upstream`, datagrams go through that association with an upstream hop.
+    /// With `upstream`, datagrams go through that association with an upstream hop; without,
+    /// they leave for targets as `egress` says.
     pub(super) fn open(
         ctx: &Context,
         control: &TcpStream,
@@ -112,6 +114,7 @@ impl Association {
         session: u64,
         upstream: Option<UpstreamUdp>,
         access: &Access,
+        egress: &Egress,
     ) -> io::Result<Self> {
         // An IPv4 client on a dual-stack listener shows up as ::ffff:a.b.c.d; the relay
         // socket and the client check both want the plain IPv4 form.
@@ -129,8 +132,8 @@ impl Association {
             }
             upstream.socket.set_read_timeout(Some(TICK))?;
         }
-        let access = access.clone();
-        Ok(Association { relay: Arc::new(relay), client_ip, client_port, advertised, upstream, access })
+        let (access, egress) = (access.clone(), egress.clone());
+        Ok(Association { relay: Arc::new(relay), client_ip, client_port, advertised, upstream, access, egress })
     }
 
     /// The address for the UDP ASSOCIATE reply: where the client must send its datagrams.
@@ -155,6 +158,7 @@ impl Association {
             upstream_replies: false,
             names: NameCache::default(),
             access: self.access,
+            egress: self.egress,
             traffic: Traffic::default(),
             dropped: Dropped::default(),
             replies_started: 0,
@@ -196,11 +200,10 @@ fn bind_relay(mut local: SocketAddr, opts: &UdpOptions, session: u64) -> io::Res
 }
 
 /// Opens the socket that sends to targets of one address family (and hears their
-/// replies). It is bound to the wildcard address so routing picks the source, and carries
-/// SO_BROADCAST (IPv4) so broadcast targets are served.
-fn open_outbound(ipv6: bool, opts: &UdpOptions) -> io::Result<UdpSocket> {
-    let any = if ipv6 { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
-    let socket = sockopt::udp_bind(SocketAddr::new(any, 0), opts)?;
+/// replies). It is bound where `egress` says, by default to the wildcard address so routing
+/// picks the source, and carries SO_BROADCAST (IPv4) so broadcast targets are served.
+fn open_outbound(ipv6: bool, egress: &Egress, opts: &UdpOptions) -> io::Result<UdpSocket> {
+    let socket = egress.udp_socket(ipv6, opts)?;
     socket.set_read_timeout(Some(TICK))?;
     Ok(socket)
 }
@@ -238,6 +241,8 @@ struct ClientSide {
     names: NameCache,
     /// Judges each datagram's target.
     access: Access,
+    /// Where datagrams to targets leave from, and which families they may be sent over.
+    egress: Egress,
     traffic: Traffic,
     dropped: Dropped,
     replies_started: usize,
@@ -342,7 +347,7 @@ impl ClientSide {
         let target = match header.addr {
             // A v4-mapped target goes out of the IPv4 socket like any IPv4 target.
             Addr::Ip(target) => SocketAddr::new(target.ip().to_canonical(), target.port()),
-            Addr::Domain(name, port) => match self.names.resolve(name, port, self.client_ip.is_ipv6()) {
+            Addr::Domain(name, port) => match self.names.resolve(name, port, self.client_ip.is_ipv6(), &self.egress) {
                 Ok(target) => target,
                 Err(e) => {
                     log::debug!("udp datagram from {from} dropped: {e}");
@@ -356,7 +361,8 @@ impl ClientSide {
         {
             return self.denied(from, Addr::Domain(name, port), &denied);
         }
-        if let Err(e) = self.outbound(target.is_ipv6(), client) {
+        // A target of a family --bind-out leaves out is not sent to at all.
+        if let Err(e) = self.egress.source(target.is_ipv6()).and_then(|_| self.outbound(target.is_ipv6(), client)) {
             return self.unsendable(from, Addr::Ip(target), e);
         }
         let route = if target.is_ipv6() { Route::Ipv6 } else { Route::Ipv4 };
@@ -423,7 +429,7 @@ impl ClientSide {
     fn outbound(&mut self, ipv6: bool, client: SocketAddr) -> io::Result<()> {
         let slot = usize::from(ipv6);
         if self.outbound[slot].is_none() {
-            let socket = Arc::new(open_outbound(ipv6, &self.ctx.config.udp)?);
+            let socket = Arc::new(open_outbound(ipv6, &self.egress, &self.ctx.config.udp)?);
             self.start_replies(Arc::clone(&socket), client, None)?;
             self.outbound[slot] = Some(socket);
         }
@@ -593,14 +599,20 @@ struct CachedName {
 impl NameCache {
     /// The address for `name`, from the cache while fresh, else resolved. Of several
     /// addresses, one of the client's family is preferred: the client reached us that way,
-    /// so that family surely works here.
-    fn resolve(&mut self, name: &str, port: u16, prefer_ipv6: bool) -> Result<SocketAddr, ConnectError> {
+    /// so that family surely works here. Only families `egress` allows are taken.
+    fn resolve(
+        &mut self,
+        name: &str,
+        port: u16,
+        prefer_ipv6: bool,
+        egress: &Egress,
+    ) -> Result<SocketAddr, ConnectError> {
         let now = Instant::now();
         self.entries.retain(|entry| now.duration_since(entry.resolved) < NAME_TTL);
         if let Some(entry) = self.entries.iter().find(|entry| &*entry.name == name) {
             return Ok(SocketAddr::new(entry.ip, port));
         }
-        let addrs = outbound::resolve(&TargetAddr::Domain(name.to_owned(), port))?;
+        let addrs = egress.reachable(outbound::resolve(&TargetAddr::Domain(name.to_owned(), port))?)?;
         let chosen = addrs.iter().find(|addr| addr.is_ipv6() == prefer_ipv6).unwrap_or(&addrs[0]);
         if self.entries.len() >= NAME_CACHE_SIZE {
             self.entries.remove(0);
@@ -619,10 +631,10 @@ mod tests {
     #[test]
     fn the_socket_that_sends_to_targets_may_broadcast() {
         let opts = Config::default().udp;
-        let v4 = open_outbound(false, &opts).unwrap();
+        let v4 = open_outbound(false, &Egress::default(), &opts).unwrap();
         assert!(SockRef::from(&v4).broadcast().unwrap(), "SO_BROADCAST on the IPv4 outbound socket");
         assert!(v4.local_addr().unwrap().ip().is_unspecified());
-        let v6 = open_outbound(true, &opts).unwrap();
+        let v6 = open_outbound(true, &Egress::default(), &opts).unwrap();
         assert!(v6.local_addr().unwrap().is_ipv6());
     }
 
@@ -633,8 +645,8 @@ mod tests {
         // and a name from /etc/hosts sends no DNS query off the machine if the cache fails.
         let ip: IpAddr = "127.0.0.9".parse().unwrap();
         cache.entries.push(CachedName { name: "localhost".into(), ip, resolved: Instant::now() });
-        assert_eq!(cache.resolve("localhost", 53, false).unwrap(), SocketAddr::new(ip, 53));
-        assert_eq!(cache.resolve("localhost", 5353, true).unwrap(), SocketAddr::new(ip, 5353));
+        assert_eq!(cache.resolve("localhost", 53, false, &Egress::default()).unwrap(), SocketAddr::new(ip, 53));
+        assert_eq!(cache.resolve("localhost", 5353, true, &Egress::default()).unwrap(), SocketAddr::new(ip, 5353));
     }
 
     #[test]
@@ -645,7 +657,7 @@ mod tests {
         };
         let ip = "127.0.0.9".parse().unwrap();
         cache.entries.push(CachedName { name: "localhost".into(), ip, resolved: long_ago });
-        assert_eq!(cache.resolve("localhost", 53, false).unwrap(), "127.0.0.1:53".parse().unwrap());
+        assert_eq!(cache.resolve("localhost", 53, false, &Egress::default()).unwrap(), "127.0.0.1:53".parse().unwrap());
         assert_eq!(cache.entries.len(), 1, "the stale entry made way for the fresh one");
         assert_eq!(cache.entries[0].ip, IpAddr::from([127, 0, 0, 1]));
     }
@@ -657,7 +669,7 @@ mod tests {
             let name: Box<str> = format!("n{i}.invalid").into();
             cache.entries.push(CachedName { name, ip: "127.0.0.9".parse().unwrap(), resolved: Instant::now() });
         }
-        let addr = cache.resolve("localhost", 53, false).unwrap();
+        let addr = cache.resolve("localhost", 53, false, &Egress::default()).unwrap();
         assert_eq!(addr, "127.0.0.1:53".parse().unwrap());
         assert_eq!(cache.entries.len(), NAME_CACHE_SIZE);
         assert_eq!(&*cache.entries[0].name, "n1.invalid", "the oldest entry made room");

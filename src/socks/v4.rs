@@ -8,6 +8,7 @@ use super::connect::{SocksReplies, serve_connect};
 use super::failure::{Failure, socks4_code};
 use crate::config::{Socks4Policy, SocksSpec};
 use crate::net::negotiation::{HandshakeError, Negotiation, close_after_reply};
+use crate::outbound::Egress;
 use crate::session::access::Access;
 use crate::session::{Context, Established, SessionLog};
 use crate::wire::addr::Addr;
@@ -27,6 +28,7 @@ pub(super) fn serve(
     spec: &SocksSpec,
     mut negotiation: Negotiation,
     access: &Access,
+    egress: &Egress,
     log: &mut SessionLog,
 ) -> Option<Established> {
     if spec.socks4 == Socks4Policy::Off {
@@ -70,8 +72,8 @@ pub(super) fn serve(
         return None;
     }
     match request.command {
-        Command::Connect => serve_connect(ctx, negotiation, &target, access, log, &Socks4Replies),
-        Command::Bind => bind::serve(ctx, negotiation, &target, access, log, &Socks4Replies),
+        Command::Connect => serve_connect(ctx, negotiation, &target, access, egress, log, &Socks4Replies),
+        Command::Bind => bind::serve(ctx, negotiation, &target, access, egress, log, &Socks4Replies),
     }
 }
 

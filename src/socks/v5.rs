@@ -8,6 +8,7 @@ use super::udp_associate::Association;
 use crate::config::SocksSpec;
 use crate::config::rules::Cmd;
 use crate::net::negotiation::{HandshakeError, Negotiation, close_after_reply};
+use crate::outbound::Egress;
 use crate::session::access::Access;
 use crate::session::{Context, Established, SessionLog, State};
 use crate::wire::addr::{Addr, TargetAddr};
@@ -25,6 +26,7 @@ pub(super) fn serve(
     spec: &SocksSpec,
     mut negotiation: Negotiation,
     access: &mut Access,
+    egress: &Egress,
     log: &mut SessionLog,
 ) -> Option<Established> {
     let (command, target) = match negotiate(spec, &mut negotiation, log) {
@@ -48,10 +50,10 @@ pub(super) fn serve(
         access.logged_in(user);
     }
     match command {
-        Command::Connect => serve_connect(ctx, negotiation, &target, access, log, &Socks5Replies),
-        Command::Bind => bind::serve(ctx, negotiation, &target, access, log, &Socks5Replies),
+        Command::Connect => serve_connect(ctx, negotiation, &target, access, egress, log, &Socks5Replies),
+        Command::Bind => bind::serve(ctx, negotiation, &target, access, egress, log, &Socks5Replies),
         Command::UdpAssociate => {
-            udp_associate(ctx, negotiation, &target, access, log);
+            udp_associate(ctx, negotiation, &target, access, egress, log);
             None
         }
     }
@@ -169,19 +171,20 @@ fn udp_associate(
     mut negotiation: Negotiation,
     from: &TargetAddr,
     access: &Access,
+    egress: &Egress,
     log: &mut SessionLog,
 ) {
     if let Err(denied) = access.check_command(Cmd::Udp) {
         return fail(negotiation, denied.into(), log);
     }
-    let upstream = match ctx.udp_upstream() {
+    let upstream = match ctx.udp_upstream(egress) {
         Ok(upstream) => upstream,
         Err(e) => return fail(negotiation, e.into(), log),
     };
     log.reached = upstream.as_ref().map(|upstream| upstream.relay);
     // The association's TCP leg to the hop, as `ss -tn` shows it.
     let control_leg = upstream.as_ref().and_then(|upstream| upstream.control_leg());
-    let association = match Association::open(ctx, negotiation.stream(), from, log.id, upstream, access) {
+    let association = match Association::open(ctx, negotiation.stream(), from, log.id, upstream, access, egress) {
         Ok(association) => association,
         Err(e) => return fail(negotiation, Failure::Local(e), log),
     };
