@@ -567,6 +567,55 @@ mod tests {
     }
 
     #[test]
+    fn bind_out_and_interface_reach_every_service_that_has_none_of_its_own() {
+        use crate::config::egress::BindOut;
+        let s = run(&[
+            "-L",
+            "socks://127.0.0.1:0?bind-out=same",
+            "--bind-out",
+            "127.0.0.2",
+            "--bind-out=::1",
+            "-l",
+            "127.0.0.1:0",
+            "--interface",
+            "lo",
+            "-L",
+            "tcp://127.0.0.1:0/h:1?interface=eth1",
+        ])
+        .unwrap();
+        let egress: Vec<String> = s.config.services.iter().map(|spec| spec.egress().to_string()).collect();
+        assert_eq!(
+            egress,
+            [
+                "bind-out 127.0.0.2 ::1, interface lo",
+                "bind-out same (the address the client reached), interface lo",
+                "bind-out 127.0.0.2 ::1, interface eth1",
+            ]
+        );
+        let file = config_file("bind-out", "bind-out 10.0.0.1\nbind-out fd00::1\n");
+        let Ok(Action::Run(s)) = with_file(&file, &["--bind-out", "10.0.0.2"]) else { panic!("not run") };
+        let v4 = Some("10.0.0.2".parse().unwrap());
+        assert_eq!(
+            s.config.services[0].egress().bind,
+            Some(BindOut::Addrs { v4, v6: None }),
+            "the command line's replace the file's"
+        );
+        let Ok(Action::Run(s)) = with_file(&file, &[]) else { panic!("not run") };
+        assert_eq!(s.config.services[0].egress().to_string(), "bind-out 10.0.0.1 fd00::1");
+        for (args, want) in [
+            (
+                &["--bind-out", "10.0.0.1", "--bind-out", "10.0.0.2"][..],
+                "--bind-out: at most one IPv4 and one IPv6 address",
+            ),
+            (&["--bind-out", "same", "--bind-out", "::1"], "--bind-out: \"same\" cannot be combined with an address"),
+            (&["--bind-out", "wg0"], "--bind-out: \"wg0\" is not an IP address or \"same\""),
+            (&["--interface", "a/b"], "--interface: \"a/b\" is not an interface name (1 to 15 characters, no '/')"),
+        ] {
+            assert_eq!(run(args).unwrap_err(), want, "{args:?}");
+        }
+    }
+
+    #[test]
     fn bad_urls_name_the_flag_and_hide_the_password() {
         let err = run(&["-L", "tcp://:8080"]).unwrap_err();
         assert_eq!(err, "-L tcp://:8080: missing target (add /TARGET_HOST:TARGET_PORT)");
