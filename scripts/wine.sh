@@ -146,6 +146,8 @@ skips=(
   udp_forward_sessions_are_bounded_and_never_take_socks_workers
   datagrams_from_another_ip_are_dropped
   udp_forward_clients_are_judged_by_address_on_their_first_datagram
+  udp_datagrams_leave_from_the_bind_out_address
+  a_udp_forward_leaves_from_its_own_bind_out_address
   # counts /proc/self/fd, which under Wine holds Wine's own descriptors and its cache of them
   after_churn_with_resets_and_abandoned_handshakes_every_descriptor_is_given_back
   # the idle and half-close limits see a slow or silent peer differently under Wine (the session

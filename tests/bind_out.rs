@@ -134,20 +134,19 @@ fn same_gives_each_listener_the_address_its_clients_reached() {
 }
 
 #[test]
-fn forwarders_leave_from_their_own_bind_out_address() {
-    let tcp_target = peer_reporter("127.0.0.1:0");
-    let udp_target = udp_peer_reporter("127.0.0.1:0");
-    let (_server, addrs) = start_urls(
-        &[
-            &format!("tcp://127.0.0.1:0/{tcp_target}?bind-out=127.0.0.7"),
-            &format!("udp://127.0.0.1:0/{udp_target}?bind-out=127.0.0.8"),
-        ],
-        &[],
-    );
+fn a_tcp_forward_leaves_from_its_own_bind_out_address() {
+    let target = peer_reporter("127.0.0.1:0");
+    let (_server, addrs) = start_urls(&[&format!("tcp://127.0.0.1:0/{target}?bind-out=127.0.0.7")], &[]);
     let mut stream = connect(addrs[0]);
     assert_eq!(read_to_end(&mut stream), b"127.0.0.7");
-    let client = udp_socket_near(addrs[1]);
-    t!(client.send_to(b"who am i", addrs[1]));
+}
+
+#[test]
+fn a_udp_forward_leaves_from_its_own_bind_out_address() {
+    let target = udp_peer_reporter("127.0.0.1:0");
+    let (_server, addrs) = start_urls(&[&format!("udp://127.0.0.1:0/{target}?bind-out=127.0.0.8")], &[]);
+    let client = udp_socket_near(addrs[0]);
+    t!(client.send_to(b"who am i", addrs[0]));
     let mut buf = [0u8; 64];
     let (len, _) = t!(client.recv_from(&mut buf));
     assert_eq!(&buf[..len], b"127.0.0.8");
