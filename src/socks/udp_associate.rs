@@ -30,13 +30,12 @@ use crate::net::sockopt;
 use crate::net::udp_batch::{Batch, Outgoing};
 use crate::outbound::upstream::{UpstreamUdp, last_hop_header};
 use crate::outbound::{self, ConnectError};
-use crate::session::Context;
+use crate::session::{Context, UdpEnd};
 use crate::session::access::{Access, Denied};
 use crate::session::report::{Dropped, Traffic, UdpCounts};
 use crate::wire::addr::{Addr, TargetAddr};
 use crate::wire::udp::{Header, MAX_IP_HEADER_LEN};
 use crossbeam_channel::{Receiver, Sender};
-use std::fmt;
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
@@ -66,39 +65,9 @@ pub(super) struct Association {
     access: Access,
 }
 
-/// Why an association ended.
-#[derive(Debug)]
-pub(super) enum UdpEnd {
-    /// The client closed its control connection.
-    ControlClosed,
-    /// The control connection failed (a reset, most often).
-    ControlFailed(io::Error),
-    /// No datagram either way for the UDP idle timeout.
-    IdleTimeout,
-    /// The server is shutting down.
-    Shutdown,
-    /// The relay socket failed.
-    Failed(io::Error),
-    /// The upstream hop ended the UDP association we hold with it.
-    UpstreamEnded,
-}
-
 pub(super) struct UdpOutcome {
     pub counts: UdpCounts,
     pub end: UdpEnd,
-}
-
-impl fmt::Display for UdpEnd {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            UdpEnd::ControlClosed => write!(f, "control connection closed"),
-            UdpEnd::ControlFailed(e) => write!(f, "control connection failed: {e}"),
-            UdpEnd::IdleTimeout => write!(f, "udp idle timeout"),
-            UdpEnd::Shutdown => write!(f, "server shutdown"),
-            UdpEnd::Failed(e) => write!(f, "relay socket error: {e}"),
-            UdpEnd::UpstreamEnded => write!(f, "upstream hop ended its UDP association"),
-        }
-    }
 }
 
 impl Association {
@@ -272,7 +241,7 @@ impl ClientSide {
                     self.send(&mut batch, &mut out);
                 }
                 Err(e) if is_timeout(&e) || is_transient(&e) => {}
-                Err(e) => return UdpEnd::Failed(e),
+                Err(e) => return UdpEnd::RelayFailed(e),
             }
             // Checked on a timer rather than per datagram, so a busy association pays
             // for the checks once a tick.
@@ -297,7 +266,7 @@ impl ClientSide {
             return Some(UdpEnd::UpstreamEnded);
         }
         match self.ctx.config.udp.idle_timeout {
-            Some(limit) if self.shared.activity.idle_for() >= limit => Some(UdpEnd::IdleTimeout),
+            Some(limit) if self.shared.activity.idle_for() >= limit => Some(UdpEnd::IdleTimeout(limit)),
             _ => None,
         }
     }
