@@ -5,9 +5,9 @@ mod common;
 use burrowd::wire::socks5::{self, ReplyCode};
 use common::*;
 use std::cell::RefCell;
-use std::io::{BufRead, BufReader};
-#[cfg(unix)] // only the tests that stop it by signal talk through it
-use std::io::{Read, Write};
+#[cfg(unix)] // only the tests that stop it by signal read through it
+use std::io::Read;
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
