@@ -530,9 +530,12 @@ mod tests {
             .unwrap();
         let services = &s.config.services;
         assert_eq!(services.len(), 3, "--listen first, then -L in order: {services:?}");
-        assert!(matches!(&services[0], ServiceSpec::Socks(socks) if !socks.users.is_empty()));
+        assert!(matches!(&services[0], ServiceSpec::Socks(socks) if socks.users.require_login()));
         assert!(matches!(&services[1], ServiceSpec::TcpForward(_)));
-        assert!(matches!(&services[2], ServiceSpec::Socks(socks) if socks.users.is_empty()), "--user is for --listen");
+        assert!(
+            matches!(&services[2], ServiceSpec::Socks(socks) if !socks.users.require_login()),
+            "--user is for --listen"
+        );
 
         let s = run(&["-L", "tcp://:0/127.0.0.1:53", "-F", "socks5://127.0.0.1:1", "-F", "socks5://h:2"]).unwrap();
         assert_eq!(s.config.services.len(), 1, "-L alone replaces the default listener");

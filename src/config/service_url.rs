@@ -328,7 +328,7 @@ mod tests {
     fn socks_services() {
         let spec = socks("socks://:1080");
         assert_eq!(spec.addr, "0.0.0.0:1080".parse().unwrap());
-        assert!(spec.users.is_empty());
+        assert!(!spec.users.require_login());
         assert_eq!(spec.socks4, Socks4Policy::Auto);
 
         let spec = socks("socks5://alice:s%3Acret%40x@[::1]:0");

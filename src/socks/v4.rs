@@ -64,7 +64,7 @@ pub(super) fn serve(
     let target = request.addr.to_owned();
     log.target = Some(target.clone());
 
-    if spec.socks4 == Socks4Policy::Auto && !spec.users.is_empty() {
+    if spec.socks4 == Socks4Policy::Auto && spec.users.require_login() {
         let why = "SOCKS4 carries no password and this service has users (--socks4 allows it)";
         Socks4Replies.fail(negotiation, Failure::NotAllowed(why), log);
         return None;

@@ -84,7 +84,7 @@ fn negotiate(
 
     let greeting = Greeting::parse(negotiation.read_message(&mut buf, Greeting::wanted_len)?)?;
     let users = &spec.users;
-    let wanted = if users.is_empty() { method::NO_AUTH } else { method::USER_PASS };
+    let wanted = if users.require_login() { method::USER_PASS } else { method::NO_AUTH };
     let chosen = if greeting.offers(wanted) { wanted } else { method::NONE_ACCEPTABLE };
     negotiation.write(&MethodChoice { method: chosen }.emit())?;
     if chosen == method::NONE_ACCEPTABLE {
