@@ -4,7 +4,8 @@ use super::config_file;
 use super::rules::{RuleSource, Rules, Verdict};
 use super::units::{parse_duration, parse_size};
 use super::users::Users;
-use super::{Config, RelayMode, ServiceSpec, Socks4Policy, SocksSpec, service_url};
+use super::service_url::{self, UrlError};
+use super::{Config, RelayMode, ServiceSpec, Socks4Policy, SocksSpec};
 use crate::config;
 use crate::wire::printable::Printable;
 use std::ffi::OsString;
@@ -257,12 +258,13 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
             "-l" | "--listen" => listens.push(parse_listen(&value()?).map_err(|e| format!("--listen: {e}"))?),
             "-L" => {
                 let url = value()?;
-                let service = service_url::parse_service(&url).map_err(|e| url_error("-L", &url, e))?;
+                let service = service_url::parse_service(&url).map_err(|e| url_error("-L", &url, service_url::parse_service, e))?;
                 url_services.push(service);
             }
             "-F" => {
                 let url = value()?;
-                config.chain.push(service_url::parse_hop(&url).map_err(|e| url_error("-F", &url, e))?);
+                let hop = service_url::parse_hop(&url).map_err(|e| url_error("-F", &url, service_url::parse_hop, e))?;
+                config.chain.push(hop);
             }
             "-u" | "--user" => users.add_entry(&value()?).map_err(|e| format!("--user: {e}"))?,
             "--users" => users.add_file(Path::new(&value()?)).map_err(|e| format!("--users: {e}"))?,
@@ -328,9 +330,14 @@ fn rule_source(verdict: Verdict, rule: String, at: &Option<String>) -> RuleSourc
     }
 }
 
-/// One line naming the flag and its value, the password hidden.
-fn url_error(flag: &str, url: &str, error: service_url::UrlError) -> String {
-    format!("{flag} {}: {error}", Printable(&service_url::redacted(url)))
+/// One line naming the flag and its value, with whatever may be a password hidden however
+/// malformed the value is. The reason is what the value gives with the password hidden, so
+/// no part of a password can reach it either; a fault in the password itself is said in
+/// words alone.
+fn url_error<T>(flag: &str, url: &str, parse: fn(&str) -> Result<T, UrlError>, error: UrlError) -> String {
+    let shown = service_url::redacted(url);
+    let error = parse(&shown).err().unwrap_or(error);
+    format!("{flag} {}: {error}", Printable(&shown))
 }
 
 /// `--socks4` and `--no-socks4` contradict each other in one place, but the command line
@@ -557,6 +564,23 @@ mod tests {
         let err = run(&["--x\ny"]).unwrap_err();
         assert!(!err.contains('\n'), "{err}");
         assert_eq!(run(&["-F"]).unwrap_err(), "-F needs a value");
+        // However malformed, no part of the password reaches the line.
+        for url in [
+            "alice:Sup3rSecret@proxy.example:1080",
+            "socks5:/alice:Sup3rSecret@proxy.example:1080",
+            "socks5:alice:Sup3rSecret@proxy.example:1080",
+            "socks5://alice:Sup3rSecret",
+            "socks5://alice:Sup3rSecret proxy.example:1080",
+            "socks5://alice:Sup3rSecret@proxy.example",
+            "socks5://alice:Sup3rSecret%zz@proxy.example:1080",
+            "alice:Sup3rSecret@proxy.example:1080://x",
+            "socks4://alice:Sup3rSecret@proxy.example:1080",
+        ] {
+            for flag in ["-F", "-L"] {
+                let err = run(&[flag, url]).unwrap_err();
+                assert!(!err.contains("Sup3r") && !err.contains("Secret") && !err.contains('\n'), "{url}: {err}");
+            }
+        }
     }
 
     /// `burrowd.conf` in a directory of its own, removed with it when dropped.

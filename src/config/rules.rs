@@ -95,8 +95,8 @@ pub struct RuleTable {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Request<'a> {
     pub client: Option<IpAddr>,
-    /// `Some(None)`: known not to have logged in.
-    pub user: Option<Option<&'a str>>,
+    /// The login as the client sent it, raw bytes; `Some(None)`: known not to have logged in.
+    pub user: Option<Option<&'a [u8]>>,
     pub cmd: Option<Cmd>,
     /// The name the client asked for, if it asked for a name.
     pub name: Option<&'a str>,
@@ -314,7 +314,7 @@ impl Rule {
     fn matches(&self, request: &Request<'_>) -> Option<bool> {
         let conditions = [
             self.from.map(|net| request.client.map(|client| net.contains(client))),
-            self.user.as_ref().map(|user| request.user.map(|login| login == Some(user.as_str()))),
+            self.user.as_ref().map(|user| request.user.map(|login| login == Some(user.as_bytes()))),
             self.cmd.map(|cmd| request.cmd.map(|asked| asked == cmd)),
             self.to.as_ref().map(|to| to.matches(request)),
             self.port.as_ref().map(|ports| request.port.map(|port| ports.contains(&port))),
@@ -508,7 +508,7 @@ mod tests {
         let rules = table(&[(Allow, "user alice"), (Deny, "to *")]);
         let mut request = connect("10.9.9.9", None, Some("10.1.1.1"), 80);
         assert_eq!(verdict(rules.decide(&request)), Deny);
-        request.user = Some(Some("alice"));
+        request.user = Some(Some(b"alice"));
         assert_eq!(verdict(rules.decide(&request)), Allow);
     }
 
