@@ -2,9 +2,9 @@
 
 use super::config_file;
 use super::rules::{RuleSource, Rules, Verdict};
+use super::service_url::{self, UrlError};
 use super::units::{parse_duration, parse_size};
 use super::users::Users;
-use super::service_url::{self, UrlError};
 use super::{Config, RelayMode, ServiceSpec, Socks4Policy, SocksSpec};
 use crate::config;
 use crate::wire::printable::Printable;
@@ -258,7 +258,8 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
             "-l" | "--listen" => listens.push(parse_listen(&value()?).map_err(|e| format!("--listen: {e}"))?),
             "-L" => {
                 let url = value()?;
-                let service = service_url::parse_service(&url).map_err(|e| url_error("-L", &url, service_url::parse_service, e))?;
+                let service = service_url::parse_service(&url)
+                    .map_err(|e| url_error("-L", &url, service_url::parse_service, e))?;
                 url_services.push(service);
             }
             "-F" => {
