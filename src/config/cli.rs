@@ -52,14 +52,21 @@ Options:
   -F socks5://[USER:PASS@]HOST:PORT
                                send every outbound connection through this upstream SOCKS5
                                proxy; repeat to chain several, first given is first hop
-      --users FILE             read users from FILE, one name:password per line
+      --users FILE             read users from FILE (UTF-8, LF or CRLF, a BOM dropped): one
+                               NAME:PASSWORD per line, the password the rest of the line; a
+                               line blank or starting with # (after any blanks) is skipped;
+                               an empty password, a name given twice or no user at all is
+                               an error; with -u, the later given wins a name; SIGHUP reads
+                               it again and keeps the users in force if it is bad or empty
       --allow RULE, --deny RULE
                                access rules, repeatable, first match decides; RULE is any of
                                from CIDR, user NAME, cmd connect|bind|udp,
                                to CIDR|NAME|.DOMAIN|*, port N[-M] (all must match); with no
                                match the opposite of the last rule applies
       --rules FILE             read more rules, one `allow RULE` or `deny RULE` per line,
-                               placed where the flag stands; SIGHUP reads it again
+                               placed where the flag stands (a file with no rule is an
+                               error); SIGHUP reads it again and keeps the rules in force if
+                               it is bad or empty
       --socks4                 serve SOCKS4/4a even when users are configured; SOCKS4 carries
                                no password, so anyone who can connect may use the proxy
                                (default: SOCKS4/4a served only when no users are configured)

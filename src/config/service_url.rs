@@ -246,7 +246,7 @@ fn one_user(credentials: &Credentials) -> Result<Users, UrlError> {
     let mut users = Users::default();
     users
         .add(&credentials.user, &credentials.password)
-        .map_err(|_| UrlError::BadCredentials("USER must be 1 to 255 bytes and PASS at most 255"))?;
+        .map_err(|_| UrlError::BadCredentials("USER and PASS must be 1 to 255 bytes each (RFC 1929)"))?;
     Ok(users)
 }
 
@@ -407,7 +407,7 @@ mod tests {
         // 256 bytes once decoded; joined with the empty password as "a:x...x:" and split at
         // the first ':' it once looked like a 1-byte user and a 255-byte password.
         let url = format!("socks5://a%3A{}:@127.0.0.1:1080", "x".repeat(254));
-        let want = UrlError::BadCredentials("USER must be 1 to 255 bytes and PASS at most 255");
+        let want = UrlError::BadCredentials("USER and PASS must be 1 to 255 bytes each (RFC 1929)");
         assert_eq!(parse_hop(&url).unwrap_err(), want);
         let url = format!("socks5://{}:pw@127.0.0.1:1080", "%41".repeat(256));
         assert_eq!(parse_hop(&url).unwrap_err(), want);
@@ -447,8 +447,9 @@ mod tests {
             ("udp://:1/h:1?ttl=5d", UrlError::BadTtl("\"5d\" has unknown unit \"d\" (use ms, s, m or h)".into())),
             ("tcp://u:p@:1/h:1", UrlError::UnexpectedCredentials),
             ("socks://alice@:1080", UrlError::BadCredentials("expected USER:PASS")),
-            ("socks://:pw@:1080", UrlError::BadCredentials("USER must be 1 to 255 bytes and PASS at most 255")),
-            (&long, UrlError::BadCredentials("USER must be 1 to 255 bytes and PASS at most 255")),
+            ("socks://:pw@:1080", UrlError::BadCredentials("USER and PASS must be 1 to 255 bytes each (RFC 1929)")),
+            ("socks://u:@:1080", UrlError::BadCredentials("USER and PASS must be 1 to 255 bytes each (RFC 1929)")),
+            (&long, UrlError::BadCredentials("USER and PASS must be 1 to 255 bytes each (RFC 1929)")),
             ("socks://u:%zz@:1080", UrlError::BadCredentials("bad %XX escape")),
             ("socks://u:%4@:1080", UrlError::BadCredentials("bad %XX escape")),
         ];

@@ -104,7 +104,7 @@ fn service(spec: &ServiceSpec) -> (String, String) {
 fn login(socks: &SocksSpec) -> String {
     match socks.users.require_login() {
         false => "no login".into(),
-        true => format!("login required ({} user(s))", socks.users.len()),
+        true => format!("login required ({} user(s))", socks.users.count()),
     }
 }
 

@@ -34,7 +34,7 @@ enum Source {
 // Written by hand so passwords never reach a log line.
 impl fmt::Debug for Users {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Users({} configured)", self.len())
+        write!(f, "Users({} configured)", self.count())
     }
 }
 
@@ -54,7 +54,8 @@ impl Users {
         !self.sources.is_empty()
     }
 
-    pub fn len(&self) -> usize {
+    /// How many users the table in force holds.
+    pub fn count(&self) -> usize {
         self.current().len()
     }
 
@@ -248,7 +249,7 @@ mod tests {
         let good = dir.file("good", "\u{feff}alice:one\r\n# team\r\n\n  # note:x\n\t\nbob:two # not a comment\r\n");
         let mut users = Users::default();
         users.add_file(&good).unwrap();
-        assert_eq!(users.len(), 2, "the indented comment is no user");
+        assert_eq!(users.count(), 2, "the indented comment is no user");
         assert!(users.verify(b"alice", b"one"), "the byte-order mark and CR are not part of it");
         assert!(users.verify(b"bob", b"two # not a comment"), "a password is the rest of the line");
         let table = [
