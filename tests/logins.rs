@@ -85,7 +85,7 @@ fn a_rule_on_a_user_matches_the_login_as_sent_whatever_its_characters() {
     let rules = [(Verdict::Deny, "user josé"), (Verdict::Allow, "user bob"), (Verdict::Allow, "user zoë")];
     let sources = rules.iter().map(|(verdict, text)| RuleSource::Flag(*verdict, (*text).to_owned())).collect();
     config.rules = t!(Rules::load(sources));
-    let (_proxy, addr) = start(config);
+    let (proxy, addr) = start(config);
     let target = ip_target(echo_server("127.0.0.1:0"));
     let code = |user: &str| {
         let mut stream = connect(addr);
@@ -95,6 +95,12 @@ fn a_rule_on_a_user_matches_the_login_as_sent_whatever_its_characters() {
     assert_eq!(code("josé"), 2, "denied by its rule");
     assert_eq!(code("zoë"), 0, "allowed by its rule, not by the default (deny after an allow)");
     assert_eq!(code("bob"), 0);
+    // Printed, the name is escaped once, where it is printed.
+    let mut live = connect(addr);
+    socks5_login(&mut live, Some(("zoë", "pw")));
+    assert_eq!(socks5_request(&mut live, Command::Connect, &target).0.0, 0);
+    let table = proxy.session_table();
+    assert!(table.contains(" \"zoë\" CONNECT "), "{table}");
 }
 
 #[test]
