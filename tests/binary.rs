@@ -396,6 +396,48 @@ fn a_reload_that_finds_the_users_file_emptied_unreadable_or_bad_keeps_the_login_
 
 #[cfg(unix)] // SIGHUP
 #[test]
+fn a_reload_that_reads_a_users_file_while_it_is_written_keeps_the_old_table() {
+    let dir = scratch_dir("reload-changing");
+    let users = dir.join("users");
+    // Large enough that reading it takes a while, during which a writer keeps appending.
+    let lines: String = (0..50_000).map(|i| format!("user{i}:pw\n")).collect();
+    t!(std::fs::write(&users, format!("alice:pw\n{lines}")));
+    let proxy = spawn(&["--users", users.to_str().unwrap()]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (users, stop) = (users.clone(), std::sync::Arc::clone(&stop));
+        thread::spawn(move || {
+            let mut file = t!(std::fs::OpenOptions::new().append(true).open(&users));
+            let deadline = std::time::Instant::now() + TIMEOUT;
+            for i in 0.. {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) || std::time::Instant::now() > deadline {
+                    break;
+                }
+                t!(write!(file, "late{i}:pw\n"));
+                thread::sleep(std::time::Duration::from_micros(200));
+            }
+        })
+    };
+    let mut seen = None;
+    for _ in 0..50 {
+        proxy.signal("-HUP");
+        let line = proxy.wait_for("reload: ");
+        if line.contains("changed while it was read") {
+            seen = Some(line);
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    t!(writer.join());
+    let warning = seen.expect("no reload saw the file change while it read it");
+    let why = format!("stay: {}: changed while it was read", users.display());
+    assert!(warning.contains(&why), "{warning}");
+    let mut stream = connect(proxy.addr);
+    socks5_login(&mut stream, Some(("alice", "pw")));
+}
+
+#[cfg(unix)] // SIGHUP
+#[test]
 fn a_reload_keeps_the_start_up_order_of_users_files_and_user_flags() {
     let dir = scratch_dir("reload-order");
     let users = dir.join("users");
