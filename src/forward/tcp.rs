@@ -5,7 +5,7 @@ use crate::config::TcpForwardSpec;
 use crate::net::negotiation::close_after_reply;
 use crate::net::sockopt;
 use crate::outbound::Egress;
-use crate::session::{self, Context, Established, Listed, SessionLog};
+use crate::session::{self, Context, End, Established, Listed, SessionLog};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
@@ -28,13 +28,13 @@ fn connect(
     log.command = Some("TCP-FORWARD".into());
     log.target = Some(spec.target.clone());
     if let Err(e) = sockopt::tune_accepted(&client, &ctx.config.socket) {
-        log.outcome = format!("cannot set socket options: {e}");
+        log.end = Some(End::SocketSetup { what: "socket options", error: e });
         return None;
     }
     let egress = match Egress::for_client(&spec.egress, ingress, &client) {
         Ok(egress) => egress,
-        Err(e) => {
-            log.outcome = format!("cannot read the address the client reached: {e}");
+        Err(error) => {
+            log.end = Some(End::SocketSetup { what: "the outbound address", error });
             return None;
         }
     };
@@ -43,7 +43,7 @@ fn connect(
     let connected = match ctx.connect_target(&spec.target, &egress, |_| Ok(())) {
         Ok(connected) => connected,
         Err(e) => {
-            log.outcome = e.to_string();
+            log.end = Some(End::ForwardUnreachable(e));
             // A forwarder has no reply to send; the client learns from a clean close
             // (FIN, not a reset over whatever it already sent).
             close_after_reply(&client);
