@@ -33,12 +33,19 @@ ns="burrowd-$tag"
 tns="burrowd-${tag}t"
 etc="/etc/netns/$ns"
 work=$(mktemp -d)
-pids=()
+
+# Stops everything this script started: it all runs in its two namespaces. Each process
+# there is signalled itself, since a python3 behind a shim (pyenv) may not pass a signal on.
+stop_all() {
+    local n
+    for n in "$ns" "$tns"; do
+        ip netns pids "$n" 2>/dev/null | xargs -r kill 2>/dev/null || true
+    done
+    wait
+}
 
 cleanup() {
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-    done
+    stop_all
     # Deleting a namespace deletes the veth ends in it, and so their peers.
     ip netns del "$ns" 2>/dev/null || true
     ip netns del "$tns" 2>/dev/null || true
@@ -115,28 +122,24 @@ for host in ["10.201.9.9", "fd00:201:9::9"]:
 connect_back()
 PY
 ip netns exec "$tns" python3 "$work/targets.py" &
-pids+=($!)
 
-# The upstream hop, in the targets' namespace.
-ip netns exec "$tns" "$burrowd" --listen 10.201.1.100:1080 --bind-out 10.201.9.10 2>"$work/hop.log" &
-pids+=($!)
+# The upstream hop, in the targets' namespace: the targets are its own addresses, which a
+# client from another host reaches only where a rule names one.
+ip netns exec "$tns" "$burrowd" --listen 10.201.1.100:1080 --bind-out 10.201.9.10 --allow 'to 10.201.9.9' \
+    2>"$work/hop.log" &
 # Flags for the whole process, and a service of its own that gives IPv6 only.
 ip netns exec "$ns" "$burrowd" --listen 127.0.0.1:1080 --bind-out 10.201.1.2 \
     -L 'socks://127.0.0.1:1081?bind-out=fd00:201:1::2' 2>"$work/flags.log" &
-pids+=($!)
 # One egress per ingress, and a service bound to the second interface.
 ip netns exec "$ns" "$burrowd" -L 'socks://10.201.1.1:1080?bind-out=same' -L 'socks://10.201.1.2:1080?bind-out=same' \
     -L 'socks://127.0.0.1:1082?interface='"${tag}B" 2>"$work/services.log" &
-pids+=($!)
 # A chain to the hop, leaving from 10.201.1.2.
 ip netns exec "$ns" "$burrowd" --listen 127.0.0.1:1090 --bind-out 10.201.1.2 -F socks5://10.201.1.100:1080 \
     2>"$work/chain.log" &
-pids+=($!)
 
 # An address to take away at run time. No listener is on it: a listener whose address
 # is gone cannot be woken to stop.
 ip netns exec "$ns" "$burrowd" --listen 127.0.0.1:1083 --bind-out 10.201.1.3 2>"$work/vanish.log" &
-pids+=($!)
 
 # Start-up errors: an address this host lacks, an interface it lacks.
 for flags in "--bind-out 10.201.1.77" "--interface nosuchif0"; do
@@ -153,7 +156,7 @@ for flags in "--bind-out 10.201.1.77" "--interface nosuchif0"; do
 done
 
 export BOA="${tag}A" BOB="${tag}B"
-ip netns exec "$ns" python3 - <<'PY'
+ip netns exec "$ns" python3 - <<'PY' || { tail -n 5 "$work"/*.log; exit 1; }
 import os, socket, subprocess, sys, time
 
 def fail(why):
@@ -309,9 +312,7 @@ if code != 1:
 print("ok: a vanished address and a vanished interface get reply 1")
 PY
 
-kill "${pids[@]}" 2>/dev/null
-wait "${pids[@]}" 2>/dev/null || true
-pids=()
+stop_all
 # The hop saw the chain come from 10.201.1.2; each run-time failure left one line.
 grep -q "session [0-9]* 10.201.1.2:[0-9]* CONNECT 10.201.9.9:7000" "$work/hop.log" || {
     echo "FAIL: the hop's log does not show the chain coming from 10.201.1.2:"
