@@ -1,7 +1,7 @@
 //! The command line: flags to a [`Config`], and the help text that lists them.
 
 use super::config_file;
-use super::rules::{RuleSource, Rules, Verdict};
+use super::rules::{Cidr, RuleSource, Rules, Verdict};
 use super::units::{parse_duration, parse_size};
 use super::users::Users;
 use super::{Config, RelayMode, ServiceSpec, Socks4Policy, SocksSpec, service_url};
@@ -105,6 +105,10 @@ Options:
                                address, for a server behind NAT (default: the relay's address)
       --udp-sndbuf BYTES       SO_SNDBUF for every UDP socket (default: the OS's)
       --udp-rcvbuf BYTES       SO_RCVBUF for every UDP socket (default: the OS's)
+      --proxy-protocol CIDR    every TCP connection from these sources (load balancers) must
+                               begin with a PROXY protocol header, v1 or v2, whose client
+                               address then counts as the client's (rules, limits, logs);
+                               one without a valid header is closed; repeatable (default: none)
       --status ADDR            serve live sessions (/sessions) and Prometheus metrics
                                (/metrics) over HTTP on ADDR, e.g. 127.0.0.1:9180; they show
                                clients, users and targets, so keep it on loopback
@@ -269,6 +273,9 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
             "--allow" => rule_sources.push(rule_source(Verdict::Allow, value()?, at)),
             "--deny" => rule_sources.push(rule_source(Verdict::Deny, value()?, at)),
             "--rules" => rule_sources.push(RuleSource::File(value()?.into())),
+            "--proxy-protocol" => {
+                config.proxy_protocol.push(Cidr::parse(&value()?).map_err(|e| format!("{flag}: {e}"))?)
+            }
             "--status" => config.status = Some(parse_listen(&value()?).map_err(|e| format!("--status: {e}"))?),
             "--socks4" => set_socks4(&mut socks4, Socks4Policy::On, at.is_some())?,
             "--no-socks4" => set_socks4(&mut socks4, Socks4Policy::Off, at.is_some())?,
@@ -462,6 +469,9 @@ mod tests {
             "--udp-max-sessions=10",
             "--udp-max-sessions-per-ip",
             "4",
+            "--proxy-protocol",
+            "10.0.0.0/8",
+            "--proxy-protocol=::1",
             "-v",
             "-v",
         ])
@@ -487,6 +497,10 @@ mod tests {
         assert_eq!(s.config.udp.idle_timeout, None);
         assert_eq!(s.config.udp.rcvbuf, Some(4 << 20));
         assert_eq!(s.verbosity, 2);
+        let trusted: Vec<String> = s.config.proxy_protocol.iter().map(ToString::to_string).collect();
+        assert_eq!(trusted, ["10.0.0.0/8", "::1/128"]);
+        assert!(s.config.sends_proxy_header("10.1.2.3".parse().unwrap()));
+        assert!(!s.config.sends_proxy_header("11.1.2.3".parse().unwrap()));
     }
 
     #[test]
@@ -517,6 +531,8 @@ mod tests {
             (&["--udp-port-range", "0-10"], "--udp-port-range"),
             (&["--udp-port-range", "100"], "--udp-port-range"),
             (&["--udp-advertise", "nat.example"], "--udp-advertise"),
+            (&["--proxy-protocol", "balancer.example"], "--proxy-protocol"),
+            (&["--proxy-protocol", "10.0.0.0/33"], "--proxy-protocol"),
         ];
         for (args, want) in table {
             let err = run(args).unwrap_err();

@@ -11,7 +11,7 @@ pub mod users;
 
 use crate::wire::addr::TargetAddr;
 use crate::wire::printable::Printable;
-use rules::Rules;
+use rules::{Cidr, Rules};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -195,6 +195,10 @@ pub struct Config {
     pub rules: Rules,
     /// Where the status pages (`/sessions`, `/metrics`) listen; `None`: nowhere.
     pub status: Option<SocketAddr>,
+    /// Sources (load balancers) whose every TCP connection must begin with a PROXY
+    /// protocol header, whose client address then stands for the connection's
+    /// (`--proxy-protocol`); empty: no header is read from anyone.
+    pub proxy_protocol: Vec<Cidr>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1080";
@@ -246,6 +250,7 @@ impl Default for Config {
             udp_max_sessions_per_ip: None,
             rules: Rules::default(),
             status: None,
+            proxy_protocol: Vec::new(),
         }
     }
 }
@@ -256,6 +261,11 @@ impl Config {
     /// leaves the other half to everyone else.
     pub fn max_clients_per_ip(&self) -> usize {
         self.max_clients_per_ip.unwrap_or(self.max_clients / 2).max(1)
+    }
+
+    /// Whether a connection from `source` must begin with a PROXY protocol header.
+    pub fn sends_proxy_header(&self, source: IpAddr) -> bool {
+        self.proxy_protocol.iter().any(|trusted| trusted.contains(source))
     }
 
     /// Sessions one client address may hold on a `udp://` service: the flag, or half.

@@ -393,6 +393,12 @@ fn parse_ports(text: &str) -> Result<RangeInclusive<u16>, String> {
     Ok(low..=high)
 }
 
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.net, self.prefix)
+    }
+}
+
 impl Cidr {
     pub fn parse(text: &str) -> Result<Cidr, String> {
         let bad = || format!("{text:?} is not an address or CIDR");

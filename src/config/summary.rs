@@ -70,7 +70,14 @@ pub fn describe(config: &Config) -> String {
         0 => "none: everything allowed, but this host's loopback only to loopback clients".to_owned(),
         n => format!("{n} (the first that matches decides)"),
     };
-    section("access", vec![item("rules", rules)]);
+    let proxy_protocol = match &config.proxy_protocol[..] {
+        [] => "off: no PROXY header is read".to_owned(),
+        trusted => {
+            let trusted: Vec<String> = trusted.iter().map(ToString::to_string).collect();
+            format!("a PROXY header (v1 or v2) required from {}", trusted.join(", "))
+        }
+    };
+    section("access", vec![item("rules", rules), item("proxy-protocol", proxy_protocol)]);
     let status = config.status.map_or("off (SIGUSR1 logs the sessions table)".to_owned(), |addr| {
         format!("http://{addr}/sessions and /metrics")
     });
@@ -167,6 +174,7 @@ fn relay_name(mode: RelayMode) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::rules::Cidr;
     use crate::config::service_url;
 
     #[test]
@@ -204,6 +212,7 @@ mod tests {
             "  udp-rcvbuf               the OS's",
             "access:",
             "  rules                    none: everything allowed, but this host's loopback only to loopback clients",
+            "  proxy-protocol           off: no PROXY header is read",
             "watching:",
             "  status                   off (SIGUSR1 logs the sessions table)",
         ];
@@ -233,6 +242,7 @@ mod tests {
             service_url::parse_hop("socks5://10.0.0.2:1080").unwrap(),
         ];
         config.max_clients_per_ip = Some(7);
+        config.proxy_protocol = ["10.0.0.0/8", "::1"].map(|cidr| Cidr::parse(cidr).unwrap()).to_vec();
         config.idle_timeout = Some(Duration::from_millis(1500));
         let text = describe(&config);
         for line in [
@@ -247,6 +257,7 @@ mod tests {
             "  hop 2                    socks5://10.0.0.2:1080",
             "  max-clients-per-ip       7",
             "  idle-timeout             1.5s",
+            "  proxy-protocol           a PROXY header (v1 or v2) required from 10.0.0.0/8, ::1/128",
         ] {
             assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
         }

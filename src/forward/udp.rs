@@ -273,7 +273,7 @@ impl Service {
         if let Err((job, why)) = workers.try_execute(job) {
             drop(job);
             self.forget(&session);
-            self.ctx.stats.session_refused();
+            self.ctx.stats.session_refused(Refusal::PoolFull);
             refusals.warn(|count| match why {
                 Refused::Full => {
                     format!("refused {count} UDP client(s), last {}: all session threads busy", session.client)
@@ -339,7 +339,8 @@ impl Service {
             };
             let (command, target) = (log.command.clone(), log.target.as_ref().map(ToString::to_string));
             live.update(|details| {
-                *details = Details { state: State::Udp, user: None, command, target, outbound: control_leg };
+                *details =
+                    Details { state: State::Udp, user: None, command, target, outbound: control_leg, carried: None };
             });
         }
         if let Err(e) = path.set_read_timeout(self.spec.ttl.min(TICK)) {

@@ -12,9 +12,12 @@
 //! A client is refused only when every place is held by sessions that are past their
 //! request (connecting, relaying): those are doing what we are for.
 //!
-//! The books are kept by the accept loops alone, so that admission costs the workers no
-//! lock: a worker whose client has sent its request flips an atomic, and one whose session
-//! ended sends a note down a channel that the next admission settles first.
+//! The books are kept by the accept loops, so that admission costs the workers no lock: a
+//! worker whose client has sent its request flips an atomic, and one whose session ended
+//! sends a note down a channel that the next admission settles first. The one exception is
+//! a connection from a load balancer (`--proxy-protocol`): it is admitted with no address,
+//! since the balancer's is not its client's, and its worker charges the client's address
+//! once the PROXY header has named it ([`Seat::attribute`]).
 
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -42,7 +45,7 @@ pub(crate) struct Admission {
 /// A session that ended: what its [`Seat`] tells the books.
 struct Ended {
     key: u64,
-    address: IpAddr,
+    address: Option<IpAddr>,
 }
 
 /// How many live sessions are allowed.
@@ -94,7 +97,8 @@ struct Share {
 }
 
 struct Entry {
-    address: IpAddr,
+    /// `None` until a load balancer's connection names its client.
+    address: Option<IpAddr>,
     slot: Arc<Slot>,
 }
 
@@ -132,7 +136,9 @@ pub(crate) struct Admitted {
 pub(crate) struct Seat {
     admission: Arc<Admission>,
     key: u64,
-    address: IpAddr,
+    /// The address whose share it holds; `None` for a load balancer's connection whose
+    /// PROXY header has not named its client yet.
+    address: Option<IpAddr>,
 }
 
 /// A client that still owes us its request: reclaimable until this is stopped or dropped.
@@ -162,6 +168,22 @@ impl Admission {
         address: IpAddr,
         may_wait: bool,
     ) -> Result<Admitted, Refusal> {
+        self.admit_as(stream, Some(address), may_wait)
+    }
+
+    /// Admits a load balancer's connection against the server's limit alone: the address
+    /// that counts is its client's, which its PROXY header names later, on the worker
+    /// ([`Seat::attribute`]). It waits (may be reclaimed) until then, and after if `may_wait`.
+    pub(crate) fn admit_unattributed(self: &Arc<Self>, stream: &TcpStream) -> Result<Admitted, Refusal> {
+        self.admit_as(stream, None, true)
+    }
+
+    fn admit_as(
+        self: &Arc<Self>,
+        stream: &TcpStream,
+        address: Option<IpAddr>,
+        may_wait: bool,
+    ) -> Result<Admitted, Refusal> {
         let limits = self.limits;
         // Cloned before the lock is taken: the system call need not hold up the workers.
         // Without a second handle (out of descriptors) the client is served all the same,
@@ -182,12 +204,8 @@ impl Admission {
             }
         }
         let mut reclaimed = 0;
-        let share_live = books.per_address.get(&address).map_or(0, |share| share.live);
-        if share_live >= limits.per_address {
-            if !books.reclaim_oldest(Some(address)) {
-                return Err(Refusal::AddressLimit);
-            }
-            reclaimed += 1;
+        if let Some(address) = address {
+            reclaimed += books.make_room_in_share(address, limits.per_address)?;
         }
         if books.live >= limits.workers {
             if books.reclaim_oldest(None) {
@@ -199,10 +217,8 @@ impl Admission {
         let key = books.next_key;
         books.next_key += 1;
         books.live += 1;
-        let share = books.per_address.entry(address).or_default();
-        share.live += 1;
-        if handle.is_some() {
-            share.waiting.insert(key);
+        if let Some(address) = address {
+            books.join_share(key, address, handle.is_some());
         }
         let waiting = handle.map(|handle| {
             let slot = Arc::new(Slot { standing: AtomicU8::new(WAITING), handle: Mutex::new(Some(handle)) });
@@ -224,6 +240,28 @@ impl Admission {
 }
 
 impl Books {
+    /// Makes room in `address`'s share for one more session, reclaiming that address's
+    /// oldest waiting client if the share is full; returns how many were reclaimed.
+    fn make_room_in_share(&mut self, address: IpAddr, per_address: usize) -> Result<usize, Refusal> {
+        let share_live = self.per_address.get(&address).map_or(0, |share| share.live);
+        if share_live < per_address {
+            return Ok(0);
+        }
+        match self.reclaim_oldest(Some(address)) {
+            true => Ok(1),
+            false => Err(Refusal::AddressLimit),
+        }
+    }
+
+    /// Counts session `key` in `address`'s share, among its waiting clients if `waiting`.
+    fn join_share(&mut self, key: u64, address: IpAddr, waiting: bool) {
+        let share = self.per_address.entry(address).or_default();
+        share.live += 1;
+        if waiting {
+            share.waiting.insert(key);
+        }
+    }
+
     /// Gives an ended session's place back (a reclaimed one gave it back when reclaimed).
     fn settle(&mut self, ended: Ended) {
         if !self.reclaimed.remove(&ended.key) {
@@ -258,13 +296,14 @@ impl Books {
 
     fn remove_waiting(&mut self, key: u64) -> Option<Entry> {
         let entry = self.waiting.remove(&key)?;
-        if let Some(share) = self.per_address.get_mut(&entry.address) {
+        if let Some(share) = entry.address.and_then(|address| self.per_address.get_mut(&address)) {
             share.waiting.remove(&key);
         }
         Some(entry)
     }
 
-    fn leave_share(&mut self, key: u64, address: IpAddr) {
+    fn leave_share(&mut self, key: u64, address: Option<IpAddr>) {
+        let Some(address) = address else { return };
         if let Some(share) = self.per_address.get_mut(&address) {
             share.live -= 1;
             share.waiting.remove(&key);
@@ -276,6 +315,32 @@ impl Books {
 }
 
 impl Seat {
+    /// Charges this session, admitted with no address, to `address` (the client a load
+    /// balancer's PROXY header named), as admission would have at accept: that address's
+    /// oldest waiting client may be reclaimed to make room (the count is returned), or
+    /// this session is refused. One that was reclaimed meanwhile is charged nothing.
+    pub(crate) fn attribute(&mut self, address: IpAddr) -> Result<usize, Refusal> {
+        let admission = Arc::clone(&self.admission);
+        let mut books = admission.books();
+        for ended in admission.ended.try_iter() {
+            books.settle(ended);
+        }
+        if self.address.is_some() || books.reclaimed.contains(&self.key) {
+            return Ok(0);
+        }
+        let reclaimed = books.make_room_in_share(address, admission.limits.per_address)?;
+        let still_waiting = match books.waiting.get_mut(&self.key) {
+            Some(entry) => {
+                entry.address = Some(address);
+                true
+            }
+            None => false,
+        };
+        books.join_share(self.key, address, still_waiting);
+        self.address = Some(address);
+        Ok(reclaimed)
+    }
+
     /// Whether this session was shut down to make room for a newer client.
     #[cfg(test)]
     fn was_reclaimed(&self) -> bool {
@@ -398,5 +463,32 @@ mod tests {
         // the newcomer is past its request too: nothing is left to reclaim
         let (_, another) = pair(&listener);
         assert_eq!(admission.admit(&another, ip("10.0.0.10"), true).err(), Some(Refusal::Full));
+    }
+
+    #[test]
+    fn a_balancers_connections_count_for_the_clients_their_headers_name() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let admission = Arc::new(Admission::new(Limits { workers: 8, queue: 0, per_address: 1 }));
+        // Three connections from one balancer: none is charged to its address.
+        let (mut first_client, first) = pair(&listener);
+        let (_, second) = pair(&listener);
+        let (_, third) = pair(&listener);
+        let Admitted { seat: mut seat1, waiting: waiting1, .. } = admission.admit_unattributed(&first).unwrap();
+        let Admitted { seat: mut seat2, waiting: waiting2, .. } = admission.admit_unattributed(&second).unwrap();
+        let Admitted { seat: mut seat3, .. } = admission.admit_unattributed(&third).unwrap();
+        assert_eq!(admission.counts(), (3, 0));
+        // Their headers name one client twice: its share holds one, so the newer one
+        // reclaims the older, still waiting, as it would have at accept.
+        assert_eq!(seat1.attribute(ip("192.0.2.7")), Ok(0));
+        assert_eq!(seat2.attribute(ip("192.0.2.7")), Ok(1));
+        assert!(seat1.was_reclaimed() && waiting1.unwrap().was_reclaimed());
+        assert_shut(&mut first_client);
+        // Past its request, the second cannot be reclaimed: a third for that client is refused.
+        assert!(!waiting2.unwrap().stop());
+        assert_eq!(seat3.attribute(ip("192.0.2.7")), Err(Refusal::AddressLimit));
+        // The client's share is given back when its session ends.
+        drop((seat1, seat2));
+        assert_eq!(seat3.attribute(ip("192.0.2.7")), Ok(0));
+        assert_eq!(admission.counts(), (1, 0));
     }
 }

@@ -2,6 +2,7 @@
 //! worker pool clients are handed to, stopping and draining.
 
 mod accept;
+mod proxied;
 mod status;
 
 use crate::config::users::Users;
@@ -92,6 +93,7 @@ impl Server {
                         stopping: Arc::clone(&stopping),
                         spec: Arc::new(spec),
                         addr,
+                        balanced: Arc::default(),
                     };
                     let thread = std::thread::Builder::new()
                         .name("burrowd-accept".into())

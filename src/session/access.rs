@@ -33,6 +33,11 @@ impl Access {
         Access { table, client, user: None, direct }
     }
 
+    /// The client's address, as the rules judge it.
+    pub(crate) fn client(&self) -> IpAddr {
+        self.client
+    }
+
     pub(crate) fn logged_in(&mut self, user: &str) {
         self.user = Some(user.to_owned());
     }

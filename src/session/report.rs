@@ -15,7 +15,10 @@ const WARN_INTERVAL: Duration = Duration::from_secs(1);
 /// What the finished-session log line reports; filled in as the session goes.
 pub(crate) struct SessionLog {
     pub id: u64,
+    /// The client: the socket's peer, or the client a load balancer's PROXY header named.
     pub client: SocketAddr,
+    /// The load balancer's end of the socket, when a PROXY header named the client.
+    pub via: Option<SocketAddr>,
     started: Instant,
     /// Shown as it is: whoever fills it in escapes what the client chose.
     pub user: Option<String>,
@@ -43,6 +46,7 @@ impl SessionLog {
         SessionLog {
             id,
             client,
+            via: None,
             started: Instant::now(),
             user: None,
             command: None,
@@ -80,6 +84,9 @@ impl SessionLog {
 impl fmt::Display for SessionLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "session {} {}", self.id, self.client)?;
+        if let Some(balancer) = self.via {
+            write!(f, " via {balancer}")?;
+        }
         if let Some(user) = &self.user {
             write!(f, " user {user}")?;
         }

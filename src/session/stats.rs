@@ -36,11 +36,14 @@ pub(crate) enum Refusal {
     Rule,
     /// Out of descriptors: `accept` failed for it.
     Descriptors,
+    /// A connection from a `--proxy-protocol` source that did not begin with a valid
+    /// PROXY header.
+    ProxyHeader,
 }
 
 impl Refusal {
-    pub(crate) const ALL: [Refusal; 4] =
-        [Refusal::PoolFull, Refusal::AddressLimit, Refusal::Rule, Refusal::Descriptors];
+    pub(crate) const ALL: [Refusal; 5] =
+        [Refusal::PoolFull, Refusal::AddressLimit, Refusal::Rule, Refusal::Descriptors, Refusal::ProxyHeader];
 
     pub(crate) fn label(self) -> &'static str {
         match self {
@@ -48,6 +51,7 @@ impl Refusal {
             Refusal::AddressLimit => "per_address_limit",
             Refusal::Rule => "rule",
             Refusal::Descriptors => "descriptors",
+            Refusal::ProxyHeader => "proxy_header",
         }
     }
 }
@@ -180,9 +184,17 @@ impl Stats {
         self.refused_by[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts out a queued client that the pool handed back.
-    pub(crate) fn session_refused(&self) {
-        self.client_refused(Refusal::PoolFull);
+    /// Counts out a queued client that was closed before its session began: the pool
+    /// handed it back, or, from a load balancer, its PROXY header or the client it named
+    /// was refused.
+    pub(crate) fn session_refused(&self, why: Refusal) {
+        self.client_refused(why);
+        self.active.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Counts out a queued client reclaimed before its session began (a load balancer's
+    /// connection still owing its PROXY header); the reclaim itself was counted when made.
+    pub(crate) fn session_dropped(&self) {
         self.active.fetch_sub(1, Ordering::SeqCst);
     }
 

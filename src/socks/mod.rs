@@ -18,10 +18,12 @@ use crate::session::access::Access;
 use crate::session::{self, Context, Established, Listed, SessionLog};
 use std::net::TcpStream;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Serves one accepted client of a SOCKS listener from start to close, under `rules` (the
 /// table in force when it was accepted, whatever a reload does meanwhile); it may be
-/// reclaimed while `waiting` is held, which is until its request is in.
+/// reclaimed while `waiting` is held, which is until its request is in. Its handshake has
+/// `budget` left (less than the whole when a PROXY header came first).
 pub(crate) fn serve_socks(
     ctx: &Arc<Context>,
     spec: &SocksSpec,
@@ -29,9 +31,12 @@ pub(crate) fn serve_socks(
     client: TcpStream,
     waiting: Option<Waiting>,
     rules: Arc<RuleTable>,
+    budget: Duration,
 ) {
-    let mut access = Access::new(rules, listed.live.client.ip(), ctx.config.chain.is_empty());
-    session::handshake_then_relay(ctx, listed, |log| negotiate_socks(ctx, spec, client, waiting, &mut access, log));
+    let mut access = Access::new(rules, listed.client.ip(), ctx.config.chain.is_empty());
+    session::handshake_then_relay(ctx, listed, |log| {
+        negotiate_socks(ctx, spec, client, waiting, budget, &mut access, log)
+    });
 }
 
 /// The whole SOCKS handshake, up to the relay. Never inlined; see [`session::handshake_then_relay`].
@@ -41,6 +46,7 @@ fn negotiate_socks(
     spec: &SocksSpec,
     client: TcpStream,
     waiting: Option<Waiting>,
+    budget: Duration,
     access: &mut Access,
     log: &mut SessionLog,
 ) -> Option<Established> {
@@ -48,7 +54,7 @@ fn negotiate_socks(
         log.outcome = format!("cannot set socket options: {e}");
         return None;
     }
-    let mut negotiation = match Negotiation::for_client(client, ctx.config.handshake_timeout, waiting) {
+    let mut negotiation = match Negotiation::for_client(client, budget, waiting) {
         Ok(n) => n,
         Err(e) => {
             log.outcome = format!("cannot set handshake timeout: {e}");

@@ -117,7 +117,10 @@ impl Association {
         // socket and the client check both want the plain IPv4 form.
         let mut local = control.local_addr()?;
         local.set_ip(local.ip().to_canonical());
-        let client_ip = control.peer_addr()?.ip().to_canonical();
+        // The client's address as the rules know it: the control connection's peer, or
+        // behind a load balancer the client its PROXY header named, whose datagrams come
+        // here directly.
+        let client_ip = access.client().to_canonical();
         let udp = &ctx.config.udp;
         let relay = bind_relay(local, udp, session)?;
         relay.set_read_timeout(Some(TICK))?;

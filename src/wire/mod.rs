@@ -11,6 +11,7 @@
 
 pub mod addr;
 pub mod printable;
+pub mod proxy_header;
 pub mod socks4;
 pub mod socks5;
 pub mod udp;
@@ -35,8 +36,16 @@ pub enum Error {
     UnknownAddressType(u8),
     /// A domain name of length zero, not valid UTF-8, or holding a control character.
     BadDomain,
-    /// A variable-length field longer than its bound (SOCKS4 USERID or host name).
+    /// A variable-length field longer than its bound (SOCKS4 USERID or host name, a
+    /// PROXY v1 line).
     FieldTooLong,
+    /// The bytes begin neither PROXY header's signature.
+    NotProxyHeader,
+    /// A PROXY v1 line that is not `PROXY TCP4|TCP6 SRC DST SPORT DPORT` or `PROXY UNKNOWN`
+    /// ending in CRLF.
+    BadProxyLine,
+    /// A PROXY v2 TLV that runs past the end of its header.
+    BadTlv,
 }
 
 impl fmt::Display for Error {
@@ -50,6 +59,9 @@ impl fmt::Display for Error {
             Error::UnknownAddressType(a) => write!(f, "unknown address type {a:#04x}"),
             Error::BadDomain => write!(f, "domain name empty, not UTF-8 or with a control character"),
             Error::FieldTooLong => write!(f, "field longer than allowed"),
+            Error::NotProxyHeader => write!(f, "no PROXY protocol header"),
+            Error::BadProxyLine => write!(f, "malformed PROXY v1 line"),
+            Error::BadTlv => write!(f, "PROXY v2 TLV runs past the header"),
         }
     }
 }
