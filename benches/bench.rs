@@ -6,6 +6,7 @@
 //! direct connection mean something on a shared, noisy machine. Loopback only; every loop
 //! is bounded in count and in time. This is a benchmark, not a test: nothing here asserts.
 
+use burrowd::wire::proxy_header::{Addresses, Header, V1_MAX_LEN, Version};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -36,6 +37,9 @@ const NOFILE: u64 = 20_000;
 
 /// Flags every burrowd of this run gets besides its own (the `--rules` file).
 static BURROWD_EXTRA_ARGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+/// With `--proxy-protocol`: the PROXY header version every client connection to a proxy
+/// begins with, as a load balancer's would.
+static PROXY_HEADER: std::sync::OnceLock<Version> = std::sync::OnceLock::new();
 
 /// Reads /sessions and /metrics ten times a second for as long as the benchmark runs,
 /// from whichever burrowd is listening on `status` at the moment.
@@ -82,6 +86,9 @@ fn usage() -> &'static str {
                so every request is checked against all of them (default 0)
   --status     run burrowd with --status on loopback, and read /sessions and /metrics
                ten times a second while it serves
+  --proxy-protocol v1|v2  run burrowd with --proxy-protocol 127.0.0.1, and begin every
+               connection to it with a PROXY header of that version, as a load balancer
+               does (microsocks, which speaks no PROXY protocol, is left out)
   --binary NAME=PATH  one more column: the burrowd binary at PATH (default relay), e.g.
                static=target/x86_64-unknown-linux-musl/release/burrowd; repeatable"
 }
@@ -94,6 +101,7 @@ struct Options {
     only: Option<Vec<String>>,
     rules: usize,
     status: bool,
+    proxy_header: Option<Version>,
     /// Other burrowd binaries to measure beside this build's, as (column name, path).
     binaries: Vec<(String, String)>,
 }
@@ -108,6 +116,7 @@ impl Options {
             only: None,
             rules: 0,
             status: false,
+            proxy_header: None,
             binaries: Vec::new(),
         };
         // `cargo bench` passes `--bench` to harness-less benches; it means nothing here.
@@ -126,6 +135,13 @@ impl Options {
                 "--only" => o.only = Some(value()?.split(',').map(str::to_owned).collect()),
                 "--rules" => o.rules = value()?.parse().map_err(|_| "--rules: not a number")?,
                 "--status" => o.status = true,
+                "--proxy-protocol" => {
+                    o.proxy_header = Some(match value()?.as_str() {
+                        "v1" => Version::V1,
+                        "v2" => Version::V2,
+                        other => return Err(format!("--proxy-protocol: {other:?} is not v1 or v2")),
+                    })
+                }
                 "--binary" => {
                     let spec = value()?;
                     let (name, path) = spec.split_once('=').ok_or("--binary: expected NAME=PATH")?;
@@ -168,11 +184,18 @@ fn main() {
         extra_args.extend(["--status".to_owned(), status.to_string()]);
         thread::spawn(move || read_status_pages(status));
     }
+    if let Some(version) = opts.proxy_header {
+        println!("burrowd runs with --proxy-protocol 127.0.0.1; every connection to it begins with a {version} header");
+        extra_args.extend(["--proxy-protocol".to_owned(), "127.0.0.1".to_owned()]);
+        PROXY_HEADER.set(version).expect("set once");
+    }
     BURROWD_EXTRA_ARGS.set(extra_args).expect("set once");
     let servers = Servers::start();
     let mut kinds = vec![ProxyKind::Burrowd("splice"), ProxyKind::Burrowd("copy")];
     kinds.extend(opts.binaries.iter().map(|(name, path)| ProxyKind::Binary { name: name.clone(), path: path.clone() }));
-    if Command::new("microsocks").arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {
+    if opts.proxy_header.is_some() {
+        eprintln!("--proxy-protocol: microsocks speaks no PROXY protocol; its column is left out");
+    } else if Command::new("microsocks").arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {
         kinds.push(ProxyKind::Microsocks);
     } else {
         eprintln!("microsocks not installed (apt-get install -y microsocks): its column is left out");
@@ -616,9 +639,19 @@ fn connect(via: Option<SocketAddr>, target: SocketAddr) -> io::Result<TcpStream>
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(IO_TIMEOUT))?;
     s.set_write_timeout(Some(IO_TIMEOUT))?;
-    if via.is_some() {
+    if let Some(proxy) = via {
         let SocketAddr::V4(v4) = target else { unreachable!("targets are 127.0.0.1") };
-        s.write_all(&[5, 1, 0])?;
+        // The header and the greeting in one write, as a balancer's header and its client's
+        // first bytes usually arrive.
+        let mut first = [0u8; V1_MAX_LEN + 3];
+        let mut len = 0;
+        if let (Some(&version), SocketAddr::V4(source), SocketAddr::V4(destination)) =
+            (PROXY_HEADER.get(), s.local_addr()?, proxy)
+        {
+            len = Header::Proxied { version, addresses: Addresses::V4 { source, destination } }.emit(&mut first);
+        }
+        first[len..len + 3].copy_from_slice(&[5, 1, 0]);
+        s.write_all(&first[..len + 3])?;
         let mut choice = [0u8; 2];
         s.read_exact(&mut choice)?;
         if choice != [5, 0] {

@@ -48,10 +48,15 @@ pub(super) fn hear(
     warnings: &Mutex<Warnings>,
 ) -> Option<Heard> {
     let balancer = listed.live.client;
-    let header = Negotiation::for_client(stream, ctx.config.handshake_timeout, waiting)
+    let heard = Negotiation::for_client(stream, ctx.config.handshake_timeout, waiting)
         .map_err(HandshakeError::from)
-        .and_then(|mut negotiation| Ok((negotiation.read_proxy_header()?, negotiation)));
-    let (header, negotiation) = match header {
+        .and_then(|mut negotiation| Ok((negotiation.read_proxy_header()?, negotiation.into_parts())))
+        .and_then(|(header, parts)| match parts {
+            // The header took the whole handshake timeout: nothing is left for the rest.
+            (_, _, budget) if budget.is_zero() => Err(HandshakeError::TimedOut),
+            parts => Ok((header, parts)),
+        });
+    let (header, (stream, waiting, budget)) = match heard {
         Ok(heard) => heard,
         // Reclaimed to make room: counted when it was, and no refusal of its own.
         Err(HandshakeError::Reclaimed) => {
@@ -72,7 +77,6 @@ pub(super) fn hear(
             return None;
         }
     };
-    let (stream, waiting, budget) = negotiation.into_parts();
     let client = header.source().unwrap_or(balancer);
     if let Some(denied) = refused_at_accept(rules, client.ip()) {
         ctx.stats.session_refused(Refusal::Rule);
