@@ -364,10 +364,11 @@ fn relay_name(mode: RelayMode) -> &'static str {
     }
 }
 
+/// A count from `min` to [`config::MAX_COUNT`].
 fn parse_count(flag: &str, text: &str, min: usize) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if n >= min => Ok(n),
-        _ => Err(format!("{flag}: {text:?} is not a whole number of at least {min}")),
+    match text.parse::<u64>() {
+        Ok(n) if n >= min as u64 && n <= config::MAX_COUNT as u64 => Ok(n as usize),
+        _ => Err(format!("{flag}: {text:?} is not a whole number from {min} to {}", config::MAX_COUNT)),
     }
 }
 
@@ -638,7 +639,7 @@ mod tests {
         let table = [
             ("listen 127.0.0.1:0\n\nbogus 1\n", "3: unknown option --bogus"),
             ("# x\nlisten\n", "2: --listen needs a value"),
-            ("max-clients many\n", "1: --max-clients: \"many\" is not a whole number of at least 1"),
+            ("max-clients many\n", "1: --max-clients: \"many\" is not a whole number from 1 to 1000000"),
             ("socks4 yes\n", "1: --socks4 takes no value"),
             ("socks4\nno-socks4\n", "2: --socks4 and --no-socks4 cannot both be given"),
             ("deny to 10.0.0.0/33\n", "1: \"10.0.0.0/33\" is not an address or CIDR"),
