@@ -65,14 +65,19 @@ Options:
       --no-socks4              refuse SOCKS4/4a: such clients are closed without a reply
                                (default: off)
       --max-clients N          worker threads, so sessions served at once (default: {max_clients});
-                               when all are taken, the oldest client still in its handshake
-                               is closed to make room for a newcomer
-      --max-clients-per-ip N   live sessions one client address may hold; past it, that
-                               address's oldest client still in its handshake makes room,
-                               or the newcomer is closed (default: half of --max-clients)
+                               when all are taken, a client still in its handshake is closed
+                               to make room for a newcomer: the oldest of the address (or
+                               IPv6 /64) holding the most such clients
+      --max-clients-per-ip N   live sessions one client address may hold, an IPv6 client's
+                               counted with its whole /64 and an IPv4-mapped one as its IPv4
+                               address; past it, that address's oldest client still in its
+                               handshake makes room, or the newcomer is closed (default: half
+                               of --max-clients)
       --queue N                clients that wait for a worker when all are busy and none can
-                               make room; more are closed at once (default: {queue})
-      --handshake-timeout DUR  limit on the whole SOCKS negotiation (default: {handshake:?})
+                               make room; more are closed at once, and so is one that waits
+                               longer than --handshake-timeout (default: {queue})
+      --handshake-timeout DUR  limit on the whole SOCKS negotiation, and on a queued client's
+                               wait for a worker (default: {handshake:?})
       --connect-timeout DUR    limit on each outbound connection, all of a name's addresses
                                raced within it (default: {connect:?})
       --bind-timeout DUR       limit on waiting for the incoming connection of a BIND
@@ -120,6 +125,7 @@ Options:
 
 DUR is seconds, or a number with ms, s, m or h (500ms, 1.5s, 2m).
 BYTES is a number, or with K or M (64K, 1M; powers of 1024).
+N is a whole number up to {max_count}.
 ",
         version = env!("CARGO_PKG_VERSION"),
         listen = config::DEFAULT_LISTEN,
@@ -135,6 +141,7 @@ BYTES is a number, or with K or M (64K, 1M; powers of 1024).
         keepalive = config::DEFAULT_KEEPALIVE,
         udp_idle = config::DEFAULT_UDP_IDLE_TIMEOUT,
         udp_sessions = config::DEFAULT_UDP_MAX_SESSIONS,
+        max_count = config::MAX_COUNT,
     )
 }
 

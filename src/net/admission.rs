@@ -491,11 +491,10 @@ impl Ticket {
     pub(crate) fn start(self) -> Result<Option<Waiting>, Expired> {
         let Some(slot) = self.slot else { return Ok(None) };
         let started = if self.reclaimable { WAITING } else { LEFT };
-        // A second handle that was kept only for the queue is closed here.
-        match slot.settle(|standing| standing == QUEUED, started) {
-            Err(EXPIRED) => return Err(Expired),
-            // Never queued, or reclaimed while it was: a reclaimed session finds out as it reads.
-            Ok(_) | Err(_) => {}
+        // A second handle that was kept only for the queue is closed here. A client never
+        // queued, or reclaimed while it was, is served: a reclaimed one finds out as it reads.
+        if let Err(EXPIRED) = slot.settle(|standing| standing == QUEUED, started) {
+            return Err(Expired);
         }
         Ok(self.reclaimable.then(|| Waiting { slot, admission: self.admission, key: self.key }))
     }
