@@ -167,7 +167,8 @@ pub struct Config {
     /// Clients that may wait for a worker when all are busy and none can be reclaimed;
     /// more are refused.
     pub queue: usize,
-    /// Live sessions one client address may hold; `None` means half of `max_clients`.
+    /// Live sessions one client address (an IPv6 client: its /64) may hold; `None` means
+    /// half of `max_clients`.
     pub max_clients_per_ip: Option<usize>,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,

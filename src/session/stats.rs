@@ -160,7 +160,8 @@ pub(crate) struct Counters {
 pub struct Snapshot {
     /// Sessions served to their end.
     pub sessions: u64,
-    /// Clients closed at once, for a limit: the workers, the queue, an address's share.
+    /// Clients closed for a limit: the workers, the queue, an address's share, or a wait
+    /// in the queue that ran out.
     pub refused: u64,
     /// Clients still in their handshake closed to make room for a newer one.
     pub reclaimed: u64,
