@@ -17,7 +17,7 @@
 
 use super::accept::Warnings;
 use crate::config::rules::RuleTable;
-use crate::net::admission::{self, Seat, Waiting};
+use crate::net::admission::{self, AddressGroup, Seat, Waiting};
 use crate::net::negotiation::{HandshakeError, Negotiation};
 use crate::session::access::refused_at_accept;
 use crate::session::report::FoldedWarning;
@@ -108,9 +108,10 @@ pub(super) fn hear(
                 |w| &mut w.refused,
                 |count| {
                     format!(
-                        "refused {count} client(s), last {client} via {balancer}: its address holds {} sessions \
-                     (--max-clients-per-ip), none still in its handshake",
-                        ctx.config.max_clients_per_ip()
+                        "refused {count} client(s), last {client} via {balancer}: {} holds {} sessions \
+                         (--max-clients-per-ip), none still in its handshake",
+                        AddressGroup::of(client.ip()),
+                        seat.limits().per_address
                     )
                 },
             );
