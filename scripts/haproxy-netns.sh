@@ -11,7 +11,8 @@
 # address (the socket legs stay 127.0.0.1's); the rule refuses .3; the per-address limit
 # counts .2's sessions, not the balancer's, so .4 still gets in; a connection from the trusted
 # address without a header is refused and counted; HAProxy's health checks (`check` with
-# `check-send-proxy`, a SOCKS5 greeting each) keep both servers UP.
+# `check-send-proxy`, a SOCKS5 greeting each) keep both servers UP. Logins are required
+# (--users), as in the README's example.
 #
 # Needs root, `ip`, python3 and haproxy (installed from Debian with apt-get if missing);
 # without them it prints "skipped: ..." and exits 0.
@@ -57,8 +58,9 @@ done
 ip -n "$ns" link set "${tag}s" up
 ip -n "$client_ns" link set "${tag}c" up
 
+echo "alice:wonderland" >"$work/users"
 for instance in 1 2; do
-    ip netns exec "$ns" "$burrowd" --listen "127.0.0.1:108$instance" --proxy-protocol 127.0.0.1 \
+    ip netns exec "$ns" "$burrowd" --listen "127.0.0.1:108$instance" --proxy-protocol 127.0.0.1 --users "$work/users" \
         --status "10.200.0.1:918$instance" --max-clients-per-ip 2 \
         --deny 'from 10.200.0.3' --allow 'to 10.200.0.1' 2>"$work/burrowd$instance.log" &
     pids+=($!)
@@ -74,19 +76,20 @@ defaults
     timeout client 30s
     timeout server 30s
 
-# A health check is a SOCKS5 greeting (no login) answered with "no login needed".
+# As README's "Behind a load balancer" has it: a health check is a SOCKS5 greeting offering
+# a login, answered "log in".
 listen socks_v1
     bind 10.200.0.1:1080
     option tcp-check
-    tcp-check send-binary 050100
-    tcp-check expect binary 0500
+    tcp-check send-binary 050102
+    tcp-check expect binary 0502
     server burrowd1 127.0.0.1:1081 send-proxy check check-send-proxy inter 200ms
 
 listen socks_v2
     bind 10.200.0.1:1090
     option tcp-check
-    tcp-check send-binary 050100
-    tcp-check expect binary 0500
+    tcp-check send-binary 050102
+    tcp-check expect binary 0502
     server burrowd2 127.0.0.1:1082 send-proxy-v2 check check-send-proxy inter 200ms
 EOF
 ip netns exec "$ns" "$haproxy" -q -db -f "$work/haproxy.cfg" &
@@ -139,10 +142,13 @@ def connect(port, source):
     """A SOCKS5 CONNECT to the echo target through HAProxy from `source`; returns the
     socket once the tunnel carries bytes, or None if the proxy closed it."""
     c = socket.create_connection(("10.200.0.1", port), timeout=5, source_address=(source, 0))
-    c.sendall(b"\x05\x01\x00")
-    if c.recv(2) != b"\x05\x00":
+    c.sendall(b"\x05\x01\x02")
+    if c.recv(2) != b"\x05\x02":
         c.close()
         return None
+    c.sendall(b"\x01\x05alice\x0awonderland")
+    if c.recv(2) != b"\x01\x00":
+        fail(f"login refused for {source}")
     c.sendall(b"\x05\x01\x00\x01" + socket.inet_aton("10.200.0.1") + (7000).to_bytes(2, "big"))
     reply = c.recv(10)
     if len(reply) < 2 or reply[1] != 0:
@@ -230,7 +236,7 @@ PY
 # The log names the client in the session lines, and says why the headerless one went.
 for instance in 1 2; do
     log="$work/burrowd$instance.log"
-    grep -qE "session [0-9]+ 10\.200\.0\.2:[0-9]+ via 127\.0\.0\.1:[0-9]+ CONNECT 10\.200\.0\.1:7000" "$log" ||
+    grep -qE "session [0-9]+ 10\.200\.0\.2:[0-9]+ via 127\.0\.0\.1:[0-9]+ user alice CONNECT 10\.200\.0\.1:7000" "$log" ||
         { echo "FAIL: burrowd $instance's log does not name 10.200.0.2:"; cat "$log"; exit 1; }
     grep -q "no valid PROXY header" "$log" ||
         { echo "FAIL: burrowd $instance's log does not say why the headerless connection was refused:"; cat "$log"; exit 1; }
