@@ -730,6 +730,16 @@ mod tests {
     }
 
     #[test]
+    fn proxy_protocol_sources_come_from_a_config_file_and_the_command_line() {
+        let file = config_file("proxy-protocol", "proxy-protocol 10.0.1.5\n");
+        let Ok(Action::Run(s)) = with_file(&file, &["--proxy-protocol", "fd00::/64"]) else { panic!("not run") };
+        let trusted: Vec<String> = s.config.proxy_protocol.iter().map(ToString::to_string).collect();
+        assert_eq!(trusted, ["10.0.1.5/32", "fd00::/64"]);
+        let err = with_file(&config_file("proxy-protocol-bad", "proxy-protocol lb.example\n"), &[]).unwrap_err();
+        assert!(err.contains(":1: --proxy-protocol: \"lb.example\" is not an address or CIDR"), "{err}");
+    }
+
+    #[test]
     fn command_line_only_flags_and_values_where_none_is_taken() {
         assert_eq!(run(&["--socks4=yes"]).unwrap_err(), "--socks4 takes no value");
         assert_eq!(parse(["--check=yes"].map(OsString::from)).unwrap_err(), "--check takes no value");
