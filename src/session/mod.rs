@@ -9,7 +9,7 @@ pub(crate) mod stats;
 
 pub(crate) use context::Context;
 pub(crate) use live::{Listed, State};
-pub(crate) use report::SessionLog;
+pub(crate) use report::{Login, SessionLog};
 
 use crate::net::negotiation::Negotiation;
 use std::net::TcpStream;

@@ -4,6 +4,7 @@
 use super::live::{Live, State};
 use crate::config::units::human_bytes;
 use crate::wire::addr::TargetAddr;
+use crate::wire::printable::Printable;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,8 +18,7 @@ pub(crate) struct SessionLog {
     pub id: u64,
     pub client: SocketAddr,
     started: Instant,
-    /// Shown as it is: whoever fills it in escapes what the client chose.
-    pub user: Option<String>,
+    pub user: Option<Login>,
     pub command: Option<String>,
     /// The target as the client asked for it (a name stays a name).
     pub target: Option<TargetAddr>,
@@ -69,11 +69,39 @@ impl SessionLog {
         let Some(live) = &self.live else { return };
         live.update(|details| {
             details.state = state;
-            details.user.clone_from(&self.user);
+            details.user = self.user.as_ref().map(Login::text);
             details.command.clone_from(&self.command);
             details.target = self.target.as_ref().map(ToString::to_string);
             details.outbound = self.outbound_local.zip(self.reached);
         });
+    }
+}
+
+/// Who a client said it is, kept as the bytes it sent; escaped only where it is printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Login {
+    /// A SOCKS5 login the users table accepted.
+    Verified(Vec<u8>),
+    /// A SOCKS4 USERID: whatever the client claims.
+    Claimed(Vec<u8>),
+}
+
+impl Login {
+    /// The text to show, not yet escaped (the live list escapes it its own way).
+    fn text(&self) -> String {
+        match self {
+            Login::Verified(name) => String::from_utf8_lossy(name).into_owned(),
+            Login::Claimed(id) => format!("{:?} (unverified SOCKS4 USERID)", String::from_utf8_lossy(id)),
+        }
+    }
+}
+
+impl fmt::Display for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Login::Verified(name) => write!(f, "{}", Printable(&String::from_utf8_lossy(name))),
+            Login::Claimed(_) => f.write_str(&self.text()),
+        }
     }
 }
 

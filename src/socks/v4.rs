@@ -9,7 +9,7 @@ use super::failure::{Failure, socks4_code};
 use crate::config::{Socks4Policy, SocksSpec};
 use crate::net::negotiation::{HandshakeError, Negotiation, close_after_reply};
 use crate::session::access::Access;
-use crate::session::{Context, Established, SessionLog};
+use crate::session::{Context, Established, Login, SessionLog};
 use crate::wire::addr::Addr;
 use crate::wire::socks4::{Command, MAX_FIELD_LEN, Reply, ReplyCode, Request};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -59,12 +59,12 @@ pub(super) fn serve(
     log.command = Some(format!("{dialect} {command}"));
     if !request.user_id.is_empty() {
         // The USERID is whatever the client claims; the log says so.
-        log.user = Some(format!("{:?} (unverified SOCKS4 USERID)", String::from_utf8_lossy(request.user_id)));
+        log.user = Some(Login::Claimed(request.user_id.to_vec()));
     }
     let target = request.addr.to_owned();
     log.target = Some(target.clone());
 
-    if spec.socks4 == Socks4Policy::Auto && !spec.users.is_empty() {
+    if spec.socks4 == Socks4Policy::Auto && spec.users.require_login() {
         let why = "SOCKS4 carries no password and this service has users (--socks4 allows it)";
         Socks4Replies.fail(negotiation, Failure::NotAllowed(why), log);
         return None;

@@ -9,9 +9,8 @@ use crate::config::SocksSpec;
 use crate::config::rules::Cmd;
 use crate::net::negotiation::{HandshakeError, Negotiation, close_after_reply};
 use crate::session::access::Access;
-use crate::session::{Context, Established, SessionLog, State};
+use crate::session::{Context, Established, Login, SessionLog, State};
 use crate::wire::addr::{Addr, TargetAddr};
-use crate::wire::printable::Printable;
 use crate::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
 use crate::wire::{self, userpass};
 use std::sync::Arc;
@@ -44,8 +43,8 @@ pub(super) fn serve(
     }
     log.command = Some(command.to_string());
     log.target = Some(target.clone());
-    if let Some(user) = &log.user {
-        access.logged_in(user);
+    if let Some(Login::Verified(name)) = &log.user {
+        access.logged_in(name);
     }
     match command {
         Command::Connect => serve_connect(ctx, negotiation, &target, access, log, &Socks5Replies),
@@ -84,7 +83,7 @@ fn negotiate(
 
     let greeting = Greeting::parse(negotiation.read_message(&mut buf, Greeting::wanted_len)?)?;
     let users = &spec.users;
-    let wanted = if users.is_empty() { method::NO_AUTH } else { method::USER_PASS };
+    let wanted = if users.require_login() { method::USER_PASS } else { method::NO_AUTH };
     let chosen = if greeting.offers(wanted) { wanted } else { method::NONE_ACCEPTABLE };
     negotiation.write(&MethodChoice { method: chosen }.emit())?;
     if chosen == method::NONE_ACCEPTABLE {
@@ -94,15 +93,15 @@ fn negotiate(
 
     if chosen == method::USER_PASS {
         let credentials = userpass::Request::parse(negotiation.read_message(&mut buf, userpass::Request::wanted_len)?)?;
-        let name = String::from_utf8_lossy(credentials.user).into_owned();
         let accepted = users.verify(credentials.user, credentials.password);
         let status = if accepted { userpass::STATUS_SUCCESS } else { userpass::STATUS_FAILURE };
         negotiation.write(&userpass::Status { status }.emit())?;
         if !accepted {
             close_after_reply(negotiation.stream());
+            let name = String::from_utf8_lossy(credentials.user);
             return Err(Rejected::Closed(format!("authentication failed for user {name:?}")));
         }
-        log.user = Some(Printable(&name).to_string());
+        log.user = Some(Login::Verified(credentials.user.to_vec()));
     }
 
     let request =
