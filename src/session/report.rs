@@ -2,7 +2,7 @@
 //! so that a flood of one kind costs one line a second.
 
 use super::live::{Live, State};
-use crate::config::units::human_bytes;
+use crate::config::units::{human_bytes, tenths_of_seconds};
 use crate::wire::addr::TargetAddr;
 use crate::wire::printable::Printable;
 use std::fmt;
@@ -127,7 +127,7 @@ impl fmt::Display for SessionLog {
             Some(udp) => write!(f, " {udp}")?,
             None => write!(f, " up {} down {}", human_bytes(self.up), human_bytes(self.down))?,
         }
-        write!(f, " {:.1}s: {}", self.started.elapsed().as_secs_f64(), self.outcome)
+        write!(f, " {}s: {}", tenths_of_seconds(self.started.elapsed()), self.outcome)
     }
 }
 
