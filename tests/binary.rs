@@ -5,9 +5,9 @@ mod common;
 use burrowd::wire::socks5::{self, ReplyCode};
 use common::*;
 use std::cell::RefCell;
-use std::io::{BufRead, BufReader};
-#[cfg(unix)] // only the tests that stop it by signal talk through it
-use std::io::{Read, Write};
+#[cfg(unix)] // only the tests that stop it by signal read through it
+use std::io::Read;
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -260,6 +260,41 @@ fn a_domain_name_cannot_forge_a_log_line() {
     let line = proxy.wait_for("session 1 ");
     assert!(line.contains(": reply 1 (general failure): malformed request"), "the session's line is whole: {line}");
     assert!(!line.contains("FORGED"), "{line}");
+}
+
+#[test]
+fn an_association_logs_its_first_foreign_datagram_once_and_names_the_real_client() {
+    let proxy = spawn(&[]);
+    let echo = udp_echo_server("127.0.0.2:0");
+    // DST names the target, as some clients send it; the client sends from a port of its own.
+    let association = UdpAssociation::open_from(proxy.addr, udp_socket_near(proxy.addr), &ip_target(echo), None);
+    let client = t!(association.socket.local_addr());
+    let intruder = t!(std::net::UdpSocket::bind("127.0.0.3:0"));
+    for _ in 0..2 {
+        t!(intruder.send_to(&datagram(0, &ip_target(echo), b"intruder"), association.relay));
+    }
+    association.send(&ip_target(echo), b"mine");
+    assert_eq!(association.recv().1, b"mine");
+    let foreign = proxy.wait_for("udp: dropped a datagram");
+    let from = t!(intruder.local_addr());
+    assert!(foreign.contains(&format!("session 1 udp: dropped a datagram from {from}, not the client (127.0.0.1")));
+    drop(association);
+    let line = proxy.wait_for("UDP-ASSOCIATE");
+    assert!(line.contains(&format!(" client {client} ")), "the client as it sent, not DST: {line}");
+    assert!(line.contains(" dropped foreign 2 "), "{line}");
+    let skipped = proxy.skipped.borrow();
+    assert!(!skipped.iter().any(|line| line.contains("udp: dropped")), "logged once: {skipped:?}");
+}
+
+#[test]
+fn an_unknown_command_is_logged_as_unsupported_not_malformed() {
+    let proxy = spawn(&[]);
+    let mut client = connect(proxy.addr);
+    socks5_login(&mut client, None);
+    t!(client.write_all(&[5, 0xf0, 0, 1, 127, 0, 0, 1, 0, 80]));
+    assert_eq!(read_socks5_reply(&mut client).0, ReplyCode::COMMAND_NOT_SUPPORTED);
+    let line = proxy.wait_for("session 1 ");
+    assert!(line.ends_with(": reply 7 (command not supported): unsupported command 0xf0"), "{line}");
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {

@@ -1,6 +1,7 @@
 //! What burrowd writes to its log: one line per finished session, and warnings folded
 //! so that a flood of one kind costs one line a second.
 
+use super::end::End;
 use super::live::{Live, State};
 use crate::config::units::{human_bytes, tenths_of_seconds};
 use crate::wire::addr::TargetAddr;
@@ -30,8 +31,8 @@ pub(crate) struct SessionLog {
     pub down: u64,
     /// A UDP association's datagram counts, reported instead of `up` and `down`.
     pub udp: Option<UdpCounts>,
-    /// How it ended: `closed`, a reply code with its reason, an error.
-    pub outcome: String,
+    /// How it ended, set where it ends.
+    pub end: Option<End>,
     /// The session's entry in the live list, which [`SessionLog::publish`] keeps current.
     pub live: Option<Arc<Live>>,
     /// The SOCKS replies sent, as (protocol version, code), for the metrics.
@@ -52,7 +53,7 @@ impl SessionLog {
             up: 0,
             down: 0,
             udp: None,
-            outcome: String::new(),
+            end: None,
             live: None,
             replies: Vec::new(),
         }
@@ -127,7 +128,11 @@ impl fmt::Display for SessionLog {
             Some(udp) => write!(f, " {udp}")?,
             None => write!(f, " up {} down {}", human_bytes(self.up), human_bytes(self.down))?,
         }
-        write!(f, " {}s: {}", tenths_of_seconds(self.started.elapsed()), self.outcome)
+        write!(f, " {}s", tenths_of_seconds(self.started.elapsed()))?;
+        match &self.end {
+            Some(end) => write!(f, ": {end}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -208,13 +213,14 @@ impl FoldedWarning {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::relay::RelayEnd;
 
     #[test]
     fn a_clients_name_cannot_forge_fields_or_lines_of_its_own() {
         let mut log = SessionLog::new(7, "127.0.0.1:5000".parse().unwrap());
         let forged = "x.org (10.0.0.1:80) up 0 B down 0 B 0.0s: closed\nsession 8 \u{2028}\u{202e}";
         log.target = Some(TargetAddr::Domain(forged.into(), 80));
-        log.outcome = "closed".into();
+        log.end = Some(End::Relay(RelayEnd::Closed));
         let line = log.to_string();
         assert!(
             line.contains(r#" "x.org (10.0.0.1:80) up 0 B down 0 B 0.0s: closed\nsession 8 \u{2028}\u{202e}":80 "#),

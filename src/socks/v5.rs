@@ -9,7 +9,7 @@ use crate::config::SocksSpec;
 use crate::config::rules::Cmd;
 use crate::net::negotiation::{HandshakeError, Negotiation, close_after_reply};
 use crate::session::access::Access;
-use crate::session::{Context, Established, Login, SessionLog, State};
+use crate::session::{Context, End, Established, FailureReply, Login, SessionLog, State};
 use crate::wire::addr::{Addr, TargetAddr};
 use crate::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
 use crate::wire::{self, userpass};
@@ -32,13 +32,13 @@ pub(super) fn serve(
             fail(negotiation, failure, log);
             return None;
         }
-        Err(Rejected::Closed(why)) => {
-            log.outcome = why;
+        Err(Rejected::Closed(end)) => {
+            log.end = Some(end);
             return None;
         }
     };
     if let Err(e) = negotiation.heard_request() {
-        log.outcome = e.to_string();
+        log.end = Some(End::Handshake(e));
         return None;
     }
     log.command = Some(command.to_string());
@@ -61,12 +61,12 @@ enum Rejected {
     /// The request deserves a reply code.
     Reply(Failure),
     /// The connection is closed without a SOCKS5 reply (bad greeting, failed login, ...).
-    Closed(String),
+    Closed(End),
 }
 
 impl From<HandshakeError> for Rejected {
     fn from(e: HandshakeError) -> Self {
-        Rejected::Closed(e.to_string())
+        Rejected::Closed(End::Handshake(e))
     }
 }
 
@@ -88,7 +88,7 @@ fn negotiate(
     negotiation.write(&MethodChoice { method: chosen }.emit())?;
     if chosen == method::NONE_ACCEPTABLE {
         close_after_reply(negotiation.stream());
-        return Err(Rejected::Closed(format!("no acceptable auth method in {:?}", greeting.methods)));
+        return Err(Rejected::Closed(End::NoAcceptableMethod(greeting.methods.to_vec())));
     }
 
     if chosen == method::USER_PASS {
@@ -99,7 +99,7 @@ fn negotiate(
         if !accepted {
             close_after_reply(negotiation.stream());
             let name = String::from_utf8_lossy(credentials.user);
-            return Err(Rejected::Closed(format!("authentication failed for user {name:?}")));
+            return Err(Rejected::Closed(End::LoginFailed { user: format!("{name:?}") }));
         }
         log.user = Some(Login::Verified(credentials.user.to_vec()));
     }
@@ -111,7 +111,7 @@ fn negotiate(
             Err(HandshakeError::Malformed(e @ wire::Error::BadVersion(_))) => {
                 return Err(HandshakeError::Malformed(e).into());
             }
-            Err(HandshakeError::Malformed(e)) => return Err(Rejected::Reply(Failure::Malformed(e))),
+            Err(HandshakeError::Malformed(e)) => return Err(Rejected::Reply(e.into())),
             Err(e) => return Err(e.into()),
         };
     Ok((request.command, request.addr.to_owned()))
@@ -119,17 +119,15 @@ fn negotiate(
 
 impl From<wire::Error> for Rejected {
     fn from(e: wire::Error) -> Self {
-        Rejected::Closed(HandshakeError::Malformed(e).to_string())
+        Rejected::Closed(End::Handshake(HandshakeError::Malformed(e)))
     }
 }
 
 /// Sends a well-formed failure reply and closes.
 fn fail(mut negotiation: Negotiation, failure: Failure, log: &mut SessionLog) {
     let code = socks5_code(&failure);
-    log.outcome = format!("reply {code}: {failure}");
-    if let Err(e) = send_reply(&mut negotiation, Reply::failure(code), log) {
-        log.outcome.push_str(&format!(" (reply not sent: {e})"));
-    }
+    let unsent = send_reply(&mut negotiation, Reply::failure(code), log).err();
+    log.end = Some(End::Replied(FailureReply { code: code.to_string(), why: failure.to_string(), unsent }));
     close_after_reply(negotiation.stream());
 }
 
@@ -196,12 +194,12 @@ fn udp_associate(
     };
     let reply = Reply { code: ReplyCode::SUCCEEDED, addr: Addr::Ip(association.advertised()) };
     if let Err(e) = send_reply(&mut negotiation, reply, log) {
-        log.outcome = e.to_string();
+        log.end = Some(End::Handshake(e));
         return;
     }
     let outcome = association.run(ctx, negotiation.into_stream(), meter);
     log.up = outcome.counts.up.bytes;
     log.down = outcome.counts.down.bytes;
     log.udp = Some(outcome.counts);
-    log.outcome = outcome.end.to_string();
+    log.end = Some(End::Udp(outcome.end));
 }
