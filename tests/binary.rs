@@ -319,6 +319,22 @@ fn a_bad_flag_prints_one_line_and_exits_2() {
 }
 
 #[test]
+fn every_count_past_its_bound_is_one_line_naming_the_flag_and_exits_2() {
+    let flags = ["--max-clients", "--queue", "--max-clients-per-ip", "--udp-max-sessions", "--udp-max-sessions-per-ip"];
+    for flag in flags {
+        for too_many in ["1000001", "18446744073709551615", "18446744073709551616"] {
+            let (code, stdout, stderr) = run(&["--check", flag, too_many]);
+            assert_eq!(code, 2, "{flag} {too_many}: {stdout}{stderr}");
+            let want = format!("burrowd: {flag}: \"{too_many}\" is not a whole number from ");
+            assert!(stderr.starts_with(&want) && stderr.contains(" to 1000000"), "{stderr}");
+            assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        }
+        let (code, _, stderr) = run(&["--check", flag, "1000000"]);
+        assert_eq!(code, 0, "{flag} at its bound is valid: {stderr}");
+    }
+}
+
+#[test]
 fn a_bad_rule_is_one_line_naming_it_and_exits_2() {
     let (code, _, stderr) = run(&["--allow", "from 10.0.0.0/8", "--deny", "to 10.0.0.0/33"]);
     assert_eq!(code, 2);

@@ -117,7 +117,7 @@ fn an_error_in_the_file_names_the_file_and_line_and_exits_2() {
     let table = [
         ("bogus 1\n", "7: unknown option --bogus"),
         ("max-clients\n", "7: --max-clients needs a value"),
-        ("queue lots\n", "7: --queue: \"lots\" is not a whole number of at least 0"),
+        ("queue lots\n", "7: --queue: \"lots\" is not a whole number from 0 to 1000000"),
         ("deny to 10.0.0.0/33\n", "7: \"10.0.0.0/33\" is not an address or CIDR"),
         ("no-socks4\n", "7: --socks4 and --no-socks4 cannot both be given"),
         ("config other.conf\n", "7: --config is for the command line, not a config file"),

@@ -76,14 +76,19 @@ Options:
       --no-socks4              refuse SOCKS4/4a: such clients are closed without a reply
                                (default: off)
       --max-clients N          worker threads, so sessions served at once (default: {max_clients});
-                               when all are taken, the oldest client still in its handshake
-                               is closed to make room for a newcomer
-      --max-clients-per-ip N   live sessions one client address may hold; past it, that
-                               address's oldest client still in its handshake makes room,
-                               or the newcomer is closed (default: half of --max-clients)
+                               when all are taken, a client still in its handshake is closed
+                               to make room for a newcomer: the oldest of the address (or
+                               IPv6 /64) holding the most such clients
+      --max-clients-per-ip N   live sessions one client address may hold, an IPv6 client's
+                               counted with its whole /64 and an IPv4-mapped one as its IPv4
+                               address; past it, that address's oldest client still in its
+                               handshake makes room, or the newcomer is closed (default: half
+                               of --max-clients)
       --queue N                clients that wait for a worker when all are busy and none can
-                               make room; more are closed at once (default: {queue})
-      --handshake-timeout DUR  limit on the whole SOCKS negotiation (default: {handshake:?})
+                               make room; more are closed at once, and so is one that waits
+                               longer than --handshake-timeout (default: {queue})
+      --handshake-timeout DUR  limit on the whole SOCKS negotiation, and on a queued client's
+                               wait for a worker (default: {handshake:?})
       --connect-timeout DUR    limit on each outbound connection, all of a name's addresses
                                raced within it (default: {connect:?})
       --bind-timeout DUR       limit on waiting for the incoming connection of a BIND
@@ -134,6 +139,7 @@ Options:
 
 DUR is seconds, or a number with ms, s, m or h (500ms, 1.5s, 2m).
 BYTES is a number, or with K or M (64K, 1M; powers of 1024).
+N is a whole number up to {max_count}.
 ",
         version = env!("CARGO_PKG_VERSION"),
         listen = config::DEFAULT_LISTEN,
@@ -149,6 +155,7 @@ BYTES is a number, or with K or M (64K, 1M; powers of 1024).
         keepalive = config::DEFAULT_KEEPALIVE,
         udp_idle = config::DEFAULT_UDP_IDLE_TIMEOUT,
         udp_sessions = config::DEFAULT_UDP_MAX_SESSIONS,
+        max_count = config::MAX_COUNT,
     )
 }
 
@@ -396,10 +403,11 @@ fn relay_name(mode: RelayMode) -> &'static str {
     }
 }
 
+/// A count from `min` to [`config::MAX_COUNT`].
 fn parse_count(flag: &str, text: &str, min: usize) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if n >= min => Ok(n),
-        _ => Err(format!("{flag}: {text:?} is not a whole number of at least {min}")),
+    match text.parse::<u64>() {
+        Ok(n) if n >= min as u64 && n <= config::MAX_COUNT as u64 => Ok(n as usize),
+        _ => Err(format!("{flag}: {text:?} is not a whole number from {min} to {}", config::MAX_COUNT)),
     }
 }
 
@@ -690,7 +698,7 @@ mod tests {
         let table = [
             ("listen 127.0.0.1:0\n\nbogus 1\n", "3: unknown option --bogus"),
             ("# x\nlisten\n", "2: --listen needs a value"),
-            ("max-clients many\n", "1: --max-clients: \"many\" is not a whole number of at least 1"),
+            ("max-clients many\n", "1: --max-clients: \"many\" is not a whole number from 1 to 1000000"),
             ("socks4 yes\n", "1: --socks4 takes no value"),
             ("socks4\nno-socks4\n", "2: --socks4 and --no-socks4 cannot both be given"),
             ("deny to 10.0.0.0/33\n", "1: \"10.0.0.0/33\" is not an address or CIDR"),
