@@ -272,7 +272,7 @@ class Burrowd:
         """Its warnings and errors (the last few) and the last lines of its log."""
         try:
             with open(self.log, errors="replace") as f:
-                warnings = collections.deque((line for line in f if line.startswith(("[WARN", "[ERROR"))), 5)
+                warnings = collections.deque((line for line in f if "[WARN " in line or "[ERROR " in line), 5)
         except OSError:
             warnings = []
         if warnings:

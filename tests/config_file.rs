@@ -237,7 +237,8 @@ fn the_example_config_is_valid_as_shipped_and_with_every_example_line_turned_on(
     let shipped = write(&dir, "burrowd.conf", &example);
     let (code, stdout, stderr) = run(&["--config", &shipped, "--check"]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("  socks 0.0.0.0:1080       SOCKS5 login required (1 user(s))"), "{stdout}");
+    // What a package installs must work as installed: loopback only, so no login needed.
+    assert!(stdout.contains("  socks 127.0.0.1:1080     SOCKS5 no login; SOCKS4/4a served"), "{stdout}");
     // `#name value` lines are examples; a comment has a blank after its `#`. `no-socks4`
     // is the other choice to `socks4`, so it stays off.
     let every: String = example
@@ -254,5 +255,6 @@ fn the_example_config_is_valid_as_shipped_and_with_every_example_line_turned_on(
     let (code, stdout, stderr) = run(&["--config", &every, "--check"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("  hop 1                    socks5://10.0.0.2:1080, login as user"), "{stdout}");
+    assert!(stdout.contains("  socks 0.0.0.0:1080       SOCKS5 login required (1 user(s))"), "{stdout}");
     assert!(stdout.contains("  rules                    6 (the first that matches decides)"), "{stdout}");
 }

@@ -29,6 +29,9 @@ pub struct Settings {
     pub config: Config,
     /// 0 is info; each -v adds one (debug, trace), each -q takes one (warn, error).
     pub verbosity: i8,
+    /// `--log-time`: whether log lines start with a timestamp; `None` leaves it to where
+    /// they go (none under systemd's journal, which stamps them itself).
+    pub log_time: Option<bool>,
 }
 
 pub fn help() -> String {
@@ -132,6 +135,9 @@ Options:
                                and exit (0 if valid, 2 if not) without listening
   -v, --verbose                more log output (-v debug, -vv trace); RUST_LOG overrides
   -q, --quiet                  less log output (-q warnings only, -qq errors only)
+      --log-time off|on        start log lines with an RFC 3339 UTC timestamp (default: on,
+                               except under systemd, whose journal stamps lines itself and
+                               gets each line's priority as a <N> prefix instead)
   -h, --help                   print this help
   -V, --version                print the version
 
@@ -259,6 +265,7 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
     let mut socks4 = None;
     let mut rule_sources = Vec::new();
     let mut verbosity: i8 = 0;
+    let mut log_time = None;
     for Arg { flag, value: mut given, at: written_at } in args {
         *at = written_at;
         let mut value = || given.take().ok_or_else(|| format!("{flag} needs a value"));
@@ -273,6 +280,7 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
             "-vv" => verbosity = verbosity.saturating_add(2),
             "-q" | "--quiet" => verbosity = verbosity.saturating_sub(1),
             "-qq" => verbosity = verbosity.saturating_sub(2),
+            "--log-time" => log_time = Some(parse_switch(&flag, &value()?)?),
             "-l" | "--listen" => listens.push(parse_listen(&value()?).map_err(|e| format!("--listen: {e}"))?),
             "-L" => {
                 let url = value()?;
@@ -341,7 +349,16 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
         .chain(url_services)
         .collect();
     config.rules = Rules::load(rule_sources)?;
-    Ok(Box::new(Settings { config, verbosity }))
+    Ok(Box::new(Settings { config, verbosity, log_time }))
+}
+
+/// `on` or `off`.
+fn parse_switch(flag: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{flag}: {} is neither on nor off", Printable(value))),
+    }
 }
 
 /// A rule is named by its flag on the command line, by its line in a config file.
