@@ -154,6 +154,26 @@ fn the_per_address_limit_counts_carried_clients_and_never_the_balancer() {
 }
 
 #[test]
+fn a_carried_clients_newcomer_reclaims_its_own_oldest_unfinished_handshake_only() {
+    let mut config = behind_balancer(&[]);
+    config.max_clients_per_ip = Some(1);
+    let (proxy, proxy_addr) = start(config);
+    let target = echo_server("127.0.0.1:0");
+    // Two clients' headers, then silence where their SOCKS greetings should be.
+    let mut stalled = connect_with("127.0.0.1", proxy_addr, &header(Version::V1, "192.0.2.7:5000", proxy_addr));
+    let other = connect_with("127.0.0.1", proxy_addr, &header(Version::V1, "192.0.2.8:5000", proxy_addr));
+    wait_until("both are named", || sessions(&proxy).matches(" 192.0.2.").count() == 2);
+    // The first client again: its stalled handshake makes room, the other client's stays.
+    let (code, stream) = connect_after(&header(Version::V2, "192.0.2.7:5001", proxy_addr), proxy_addr, target);
+    assert_eq!(code, ReplyCode::SUCCEEDED);
+    assert_closed(&mut stalled);
+    assert_eq!(metric(&proxy, "burrowd_reclaimed_total"), 1);
+    assert!(sessions(&proxy).contains(" 192.0.2.8:5000"), "the other client's handshake is not touched");
+    assert_echoes(stream, b"made room");
+    drop(other);
+}
+
+#[test]
 fn v2_local_is_the_balancer_itself_as_are_headers_naming_no_ip_client() {
     let local: [u8; 16] =
         [0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x20, 0x00, 0x00, 0x00];
