@@ -13,6 +13,7 @@
 //! address; before a name is resolved, no address): a rule that might match depending on
 //! a fact not yet known leaves the answer open, and the question is asked again later.
 
+use crate::wire::addr;
 use std::fmt;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
@@ -45,9 +46,10 @@ pub struct Cidr {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Destination {
     Net(Cidr),
-    /// A host name, lower case; matches that name exactly, ignoring case.
+    /// A host name in canonical form (`wire::addr::canonical_host`); matches that name
+    /// exactly, ignoring case and a trailing dot.
     Name(String),
-    /// `.example.com`, lower case without the dot: that domain and every name under it.
+    /// `.example.com`, canonical and without the leading dot: that domain and every name under it.
     Domain(String),
     Any,
 }
@@ -335,16 +337,15 @@ impl Destination {
         if text.contains('/') || text.parse::<IpAddr>().is_ok() {
             return Err(format!("{text:?} is not an address or CIDR"));
         }
-        let name = text.to_ascii_lowercase();
-        let valid = |name: &str| {
-            !name.is_empty()
-                && name.len() <= 255
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        // Kept in the canonical form a request's name is compared in.
+        let (domain, name) = match text.strip_prefix('.') {
+            Some(domain) => (true, domain),
+            None => (false, text),
         };
-        match name.strip_prefix('.') {
-            Some(domain) if valid(domain) => Ok(Destination::Domain(domain.to_owned())),
-            None if valid(&name) => Ok(Destination::Name(name)),
-            _ => Err(format!("{text:?} is not a CIDR, a host name, .DOMAIN or *")),
+        match addr::host_name(name) {
+            Ok(name) if domain => Ok(Destination::Domain(addr::canonical_host(name).into_owned())),
+            Ok(name) => Ok(Destination::Name(addr::canonical_host(name).into_owned())),
+            Err(_) => Err(format!("{text:?} is not a CIDR, a host name, .DOMAIN or *")),
         }
     }
 
@@ -356,20 +357,15 @@ impl Destination {
             Destination::Any => Some(true),
             // An address rule is judged on the address connected to, once a name has one.
             Destination::Net(net) => request.address.map(|address| net.contains(address)),
-            Destination::Name(name) => Some(request.name.is_some_and(|asked| asked.eq_ignore_ascii_case(name))),
-            Destination::Domain(domain) => Some(request.name.is_some_and(|asked| in_domain(asked, domain))),
+            Destination::Name(name) => Some(request.name.is_some_and(|asked| addr::canonical_host(asked) == *name)),
+            Destination::Domain(domain) => Some(request.name.is_some_and(|asked| in_domain(&addr::canonical_host(asked), domain))),
         }
     }
 }
 
-/// Whether `name` is `domain` or a name under it, ignoring case and a trailing dot.
+/// Whether `name` is `domain` or a name under it, both in canonical form.
 fn in_domain(name: &str, domain: &str) -> bool {
-    let name = name.strip_suffix('.').unwrap_or(name);
-    if name.len() < domain.len() {
-        return false;
-    }
-    let (head, tail) = name.split_at(name.len() - domain.len());
-    tail.eq_ignore_ascii_case(domain) && (head.is_empty() || head.ends_with('.'))
+    name.strip_suffix(domain).is_some_and(|head| head.is_empty() || head.ends_with('.'))
 }
 
 fn parse_cmd(text: &str) -> Result<Cmd, String> {
@@ -478,6 +474,22 @@ mod tests {
         assert_eq!(verdict(deny_only.decide(&connect("10.9.9.9", Some("ads.example."), None, 80))), Deny);
         assert_eq!(verdict(deny_only.decide(&connect("10.9.9.9", Some("notads.example"), None, 80))), Allow);
         assert_eq!(verdict(RuleTable::default().decide(&connect("10.9.9.9", None, Some("10.1.1.1"), 1))), Allow);
+    }
+
+    #[test]
+    fn names_match_in_one_canonical_form_on_both_sides() {
+        let rules =
+            table(&[(Deny, "to blocked.example"), (Deny, "to LocalHost."), (Deny, "to .Ads.Example."), (Allow, "to *")]);
+        for name in ["blocked.example.", "BLOCKED.example", "localhost.", "LOCALHOST", "x.ads.example.", "ADS.EXAMPLE."] {
+            assert_eq!(verdict(rules.decide(&connect("10.9.9.9", Some(name), None, 80))), Deny, "{name}");
+        }
+        for name in ["notblocked.example", "blocked.example.com", "localhost.example", "notads.example."] {
+            assert_eq!(verdict(rules.decide(&connect("10.9.9.9", Some(name), None, 80))), Allow, "{name}");
+        }
+        let bad = |text: &str| RuleTable::read(&[RuleSource::Flag(Deny, text.to_owned())]).unwrap_err();
+        for name in ["a..b", "\\098locked.example", "x.example..", ".", "..example"] {
+            assert!(bad(&format!("to {name}")).contains("is not a CIDR, a host name"), "{name}");
+        }
     }
 
     #[test]
