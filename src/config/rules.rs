@@ -110,6 +110,9 @@ pub struct Request<'a> {
     /// Whether the destination is reached from this host (no `-F` chain): only then does
     /// the built-in loopback protection apply.
     pub direct: bool,
+    /// A `tcp://` or `udp://` client: its target is the operator's choice, so `to` and
+    /// `port` never match it.
+    pub forward: bool,
 }
 
 /// The answer to a question.
@@ -117,8 +120,33 @@ pub struct Request<'a> {
 pub enum Decision<'t> {
     /// Decided, by `why`: a rule's origin, the default, or the built-in protection.
     Decided(Verdict, Why<'t>),
-    /// A rule that might match depends on a fact not known yet.
-    Open,
+    /// A rule that might match depends on a fact not known yet; the first such rule.
+    Open(&'t str),
+}
+
+/// Proof that the rules allow a request to go to `T` (a target, an address, a peer):
+/// only [`RuleTable::permit`] makes one. What connects, listens or sends on a client's
+/// behalf takes one, so a path that forgets to ask does not compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowed<T>(T);
+
+impl<T> Allowed<T> {
+    pub fn get(&self) -> &T {
+        &self.0
+    }
+
+    /// Destinations allowed one by one are allowed together.
+    pub fn all(each: impl IntoIterator<Item = Allowed<T>>) -> Allowed<Vec<T>> {
+        Allowed(each.into_iter().map(|allowed| allowed.0).collect())
+    }
+}
+
+/// Why [`RuleTable::permit`] gave no proof.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused<'t> {
+    Denied(Why<'t>),
+    /// A rule that might match (named) depends on a fact this question cannot know.
+    Undecided(&'t str),
 }
 
 /// What decided.
@@ -205,6 +233,22 @@ impl RuleTable {
         self.rules.is_empty()
     }
 
+    /// Asks whether `request` may go to `destination` (what the request's facts describe),
+    /// as a final answer: only a rule or the default allowing it gives the proof; a
+    /// question left open is refused, never taken for an allow.
+    pub fn permit<T>(&self, request: &Request<'_>, destination: T) -> Result<Allowed<T>, Refused<'_>> {
+        // What most servers run with: no rules and a client on this host. No rule can leave
+        // the answer open and the protection spares local clients, so the answer is allow.
+        if self.rules.is_empty() && request.client.is_some_and(|client| client.to_canonical().is_loopback()) {
+            return Ok(Allowed(destination));
+        }
+        match self.decide(request) {
+            Decision::Decided(Verdict::Allow, _) => Ok(Allowed(destination)),
+            Decision::Decided(Verdict::Deny, why) => Err(Refused::Denied(why)),
+            Decision::Open(rule) => Err(Refused::Undecided(rule)),
+        }
+    }
+
     /// Asks whether `request` may go ahead, as far as its known facts tell.
     pub fn decide(&self, request: &Request<'_>) -> Decision<'_> {
         let mut deciding = None;
@@ -215,7 +259,7 @@ impl RuleTable {
                     break;
                 }
                 Some(false) => {}
-                None => return Decision::Open,
+                None => return Decision::Open(&rule.origin),
             }
         }
         let (verdict, why) = match deciding {
@@ -237,7 +281,7 @@ impl RuleTable {
 /// `to` names such an address may do.
 fn breaks_protection(request: &Request<'_>, deciding: Option<&Rule>) -> bool {
     let (Some(client), Some(address)) = (request.client, request.address) else { return false };
-    if !request.direct || client.to_canonical().is_loopback() || !is_protected(address) {
+    if !request.direct || request.forward || client.to_canonical().is_loopback() || !is_protected(address) {
         return false;
     }
     !deciding.is_some_and(|rule| matches!(&rule.to, Some(Destination::Net(net)) if net.names_protected()))
@@ -310,8 +354,10 @@ impl Rule {
             self.from.map(|net| request.client.map(|client| net.contains(client))),
             self.user.as_ref().map(|user| request.user.map(|login| login == Some(user.as_str()))),
             self.cmd.map(|cmd| request.cmd.map(|asked| asked == cmd)),
-            self.to.as_ref().map(|to| to.matches(request)),
-            self.port.as_ref().map(|ports| request.port.map(|port| ports.contains(&port))),
+            self.to.as_ref().map(|to| if request.forward { Some(false) } else { to.matches(request) }),
+            self.port.as_ref().map(|ports| {
+                if request.forward { Some(false) } else { request.port.map(|port| ports.contains(&port)) }
+            }),
         ];
         // A condition known to fail decides, even if another is not known yet.
         let mut open = false;
@@ -358,7 +404,9 @@ impl Destination {
             // An address rule is judged on the address connected to, once a name has one.
             Destination::Net(net) => request.address.map(|address| net.contains(address)),
             Destination::Name(name) => Some(request.name.is_some_and(|asked| addr::canonical_host(asked) == *name)),
-            Destination::Domain(domain) => Some(request.name.is_some_and(|asked| in_domain(&addr::canonical_host(asked), domain))),
+            Destination::Domain(domain) => {
+                Some(request.name.is_some_and(|asked| in_domain(&addr::canonical_host(asked), domain)))
+            }
         }
     }
 }
@@ -450,13 +498,14 @@ mod tests {
             destination_known: true,
             port: Some(port),
             direct: true,
+            forward: false,
         }
     }
 
     fn verdict(decision: Decision<'_>) -> Verdict {
         match decision {
             Decision::Decided(verdict, _) => verdict,
-            Decision::Open => panic!("open"),
+            Decision::Open(rule) => panic!("open at {rule}"),
         }
     }
 
@@ -478,9 +527,14 @@ mod tests {
 
     #[test]
     fn names_match_in_one_canonical_form_on_both_sides() {
-        let rules =
-            table(&[(Deny, "to blocked.example"), (Deny, "to LocalHost."), (Deny, "to .Ads.Example."), (Allow, "to *")]);
-        for name in ["blocked.example.", "BLOCKED.example", "localhost.", "LOCALHOST", "x.ads.example.", "ADS.EXAMPLE."] {
+        let rules = table(&[
+            (Deny, "to blocked.example"),
+            (Deny, "to LocalHost."),
+            (Deny, "to .Ads.Example."),
+            (Allow, "to *"),
+        ]);
+        for name in ["blocked.example.", "BLOCKED.example", "localhost.", "LOCALHOST", "x.ads.example.", "ADS.EXAMPLE."]
+        {
             assert_eq!(verdict(rules.decide(&connect("10.9.9.9", Some(name), None, 80))), Deny, "{name}");
         }
         for name in ["notblocked.example", "blocked.example.com", "localhost.example", "notads.example."] {
@@ -496,13 +550,13 @@ mod tests {
     fn a_rule_on_a_fact_not_known_yet_leaves_the_answer_open() {
         let rules = table(&[(Allow, "user alice"), (Deny, "from 10.0.0.0/8")]);
         let at_accept = Request { client: Some("10.1.1.1".parse().unwrap()), ..Request::default() };
-        assert_eq!(rules.decide(&at_accept), Decision::Open, "alice might log in");
+        assert_eq!(rules.decide(&at_accept), Decision::Open("--allow 'user alice'"), "alice might log in");
         let only_from = table(&[(Deny, "from 10.0.0.0/8"), (Allow, "user alice")]);
         assert_eq!(verdict(only_from.decide(&at_accept)), Deny, "decided by the address alone");
         // a name not yet resolved: an address rule waits, a name rule decides
         let by_address = table(&[(Deny, "to 127.0.0.0/8")]);
         let unresolved = connect("10.9.9.9", Some("evil.example"), None, 80);
-        assert_eq!(by_address.decide(&unresolved), Decision::Open);
+        assert_eq!(by_address.decide(&unresolved), Decision::Open("--deny 'to 127.0.0.0/8'"));
         let resolved = Request { address: Some("127.0.0.1".parse().unwrap()), ..unresolved };
         assert_eq!(verdict(by_address.decide(&resolved)), Deny, "a name that resolves to a denied address");
     }
@@ -534,6 +588,36 @@ mod tests {
         assert_eq!(verdict(opened.decide(&connect("10.9.9.9", None, Some("127.0.0.1"), 22))), Deny);
         let chained = Request { direct: false, ..connect("10.9.9.9", None, Some("127.0.0.1"), 22) };
         assert_eq!(verdict(none.decide(&chained)), Allow, "the chain's last hop reaches it, not this host");
+    }
+
+    #[test]
+    fn only_a_final_allow_gives_a_proof() {
+        let rules = table(&[(Allow, "to 192.0.2.0/24")]);
+        let upstream = |name, address| Request { direct: false, ..connect("127.0.0.1", name, address, 80) };
+        let undecided = Refused::Undecided("--allow 'to 192.0.2.0/24'");
+        assert_eq!(rules.permit(&upstream(Some("localhost"), None), ()), Err(undecided), "never an allow");
+        assert!(rules.permit(&upstream(None, Some("192.0.2.7")), ()).is_ok());
+        assert_eq!(rules.permit(&upstream(None, Some("127.0.0.1")), ()), Err(Refused::Denied(Why::Default)));
+        // The shortcut for no rules and a local client answers as deciding would.
+        let none = RuleTable::default();
+        for client in ["127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.2", "10.9.9.9"] {
+            for address in ["127.0.0.1", "10.1.1.1", "0.0.0.0", "::"] {
+                let request = connect(client, None, Some(address), 80);
+                let allowed = verdict(none.decide(&request)) == Allow;
+                assert_eq!(none.permit(&request, ()).is_ok(), allowed, "{client} to {address}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_forward_client_is_judged_on_who_it_is_not_where_it_goes() {
+        let rules =
+            table(&[(Deny, "to 10.0.0.0/8"), (Deny, "port 22"), (Deny, "user alice"), (Allow, "from 192.168.1.0/24")]);
+        let forward = |client| Request { forward: true, ..connect(client, None, Some("10.1.1.1"), 22) };
+        assert!(rules.permit(&forward("192.168.1.7"), ()).is_ok(), "the operator chose the target");
+        assert_eq!(rules.permit(&forward("10.9.9.9"), ()), Err(Refused::Denied(Why::Default)));
+        let to_loopback = Request { forward: true, ..connect("10.9.9.9", None, Some("127.0.0.1"), 8080) };
+        assert!(RuleTable::default().permit(&to_loopback, ()).is_ok(), "a forward to loopback is the operator's");
     }
 
     #[test]

@@ -424,7 +424,10 @@ mod tests {
             ("tcp://:1/exa mple:80", UrlError::BadHost("\"exa mple\" is not an IP address or domain name".into())),
             ("tcp://:1/:80", UrlError::BadHost("\"\" is not an IP address or domain name".into())),
             ("tcp://:1/a..b:80", UrlError::BadHost("\"a..b\" is not an IP address or domain name".into())),
-            ("udp://:1/x.example..:53", UrlError::BadHost("\"x.example..\" is not an IP address or domain name".into())),
+            (
+                "udp://:1/x.example..:53",
+                UrlError::BadHost("\"x.example..\" is not an IP address or domain name".into()),
+            ),
             ("socks://:1080/extra", UrlError::UnexpectedPath("extra".into())),
             ("socks://:1080?ttl=5s", UrlError::UnknownOption("ttl".into())),
             ("tcp://:1/h:1?ttl=5s", UrlError::UnknownOption("ttl".into())),

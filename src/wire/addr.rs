@@ -169,7 +169,11 @@ pub fn host_name(name: &str) -> Result<&str> {
 /// one name to the rules, as they are to a resolver.
 pub fn canonical_host(name: &str) -> Cow<'_, str> {
     let name = name.strip_suffix('.').unwrap_or(name);
-    if name.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(name.to_ascii_lowercase()) } else { Cow::Borrowed(name) }
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
 }
 
 /// Parses the address at the start of `buf`; returns it and how many bytes it took.
