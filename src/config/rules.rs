@@ -15,7 +15,7 @@
 
 use crate::wire::addr;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -86,10 +86,12 @@ pub struct Rules {
     table: Arc<RwLock<Arc<RuleTable>>>,
 }
 
-/// One reading of the rules.
+/// One reading of the rules, with this host's addresses that the protection shields.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RuleTable {
     rules: Vec<Rule>,
+    /// This host's interface addresses, as last read (sorted).
+    host: Vec<IpAddr>,
 }
 
 /// What is known of a request when a question is asked; `None` is not known yet.
@@ -185,7 +187,7 @@ impl Rules {
 
     /// Reads the sources again; on an error the table in force stays.
     pub fn reload(&self) -> Result<usize, String> {
-        let table = RuleTable::read(&self.sources)?;
+        let table = RuleTable { host: self.current().host.clone(), ..RuleTable::read(&self.sources)? };
         let count = table.rules.len();
         *self.table.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(table);
         Ok(count)
@@ -193,6 +195,14 @@ impl Rules {
 
     pub fn is_empty(&self) -> bool {
         self.current().rules.is_empty()
+    }
+
+    /// Shields `host`, this host's interface addresses as just read, from now on.
+    pub fn shield_host(&self, mut host: Vec<IpAddr>) {
+        host.sort();
+        host.dedup();
+        let mut table = self.table.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *table = Arc::new(RuleTable { rules: table.rules.clone(), host });
     }
 
     /// Whether any source is a file (something a reload would read again).
@@ -222,7 +232,7 @@ impl RuleTable {
                 }
             }
         }
-        Ok(RuleTable { rules })
+        Ok(RuleTable { rules, host: Vec::new() })
     }
 
     pub fn len(&self) -> usize {
@@ -269,29 +279,57 @@ impl RuleTable {
                 _ => (Verdict::Allow, Why::Default),
             },
         };
-        if verdict == Verdict::Allow && breaks_protection(request, deciding) {
+        if verdict == Verdict::Allow && self.breaks_protection(request, deciding) {
             return Decision::Decided(Verdict::Deny, Why::Protection);
         }
         Decision::Decided(verdict, why)
     }
 }
 
-/// The built-in protection: whether allowing `request` would let a non-loopback client
-/// reach a loopback or unspecified address of this host, which only a deciding rule whose
-/// `to` names such an address may do.
-fn breaks_protection(request: &Request<'_>, deciding: Option<&Rule>) -> bool {
-    let (Some(client), Some(address)) = (request.client, request.address) else { return false };
-    if !request.direct || request.forward || client.to_canonical().is_loopback() || !is_protected(address) {
-        return false;
+impl RuleTable {
+    /// The built-in protection: whether allowing `request` would let a non-loopback client
+    /// reach an address of this host (loopback, unspecified or an interface's), which only
+    /// a deciding rule whose `to` names such addresses may do.
+    fn breaks_protection(&self, request: &Request<'_>, deciding: Option<&Rule>) -> bool {
+        let (Some(client), Some(address)) = (request.client, request.address) else { return false };
+        if !request.direct || request.forward || client.to_canonical().is_loopback() || !self.is_protected(address) {
+            return false;
+        }
+        !deciding.is_some_and(|rule| matches!(&rule.to, Some(Destination::Net(net)) if self.names_protected(net)))
     }
-    !deciding.is_some_and(|rule| matches!(&rule.to, Some(Destination::Net(net)) if net.names_protected()))
+
+    /// Addresses a remote client may not reach through this host unless a rule says so.
+    fn is_protected(&self, address: IpAddr) -> bool {
+        SHIELDED.iter().any(|shielded| shielded.contains(address))
+            || self.host.binary_search(&address.to_canonical()).is_ok()
+    }
+
+    /// Whether the block lies within the protected addresses, so that a rule allowing it
+    /// names them on purpose (`to 0.0.0.0/0` does not).
+    fn names_protected(&self, net: &Cidr) -> bool {
+        let full = if net.net.is_ipv4() { 32 } else { 128 };
+        SHIELDED.iter().any(|shielded| {
+            shielded.net.is_ipv4() == net.net.is_ipv4() && shielded.prefix <= net.prefix && shielded.contains(net.net)
+        }) || (net.prefix == full && self.host.binary_search(&net.net).is_ok())
+    }
 }
 
-/// Addresses a remote client may not reach through this host unless a rule says so.
-fn is_protected(address: IpAddr) -> bool {
-    let address = address.to_canonical();
-    address.is_loopback() || address.is_unspecified()
-}
+/// Loopback and unspecified in every spelling that reaches them: 127/8, 0.0.0.0, ::1, ::,
+/// and 127/8 or 0/8 inside IPv4-compatible (`::a.b.c.d`), IPv4-translated
+/// (`::ffff:0:a.b.c.d`) and NAT64 (`64:ff9b::a.b.c.d`) addresses. (IPv4-mapped ones,
+/// `::ffff:a.b.c.d`, count as IPv4 already.)
+const SHIELDED: [Cidr; 10] = [
+    Cidr { net: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), prefix: 8 },
+    Cidr { net: IpAddr::V4(Ipv4Addr::UNSPECIFIED), prefix: 32 },
+    Cidr { net: IpAddr::V6(Ipv6Addr::LOCALHOST), prefix: 128 },
+    Cidr { net: IpAddr::V6(Ipv6Addr::UNSPECIFIED), prefix: 128 },
+    Cidr { net: IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0x7f00, 0)), prefix: 104 },
+    Cidr { net: IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0)), prefix: 104 },
+    Cidr { net: IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, 0x7f00, 0)), prefix: 104 },
+    Cidr { net: IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, 0, 0)), prefix: 104 },
+    Cidr { net: IpAddr::V6(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0x7f00, 0)), prefix: 104 },
+    Cidr { net: IpAddr::V6(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0)), prefix: 104 },
+];
 
 fn flag_name(verdict: Verdict) -> &'static str {
     match verdict {
@@ -463,15 +501,6 @@ impl Cidr {
             _ => false,
         }
     }
-
-    /// Whether the block lies within the loopback or unspecified addresses, so that a rule
-    /// allowing it names them on purpose (`to 0.0.0.0/0` does not).
-    fn names_protected(&self) -> bool {
-        match self.net {
-            IpAddr::V4(net) => (net.is_loopback() && self.prefix >= 8) || (net.is_unspecified() && self.prefix == 32),
-            IpAddr::V6(net) => self.prefix == 128 && (net.is_loopback() || net.is_unspecified()),
-        }
-    }
 }
 
 fn prefix_eq(a: u128, b: u128, prefix: u8) -> bool {
@@ -618,6 +647,58 @@ mod tests {
         assert_eq!(rules.permit(&forward("10.9.9.9"), ()), Err(Refused::Denied(Why::Default)));
         let to_loopback = Request { forward: true, ..connect("10.9.9.9", None, Some("127.0.0.1"), 8080) };
         assert!(RuleTable::default().permit(&to_loopback, ()).is_ok(), "a forward to loopback is the operator's");
+    }
+
+    #[test]
+    fn every_spelling_of_loopback_and_unspecified_is_protected() {
+        let none = RuleTable::default();
+        let remote = |address| verdict(none.decide(&connect("10.9.9.9", None, Some(address), 22)));
+        for address in [
+            "::127.0.0.1",
+            "::127.1.2.3",
+            "::0.0.0.0",
+            "::0.1.2.3",
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:0.0.0.5",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::0.0.0.0",
+        ] {
+            assert_eq!(remote(address), Deny, "{address}");
+        }
+        for address in ["::10.1.2.3", "::ffff:0:10.1.2.3", "64:ff9b::10.1.2.3", "64:ff9b:1::127.0.0.1", "2001:db8::1"] {
+            assert_eq!(remote(address), Allow, "{address} is not this host");
+        }
+        let opened =
+            table(&[(Allow, "to 64:ff9b::127.0.0.1 port 8080"), (Allow, "to ::127.0.0.0/104"), (Allow, "to *")]);
+        assert_eq!(verdict(opened.decide(&connect("10.9.9.9", None, Some("64:ff9b::7f00:1"), 8080))), Allow);
+        assert_eq!(verdict(opened.decide(&connect("10.9.9.9", None, Some("64:ff9b::7f00:1"), 22))), Deny);
+        assert_eq!(verdict(opened.decide(&connect("10.9.9.9", None, Some("::127.0.0.9"), 22))), Allow);
+        let too_wide = table(&[(Allow, "to ::/96"), (Allow, "to ::ffff:0:0/96")]);
+        assert_eq!(verdict(too_wide.decide(&connect("10.9.9.9", None, Some("::127.0.0.1"), 22))), Deny);
+        assert_eq!(verdict(too_wide.decide(&connect("10.9.9.9", None, Some("127.0.0.1"), 22))), Deny);
+    }
+
+    #[test]
+    fn this_hosts_interface_addresses_are_protected_too() {
+        let rules = Rules::load(vec![RuleSource::Flag(Allow, "to 192.0.2.7 port 8080".into())]).unwrap();
+        rules.shield_host(vec!["192.0.2.7".parse().unwrap(), "2001:db8::7".parse().unwrap()]);
+        let table = rules.current();
+        let remote = |address, port| verdict(table.decide(&connect("10.9.9.9", None, Some(address), port)));
+        assert_eq!(remote("192.0.2.7", 22), Deny);
+        assert_eq!(remote("::ffff:192.0.2.7", 22), Deny);
+        assert_eq!(remote("2001:db8::7", 22), Deny);
+        assert_eq!(remote("192.0.2.7", 8080), Allow, "a rule that names it opens it");
+        assert_eq!(verdict(table.decide(&connect("127.0.0.1", None, Some("192.0.2.7"), 22))), Deny, "the default");
+        let local = RuleTable { host: table.host.clone(), ..RuleTable::default() };
+        assert_eq!(verdict(local.decide(&connect("127.0.0.1", None, Some("192.0.2.7"), 22))), Allow, "local client");
+        assert_eq!(verdict(local.decide(&connect("10.9.9.9", None, Some("192.0.2.8"), 22))), Allow, "another host");
+        rules.shield_host(Vec::new());
+        assert_eq!(verdict(rules.current().decide(&connect("10.9.9.9", None, Some("192.0.2.7"), 8080))), Allow);
+        let file_rules = Rules::load(Vec::new()).unwrap();
+        file_rules.shield_host(vec!["192.0.2.7".parse().unwrap()]);
+        file_rules.reload().unwrap();
+        assert_eq!(file_rules.current().host, ["192.0.2.7".parse::<IpAddr>().unwrap()], "a reload keeps them");
     }
 
     #[test]
