@@ -143,9 +143,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_loopback_interface_is_among_them() {
+    fn they_are_read_each_once() {
         let addresses = addresses().unwrap();
-        assert!(addresses.iter().any(IpAddr::is_loopback), "{addresses:?}");
-        assert!(addresses.windows(2).all(|pair| pair[0] < pair[1]), "sorted, each once");
+        assert!(addresses.windows(2).all(|pair| pair[0] < pair[1]), "sorted, each once: {addresses:?}");
+        // Every unix lists its loopback interface (Wine's Windows may not).
+        if cfg!(unix) {
+            assert!(addresses.iter().any(IpAddr::is_loopback), "{addresses:?}");
+        }
     }
 }
