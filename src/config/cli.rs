@@ -2,9 +2,10 @@
 
 use super::config_file;
 use super::rules::{RuleSource, Rules, Verdict};
+use super::service_url::{self, UrlError};
 use super::units::{parse_duration, parse_size};
 use super::users::Users;
-use super::{Config, RelayMode, ServiceSpec, Socks4Policy, SocksSpec, service_url};
+use super::{Config, RelayMode, ServiceSpec, Socks4Policy, SocksSpec};
 use crate::config;
 use crate::wire::printable::Printable;
 use std::ffi::OsString;
@@ -51,7 +52,12 @@ Options:
   -F socks5://[USER:PASS@]HOST:PORT
                                send every outbound connection through this upstream SOCKS5
                                proxy; repeat to chain several, first given is first hop
-      --users FILE             read users from FILE, one name:password per line
+      --users FILE             read users from FILE (UTF-8, LF or CRLF, a BOM dropped): one
+                               NAME:PASSWORD per line, the password the rest of the line; a
+                               line blank or starting with # (after any blanks) is skipped;
+                               an empty password, a name given twice or no user at all is
+                               an error; with -u, the later given wins a name; SIGHUP reads
+                               it again and keeps the users in force if it is bad or empty
       --allow RULE, --deny RULE
                                access rules, repeatable, first match decides; RULE is any of
                                from CIDR, user NAME, cmd connect|bind|udp,
@@ -61,7 +67,9 @@ Options:
                                not reach this host's own addresses unless a rule's `to`
                                names them
       --rules FILE             read more rules, one `allow RULE` or `deny RULE` per line,
-                               placed where the flag stands; SIGHUP reads it again
+                               placed where the flag stands (a file with no rule is an
+                               error); SIGHUP reads it again and keeps the rules in force if
+                               it is bad or empty
       --socks4                 serve SOCKS4/4a even when users are configured; SOCKS4 carries
                                no password, so anyone who can connect may use the proxy
                                (default: SOCKS4/4a served only when no users are configured)
@@ -260,12 +268,14 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
             "-l" | "--listen" => listens.push(parse_listen(&value()?).map_err(|e| format!("--listen: {e}"))?),
             "-L" => {
                 let url = value()?;
-                let service = service_url::parse_service(&url).map_err(|e| url_error("-L", &url, e))?;
+                let service = service_url::parse_service(&url)
+                    .map_err(|e| url_error("-L", &url, service_url::parse_service, e))?;
                 url_services.push(service);
             }
             "-F" => {
                 let url = value()?;
-                config.chain.push(service_url::parse_hop(&url).map_err(|e| url_error("-F", &url, e))?);
+                let hop = service_url::parse_hop(&url).map_err(|e| url_error("-F", &url, service_url::parse_hop, e))?;
+                config.chain.push(hop);
             }
             "-u" | "--user" => users.add_entry(&value()?).map_err(|e| format!("--user: {e}"))?,
             "--users" => users.add_file(Path::new(&value()?)).map_err(|e| format!("--users: {e}"))?,
@@ -331,9 +341,14 @@ fn rule_source(verdict: Verdict, rule: String, at: &Option<String>) -> RuleSourc
     }
 }
 
-/// One line naming the flag and its value, the password hidden.
-fn url_error(flag: &str, url: &str, error: service_url::UrlError) -> String {
-    format!("{flag} {}: {error}", Printable(&service_url::redacted(url)))
+/// One line naming the flag and its value, with whatever may be a password hidden however
+/// malformed the value is. The reason is what the value gives with the password hidden, so
+/// no part of a password can reach it either; a fault in the password itself is said in
+/// words alone.
+fn url_error<T>(flag: &str, url: &str, parse: fn(&str) -> Result<T, UrlError>, error: UrlError) -> String {
+    let shown = service_url::redacted(url);
+    let error = parse(&shown).err().unwrap_or(error);
+    format!("{flag} {}: {error}", Printable(&shown))
 }
 
 /// `--socks4` and `--no-socks4` contradict each other in one place, but the command line
@@ -533,9 +548,12 @@ mod tests {
             .unwrap();
         let services = &s.config.services;
         assert_eq!(services.len(), 3, "--listen first, then -L in order: {services:?}");
-        assert!(matches!(&services[0], ServiceSpec::Socks(socks) if !socks.users.is_empty()));
+        assert!(matches!(&services[0], ServiceSpec::Socks(socks) if socks.users.require_login()));
         assert!(matches!(&services[1], ServiceSpec::TcpForward(_)));
-        assert!(matches!(&services[2], ServiceSpec::Socks(socks) if socks.users.is_empty()), "--user is for --listen");
+        assert!(
+            matches!(&services[2], ServiceSpec::Socks(socks) if !socks.users.require_login()),
+            "--user is for --listen"
+        );
 
         let s = run(&["-L", "tcp://:0/127.0.0.1:53", "-F", "socks5://127.0.0.1:1", "-F", "socks5://h:2"]).unwrap();
         assert_eq!(s.config.services.len(), 1, "-L alone replaces the default listener");
@@ -557,6 +575,23 @@ mod tests {
         let err = run(&["--x\ny"]).unwrap_err();
         assert!(!err.contains('\n'), "{err}");
         assert_eq!(run(&["-F"]).unwrap_err(), "-F needs a value");
+        // However malformed, no part of the password reaches the line.
+        for url in [
+            "alice:Sup3rSecret@proxy.example:1080",
+            "socks5:/alice:Sup3rSecret@proxy.example:1080",
+            "socks5:alice:Sup3rSecret@proxy.example:1080",
+            "socks5://alice:Sup3rSecret",
+            "socks5://alice:Sup3rSecret proxy.example:1080",
+            "socks5://alice:Sup3rSecret@proxy.example",
+            "socks5://alice:Sup3rSecret%zz@proxy.example:1080",
+            "alice:Sup3rSecret@proxy.example:1080://x",
+            "socks4://alice:Sup3rSecret@proxy.example:1080",
+        ] {
+            for flag in ["-F", "-L"] {
+                let err = run(&[flag, url]).unwrap_err();
+                assert!(!err.contains("Sup3r") && !err.contains("Secret") && !err.contains('\n'), "{url}: {err}");
+            }
+        }
     }
 
     /// `burrowd.conf` in a directory of its own, removed with it when dropped.

@@ -6,6 +6,7 @@ pub mod config_file;
 pub mod rules;
 pub mod service_url;
 pub mod summary;
+mod text_file;
 pub mod units;
 pub mod users;
 
@@ -30,7 +31,8 @@ pub enum ServiceSpec {
 #[derive(Debug, Clone)]
 pub struct SocksSpec {
     pub addr: SocketAddr,
-    /// With users, SOCKS5 clients must log in with one of them; empty means no login.
+    /// With any user or users file, SOCKS5 clients must log in with one of them, whatever
+    /// the table holds at the time; none given means no login.
     pub users: Users,
     pub socks4: Socks4Policy,
 }
@@ -117,7 +119,7 @@ impl ServiceSpec {
     pub fn is_open_proxy(&self) -> bool {
         match self {
             ServiceSpec::Socks(socks) => {
-                (socks.users.is_empty() || socks.socks4 == Socks4Policy::On) && !socks.addr.ip().is_loopback()
+                (!socks.users.require_login() || socks.socks4 == Socks4Policy::On) && !socks.addr.ip().is_loopback()
             }
             // A forwarder reaches only its one target.
             ServiceSpec::TcpForward(_) | ServiceSpec::UdpForward(_) => false,

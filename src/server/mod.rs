@@ -274,8 +274,8 @@ fn start_status(ctx: &Arc<Context>, workers: &Arc<WorkerPool>, listener: TcpList
 
 fn spec_summary(spec: &ServiceSpec) -> String {
     match spec {
-        ServiceSpec::Socks(socks) if socks.users.is_empty() => "SOCKS, no authentication".into(),
-        ServiceSpec::Socks(socks) => format!("SOCKS, {} user(s)", socks.users.len()),
+        ServiceSpec::Socks(socks) if !socks.users.require_login() => "SOCKS, no authentication".into(),
+        ServiceSpec::Socks(socks) => format!("SOCKS, {} user(s)", socks.users.count()),
         ServiceSpec::TcpForward(forward) => format!("forward to {}", forward.target),
         ServiceSpec::UdpForward(forward) => format!("udp forward to {}", forward.target),
     }
