@@ -319,6 +319,22 @@ fn a_bad_flag_prints_one_line_and_exits_2() {
 }
 
 #[test]
+fn every_count_past_its_bound_is_one_line_naming_the_flag_and_exits_2() {
+    let flags = ["--max-clients", "--queue", "--max-clients-per-ip", "--udp-max-sessions", "--udp-max-sessions-per-ip"];
+    for flag in flags {
+        for too_many in ["1000001", "18446744073709551615", "18446744073709551616"] {
+            let (code, stdout, stderr) = run(&["--check", flag, too_many]);
+            assert_eq!(code, 2, "{flag} {too_many}: {stdout}{stderr}");
+            let want = format!("burrowd: {flag}: \"{too_many}\" is not a whole number from ");
+            assert!(stderr.starts_with(&want) && stderr.contains(" to 1000000"), "{stderr}");
+            assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        }
+        let (code, _, stderr) = run(&["--check", flag, "1000000"]);
+        assert_eq!(code, 0, "{flag} at its bound is valid: {stderr}");
+    }
+}
+
+#[test]
 fn a_bad_rule_is_one_line_naming_it_and_exits_2() {
     let (code, _, stderr) = run(&["--allow", "from 10.0.0.0/8", "--deny", "to 10.0.0.0/33"]);
     assert_eq!(code, 2);
@@ -621,4 +637,80 @@ fn listening_beyond_loopback_without_users_warns_of_an_open_proxy() {
     assert!(lines.iter().any(|line| line.contains("192.0.2.1:0") && line.contains("open proxy")), "{stderr}");
     assert_eq!(code, 1, "{stderr}");
     assert!(lines.last().is_some_and(|line| line.contains("cannot listen on 192.0.2.1:0")), "{stderr}");
+}
+
+/// The first log line of a burrowd started with `args` and `env`, its stderr a file (so that
+/// `JOURNAL_STREAM` can name it, as systemd names the journal's stream).
+#[cfg(unix)]
+fn first_log_line(args: &[&str], journal_names_stderr: bool) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TempDir::new("log-form");
+    let path = dir.path().join("stderr");
+    let file = t!(std::fs::File::create(&path));
+    let metadata = t!(file.metadata());
+    let mut command = Command::new(BIN);
+    command.args(["--listen", "127.0.0.1:0"]).args(args).stdout(Stdio::null()).stderr(file);
+    if journal_names_stderr {
+        command.env("JOURNAL_STREAM", format!("{}:{}", metadata.dev(), metadata.ino()));
+    } else {
+        // A stream of somebody else's, as a child of a service inherits it.
+        command.env("JOURNAL_STREAM", "1:1");
+    }
+    let mut child = t!(command.spawn());
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let line = loop {
+        let text = t!(std::fs::read_to_string(&path));
+        if let Some(line) = text.lines().find(|line| line.contains("listening on")) {
+            break line.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no listening line in {text:?}");
+        thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    line
+}
+
+/// `2026-12-07T04:26:25.123Z ` at the start of `line`, and what follows it.
+#[cfg(unix)]
+fn after_timestamp(line: &str) -> Option<&str> {
+    let (stamp, rest) = line.split_at_checked(25)?;
+    let shape = stamp.bytes().enumerate().all(|(i, b)| match i {
+        4 | 7 => b == b'-',
+        10 => b == b'T',
+        13 | 16 => b == b':',
+        19 => b == b'.',
+        23 => b == b'Z',
+        24 => b == b' ',
+        _ => b.is_ascii_digit(),
+    });
+    shape.then_some(rest)
+}
+
+#[cfg(unix)]
+#[test]
+fn log_lines_carry_a_utc_timestamp_except_in_the_journal_which_gets_priorities() {
+    let plain = first_log_line(&[], false);
+    let rest = after_timestamp(&plain).unwrap_or_else(|| panic!("no RFC 3339 timestamp: {plain:?}"));
+    assert!(rest.starts_with("[INFO  burrowd::server] listening on 127.0.0.1:"), "{plain:?}");
+
+    let journal = first_log_line(&[], true);
+    assert!(journal.starts_with("<6>burrowd::server: listening on 127.0.0.1:"), "{journal:?}");
+
+    let untimed = first_log_line(&["--log-time", "off"], false);
+    assert!(untimed.starts_with("[INFO  burrowd::server] listening on"), "{untimed:?}");
+
+    let journal_timed = first_log_line(&["--log-time", "on"], true);
+    let rest = journal_timed.strip_prefix("<6>").and_then(after_timestamp);
+    assert!(rest.is_some_and(|rest| rest.starts_with("burrowd::server: listening on")), "{journal_timed:?}");
+}
+
+#[test]
+fn log_time_takes_on_or_off() {
+    let out = run_burrowd(&["--log-time", "sometimes", "--check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "burrowd: --log-time: sometimes is neither on nor off (try --help)\n"
+    );
 }

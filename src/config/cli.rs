@@ -29,6 +29,9 @@ pub struct Settings {
     pub config: Config,
     /// 0 is info; each -v adds one (debug, trace), each -q takes one (warn, error).
     pub verbosity: i8,
+    /// `--log-time`: whether log lines start with a timestamp; `None` leaves it to where
+    /// they go (none under systemd's journal, which stamps them itself).
+    pub log_time: Option<bool>,
 }
 
 pub fn help() -> String {
@@ -76,14 +79,19 @@ Options:
       --no-socks4              refuse SOCKS4/4a: such clients are closed without a reply
                                (default: off)
       --max-clients N          worker threads, so sessions served at once (default: {max_clients});
-                               when all are taken, the oldest client still in its handshake
-                               is closed to make room for a newcomer
-      --max-clients-per-ip N   live sessions one client address may hold; past it, that
-                               address's oldest client still in its handshake makes room,
-                               or the newcomer is closed (default: half of --max-clients)
+                               when all are taken, a client still in its handshake is closed
+                               to make room for a newcomer: the oldest of the address (or
+                               IPv6 /64) holding the most such clients
+      --max-clients-per-ip N   live sessions one client address may hold, an IPv6 client's
+                               counted with its whole /64 and an IPv4-mapped one as its IPv4
+                               address; past it, that address's oldest client still in its
+                               handshake makes room, or the newcomer is closed (default: half
+                               of --max-clients)
       --queue N                clients that wait for a worker when all are busy and none can
-                               make room; more are closed at once (default: {queue})
-      --handshake-timeout DUR  limit on the whole SOCKS negotiation (default: {handshake:?})
+                               make room; more are closed at once, and so is one that waits
+                               longer than --handshake-timeout (default: {queue})
+      --handshake-timeout DUR  limit on the whole SOCKS negotiation, and on a queued client's
+                               wait for a worker (default: {handshake:?})
       --connect-timeout DUR    limit on each outbound connection, all of a name's addresses
                                raced within it (default: {connect:?})
       --bind-timeout DUR       limit on waiting for the incoming connection of a BIND
@@ -126,11 +134,15 @@ Options:
                                and exit (0 if valid, 2 if not) without listening
   -v, --verbose                more log output (-v debug, -vv trace); RUST_LOG overrides
   -q, --quiet                  less log output (-q warnings only, -qq errors only)
+      --log-time off|on        start log lines with an RFC 3339 UTC timestamp (default: on,
+                               except under systemd, whose journal stamps lines itself and
+                               gets each line's priority as a <N> prefix instead)
   -h, --help                   print this help
   -V, --version                print the version
 
 DUR is seconds, or a number with ms, s, m or h (500ms, 1.5s, 2m).
 BYTES is a number, or with K or M (64K, 1M; powers of 1024).
+N is a whole number up to {max_count}.
 ",
         version = env!("CARGO_PKG_VERSION"),
         listen = config::DEFAULT_LISTEN,
@@ -146,6 +158,7 @@ BYTES is a number, or with K or M (64K, 1M; powers of 1024).
         keepalive = config::DEFAULT_KEEPALIVE,
         udp_idle = config::DEFAULT_UDP_IDLE_TIMEOUT,
         udp_sessions = config::DEFAULT_UDP_MAX_SESSIONS,
+        max_count = config::MAX_COUNT,
     )
 }
 
@@ -251,6 +264,7 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
     let mut socks4 = None;
     let mut rule_sources = Vec::new();
     let mut verbosity: i8 = 0;
+    let mut log_time = None;
     for Arg { flag, value: mut given, at: written_at } in args {
         *at = written_at;
         let mut value = || given.take().ok_or_else(|| format!("{flag} needs a value"));
@@ -265,6 +279,7 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
             "-vv" => verbosity = verbosity.saturating_add(2),
             "-q" | "--quiet" => verbosity = verbosity.saturating_sub(1),
             "-qq" => verbosity = verbosity.saturating_sub(2),
+            "--log-time" => log_time = Some(parse_switch(&flag, &value()?)?),
             "-l" | "--listen" => listens.push(parse_listen(&value()?).map_err(|e| format!("--listen: {e}"))?),
             "-L" => {
                 let url = value()?;
@@ -330,7 +345,16 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
         .chain(url_services)
         .collect();
     config.rules = Rules::load(rule_sources)?;
-    Ok(Box::new(Settings { config, verbosity }))
+    Ok(Box::new(Settings { config, verbosity, log_time }))
+}
+
+/// `on` or `off`.
+fn parse_switch(flag: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{flag}: {} is neither on nor off", Printable(value))),
+    }
 }
 
 /// A rule is named by its flag on the command line, by its line in a config file.
@@ -382,10 +406,11 @@ fn relay_name(mode: RelayMode) -> &'static str {
     }
 }
 
+/// A count from `min` to [`config::MAX_COUNT`].
 fn parse_count(flag: &str, text: &str, min: usize) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if n >= min => Ok(n),
-        _ => Err(format!("{flag}: {text:?} is not a whole number of at least {min}")),
+    match text.parse::<u64>() {
+        Ok(n) if n >= min as u64 && n <= config::MAX_COUNT as u64 => Ok(n as usize),
+        _ => Err(format!("{flag}: {text:?} is not a whole number from {min} to {}", config::MAX_COUNT)),
     }
 }
 
@@ -676,7 +701,7 @@ mod tests {
         let table = [
             ("listen 127.0.0.1:0\n\nbogus 1\n", "3: unknown option --bogus"),
             ("# x\nlisten\n", "2: --listen needs a value"),
-            ("max-clients many\n", "1: --max-clients: \"many\" is not a whole number of at least 1"),
+            ("max-clients many\n", "1: --max-clients: \"many\" is not a whole number from 1 to 1000000"),
             ("socks4 yes\n", "1: --socks4 takes no value"),
             ("socks4\nno-socks4\n", "2: --socks4 and --no-socks4 cannot both be given"),
             ("deny to 10.0.0.0/33\n", "1: \"10.0.0.0/33\" is not an address or CIDR"),

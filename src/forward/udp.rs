@@ -274,7 +274,7 @@ impl Service {
         if let Err((job, why)) = workers.try_execute(job) {
             drop(job);
             self.forget(&session);
-            self.ctx.stats.session_refused();
+            self.ctx.stats.session_refused(Refusal::PoolFull);
             refusals.warn(|count| match why {
                 Refused::Full => {
                     format!("refused {count} UDP client(s), last {}: all session threads busy", session.client)

@@ -215,7 +215,7 @@ impl Relayer {
         Relayer {
             // A TCP session holds at most one relay thread and a UDP association two (one
             // per address family), and sessions are bounded, so this pool never has to queue.
-            threads: WorkerPool::new("burrowd-relay", 2 * max_sessions, max_sessions, RELAY_THREAD_STACK),
+            threads: WorkerPool::new("burrowd-relay", max_sessions.saturating_mul(2), max_sessions, RELAY_THREAD_STACK),
             buffers: BufferPool {
                 size: buffer_size.max(1),
                 max_spare: spare_limit(buffer_size.max(1)),

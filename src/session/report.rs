@@ -3,7 +3,7 @@
 
 use super::end::End;
 use super::live::{Live, State};
-use crate::config::units::human_bytes;
+use crate::config::units::{human_bytes, tenths_of_seconds};
 use crate::wire::addr::TargetAddr;
 use crate::wire::printable::Printable;
 use std::fmt;
@@ -128,7 +128,7 @@ impl fmt::Display for SessionLog {
             Some(udp) => write!(f, " {udp}")?,
             None => write!(f, " up {} down {}", human_bytes(self.up), human_bytes(self.down))?,
         }
-        write!(f, " {:.1}s", self.started.elapsed().as_secs_f64())?;
+        write!(f, " {}s", tenths_of_seconds(self.started.elapsed()))?;
         match &self.end {
             Some(end) => write!(f, ": {end}"),
             None => Ok(()),

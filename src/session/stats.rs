@@ -36,11 +36,13 @@ pub(crate) enum Refusal {
     Rule,
     /// Out of descriptors: `accept` failed for it.
     Descriptors,
+    /// It waited in the queue for `--handshake-timeout` and no worker took it.
+    QueueTimeout,
 }
 
 impl Refusal {
-    pub(crate) const ALL: [Refusal; 4] =
-        [Refusal::PoolFull, Refusal::AddressLimit, Refusal::Rule, Refusal::Descriptors];
+    pub(crate) const ALL: [Refusal; 5] =
+        [Refusal::PoolFull, Refusal::AddressLimit, Refusal::Rule, Refusal::Descriptors, Refusal::QueueTimeout];
 
     pub(crate) fn label(self) -> &'static str {
         match self {
@@ -48,6 +50,7 @@ impl Refusal {
             Refusal::AddressLimit => "per_address_limit",
             Refusal::Rule => "rule",
             Refusal::Descriptors => "descriptors",
+            Refusal::QueueTimeout => "queue_timeout",
         }
     }
 }
@@ -135,7 +138,8 @@ pub(crate) struct Counters {
 pub struct Snapshot {
     /// Sessions served to their end.
     pub sessions: u64,
-    /// Clients closed at once, for a limit: the workers, the queue, an address's share.
+    /// Clients closed for a limit: the workers, the queue, an address's share, or a wait
+    /// in the queue that ran out.
     pub refused: u64,
     /// Clients still in their handshake closed to make room for a newer one.
     pub reclaimed: u64,
@@ -158,9 +162,10 @@ impl Stats {
         self.refused_by[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts out a queued client that the pool handed back.
-    pub(crate) fn session_refused(&self) {
-        self.client_refused(Refusal::PoolFull);
+    /// Counts out a queued client that was closed without a session: the pool handed it
+    /// back, or no worker took it in time.
+    pub(crate) fn session_refused(&self, why: Refusal) {
+        self.client_refused(why);
         self.active.fetch_sub(1, Ordering::SeqCst);
     }
 
