@@ -199,11 +199,14 @@ fn v2_local_is_the_balancer_itself_as_are_headers_naming_no_ip_client() {
 #[test]
 fn a_tcp_forward_behind_the_balancer_relays_what_follows_the_header() {
     let target = echo_server("127.0.0.1:0");
-    let mut config = behind_balancer(&[]);
+    // A forward's rules judge who uses it: the carried client, here by a `from` rule.
+    let mut config = behind_balancer(&[(Verdict::Deny, "from 192.0.2.66"), (Verdict::Allow, "from 192.0.2.0/24")]);
     config.services = vec![t!(burrowd::config::service_url::parse_service(&format!("tcp://127.0.0.1:0/{target}")))];
     let (_proxy, forward) = start(config);
     let stream = connect_with("127.0.0.1", forward, &header(Version::V2, "192.0.2.7:5000", forward));
     assert_echoes(stream, b"forwarded without the header");
+    let mut denied = connect_with("127.0.0.1", forward, &header(Version::V1, "192.0.2.66:5000", forward));
+    assert_closed(&mut denied);
 }
 
 #[test]

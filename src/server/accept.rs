@@ -135,7 +135,7 @@ impl Acceptor {
                 ServiceSpec::TcpForward(forward) => {
                     // A forward's client owes nothing after its header: no longer reclaimable.
                     drop(waiting);
-                    forward::tcp::serve(&ctx, forward, listed, stream)
+                    forward::tcp::serve(&ctx, forward, listed, stream, rules)
                 }
                 ServiceSpec::UdpForward(_) => unreachable!("UDP services have no accept loop"),
             }
