@@ -554,7 +554,7 @@ fn sigusr1_writes_the_live_sessions_table_to_the_log() {
     t!(session.read_exact(&mut [0u8; 1]));
     proxy.signal("-USR1");
     assert!(proxy.wait_for("sessions: ").ends_with(
-        "sessions: id state client local user command target out_local out_peer up_bytes down_bytes age_s idle_s"
+        "sessions: id state client local user command target out_local out_peer up_bytes down_bytes age_s idle_s carried_client"
     ));
     let row = proxy.wait_for("sessions: ");
     let client = t!(session.local_addr()).to_string();
@@ -575,6 +575,7 @@ fn help_lists_every_flag_with_its_default_and_version_prints() {
         "--allow RULE, --deny RULE",
         "--rules FILE",
         "--status ADDR",
+        "--proxy-protocol CIDR",
         "--udp-max-sessions",
         "--handshake-timeout",
         "--connect-timeout",
