@@ -10,6 +10,8 @@
 //! Parsing untrusted bytes never panics: lengths are checked before any index.
 
 pub mod addr;
+pub mod base64;
+pub mod http;
 pub mod printable;
 pub mod socks4;
 pub mod socks5;
@@ -35,8 +37,13 @@ pub enum Error {
     UnknownAddressType(u8),
     /// A domain name of length zero, not valid UTF-8, or holding a control character.
     BadDomain,
-    /// A variable-length field longer than its bound (SOCKS4 USERID or host name).
+    /// A variable-length field longer than its bound (SOCKS4 USERID or host name, an
+    /// HTTP head).
     FieldTooLong,
+    /// Text that is not valid base64.
+    BadEncoding,
+    /// An HTTP head or chunked body that breaks RFC 9112; says which rule.
+    BadHttp(&'static str),
 }
 
 impl fmt::Display for Error {
@@ -50,6 +57,8 @@ impl fmt::Display for Error {
             Error::UnknownAddressType(a) => write!(f, "unknown address type {a:#04x}"),
             Error::BadDomain => write!(f, "domain name empty, not UTF-8 or with a control character"),
             Error::FieldTooLong => write!(f, "field longer than allowed"),
+            Error::BadEncoding => write!(f, "bad base64"),
+            Error::BadHttp(why) => write!(f, "bad HTTP: {why}"),
         }
     }
 }
