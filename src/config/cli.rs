@@ -4,7 +4,7 @@ use super::config_file;
 use super::rules::{RuleSource, Rules, Verdict};
 use super::units::{parse_duration, parse_size};
 use super::users::Users;
-use super::{Config, RelayMode, ServiceSpec, Socks4Policy, SocksSpec, service_url};
+use super::{Config, HopKind, RelayMode, ServiceSpec, Socks4Policy, SocksSpec, service_url};
 use crate::config;
 use crate::wire::printable::Printable;
 use std::ffi::OsString;
@@ -33,24 +33,28 @@ pub struct Settings {
 pub fn help() -> String {
     format!(
         "\
-burrowd {version}: a SOCKS4/4a/5 proxy server and port forwarder
+burrowd {version}: a SOCKS4/4a/5 and HTTP proxy server and port forwarder
 
 Usage: burrowd [OPTIONS]
 
 Options:
-  -l, --listen ADDR:PORT       listen for SOCKS clients here; repeatable, IPv6 as [::1]:1080
+  -l, --listen ADDR:PORT       listen for SOCKS and HTTP proxy clients here (the first byte
+                               tells them apart); repeatable, IPv6 as [::1]:1080
                                (default: {listen}, unless -L is given)
-  -u, --user NAME:PASSWORD     require username/password login on --listen services and accept
-                               this user; repeatable
+  -u, --user NAME:PASSWORD     require username/password login (SOCKS5, HTTP Basic) on --listen
+                               services and accept this user; repeatable
   -L URL                       run one more service; repeatable:
-                                 socks://[USER:PASS@]HOST:PORT    SOCKS4/4a/5 server
+                                 socks://[USER:PASS@]HOST:PORT    SOCKS4/4a/5 and HTTP proxy
                                  socks5://[USER:PASS@]HOST:PORT   SOCKS5 only
+                                 http://[USER:PASS@]HOST:PORT     HTTP proxy only
                                  tcp://HOST:PORT/TARGET_HOST:TARGET_PORT
                                  udp://HOST:PORT/TARGET_HOST:TARGET_PORT?ttl=60s
                                HOST empty means all IPv4 addresses; IPv6 as [::]
-  -F socks5://[USER:PASS@]HOST:PORT
+  -F socks5://[USER:PASS@]HOST:PORT, -F http://[USER:PASS@]HOST:PORT
                                send every outbound connection through this upstream SOCKS5
-                               proxy; repeat to chain several, first given is first hop
+                               or HTTP proxy (reached with CONNECT: TCP only, so no BIND,
+                               UDP or udp:// service through it); repeat to chain several,
+                               first given is first hop
       --users FILE             read users from FILE, one name:password per line
       --allow RULE, --deny RULE
                                access rules, repeatable, first match decides; RULE is any of
@@ -64,6 +68,8 @@ Options:
                                (default: SOCKS4/4a served only when no users are configured)
       --no-socks4              refuse SOCKS4/4a: such clients are closed without a reply
                                (default: off)
+      --no-http                refuse HTTP proxy requests on --listen and socks:// services:
+                               such clients are closed without a reply (default: off)
       --max-clients N          worker threads, so sessions served at once (default: {max_clients});
                                when all are taken, the oldest client still in its handshake
                                is closed to make room for a newcomer
@@ -72,7 +78,8 @@ Options:
                                or the newcomer is closed (default: half of --max-clients)
       --queue N                clients that wait for a worker when all are busy and none can
                                make room; more are closed at once (default: {queue})
-      --handshake-timeout DUR  limit on the whole SOCKS negotiation (default: {handshake:?})
+      --handshake-timeout DUR  limit on the whole SOCKS negotiation, or on an HTTP client's
+                               request head (default: {handshake:?})
       --connect-timeout DUR    limit on each outbound connection, all of a name's addresses
                                raced within it (default: {connect:?})
       --bind-timeout DUR       limit on waiting for the incoming connection of a BIND
@@ -140,7 +147,7 @@ BYTES is a number, or with K or M (64K, 1M; powers of 1024).
 
 /// Flags that take no value. Every other flag takes one, so the command line can be split
 /// into flags before any is applied: the config file's are applied first.
-const NO_VALUE: [&str; 13] = [
+const NO_VALUE: [&str; 14] = [
     "-h",
     "--help",
     "-V",
@@ -153,6 +160,7 @@ const NO_VALUE: [&str; 13] = [
     "-qq",
     "--socks4",
     "--no-socks4",
+    "--no-http",
     "--check",
 ];
 
@@ -238,6 +246,7 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
     let mut url_services = Vec::new();
     let mut users = Users::default();
     let mut socks4 = None;
+    let mut http = true;
     let mut rule_sources = Vec::new();
     let mut verbosity: i8 = 0;
     for Arg { flag, value: mut given, at: written_at } in args {
@@ -272,6 +281,7 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
             "--status" => config.status = Some(parse_listen(&value()?).map_err(|e| format!("--status: {e}"))?),
             "--socks4" => set_socks4(&mut socks4, Socks4Policy::On, at.is_some())?,
             "--no-socks4" => set_socks4(&mut socks4, Socks4Policy::Off, at.is_some())?,
+            "--no-http" => http = false,
             "--max-clients" => config.max_clients = parse_count(&flag, &value()?, 1)?,
             "--queue" => config.queue = parse_count(&flag, &value()?, 0)?,
             "--max-clients-per-ip" => config.max_clients_per_ip = Some(parse_count(&flag, &value()?, 1)?),
@@ -316,6 +326,23 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
         .map(|addr| ServiceSpec::Socks(SocksSpec { users: users.clone(), socks4, ..SocksSpec::new(addr) }))
         .chain(url_services)
         .collect();
+    for service in &mut config.services {
+        // Only on mixed ports: an http:// service is there for HTTP.
+        if let ServiceSpec::Socks(spec) = service
+            && spec.socks5
+        {
+            spec.http &= http;
+        }
+    }
+    if let Some((index, hop)) = config.chain.iter().enumerate().find(|(_, hop)| hop.kind == HopKind::Http)
+        && let Some(udp) = config.services.iter().find(|s| matches!(s, ServiceSpec::UdpForward(_)))
+    {
+        return Err(format!(
+            "-L udp://{}: hop {} of -F ({hop}) is an HTTP proxy, which carries TCP only",
+            udp.listen_addr(),
+            index + 1
+        ));
+    }
     config.rules = Rules::load(rule_sources)?;
     Ok(Box::new(Settings { config, verbosity }))
 }

@@ -327,12 +327,12 @@ fn read_reply(negotiation: &mut Negotiation) -> Result<TargetAddr, UpstreamError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::config::{Config, HopKind};
     use crate::net::negotiation::HandshakeError;
     use std::net::TcpListener;
 
     fn hop(addr: SocketAddr) -> Hop {
-        Hop { addr: TargetAddr::Ip(addr), credentials: None }
+        Hop { kind: HopKind::Socks5, addr: TargetAddr::Ip(addr), credentials: None }
     }
 
     /// A port with nothing listening.

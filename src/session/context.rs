@@ -1,8 +1,10 @@
 //! The state every session shares, and the ways out of this host it may take.
 
+use super::access::{Access, Denied};
 use super::live::{Listed, LiveSessions};
 use super::stats::Stats;
 use crate::config::Config;
+use crate::config::rules::Cmd;
 use crate::net::relay::{Meter, Relayer};
 use crate::outbound::upstream::{self, UpstreamUdp};
 use crate::outbound::{self, ConnectError, Connected};
@@ -10,6 +12,15 @@ use crate::wire::addr::TargetAddr;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Why a CONNECT's outbound connection was not made.
+#[derive(Debug)]
+pub(crate) enum Unconnected {
+    /// The access rules refuse the target, before any connection was tried.
+    Denied(Denied),
+    /// Connecting failed (or a resolved address was refused): see [`ConnectError`].
+    Failed(ConnectError),
+}
 
 /// What every session shares.
 pub(crate) struct Context {
@@ -66,6 +77,16 @@ impl Context {
             permitted(addr.ip()).map_err(|why| ConnectError::Denied { addr: *addr, why })?;
         }
         outbound::connect_any(&addrs, config.connect_timeout, &config.socket)
+    }
+
+    /// Opens the connection a CONNECT asks for, if `access` permits it: refused before
+    /// any name lookup where the name, port or client already decide, and asked again
+    /// about every address the name resolves to. SOCKS and HTTP clients both come here.
+    pub(crate) fn connect_permitted(&self, access: &Access, target: &TargetAddr) -> Result<Connected, Unconnected> {
+        access.check_target(Cmd::Connect, target).map_err(Unconnected::Denied)?;
+        let permitted =
+            |address| access.check_address(Cmd::Connect, target, address).map_err(|denied| denied.to_string());
+        self.connect_target(target, permitted).map_err(Unconnected::Failed)
     }
 
     /// The UDP association through the upstream chain that UDP traffic goes through, or

@@ -1,7 +1,6 @@
 //! CONNECT, for SOCKS5 and SOCKS4 alike, and the replies each protocol words its own way.
 
 use super::failure::Failure;
-use crate::config::rules::Cmd;
 use crate::net::negotiation::{HandshakeError, Negotiation};
 use crate::session::access::Access;
 use crate::session::{Context, Established, SessionLog};
@@ -32,13 +31,7 @@ pub(super) fn serve_connect(
     log: &mut SessionLog,
     replies: &impl SocksReplies,
 ) -> Option<Established> {
-    // Refused before any name lookup where the name, port or client already decide.
-    if let Err(denied) = access.check_target(Cmd::Connect, target) {
-        replies.fail(negotiation, denied.into(), log);
-        return None;
-    }
-    let permitted = |address| access.check_address(Cmd::Connect, target, address).map_err(|denied| denied.to_string());
-    let connected = match ctx.connect_target(target, permitted) {
+    let connected = match ctx.connect_permitted(access, target) {
         Ok(connected) => connected,
         Err(e) => {
             replies.fail(negotiation, e.into(), log);

@@ -2,6 +2,7 @@
 
 use crate::outbound::{ConnectError, UpstreamError, UpstreamFailure};
 use crate::session::access::Denied;
+use crate::session::context::Unconnected;
 use crate::wire::{self, socks4, socks5::ReplyCode};
 use std::fmt;
 use std::io;
@@ -45,6 +46,15 @@ impl fmt::Display for Failure {
 impl From<Denied> for Failure {
     fn from(denied: Denied) -> Self {
         Failure::Denied(denied)
+    }
+}
+
+impl From<Unconnected> for Failure {
+    fn from(unconnected: Unconnected) -> Self {
+        match unconnected {
+            Unconnected::Denied(denied) => Failure::Denied(denied),
+            Unconnected::Failed(e) => Failure::Connect(e),
+        }
     }
 }
 

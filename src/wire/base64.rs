@@ -38,7 +38,7 @@ fn value(c: u8) -> Option<u32> {
 /// Decodes padded base64; anything else (a stray character, missing or misplaced padding,
 /// bits set past the end) is [`Error::BadEncoding`].
 pub fn decode(text: &[u8]) -> Result<Vec<u8>> {
-    if text.len() % 4 != 0 {
+    if !text.len().is_multiple_of(4) {
         return Err(Error::BadEncoding);
     }
     let mut out = Vec::with_capacity(text.len() / 4 * 3);

@@ -136,7 +136,8 @@ impl<'a> RequestHead<'a> {
         let mut lines = lines(bytes)?;
         let request_line = lines.next().unwrap_or_default();
         let mut parts = request_line.split(|&b| b == b' ');
-        let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(method), Some(target), Some(version), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(Error::BadHttp("request line is not METHOD TARGET VERSION"));
         };
@@ -251,7 +252,10 @@ pub fn values<'h, 'a>(headers: &'h [Header<'a>], name: &'h str) -> impl Iterator
 
 /// The comma-separated elements of every `name` header, trimmed, empty ones skipped.
 pub fn list<'h, 'a>(headers: &'h [Header<'a>], name: &'h str) -> impl Iterator<Item = &'a [u8]> + 'h {
-    values(headers, name).flat_map(|value| value.split(|&b| b == b',')).map(<[u8]>::trim_ascii).filter(|e| !e.is_empty())
+    values(headers, name)
+        .flat_map(|value| value.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|e| !e.is_empty())
 }
 
 /// Transfer-Encoding: `None` without one; else whether chunked is the last coding.
@@ -352,13 +356,25 @@ pub struct ChunkedBody {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
     /// In a chunk-size line: the size so far, its digits, whether past them, the line's length.
-    Size { size: u64, digits: u8, extension: bool, len: usize },
+    Size {
+        size: u64,
+        digits: u8,
+        extension: bool,
+        len: usize,
+    },
     /// `left` bytes of chunk data to go.
-    Data { left: u64 },
+    Data {
+        left: u64,
+    },
     /// The line end after chunk data; `cr` once its CR is in.
-    DataEnd { cr: bool },
+    DataEnd {
+        cr: bool,
+    },
     /// In the trailer section: the current line's length and the section's.
-    Trailer { line: usize, total: usize },
+    Trailer {
+        line: usize,
+        total: usize,
+    },
     Done,
 }
 
@@ -412,7 +428,9 @@ impl ChunkedBody {
                     b';' | b' ' | b'\t' | b'\r' if digits > 0 => Ok(Chunk::Size { size, digits, extension: true, len }),
                     _ => match (byte as char).to_digit(16) {
                         Some(_) if digits == 16 => bad("chunk size too large"),
-                        Some(d) => Ok(Chunk::Size { size: size << 4 | u64::from(d), digits: digits + 1, extension, len }),
+                        Some(d) => {
+                            Ok(Chunk::Size { size: size << 4 | u64::from(d), digits: digits + 1, extension, len })
+                        }
                         None => bad("bad chunk size"),
                     },
                 }
@@ -536,9 +554,7 @@ mod tests {
             let text = request(headers);
             assert_eq!(RequestHead::parse(text.as_bytes()).unwrap().body_length(), length, "{headers}");
         }
-        let response = |text: &str, method| {
-            ResponseHead::parse(text.as_bytes()).unwrap().body_length(method).unwrap()
-        };
+        let response = |text: &str, method| ResponseHead::parse(text.as_bytes()).unwrap().body_length(method).unwrap();
         assert_eq!(response("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", "GET"), BodyLength::Fixed(5));
         assert_eq!(response("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", "HEAD"), BodyLength::Empty);
         assert_eq!(response("HTTP/1.1 304 Not Modified\r\n\r\n", "GET"), BodyLength::Empty);
@@ -568,7 +584,8 @@ mod tests {
         }
         let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X: y\r\n".repeat(MAX_HEADERS + 1));
         assert_eq!(RequestHead::parse(many.as_bytes()), Err(Error::BadHttp("too many header lines")));
-        for bad in [&b"HTTP/1.1 20 OK\r\n\r\n"[..], b"HTTP/1.1 099 X\r\n\r\n", b"SSH-2.0\r\n\r\n", b"HTTP/1.1\r\n\r\n"] {
+        for bad in [&b"HTTP/1.1 20 OK\r\n\r\n"[..], b"HTTP/1.1 099 X\r\n\r\n", b"SSH-2.0\r\n\r\n", b"HTTP/1.1\r\n\r\n"]
+        {
             assert!(ResponseHead::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }
