@@ -39,6 +39,10 @@ pub(crate) fn serve(
             fail(negotiation, Refusal::HeadTooLong, log);
             return None;
         }
+        Err(HandshakeError::Malformed(e)) => {
+            fail(negotiation, Refusal::Malformed(e), log);
+            return None;
+        }
         Err(e) => {
             log.outcome = e.to_string();
             return None;

@@ -90,6 +90,7 @@ fn timed_out(e: &ConnectError) -> bool {
         ConnectError::Upstream(failure) => match &failure.error {
             UpstreamError::Unreachable(e) => timed_out(e),
             UpstreamError::Handshake(crate::net::negotiation::HandshakeError::TimedOut) => true,
+            UpstreamError::HttpStatus(status) => *status == 504,
             _ => false,
         },
         ConnectError::Resolve { .. } | ConnectError::Denied { .. } => false,

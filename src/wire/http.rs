@@ -23,8 +23,14 @@ const MAX_CHUNK_LINE_LEN: usize = 4096;
 const MAX_TRAILER_LEN: usize = MAX_HEAD_LEN;
 
 /// How long the head at the start of `buf` is, up to and with the empty line that ends it;
-/// while it has not ended, one byte more than `buf` holds.
+/// while it has not ended, one byte more than `buf` holds. Bytes that cannot begin a
+/// request or status line (a SOCKS greeting, a TLS ClientHello) fail at once, rather than
+/// wait for an end that will not come.
 pub fn head_len(buf: &[u8]) -> Result<usize> {
+    let first_word = buf.split(|&b| b == b' ').next().unwrap_or_default();
+    if !first_word.iter().all(|&b| is_tchar(b) || b == b'/') {
+        return Err(Error::BadHttp("not an HTTP request or status line"));
+    }
     let mut from = 0;
     while let Some(at) = buf[from..].iter().position(|&b| b == b'\n') {
         let newline = from + at;
@@ -93,8 +99,11 @@ fn lines(bytes: &[u8]) -> Result<impl Iterator<Item = &[u8]> + Clone> {
 
 /// A token (RFC 9110 §5.6.2): method and header names.
 fn is_token(text: &[u8]) -> bool {
-    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    !text.is_empty() && text.iter().all(|&b| tchar(b))
+    !text.is_empty() && text.iter().all(|&b| is_tchar(b))
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn parse_version(text: &[u8]) -> Result<u8> {
@@ -475,6 +484,10 @@ mod tests {
         for cut in 0..CONNECT.len() {
             assert_eq!(head_len(&CONNECT[..cut]), Ok(cut + 1), "cut at {cut}");
         }
+        let not_http = Err(Error::BadHttp("not an HTTP request or status line"));
+        for other in [&[5u8, 1, 0][..], &[4, 1, 0, 80], &[0x16, 3, 1], b"GET\r\n", b"\r\n\r\n"] {
+            assert_eq!(head_len(other), not_http, "{other:?}");
+        }
     }
 
     #[test]
@@ -565,19 +578,20 @@ mod tests {
 
     #[test]
     fn malformed_heads() {
-        let cases: [(&[u8], Error); 12] = [
+        let cases: [(&[u8], Error); 13] = [
             (b"GET / HTTP/1.1\r\n", Error::Truncated),
             (b"GET / HTTP/1.1\r\n\r\nX", Error::TrailingBytes),
             (b"GET /  HTTP/1.1\r\n\r\n", Error::BadHttp("request line is not METHOD TARGET VERSION")),
             (b"GET / HTTP/2.0\r\n\r\n", Error::BadHttp("not HTTP/1.0 or HTTP/1.1")),
-            (b"\x05\x01\x00 / HTTP/1.1\r\n\r\n", Error::BadHttp("bad method")),
+            (b"\x05\x01\x00 / HTTP/1.1\r\n\r\n", Error::BadHttp("not an HTTP request or status line")),
+            (b"G/T / HTTP/1.1\r\n\r\n", Error::BadHttp("bad method")),
             (b"GET /\x7f HTTP/1.1\r\n\r\n", Error::BadHttp("bad request target")),
             (b"GET / HTTP/1.1\rX: y\r\n\r\n", Error::BadHttp("bare CR in the head")),
             (b"GET / HTTP/1.1\r\nX : y\r\n\r\n", Error::BadHttp("bad header name")),
             (b"GET / HTTP/1.1\r\nX: y\r\n z\r\n\r\n", Error::BadHttp("folded header line")),
             (b"GET / HTTP/1.1\r\nX y\r\n\r\n", Error::BadHttp("header line without a colon")),
             (b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n", Error::BadHttp("control character in a header value")),
-            (b"\r\n\r\n", Error::BadHttp("request line is not METHOD TARGET VERSION")),
+            (b"\r\n\r\n", Error::BadHttp("not an HTTP request or status line")),
         ];
         for (bytes, error) in cases {
             assert_eq!(RequestHead::parse(bytes), Err(error), "{}", String::from_utf8_lossy(bytes));
