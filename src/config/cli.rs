@@ -453,6 +453,30 @@ mod tests {
     }
 
     #[test]
+    fn no_http_turns_http_off_on_mixed_ports_only() {
+        let protocols = |args: &[&str]| -> Vec<(bool, bool)> {
+            let settings = run(args).unwrap();
+            let services = settings.config.services.iter();
+            services.map(|s| if let ServiceSpec::Socks(s) = s { (s.socks5, s.http) } else { panic!("{s:?}") }).collect()
+        };
+        let urls = ["-l", "127.0.0.1:0", "-L", "socks://:0", "-L", "socks5://:0", "-L", "http://:0"];
+        assert_eq!(protocols(&urls), [(true, true), (true, true), (true, false), (false, true)]);
+        let with_flag = [&urls[..], &["--no-http"]].concat();
+        assert_eq!(protocols(&with_flag), [(true, false), (true, false), (true, false), (false, true)]);
+    }
+
+    #[test]
+    fn a_udp_forward_behind_an_http_hop_is_refused_at_start() {
+        let err = run(&["-L", "udp://:0/127.0.0.1:53", "-F", "socks5://127.0.0.1:1", "-F", "http://u:pw@127.0.0.1:2"])
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "-L udp://0.0.0.0:0: hop 2 of -F (http://u@127.0.0.1:2) is an HTTP proxy, which carries TCP only"
+        );
+        assert!(run(&["-L", "tcp://:0/127.0.0.1:53", "-F", "http://127.0.0.1:2"]).is_ok());
+    }
+
+    #[test]
     fn reads_every_flag_form() {
         let s = run(&[
             "--listen",

@@ -180,7 +180,7 @@ mod tests {
         let text = describe(&Config::default());
         let expected = [
             "services:",
-            "  socks 127.0.0.1:1080     SOCKS5 no login; SOCKS4/4a served",
+            "  socks 127.0.0.1:1080     SOCKS5 no login; SOCKS4/4a served; HTTP no login",
             "upstream:",
             "  direct                   no -F: targets are reached from this host",
             "limits:",

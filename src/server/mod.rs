@@ -260,8 +260,17 @@ fn start_status(ctx: &Arc<Context>, workers: &Arc<WorkerPool>, listener: TcpList
 
 fn spec_summary(spec: &ServiceSpec) -> String {
     match spec {
-        ServiceSpec::Socks(socks) if socks.users.is_empty() => "SOCKS, no authentication".into(),
-        ServiceSpec::Socks(socks) => format!("SOCKS, {} user(s)", socks.users.len()),
+        ServiceSpec::Socks(socks) => {
+            let protocols = match (socks.socks5, socks.http) {
+                (true, true) => "SOCKS and HTTP",
+                (true, false) => "SOCKS",
+                (false, _) => "HTTP",
+            };
+            match socks.users.len() {
+                0 => format!("{protocols}, no authentication"),
+                n => format!("{protocols}, {n} user(s)"),
+            }
+        }
         ServiceSpec::TcpForward(forward) => format!("forward to {}", forward.target),
         ServiceSpec::UdpForward(forward) => format!("udp forward to {}", forward.target),
     }
