@@ -6,7 +6,7 @@
 mod common;
 
 use burrowd::config::rules::{RuleSource, Rules, Verdict};
-use burrowd::config::{ServiceSpec, service_url};
+use burrowd::config::service_url;
 use burrowd::wire::base64;
 use burrowd::wire::http::{self, BodyLength, ChunkedBody, ResponseHead};
 use burrowd::wire::socks5::{Command, ReplyCode};
@@ -345,11 +345,7 @@ fn an_origin_that_never_answers_gets_504_at_the_idle_timeout() {
 
 #[test]
 fn no_http_closes_http_clients_without_a_reply_and_socks5_urls_stay_socks5_only() {
-    let (_proxy, proxy_addr) = mixed(|config| {
-        if let ServiceSpec::Socks(spec) = &mut config.services[0] {
-            spec.http = false;
-        }
-    });
+    let (_proxy, proxy_addr) = start(without_http(Config::socks_on("127.0.0.1:0".parse().unwrap())));
     let mut stream = connect(proxy_addr);
     t!(stream.write_all(b"CONNECT 127.0.0.1:1 HTTP/1.1\r\n\r\n"));
     assert_closed_without_reply(&mut stream);

@@ -114,8 +114,10 @@ pub(super) fn exchange(
                 meter.count_moved(0, moved);
                 "closed".into()
             }
-            Err(Broken::From(e)) if is_timeout(&e) => format!("idle timeout: the target sent nothing for {idle:?}"),
-            Err(Broken::From(e)) => format!("target error: {e}"),
+            Err(Broken::From(e)) => match idle {
+                Some(limit) if is_timeout(&e) => format!("idle timeout: the target sent nothing for {limit:?}"),
+                _ => format!("target error: {e}"),
+            },
             Err(Broken::To(e)) => format!("client error: {e}"),
             Err(Broken::Framing(e)) => format!("target error: {e}"),
         };
