@@ -6,6 +6,7 @@ pub mod config_file;
 pub mod rules;
 pub mod service_url;
 pub mod summary;
+mod text_file;
 pub mod units;
 pub mod users;
 
@@ -31,7 +32,8 @@ pub enum ServiceSpec {
 #[derive(Debug, Clone)]
 pub struct SocksSpec {
     pub addr: SocketAddr,
-    /// With users, SOCKS5 and HTTP clients must log in with one of them; empty means no login.
+    /// With any user or users file, SOCKS5 and HTTP clients must log in with one of them, whatever
+    /// the table holds at the time; none given means no login.
     pub users: Users,
     pub socks4: Socks4Policy,
     /// Whether SOCKS5 is served: not on an `http://` service.
@@ -143,7 +145,7 @@ impl ServiceSpec {
     pub fn is_open_proxy(&self) -> bool {
         match self {
             ServiceSpec::Socks(socks) => {
-                (socks.users.is_empty() || socks.socks4 == Socks4Policy::On) && !socks.addr.ip().is_loopback()
+                (!socks.users.require_login() || socks.socks4 == Socks4Policy::On) && !socks.addr.ip().is_loopback()
             }
             // A forwarder reaches only its one target.
             ServiceSpec::TcpForward(_) | ServiceSpec::UdpForward(_) => false,
@@ -193,7 +195,8 @@ pub struct Config {
     /// Clients that may wait for a worker when all are busy and none can be reclaimed;
     /// more are refused.
     pub queue: usize,
-    /// Live sessions one client address may hold; `None` means half of `max_clients`.
+    /// Live sessions one client address (an IPv6 client: its /64) may hold; `None` means
+    /// half of `max_clients`.
     pub max_clients_per_ip: Option<usize>,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
@@ -231,6 +234,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BIND_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_UDP_MAX_SESSIONS: usize = 256;
+/// The most any count flag (`--max-clients`, `--queue`, the per-address shares, the UDP
+/// sessions) may be: a thread or a few descriptors each, so far more than one host serves,
+/// and small enough that every sum formed from them stays exact.
+pub const MAX_COUNT: usize = 1_000_000;
 /// As long as Linux keeps a socket in FIN-WAIT-2 whose peer never closes (tcp_fin_timeout).
 pub const DEFAULT_HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_UDP_TTL: Duration = Duration::from_secs(60);

@@ -13,6 +13,7 @@
 //! address; before a name is resolved, no address): a rule that might match depending on
 //! a fact not yet known leaves the answer open, and the question is asked again later.
 
+use super::text_file;
 use std::fmt;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
@@ -94,8 +95,8 @@ pub struct RuleTable {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Request<'a> {
     pub client: Option<IpAddr>,
-    /// `Some(None)`: known not to have logged in.
-    pub user: Option<Option<&'a str>>,
+    /// The login as the client sent it, raw bytes; `Some(None)`: known not to have logged in.
+    pub user: Option<Option<&'a [u8]>>,
     pub cmd: Option<Cmd>,
     /// The name the client asked for, if it asked for a name.
     pub name: Option<&'a str>,
@@ -153,7 +154,8 @@ impl Rules {
         Arc::clone(&self.table.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
-    /// Reads the sources again; on an error the table in force stays.
+    /// Reads the sources again and swaps the new table in whole; on any error (a file
+    /// unreadable, empty, changing while read, or with a bad line) the table in force stays.
     pub fn reload(&self) -> Result<usize, String> {
         let table = RuleTable::read(&self.sources)?;
         let count = table.rules.len();
@@ -258,9 +260,12 @@ fn quoted(text: &str) -> String {
     format!("'{}'", text.escape_debug())
 }
 
-/// Reads `allow RULE` / `deny RULE` lines; `#` comments and blank lines are skipped.
+/// Reads `allow RULE` / `deny RULE` lines; `#` comments and blank lines are skipped. A
+/// file with no rule at all is refused, as one caught empty while it is rewritten would be
+/// (see [`text_file::read_whole`] for the rest of what is refused).
 fn read_file(path: &Path, rules: &mut Vec<Rule>) -> Result<(), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = text_file::read_whole(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let before = rules.len();
     for (index, line) in text.lines().enumerate() {
         let origin = format!("{}:{}", path.display(), index + 1);
         let line = line.split('#').next().unwrap_or("").trim();
@@ -274,6 +279,9 @@ fn read_file(path: &Path, rules: &mut Vec<Rule>) -> Result<(), String> {
             other => return Err(format!("{origin}: {:?} is not allow or deny", other.escape_debug().to_string())),
         };
         rules.push(Rule::parse(verdict, rest, origin.clone()).map_err(|e| format!("{origin}: {e}"))?);
+    }
+    if rules.len() == before {
+        return Err(format!("{}: no rules (a rules file needs at least one allow or deny line)", path.display()));
     }
     Ok(())
 }
@@ -306,7 +314,7 @@ impl Rule {
     fn matches(&self, request: &Request<'_>) -> Option<bool> {
         let conditions = [
             self.from.map(|net| request.client.map(|client| net.contains(client))),
-            self.user.as_ref().map(|user| request.user.map(|login| login == Some(user.as_str()))),
+            self.user.as_ref().map(|user| request.user.map(|login| login == Some(user.as_bytes()))),
             self.cmd.map(|cmd| request.cmd.map(|asked| asked == cmd)),
             self.to.as_ref().map(|to| to.matches(request)),
             self.port.as_ref().map(|ports| request.port.map(|port| ports.contains(&port))),
@@ -500,7 +508,7 @@ mod tests {
         let rules = table(&[(Allow, "user alice"), (Deny, "to *")]);
         let mut request = connect("10.9.9.9", None, Some("10.1.1.1"), 80);
         assert_eq!(verdict(rules.decide(&request)), Deny);
-        request.user = Some(Some("alice"));
+        request.user = Some(Some(b"alice"));
         assert_eq!(verdict(rules.decide(&request)), Allow);
     }
 
@@ -573,6 +581,17 @@ mod tests {
         assert_eq!(rules.current().len(), 4, "a failed reload keeps the table in force");
         std::fs::write(&file, "allow from 10.0.0.0/8\n").unwrap();
         assert_eq!(rules.reload(), Ok(3));
+        for emptied in ["", "# all commented out\n\n"] {
+            std::fs::write(&file, emptied).unwrap();
+            let err = rules.reload().unwrap_err();
+            assert_eq!(
+                err,
+                format!("{}: no rules (a rules file needs at least one allow or deny line)", file.display())
+            );
+            assert_eq!(rules.current().len(), 3, "an emptied file keeps the table in force");
+        }
+        std::fs::write(&file, "\u{feff}deny to .ads.example\r\n").unwrap();
+        assert_eq!(rules.reload(), Ok(3), "a byte-order mark and CRLF are taken");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

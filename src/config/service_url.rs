@@ -144,19 +144,34 @@ pub fn parse_hop(text: &str) -> Result<Hop, UrlError> {
     Ok(Hop { kind, addr: remote_addr(url.host_port)?, credentials })
 }
 
-/// The URL with its password replaced, for error messages and logs. The user part is
-/// found the way [`Parts::split`] finds it, so whatever the parser could take for a
-/// password is hidden.
+/// The URL with whatever may be a password replaced by `***`, for error messages and logs,
+/// however malformed the URL is. The user part ends at the last '@', as [`Parts::split`]
+/// finds it, and starts after `SCHEME://` (or at the start, with no scheme or a mangled
+/// one); its password follows its first ':'. With no '@' at all, a ':' that is not
+/// followed by a port number (`socks5://alice:secret`: the '@' and host forgotten) starts
+/// what is hidden, to the end.
 pub fn redacted(text: &str) -> String {
-    let Some((scheme, rest)) = text.split_once("://") else {
-        return text.into();
-    };
-    match split_userinfo(rest) {
-        (Some(userinfo), after) if userinfo.contains(':') => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            format!("{scheme}://{user}:***@{after}")
+    let after_scheme = text.find("://").map_or(0, |i| i + 3);
+    let hidden_from = match text.rfind('@') {
+        Some(at) => {
+            let start = if after_scheme <= at { after_scheme } else { 0 };
+            text[start..at].find(':').map(|colon| (start + colon, &text[at..]))
         }
-        _ => text.into(),
+        None => {
+            let rest = &text[after_scheme..];
+            let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+            match authority.split_once(':') {
+                _ if rest.starts_with('[') => None,
+                Some((host, port)) if !port.is_empty() && !port.bytes().all(|b| b.is_ascii_digit()) => {
+                    Some((after_scheme + host.len(), ""))
+                }
+                _ => None,
+            }
+        }
+    };
+    match hidden_from {
+        Some((colon, kept)) => format!("{}:***{kept}", &text[..colon]),
+        None => text.into(),
     }
 }
 
@@ -245,7 +260,7 @@ fn one_user(credentials: &Credentials) -> Result<Users, UrlError> {
     let mut users = Users::default();
     users
         .add(&credentials.user, &credentials.password)
-        .map_err(|_| UrlError::BadCredentials("USER must be 1 to 255 bytes and PASS at most 255"))?;
+        .map_err(|_| UrlError::BadCredentials("USER and PASS must be 1 to 255 bytes each (RFC 1929)"))?;
     Ok(users)
 }
 
@@ -342,7 +357,7 @@ mod tests {
     fn socks_services() {
         let spec = socks("socks://:1080");
         assert_eq!(spec.addr, "0.0.0.0:1080".parse().unwrap());
-        assert!(spec.users.is_empty());
+        assert!(!spec.users.require_login());
         assert_eq!(spec.socks4, Socks4Policy::Auto);
 
         let spec = socks("socks5://alice:s%3Acret%40x@[::1]:0");
@@ -423,7 +438,7 @@ mod tests {
         // 256 bytes once decoded; joined with the empty password as "a:x...x:" and split at
         // the first ':' it once looked like a 1-byte user and a 255-byte password.
         let url = format!("socks5://a%3A{}:@127.0.0.1:1080", "x".repeat(254));
-        let want = UrlError::BadCredentials("USER must be 1 to 255 bytes and PASS at most 255");
+        let want = UrlError::BadCredentials("USER and PASS must be 1 to 255 bytes each (RFC 1929)");
         assert_eq!(parse_hop(&url).unwrap_err(), want);
         let url = format!("socks5://{}:pw@127.0.0.1:1080", "%41".repeat(256));
         assert_eq!(parse_hop(&url).unwrap_err(), want);
@@ -463,8 +478,9 @@ mod tests {
             ("udp://:1/h:1?ttl=5d", UrlError::BadTtl("\"5d\" has unknown unit \"d\" (use ms, s, m or h)".into())),
             ("tcp://u:p@:1/h:1", UrlError::UnexpectedCredentials),
             ("socks://alice@:1080", UrlError::BadCredentials("expected USER:PASS")),
-            ("socks://:pw@:1080", UrlError::BadCredentials("USER must be 1 to 255 bytes and PASS at most 255")),
-            (&long, UrlError::BadCredentials("USER must be 1 to 255 bytes and PASS at most 255")),
+            ("socks://:pw@:1080", UrlError::BadCredentials("USER and PASS must be 1 to 255 bytes each (RFC 1929)")),
+            ("socks://u:@:1080", UrlError::BadCredentials("USER and PASS must be 1 to 255 bytes each (RFC 1929)")),
+            (&long, UrlError::BadCredentials("USER and PASS must be 1 to 255 bytes each (RFC 1929)")),
             ("socks://u:%zz@:1080", UrlError::BadCredentials("bad %XX escape")),
             ("socks://u:%4@:1080", UrlError::BadCredentials("bad %XX escape")),
         ];
@@ -498,6 +514,14 @@ mod tests {
         assert_eq!(redacted("socks5://u:p@ss@h:1/x"), "socks5://u:***@h:1/x");
         assert_eq!(redacted("tcp://:1/h:2"), "tcp://:1/h:2");
         assert_eq!(redacted("garbage"), "garbage");
+        // Malformed: no scheme, a mangled one, the '@' forgotten, a scheme after the '@'.
+        assert_eq!(redacted("alice:Sup3rSecret@proxy.example:1080"), "alice:***@proxy.example:1080");
+        assert_eq!(redacted("socks5:/alice:Sup3rSecret@proxy.example:1080"), "socks5:***@proxy.example:1080");
+        assert_eq!(redacted("socks5://alice:Sup3r/Secret"), "socks5://alice:***");
+        assert_eq!(redacted("socks5://alice:Sup3rSecret proxy:1080"), "socks5://alice:***");
+        assert_eq!(redacted("alice:Sup3rSecret@h:1://x"), "alice:***@h:1://x");
+        assert_eq!(redacted("socks5://[::1]:1080"), "socks5://[::1]:1080");
+        assert_eq!(redacted("udp://:5353/[::1]:53?ttl=1s"), "udp://:5353/[::1]:53?ttl=1s");
         // Whatever the parser could take for a password, '/' and '?' included.
         assert_eq!(redacted("socks5://alice:top/secret@host:1080"), "socks5://alice:***@host:1080");
         assert_eq!(redacted("socks5://alice:top?secret@host"), "socks5://alice:***@host");

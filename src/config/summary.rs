@@ -108,14 +108,14 @@ fn service(spec: &ServiceSpec) -> (String, String) {
 }
 
 fn login(socks: &SocksSpec) -> String {
-    match socks.users.len() {
-        0 => "no login".into(),
-        n => format!("login required ({n} user(s))"),
+    match socks.users.require_login() {
+        false => "no login".into(),
+        true => format!("login required ({} user(s))", socks.users.count()),
     }
 }
 
 fn socks4(socks: &SocksSpec) -> &'static str {
-    match (socks.socks4, socks.users.is_empty()) {
+    match (socks.socks4, !socks.users.require_login()) {
         (Socks4Policy::Off, _) => "off",
         (Socks4Policy::On | Socks4Policy::Auto, true) => "served",
         (Socks4Policy::On, false) => "served without login (--socks4)",

@@ -4,7 +4,7 @@
 use crate::config::TcpForwardSpec;
 use crate::net::negotiation::close_after_reply;
 use crate::net::sockopt;
-use crate::session::{self, Context, Established, Listed, SessionLog};
+use crate::session::{self, Context, End, Established, Listed, SessionLog};
 use std::net::TcpStream;
 use std::sync::Arc;
 
@@ -19,7 +19,7 @@ fn connect(ctx: &Arc<Context>, spec: &TcpForwardSpec, client: TcpStream, log: &m
     log.command = Some("TCP-FORWARD".into());
     log.target = Some(spec.target.clone());
     if let Err(e) = sockopt::tune_accepted(&client, &ctx.config.socket) {
-        log.outcome = format!("cannot set socket options: {e}");
+        log.end = Some(End::SocketSetup { what: "socket options", error: e });
         return None;
     }
     // The operator chose this target: the access rules judge who may use the forward
@@ -27,7 +27,7 @@ fn connect(ctx: &Arc<Context>, spec: &TcpForwardSpec, client: TcpStream, log: &m
     let connected = match ctx.connect_target(&spec.target, |_| Ok(())) {
         Ok(connected) => connected,
         Err(e) => {
-            log.outcome = e.to_string();
+            log.end = Some(End::ForwardUnreachable(e));
             // A forwarder has no reply to send; the client learns from a clean close
             // (FIN, not a reset over whatever it already sent).
             close_after_reply(&client);

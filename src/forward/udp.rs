@@ -27,7 +27,7 @@ use crate::session::access::refused_at_accept;
 use crate::session::live::Details;
 use crate::session::report::FoldedWarning;
 use crate::session::stats::Refusal;
-use crate::session::{self, Context, Listed, SessionLog, State};
+use crate::session::{self, Context, End, Listed, SessionLog, State, UdpEnd};
 use crate::wire::addr::TargetAddr;
 use crate::wire::udp::{Header, MAX_HEADER_LEN};
 use std::collections::HashMap;
@@ -273,7 +273,7 @@ impl Service {
         if let Err((job, why)) = workers.try_execute(job) {
             drop(job);
             self.forget(&session);
-            self.ctx.stats.session_refused();
+            self.ctx.stats.session_refused(Refusal::PoolFull);
             refusals.warn(|count| match why {
                 Refused::Full => {
                     format!("refused {count} UDP client(s), last {}: all session threads busy", session.client)
@@ -314,20 +314,21 @@ impl Service {
             log.up = session.up_bytes.load(Ordering::Relaxed);
             let up_datagrams = session.up_datagrams.load(Ordering::Relaxed);
             self.ctx.stats.udp_forwarded(up_datagrams, down_datagrams, session.dropped.load(Ordering::Relaxed));
-            log.outcome = format!(
-                "{} datagram(s) up, {down_datagrams} down, {} dropped; {end}",
-                session.up_datagrams.load(Ordering::Relaxed),
-                session.dropped.load(Ordering::Relaxed),
-            );
+            log.end = Some(End::UdpForward {
+                up: up_datagrams,
+                down: down_datagrams,
+                dropped: session.dropped.load(Ordering::Relaxed),
+                end,
+            });
         });
     }
 
     /// Opens the outbound path, then copies replies to the client until the session ends;
     /// returns why it ended.
-    fn forward_replies(&self, session: &Arc<Session>, log: &mut SessionLog, down_datagrams: &mut u64) -> String {
+    fn forward_replies(&self, session: &Arc<Session>, log: &mut SessionLog, down_datagrams: &mut u64) -> UdpEnd {
         let path = match self.open_path() {
             Ok(path) => Arc::new(path),
-            Err(e) => return e,
+            Err(e) => return UdpEnd::Unopened(e),
         };
         log.reached = Some(path.reached());
         log.outbound_local = path.local_addr().ok();
@@ -343,7 +344,7 @@ impl Service {
             });
         }
         if let Err(e) = path.set_read_timeout(self.spec.ttl.min(TICK)) {
-            return format!("cannot set read timeout: {e}");
+            return UdpEnd::Unopened(format!("cannot set read timeout: {e}"));
         }
         let mut batch = Batch::new(self.front);
         session.ready(&path, batch.slot_mut(0), self.front);
@@ -373,16 +374,16 @@ impl Service {
                 }
                 Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {
                     if path.upstream_closed() {
-                        return "upstream closed the UDP association".into();
+                        return UdpEnd::UpstreamEnded;
                     }
                     if self.ctx.is_stopping() && self.forget_if_idle(session, self.spec.ttl.min(STOP_GRACE)) {
-                        return "server stopping".into();
+                        return UdpEnd::Shutdown;
                     }
                     if self.forget_if_idle(session, self.spec.ttl) {
-                        return format!("no traffic for {:?}", self.spec.ttl);
+                        return UdpEnd::IdleTimeout(self.spec.ttl);
                     }
                 }
-                Err(e) => return format!("outbound socket error: {e}"),
+                Err(e) => return UdpEnd::OutboundFailed(e),
             }
         }
     }

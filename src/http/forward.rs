@@ -9,7 +9,7 @@
 
 use super::reply::Refusal;
 use crate::net::is_timeout;
-use crate::net::relay::Meter;
+use crate::net::relay::{Meter, RelayEnd, Side};
 use crate::session::Context;
 use crate::wire::http::{self, BodyLength, ChunkedBody, Header, MAX_RESPONSE_HEAD_LEN, RequestHead, ResponseHead};
 use std::io::{self, Read, Write};
@@ -44,8 +44,8 @@ pub(super) struct Origin<'a> {
 pub(super) struct Exchanged {
     pub up: u64,
     pub down: u64,
-    /// For the log line: `closed`, or why it broke off.
-    pub end: String,
+    /// How it ended, worded as a relay's end is: closed, a limit, an error on one side.
+    pub end: RelayEnd,
 }
 
 /// Forwards `head` (and its body, from `client`) to the origin and its response back.
@@ -98,7 +98,7 @@ pub(super) fn exchange(
         down += out.len() as u64;
         meter.count_moved(0, out.len() as u64);
         if let Err(e) = sent {
-            return Ok(Exchanged { up, down, end: format!("client error: {e}") });
+            return Ok(Exchanged { up, down, end: RelayEnd::Failed(Side::Client, e) });
         }
         if interim {
             // A 1xx is passed on and the final response follows; bytes read past it
@@ -112,14 +112,14 @@ pub(super) fn exchange(
             Ok(moved) => {
                 down += moved;
                 meter.count_moved(0, moved);
-                "closed".into()
+                RelayEnd::Closed
             }
             Err(Broken::From(e)) => match idle {
-                Some(limit) if is_timeout(&e) => format!("idle timeout: the target sent nothing for {limit:?}"),
-                _ => format!("target error: {e}"),
+                Some(limit) if is_timeout(&e) => RelayEnd::IdleTimeout(limit),
+                _ => RelayEnd::Failed(Side::Target, e),
             },
-            Err(Broken::To(e)) => format!("client error: {e}"),
-            Err(Broken::Framing(e)) => format!("target error: {e}"),
+            Err(Broken::To(e)) => RelayEnd::Failed(Side::Client, e),
+            Err(Broken::Framing(e)) => RelayEnd::Failed(Side::Target, io::Error::new(io::ErrorKind::InvalidData, e)),
         };
         return Ok(Exchanged { up, down, end });
     }

@@ -12,9 +12,8 @@ use crate::config::SocksSpec;
 use crate::config::users::Users;
 use crate::net::negotiation::{HandshakeError, Negotiation, close_after_reply};
 use crate::session::access::Access;
-use crate::session::{Context, Established, SessionLog, State};
+use crate::session::{Context, End, Established, Login, SessionLog, State};
 use crate::wire::http::{self, MAX_HEAD_LEN, RequestHead};
-use crate::wire::printable::Printable;
 use crate::wire::{self, addr::TargetAddr, base64};
 use reply::{Refusal, fail};
 use std::sync::Arc;
@@ -44,13 +43,13 @@ pub(crate) fn serve(
             return None;
         }
         Err(e) => {
-            log.outcome = e.to_string();
+            log.end = Some(End::Handshake(e));
             return None;
         }
     };
     // The head is in: from here the client waits for us, not we for it.
     if let Err(e) = negotiation.heard_request() {
-        log.outcome = e.to_string();
+        log.end = Some(End::Handshake(e));
         return None;
     }
     let head = match RequestHead::parse(bytes) {
@@ -86,7 +85,7 @@ pub(crate) fn serve(
         Request::Connect(_) => {
             log.replied_http(200);
             if let Err(e) = negotiation.write(ESTABLISHED) {
-                log.outcome = e.to_string();
+                log.end = Some(End::Handshake(e));
                 return None;
             }
             Some(Established::new(negotiation, connected.stream))
@@ -98,7 +97,7 @@ pub(crate) fn serve(
             match forward::exchange(ctx, negotiation.stream(), origin, &head, &meter) {
                 Ok(exchanged) => {
                     (log.up, log.down) = (exchanged.up, exchanged.down);
-                    log.outcome = exchanged.end;
+                    log.end = Some(End::Relay(exchanged.end));
                     close_after_reply(negotiation.stream());
                 }
                 Err(refusal) => fail(negotiation, refusal, log),
@@ -139,19 +138,18 @@ impl<'a> Request<'a> {
 /// Checks the `Proxy-Authorization: Basic` login a service with users requires, against
 /// the same users SOCKS5 logs in with.
 fn log_in(users: &Users, head: &RequestHead<'_>, access: &mut Access, log: &mut SessionLog) -> Result<(), Refusal> {
-    if users.is_empty() {
+    if !users.require_login() {
         return Ok(());
     }
     let credentials = http::values(&head.headers, "proxy-authorization").find_map(basic_credentials);
     let Some((user, password)) = credentials else {
         return Err(Refusal::LoginRequired(None));
     };
-    let name = String::from_utf8_lossy(&user).into_owned();
     if !users.verify(&user, &password) {
-        return Err(Refusal::LoginRequired(Some(Printable(&name).to_string())));
+        return Err(Refusal::LoginRequired(Some(format!("{:?}", String::from_utf8_lossy(&user)))));
     }
-    log.user = Some(Printable(&name).to_string());
-    access.logged_in(&name);
+    access.logged_in(&user);
+    log.user = Some(Login::Verified(user));
     Ok(())
 }
 

@@ -3,9 +3,9 @@
 
 use crate::net::negotiation::{Negotiation, close_after_reply};
 use crate::outbound::{ConnectError, UpstreamError};
-use crate::session::SessionLog;
 use crate::session::access::Denied;
 use crate::session::context::Unconnected;
+use crate::session::{End, FailureReply, SessionLog};
 use crate::wire;
 use crate::wire::http::MAX_HEAD_LEN;
 use std::fmt;
@@ -110,19 +110,19 @@ pub(super) fn response(code: u16, reason: &str, extra_headers: &str, body: &str)
 /// Sends the reply `refusal` earns, records it in the log, and closes.
 pub(super) fn fail(mut negotiation: Negotiation, refusal: Refusal, log: &mut SessionLog) {
     let (code, reason, body) = status(&refusal);
-    log.outcome = match &refusal {
-        // Worded as a failed SOCKS5 login is, so the log and /metrics count it as one.
-        Refusal::LoginRequired(_) => format!("authentication failed {refusal} (HTTP {code})"),
-        _ => format!("reply HTTP {code}: {refusal}"),
-    };
     log.replied_http(code);
     let extra = match refusal {
         Refusal::LoginRequired(_) => "Proxy-Authenticate: Basic realm=\"burrowd\"\r\n",
         _ => "",
     };
-    if let Err(e) = negotiation.write(&response(code, reason, extra, body)) {
-        log.outcome.push_str(&format!(" (reply not sent: {e})"));
-    }
+    let unsent = negotiation.write(&response(code, reason, extra, body)).err();
+    log.end = Some(match refusal {
+        // As a failed SOCKS5 login is: the log and /metrics count it as one.
+        Refusal::LoginRequired(user) => {
+            End::LoginFailed { user: user.unwrap_or_else(|| "(none: no Proxy-Authorization: Basic)".into()) }
+        }
+        refusal => End::Replied(FailureReply { code: format!("HTTP {code}"), why: refusal.to_string(), unsent }),
+    });
     close_after_reply(negotiation.stream());
 }
 

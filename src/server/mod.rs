@@ -58,11 +58,9 @@ impl Server {
             let socket = socket.map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             bound.push((socket, spec.clone()));
         }
-        let admission = Arc::new(Admission::new(admission_limits(&config)));
-        // Besides the queue admission allows, reclaimed clients not yet reached by a worker
-        // wait here too, as many as there are places at most; each ends as soon as it is reached.
-        let queue = config.queue + (config.max_clients + config.queue);
-        let workers = Arc::new(WorkerPool::new("burrowd-worker", config.max_clients, queue, WORKER_STACK));
+        let limits = admission_limits(&config);
+        let (admission, queue_watch) = Admission::new(limits);
+        let workers = Arc::new(WorkerPool::new("burrowd-worker", limits.workers, limits.pool_waiting(), WORKER_STACK));
         let status_listener = match config.status {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -72,6 +70,13 @@ impl Server {
         };
         let stopping = Arc::new(AtomicBool::new(false));
         let ctx = Arc::new(Context::new(config, Arc::clone(&stopping)));
+        // With no queue places, no client ever waits for a worker.
+        if limits.queue > 0 {
+            let ctx = Arc::clone(&ctx);
+            std::thread::Builder::new()
+                .name("burrowd-queue".into())
+                .spawn(move || accept::watch_queue(&ctx, queue_watch))?;
+        }
         let mut addrs = Vec::new();
         let mut accept_threads = Vec::new();
         for (socket, spec) in bound {
@@ -199,15 +204,16 @@ const DESCRIPTORS_RESERVED: u64 = 64;
 /// need; where the hard limit does not allow that, fewer places, so that a client past
 /// them is refused by a close rather than left unanswered when `accept` fails.
 fn admission_limits(config: &Config) -> admission::Limits {
-    let mut limits = admission::Limits {
+    let limits = admission::Limits {
         workers: config.max_clients,
         queue: config.queue,
         per_address: config.max_clients_per_ip(),
+        queue_wait: config.handshake_timeout,
     };
-    let udp_services = config.services.iter().filter(|s| matches!(s, ServiceSpec::UdpForward(_))).count();
-    let fixed = DESCRIPTORS_RESERVED + (config.services.len() + udp_services * config.udp_max_sessions) as u64;
-    let places = (config.max_clients + config.queue) as u64;
-    let wanted = fixed + DESCRIPTORS_PER_PLACE * places;
+    let udp_services = config.services.iter().filter(|s| matches!(s, ServiceSpec::UdpForward(_))).count() as u64;
+    let udp_sessions = udp_services.saturating_mul(config.udp_max_sessions as u64);
+    let fixed = DESCRIPTORS_RESERVED.saturating_add(config.services.len() as u64).saturating_add(udp_sessions);
+    let wanted = fixed.saturating_add(DESCRIPTORS_PER_PLACE.saturating_mul(limits.places() as u64));
     #[cfg(unix)]
     let limit = match crate::net::descriptors::raise_soft_limit(wanted) {
         Ok(raised) => {
@@ -231,19 +237,18 @@ fn admission_limits(config: &Config) -> admission::Limits {
     if limit >= wanted {
         return limits;
     }
-    let affordable = (limit.saturating_sub(fixed) / DESCRIPTORS_PER_PLACE).max(1) as usize;
-    limits.workers = affordable.min(config.max_clients);
-    limits.queue = affordable - limits.workers;
+    let affordable = limit.saturating_sub(fixed) / DESCRIPTORS_PER_PLACE;
+    let fitted = limits.within(usize::try_from(affordable).unwrap_or(usize::MAX));
     log::warn!(
         "descriptors: --max-clients {} and --queue {} need about {wanted}, but the limit is {limit} \
          (raise the hard limit: ulimit -Hn, or LimitNOFILE= in a systemd unit); serving {} \
          sessions at once with {} waiting, closing clients past that",
         config.max_clients,
         config.queue,
-        limits.workers,
-        limits.queue
+        fitted.workers,
+        fitted.queue
     );
-    limits
+    fitted
 }
 
 /// Starts the status listener's thread; returns its address.
@@ -266,9 +271,10 @@ fn spec_summary(spec: &ServiceSpec) -> String {
                 (true, false) => "SOCKS",
                 (false, _) => "HTTP",
             };
-            match socks.users.len() {
-                0 => format!("{protocols}, no authentication"),
-                n => format!("{protocols}, {n} user(s)"),
+            if socks.users.require_login() {
+                format!("{protocols}, {} user(s)", socks.users.count())
+            } else {
+                format!("{protocols}, no authentication")
             }
         }
         ServiceSpec::TcpForward(forward) => format!("forward to {}", forward.target),

@@ -12,8 +12,9 @@ use std::sync::Arc;
 pub(crate) struct Access {
     table: Arc<RuleTable>,
     client: IpAddr,
-    /// The login, once the client has given one.
-    user: Option<String>,
+    /// The login as the client sent it, once the users table has accepted it: the raw
+    /// bytes, which a rule's `user NAME` is compared with (escaping is for printing only).
+    user: Option<Vec<u8>>,
     /// No `-F` chain: destinations are reached from this host.
     direct: bool,
 }
@@ -33,8 +34,8 @@ impl Access {
         Access { table, client, user: None, direct }
     }
 
-    pub(crate) fn logged_in(&mut self, user: &str) {
-        self.user = Some(user.to_owned());
+    pub(crate) fn logged_in(&mut self, user: &[u8]) {
+        self.user = Some(user.to_vec());
     }
 
     /// Asks about `cmd` to `target` before any name is resolved: a request for an address,

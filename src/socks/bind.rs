@@ -15,7 +15,7 @@ use crate::net::readiness::{self, Watched};
 use crate::net::sockopt;
 use crate::outbound::{self, upstream};
 use crate::session::access::{Access, Denied};
-use crate::session::{Context, Established, SessionLog, State};
+use crate::session::{Context, End, Established, SessionLog, State};
 use crate::wire::addr::{Addr, TargetAddr};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -54,7 +54,7 @@ pub(super) fn serve(
     // Listed as waiting before the client hears where to send its peer.
     log.publish(State::BindWaiting);
     if let Err(e) = replies.granted(&mut negotiation, Addr::Ip(bound.addr), log) {
-        log.outcome = e.to_string();
+        log.end = Some(End::Handshake(e));
         return None;
     }
     let peer = match bound.wait(negotiation.stream(), ctx.config.bind_timeout, &ctx.config.socket, &|peer| {
@@ -65,14 +65,14 @@ pub(super) fn serve(
             replies.fail(negotiation, failure, log);
             return None;
         }
-        Err(WaitEnd::ClientGone(why)) => {
-            log.outcome = why;
+        Err(WaitEnd::ClientGone(error)) => {
+            log.end = Some(End::BindClientGone(error));
             return None;
         }
     };
     log.reached = Some(peer.addr);
     if let Err(e) = replies.granted(&mut negotiation, Addr::Ip(peer.addr), log) {
-        log.outcome = e.to_string();
+        log.end = Some(End::Handshake(e));
         return None;
     }
     Some(Established::new(negotiation, peer.stream))
@@ -99,7 +99,7 @@ fn serve_through_chain(
     log.outbound_local = ip_of(&bound.listening);
     log.publish(State::BindWaiting);
     if let Err(e) = replies.granted(&mut negotiation, bound.listening.as_addr(), log) {
-        log.outcome = e.to_string();
+        log.end = Some(End::Handshake(e));
         return None;
     }
     let local = |e| WaitEnd::Failed(Failure::Local(e));
@@ -119,8 +119,8 @@ fn serve_through_chain(
             replies.fail(negotiation, failure, log);
             return None;
         }
-        Err(WaitEnd::ClientGone(why)) => {
-            log.outcome = why;
+        Err(WaitEnd::ClientGone(error)) => {
+            log.end = Some(End::BindClientGone(error));
             return None;
         }
     }
@@ -138,7 +138,7 @@ fn serve_through_chain(
         return None;
     }
     if let Err(e) = replies.granted(&mut negotiation, peer.as_addr(), log) {
-        log.outcome = e.to_string();
+        log.end = Some(End::Handshake(e));
         return None;
     }
     Some(Established::new(negotiation, stream))
@@ -191,14 +191,12 @@ fn poll<T>(
             return Ok(done);
         }
         let sent_ahead = match control.peek(&mut probe) {
-            Ok(0) => return Err(WaitEnd::ClientGone("client closed while waiting for the BIND peer".into())),
+            Ok(0) => return Err(WaitEnd::ClientGone(None)),
             // Data the client sent ahead of the peer stays in the socket for the relay.
             Ok(_) => true,
             // Nothing from the client.
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => false,
-            Err(e) => {
-                return Err(WaitEnd::ClientGone(format!("client error while waiting for the BIND peer: {e}")));
-            }
+            Err(e) => return Err(WaitEnd::ClientGone(Some(e))),
         };
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -229,8 +227,9 @@ type Permitted<'a> = dyn Fn(IpAddr) -> Result<(), Failure> + 'a;
 
 /// Why a wait ended with no peer to relay to.
 enum WaitEnd {
-    /// The client closed or broke its control connection, so there is no one to reply to.
-    ClientGone(String),
+    /// The client closed (`None`) or broke its control connection, so there is no one to
+    /// reply to.
+    ClientGone(Option<io::Error>),
     /// The client gets a failure reply.
     Failed(Failure),
 }

@@ -3,7 +3,7 @@
 use super::failure::Failure;
 use crate::net::negotiation::{HandshakeError, Negotiation};
 use crate::session::access::Access;
-use crate::session::{Context, Established, SessionLog};
+use crate::session::{Context, End, Established, SessionLog};
 use crate::wire::addr::{Addr, TargetAddr};
 use std::sync::Arc;
 
@@ -41,7 +41,7 @@ pub(super) fn serve_connect(
     log.reached = Some(connected.peer);
     log.outbound_local = Some(connected.local);
     if let Err(e) = replies.granted(&mut negotiation, connected.source.as_addr(), log) {
-        log.outcome = e.to_string();
+        log.end = Some(End::Handshake(e));
         return None;
     }
     Some(Established::new(negotiation, connected.stream))

@@ -12,8 +12,10 @@ use std::time::Duration;
 /// Why a SOCKS request was not served. Each ends in a reply to the client.
 #[derive(Debug)]
 pub(super) enum Failure {
-    /// The request itself was malformed (unknown command, unknown address type, ...).
+    /// The request itself was malformed (unknown address type, bad name, ...).
     Malformed(wire::Error),
+    /// A well-formed request for a command this protocol does not define.
+    UnsupportedCommand(u8),
     /// Our rules refuse the request.
     NotAllowed(&'static str),
     /// The access rules refuse it (`--allow`, `--deny`, `--rules`).
@@ -33,12 +35,22 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Malformed(e) => write!(f, "malformed request: {e}"),
+            Failure::UnsupportedCommand(command) => write!(f, "unsupported command {command:#04x}"),
             Failure::NotAllowed(why) => write!(f, "not allowed: {why}"),
             Failure::Denied(denied) => denied.fmt(f),
             Failure::Connect(e) => e.fmt(f),
             Failure::Local(e) => write!(f, "local error: {e}"),
             Failure::BindTimedOut(limit) => write!(f, "no connection to the bound port within {limit:?}"),
             Failure::UnexpectedPeer(peer) => write!(f, "bound port reached by {peer}, not the named peer"),
+        }
+    }
+}
+
+impl From<wire::Error> for Failure {
+    fn from(e: wire::Error) -> Self {
+        match e {
+            wire::Error::UnknownCommand(command) => Failure::UnsupportedCommand(command),
+            e => Failure::Malformed(e),
         }
     }
 }
@@ -67,7 +79,7 @@ impl From<ConnectError> for Failure {
 /// The SOCKS5 reply code for a failure.
 pub(super) fn socks5_code(failure: &Failure) -> ReplyCode {
     match failure {
-        Failure::Malformed(wire::Error::UnknownCommand(_)) => ReplyCode::COMMAND_NOT_SUPPORTED,
+        Failure::UnsupportedCommand(_) => ReplyCode::COMMAND_NOT_SUPPORTED,
         Failure::Malformed(wire::Error::UnknownAddressType(_)) => ReplyCode::ADDRESS_TYPE_NOT_SUPPORTED,
         Failure::Malformed(_) | Failure::Local(_) => ReplyCode::GENERAL_FAILURE,
         Failure::NotAllowed(_) | Failure::Denied(_) | Failure::UnexpectedPeer(_) => ReplyCode::NOT_ALLOWED,
@@ -138,7 +150,7 @@ mod tests {
             (Failure::NotAllowed("rule"), 2),
             (Failure::UnexpectedPeer("127.0.0.2:4000".parse().unwrap()), 2),
             (Failure::BindTimedOut(std::time::Duration::from_secs(60)), 4),
-            (Failure::Malformed(wire::Error::UnknownCommand(9)), 7),
+            (wire::Error::UnknownCommand(9).into(), 7),
             (Failure::Malformed(wire::Error::UnknownAddressType(9)), 8),
             (Failure::Malformed(wire::Error::BadDomain), 1),
             (upstream_failure(true, UpstreamError::Replied(ReplyCode::CONNECTION_REFUSED)), 5),

@@ -16,7 +16,7 @@ use crate::net::admission::Waiting;
 use crate::net::negotiation::{Negotiation, close_after_reply};
 use crate::net::sockopt;
 use crate::session::access::Access;
-use crate::session::{self, Context, Established, Listed, SessionLog};
+use crate::session::{self, Context, End, Established, Listed, SessionLog};
 use std::net::TcpStream;
 use std::sync::Arc;
 
@@ -46,13 +46,13 @@ fn negotiate_socks(
     log: &mut SessionLog,
 ) -> Option<Established> {
     if let Err(e) = sockopt::tune_accepted(&client, &ctx.config.socket) {
-        log.outcome = format!("cannot set socket options: {e}");
+        log.end = Some(End::SocketSetup { what: "socket options", error: e });
         return None;
     }
     let mut negotiation = match Negotiation::for_client(client, ctx.config.handshake_timeout, waiting) {
         Ok(n) => n,
         Err(e) => {
-            log.outcome = format!("cannot set handshake timeout: {e}");
+            log.end = Some(End::SocketSetup { what: "handshake timeout", error: e });
             return None;
         }
     };
@@ -62,14 +62,14 @@ fn negotiate_socks(
         // Any other byte begins an HTTP/1.x request (on an http:// service, any byte).
         Ok(_) if spec.http => http::serve(ctx, spec, negotiation, access, log),
         Ok(other) => {
-            log.outcome = format!("not SOCKS: first byte {other:#04x}, closed");
+            log.end = Some(End::NotSocks(other));
             // No reply, since there is no protocol to word one in; a clean FIN still
             // tells the client more than a reset would.
             close_after_reply(negotiation.stream());
             None
         }
         Err(e) => {
-            log.outcome = e.to_string();
+            log.end = Some(End::Handshake(e));
             None
         }
     }
