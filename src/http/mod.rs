@@ -9,9 +9,10 @@ mod forward;
 mod reply;
 
 use crate::config::SocksSpec;
+use crate::config::rules::Cmd;
 use crate::config::users::Users;
 use crate::net::negotiation::{HandshakeError, Negotiation, close_after_reply};
-use crate::session::access::Access;
+use crate::session::access::{Access, NotHeard};
 use crate::session::{Context, End, Established, Login, SessionLog, State};
 use crate::wire::http::{self, MAX_HEAD_LEN, RequestHead};
 use crate::wire::{self, addr::TargetAddr, base64};
@@ -47,11 +48,6 @@ pub(crate) fn serve(
             return None;
         }
     };
-    // The head is in: from here the client waits for us, not we for it.
-    if let Err(e) = negotiation.heard_request() {
-        log.end = Some(End::Handshake(e));
-        return None;
-    }
     let head = match RequestHead::parse(bytes) {
         Ok(head) => head,
         Err(e) => {
@@ -72,7 +68,20 @@ pub(crate) fn serve(
         fail(negotiation, refusal, log);
         return None;
     }
-    let connected = match ctx.connect_permitted(access, request.target()) {
+    // The whole head is in: from here the client waits for us, not we for it. HTTP has
+    // only CONNECT to ask the rules about.
+    match access.hear(&mut negotiation, Cmd::Connect, request.target()) {
+        Ok(_heard) => {}
+        Err(NotHeard::Reclaimed(e)) => {
+            log.end = Some(End::Handshake(e));
+            return None;
+        }
+        Err(NotHeard::Denied(denied)) => {
+            fail(negotiation, Refusal::Denied(denied), log);
+            return None;
+        }
+    }
+    let connected = match ctx.connect_target(access, Cmd::Connect, request.target()) {
         Ok(connected) => connected,
         Err(e) => {
             fail(negotiation, e.into(), log);

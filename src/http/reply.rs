@@ -4,7 +4,6 @@
 use crate::net::negotiation::{Negotiation, close_after_reply};
 use crate::outbound::{ConnectError, UpstreamError};
 use crate::session::access::Denied;
-use crate::session::context::Unconnected;
 use crate::session::{End, FailureReply, SessionLog};
 use crate::wire;
 use crate::wire::http::MAX_HEAD_LEN;
@@ -49,12 +48,9 @@ impl fmt::Display for Refusal {
     }
 }
 
-impl From<Unconnected> for Refusal {
-    fn from(unconnected: Unconnected) -> Self {
-        match unconnected {
-            Unconnected::Denied(denied) => Refusal::Denied(denied),
-            Unconnected::Failed(e) => Refusal::Connect(e),
-        }
+impl From<ConnectError> for Refusal {
+    fn from(e: ConnectError) -> Self {
+        Refusal::Connect(e)
     }
 }
 
@@ -71,7 +67,7 @@ pub(super) fn status(refusal: &Refusal) -> (u16, &'static str, &'static str) {
         }
         Refusal::HeadTooLong => ((431, "Request Header Fields Too Large"), "burrowd: request head over 16 KiB\n"),
         Refusal::LoginRequired(_) => ((407, "Proxy Authentication Required"), "burrowd: proxy login required\n"),
-        Refusal::Denied(_) | Refusal::Connect(ConnectError::Denied { .. }) => {
+        Refusal::Denied(_) | Refusal::Connect(ConnectError::Denied(_)) => {
             (FORBIDDEN, "burrowd: the access rules refuse this request\n")
         }
         Refusal::Connect(e) if timed_out(e) => (GATEWAY_TIMEOUT, "burrowd: the target did not answer in time\n"),
@@ -160,7 +156,7 @@ mod tests {
             (connect_failure(HostUnreachable), 502),
             (connect_failure(TimedOut), 504),
             (Refusal::Connect(ConnectError::Resolve { name: "x.invalid".into(), error: NotFound.into() }), 502),
-            (Refusal::Connect(ConnectError::Denied { addr: "127.0.0.1:1".parse().unwrap(), why: "rule".into() }), 403),
+            (Refusal::Connect(ConnectError::Denied("127.0.0.1:1: denied by rule 1".into())), 403),
             (upstream(UpstreamError::Handshake(crate::net::negotiation::HandshakeError::TimedOut)), 504),
             (upstream(UpstreamError::LoginRejected), 502),
             (Refusal::BadResponse("closed".into()), 502),

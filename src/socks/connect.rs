@@ -1,8 +1,9 @@
 //! CONNECT, for SOCKS5 and SOCKS4 alike, and the replies each protocol words its own way.
 
 use super::failure::Failure;
+use crate::config::rules::Cmd;
 use crate::net::negotiation::{HandshakeError, Negotiation};
-use crate::session::access::Access;
+use crate::session::access::{Access, Heard};
 use crate::session::{Context, End, Established, SessionLog};
 use crate::wire::addr::{Addr, TargetAddr};
 use std::sync::Arc;
@@ -22,16 +23,18 @@ pub(crate) trait SocksReplies {
 }
 
 /// CONNECT: opens the outbound connection and replies with the address the target sees
-/// it come from: our outbound socket's, or through a chain the last hop's.
+/// it come from: our outbound socket's, or through a chain the last hop's. [`Access::hear`]
+/// has refused what the name, port or client decide; the rest is judged on the way out.
 pub(super) fn serve_connect(
     ctx: &Arc<Context>,
     mut negotiation: Negotiation,
     target: &TargetAddr,
+    _heard: Heard,
     access: &Access,
     log: &mut SessionLog,
     replies: &impl SocksReplies,
 ) -> Option<Established> {
-    let connected = match ctx.connect_permitted(access, target) {
+    let connected = match ctx.connect_target(access, Cmd::Connect, target) {
         Ok(connected) => connected,
         Err(e) => {
             replies.fail(negotiation, e.into(), log);
