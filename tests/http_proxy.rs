@@ -432,3 +432,24 @@ fn slow_request_heads_are_reclaimed_and_the_handshake_timeout_bounds_a_head() {
     assert_closed_without_reply(&mut stream);
     let _ = stream.shutdown(Shutdown::Both);
 }
+
+#[test]
+fn http_requests_get_the_rules_socks_gets_a_trailing_dot_and_an_undecidable_name_refused() {
+    let target = echo_server("127.0.0.1:0");
+    let rules = |list: &[(Verdict, &str)]| {
+        t!(Rules::load(list.iter().map(|(verdict, rule)| RuleSource::Flag(*verdict, (*rule).to_owned())).collect()))
+    };
+    let (_proxy, proxy_addr) = mixed(|config| {
+        config.rules = rules(&[(Verdict::Deny, "to localhost"), (Verdict::Allow, "to *")]);
+    });
+    let response = exchange(proxy_addr, format!("CONNECT localhost.:{} HTTP/1.1\r\n\r\n", target.port()).as_bytes());
+    assert_eq!(response.status, 403, "a trailing dot does not get past a name rule");
+    // Through a chain the name is resolved upstream, so an address rule cannot judge it.
+    let (_hop, hop) = start_urls(&["socks5://127.0.0.1:0"], &[]);
+    let (_front, front_addr) = mixed(|config| {
+        config.chain = vec![t!(service_url::parse_hop(&format!("socks5://{}", hop[0])))];
+        config.rules = rules(&[(Verdict::Allow, "to 192.0.2.0/24")]);
+    });
+    let response = exchange(front_addr, format!("GET http://localhost:{}/ HTTP/1.1\r\n\r\n", target.port()).as_bytes());
+    assert_eq!(response.status, 403, "undecidable upstream is refused, never allowed");
+}
