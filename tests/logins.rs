@@ -115,7 +115,7 @@ fn a_password_never_reaches_an_error_line_however_the_url_is_malformed() {
         "socks5://alice:Sup3rSecret proxy.example:1080",
         "socks5://alice:Sup3r%zzSecret@proxy.example:1080",
         "socks5://alice:Sup3rSecret@proxy.example:1080://x",
-        "http://alice:Sup3rSecret@proxy.example:1080",
+        "https://alice:Sup3rSecret@proxy.example:1080",
     ];
     for (i, url) in forms.into_iter().enumerate() {
         let config = dir.path().join(format!("burrowd{i}.conf"));
