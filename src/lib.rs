@@ -18,8 +18,8 @@
 //! - `server`: listeners, accept loops, start and stop.
 
 // Unsafe code is refused everywhere; the modules that need system calls with no safe
-// wrapper (net::splice, net::stack, net::udp_batch, net::descriptors, net::readiness, and
-// one Windows call in net::sockopt) opt out explicitly.
+// wrapper (net::splice, net::stack, net::udp_batch, net::descriptors, net::readiness,
+// net::interfaces, and one Windows call in net::sockopt) opt out explicitly.
 #![deny(unsafe_code)]
 // What is public is public on purpose: the binary, the tests and the benchmark use it.
 #![warn(unreachable_pub)]

@@ -65,7 +65,10 @@ Options:
                                access rules, repeatable, first match decides; RULE is any of
                                from CIDR, user NAME, cmd connect|bind|udp,
                                to CIDR|NAME|.DOMAIN|*, port N[-M] (all must match); with no
-                               match the opposite of the last rule applies
+                               match the opposite of the last rule applies; a rule that
+                               cannot be decided yet refuses; clients not on loopback may
+                               not reach this host's own addresses unless a rule's `to`
+                               names them
       --rules FILE             read more rules, one `allow RULE` or `deny RULE` per line,
                                placed where the flag stands (a file with no rule is an
                                error); SIGHUP reads it again and keeps the rules in force if

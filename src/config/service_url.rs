@@ -16,7 +16,7 @@
 use super::units::parse_duration;
 use super::users::Users;
 use super::{Credentials, DEFAULT_UDP_TTL, Hop, ServiceSpec, Socks4Policy, SocksSpec, TcpForwardSpec, UdpForwardSpec};
-use crate::wire::addr::TargetAddr;
+use crate::wire::addr::{self, TargetAddr};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -276,8 +276,8 @@ fn remote_addr(text: &str) -> Result<TargetAddr, UrlError> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(TargetAddr::Ip(SocketAddr::new(ip, port)));
     }
-    let is_name_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
-    if host.is_empty() || host.len() > 255 || !host.bytes().all(is_name_byte) {
+    // The same test as a client's name gets: a name a resolver might read otherwise is refused at start-up.
+    if addr::host_name(host).is_err() {
         return Err(UrlError::BadHost(format!("{host:?} is not an IP address or domain name")));
     }
     Ok(TargetAddr::Domain(host.into(), port))
@@ -438,6 +438,11 @@ mod tests {
             ("socks://[example]:1080", UrlError::BadHost("[example] is not an IPv6 address".into())),
             ("tcp://:1/exa mple:80", UrlError::BadHost("\"exa mple\" is not an IP address or domain name".into())),
             ("tcp://:1/:80", UrlError::BadHost("\"\" is not an IP address or domain name".into())),
+            ("tcp://:1/a..b:80", UrlError::BadHost("\"a..b\" is not an IP address or domain name".into())),
+            (
+                "udp://:1/x.example..:53",
+                UrlError::BadHost("\"x.example..\" is not an IP address or domain name".into()),
+            ),
             ("socks://:1080/extra", UrlError::UnexpectedPath("extra".into())),
             ("socks://:1080?ttl=5s", UrlError::UnknownOption("ttl".into())),
             ("tcp://:1/h:1?ttl=5s", UrlError::UnknownOption("ttl".into())),

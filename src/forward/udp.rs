@@ -15,6 +15,7 @@
 //! it. With upstream hops, the session holds a UDP association through the chain and the
 //! datagrams carry its UDP ASSOCIATE headers.
 
+use crate::config::rules::{Allowed, Cmd};
 use crate::config::{Config, UdpForwardSpec};
 use crate::net::is_timeout;
 use crate::net::relay::{Activity, Meter};
@@ -23,7 +24,7 @@ use crate::net::udp_batch::{Batch, Outgoing};
 use crate::net::worker_pool::{Refused, WorkerPool};
 use crate::outbound;
 use crate::outbound::upstream::{UpstreamUdp, last_hop_header};
-use crate::session::access::refused_at_accept;
+use crate::session::access::{Access, refused_at_accept};
 use crate::session::live::Details;
 use crate::session::report::FoldedWarning;
 use crate::session::stats::Refusal;
@@ -166,8 +167,8 @@ enum Outbound {
 
 /// Where a session's datagrams go.
 enum Path {
-    Direct { socket: UdpSocket, target: SocketAddr },
-    Upstream { udp: UpstreamUdp, target: TargetAddr },
+    Direct { socket: UdpSocket, target: Allowed<SocketAddr> },
+    Upstream { udp: UpstreamUdp, target: Allowed<TargetAddr> },
 }
 
 impl Service {
@@ -326,7 +327,7 @@ impl Service {
     /// Opens the outbound path, then copies replies to the client until the session ends;
     /// returns why it ended.
     fn forward_replies(&self, session: &Arc<Session>, log: &mut SessionLog, down_datagrams: &mut u64) -> UdpEnd {
-        let path = match self.open_path() {
+        let path = match self.open_path(session.client) {
             Ok(path) => Arc::new(path),
             Err(e) => return UdpEnd::Unopened(e),
         };
@@ -388,17 +389,23 @@ impl Service {
         }
     }
 
-    /// A socket straight to the target, or a UDP association through the upstream chain.
-    fn open_path(&self) -> Result<Path, String> {
+    /// A socket straight to the target, or a UDP association through the upstream chain,
+    /// for `client` as the rules allow it (who may use the forward, not where it goes).
+    fn open_path(&self, client: SocketAddr) -> Result<Path, String> {
+        let config = &self.ctx.config;
+        let access = Access::for_forward(config.rules.current(), client.ip(), config.chain.is_empty());
+        let target = &self.spec.target;
         if let Some(udp) = self.ctx.udp_upstream().map_err(|e| e.to_string())? {
             for control in &udp.controls {
                 control.set_nonblocking(true).map_err(|e| format!("upstream control connection: {e}"))?;
             }
-            return Ok(Path::Upstream { udp, target: self.spec.target.clone() });
+            let target = access.permit_upstream_owned(Cmd::Udp, target).map_err(|denied| denied.to_string())?;
+            return Ok(Path::Upstream { udp, target });
         }
-        let resolved = outbound::resolve(&self.spec.target).map_err(|e| e.to_string())?;
-        let target = *resolved.first().expect("resolve returns at least one address");
-        let socket = sockopt::udp_bind(SocketAddr::new(unspecified_like(target.ip()), 0), &self.ctx.config.udp)
+        let resolved = outbound::resolve(target).map_err(|e| e.to_string())?;
+        let first = *resolved.first().expect("resolve returns at least one address");
+        let target = access.permit_address(Cmd::Udp, target.as_addr(), first).map_err(|denied| denied.to_string())?;
+        let socket = sockopt::udp_bind(SocketAddr::new(unspecified_like(first.ip()), 0), &config.udp)
             .map_err(|e| format!("cannot open outbound socket: {e}"))?;
         Ok(Path::Direct { socket, target })
     }
@@ -489,9 +496,9 @@ impl Path {
     /// headers when there are any.
     fn send(&self, buf: &mut [u8], at: usize, len: usize) -> io::Result<()> {
         match self {
-            Path::Direct { socket, target } => socket.send_to(&buf[at..][..len], *target).map(drop),
+            Path::Direct { socket, target } => socket.send_to(&buf[at..][..len], *target.get()).map(drop),
             Path::Upstream { udp, target } => {
-                let header = Header { frag: 0, addr: target.as_addr() };
+                let header = Header { frag: 0, addr: target.get().as_addr() };
                 let start = at - header.encoded_len();
                 header.emit(&mut buf[start..]);
                 let start = udp.wrap(buf, start);
@@ -529,7 +536,7 @@ impl Path {
     /// Where datagrams are sent: the target, or the upstream hop's relay.
     fn reached(&self) -> SocketAddr {
         match self {
-            Path::Direct { target, .. } => *target,
+            Path::Direct { target, .. } => *target.get(),
             Path::Upstream { udp, .. } => udp.relay,
         }
     }

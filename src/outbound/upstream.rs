@@ -14,10 +14,11 @@
 //! here.
 
 use super::{ConnectError, Connected, UpstreamError, UpstreamFailure, direct};
+use crate::config::rules::Allowed;
 use crate::config::{Credentials, Hop, SocketOptions, UdpOptions};
 use crate::net::negotiation::Negotiation;
 use crate::net::sockopt;
-use crate::wire::addr::TargetAddr;
+use crate::wire::addr::{Addr, TargetAddr};
 use crate::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
 use crate::wire::udp::{Header, MAX_HEADER_LEN};
 use crate::wire::userpass;
@@ -30,10 +31,11 @@ use std::time::Duration;
 /// `timeout` once per hop.
 pub(crate) fn connect(
     chain: &[Hop],
-    target: &TargetAddr,
+    target: &Allowed<Addr<'_>>,
     timeout: Duration,
     opts: &SocketOptions,
 ) -> Result<Connected, ConnectError> {
+    let target = &target.get().to_owned();
     let last = chain.len() - 1;
     let (mut negotiation, first, _) = path_to(chain, last, timeout, opts)?;
     let source = request(&mut negotiation, chain[last].credentials.as_ref(), Command::Connect, target)
@@ -56,10 +58,11 @@ pub(crate) struct UpstreamBind {
 /// as it is, a name unresolved); returns once its first reply is in.
 pub(crate) fn bind(
     chain: &[Hop],
-    named: &TargetAddr,
+    named: &Allowed<Addr<'_>>,
     timeout: Duration,
     opts: &SocketOptions,
 ) -> Result<UpstreamBind, ConnectError> {
+    let named = &named.get().to_owned();
     let last = chain.len() - 1;
     let (mut negotiation, _, _) = path_to(chain, last, timeout, opts)?;
     let listening = request(&mut negotiation, chain[last].credentials.as_ref(), Command::Bind, named)
@@ -328,11 +331,18 @@ fn read_reply(negotiation: &mut Negotiation) -> Result<TargetAddr, UpstreamError
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::config::rules::{Request, RuleTable};
     use crate::net::negotiation::HandshakeError;
     use std::net::TcpListener;
 
     fn hop(addr: SocketAddr) -> Hop {
         Hop { addr: TargetAddr::Ip(addr), credentials: None }
+    }
+
+    /// `target`, as the rules allow it to a client on this host when there are none.
+    fn allowed(target: &TargetAddr) -> Allowed<Addr<'_>> {
+        let local = Request { client: Some(Ipv4Addr::LOCALHOST.into()), ..Request::default() };
+        RuleTable::default().permit(&local, target.as_addr()).expect("no rules allow a local client")
     }
 
     /// A port with nothing listening.
@@ -345,7 +355,7 @@ mod tests {
         let down = closed_port();
         let target = TargetAddr::Domain("example.org".into(), 443);
         let opts = Config::default().socket;
-        let err = connect(&[hop(down)], &target, Duration::from_secs(5), &opts).err().expect("hop is down");
+        let err = connect(&[hop(down)], &allowed(&target), Duration::from_secs(5), &opts).err().expect("hop is down");
         let ConnectError::Upstream(failure) = &err else { panic!("{err}") };
         assert_eq!((failure.hop, failure.for_target), (1, false));
         let message = err.to_string();
@@ -401,7 +411,8 @@ mod tests {
             let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
         });
         let target = TargetAddr::Ip("127.0.0.1:9".parse().unwrap());
-        let err = connect(&[hop(addr)], &target, Duration::from_secs(5), &Config::default().socket).err().unwrap();
+        let err =
+            connect(&[hop(addr)], &allowed(&target), Duration::from_secs(5), &Config::default().socket).err().unwrap();
         let ConnectError::Upstream(failure) = &err else { panic!("{err}") };
         assert!(matches!(failure.error, UpstreamError::Handshake(HandshakeError::Malformed(_))), "{err}");
         assert!(failure.for_target, "the one hop was asked for the target");

@@ -115,7 +115,7 @@ impl Acceptor {
             let Ok(waiting) = ticket.start() else { return };
             match &*spec {
                 ServiceSpec::Socks(socks) => socks::serve_socks(&ctx, socks, listed, stream, waiting, rules),
-                ServiceSpec::TcpForward(forward) => forward::tcp::serve(&ctx, forward, listed, stream),
+                ServiceSpec::TcpForward(forward) => forward::tcp::serve(&ctx, forward, listed, stream, rules),
                 ServiceSpec::UdpForward(_) => unreachable!("UDP services have no accept loop"),
             }
         });

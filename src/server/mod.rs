@@ -4,10 +4,12 @@
 mod accept;
 mod status;
 
+use crate::config::rules::Rules;
 use crate::config::users::Users;
 use crate::config::{Config, ServiceSpec};
 use crate::forward;
 use crate::net::admission::{self, Admission};
+use crate::net::interfaces;
 use crate::net::sockopt;
 use crate::net::worker_pool::WorkerPool;
 use crate::session::Context;
@@ -48,6 +50,7 @@ impl Server {
     /// Binds every service's socket, then starts serving. Fails, naming the address, if
     /// any cannot be bound.
     pub fn start(config: Config) -> io::Result<Server> {
+        shield_host(&config.rules, "start");
         let mut bound = Vec::new();
         for spec in &config.services {
             let addr = spec.listen_addr();
@@ -153,11 +156,13 @@ impl Server {
         }
     }
 
-    /// Reads the `--rules` and `--users` files again (SIGHUP): sessions started from now on
+    /// Reads this host's interface addresses and the `--rules` and `--users` files again
+    /// (SIGHUP): sessions started from now on
     /// use the new tables, live ones keep theirs, and a file that fails to parse leaves
     /// the table in force, with one line saying where and why.
     pub fn reload(&self) {
         let config = &self.ctx.config;
+        shield_host(&config.rules, "reload");
         if config.rules.has_files() {
             match config.rules.reload() {
                 Ok(count) => log::info!("reload: {count} access rule(s) in force"),
@@ -189,6 +194,15 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         true
+    }
+}
+
+/// Reads this host's interface addresses for the rules' protection to shield (see
+/// `config::rules`); if they cannot be read, the ones shielded so far stay, said in one line.
+fn shield_host(rules: &Rules, when: &str) {
+    match interfaces::addresses() {
+        Ok(addresses) => rules.shield_host(addresses),
+        Err(e) => log::warn!("{when}: cannot read this host's interface addresses, the ones shielded so far stay: {e}"),
     }
 }
 

@@ -9,12 +9,12 @@
 use super::connect::SocksReplies;
 use super::failure::Failure;
 use crate::config::SocketOptions;
-use crate::config::rules::Cmd;
+use crate::config::rules::{Allowed, Cmd};
 use crate::net::negotiation::Negotiation;
 use crate::net::readiness::{self, Watched};
 use crate::net::sockopt;
 use crate::outbound::{self, upstream};
-use crate::session::access::{Access, Denied};
+use crate::session::access::{Access, Heard};
 use crate::session::{Context, End, Established, SessionLog, State};
 use crate::wire::addr::{Addr, TargetAddr};
 use std::io;
@@ -27,19 +27,16 @@ use std::time::{Duration, Instant};
 const SENT_AHEAD_LOOK: Duration = Duration::from_millis(20);
 
 /// Serves a BIND request whose DST names `named`, the peer expected to connect, up to the
-/// relay between the client and that peer.
+/// relay between the client and that peer; [`Access::hear`] has asked about it.
 pub(super) fn serve(
     ctx: &Arc<Context>,
     mut negotiation: Negotiation,
     named: &TargetAddr,
+    _heard: Heard,
     access: &Access,
     log: &mut SessionLog,
     replies: &impl SocksReplies,
 ) -> Option<Established> {
-    if let Err(denied) = check_named(access, named) {
-        replies.fail(negotiation, denied.into(), log);
-        return None;
-    }
     if !ctx.config.chain.is_empty() {
         return serve_through_chain(ctx, negotiation, named, access, log, replies);
     }
@@ -58,7 +55,7 @@ pub(super) fn serve(
         return None;
     }
     let peer = match bound.wait(negotiation.stream(), ctx.config.bind_timeout, &ctx.config.socket, &|peer| {
-        access.check_address(Cmd::Bind, named, peer).map_err(Failure::from)
+        access.permit_address(Cmd::Bind, named.as_addr(), peer).map_err(Failure::from)
     }) {
         Ok(peer) => peer,
         Err(WaitEnd::Failed(failure)) => {
@@ -70,8 +67,8 @@ pub(super) fn serve(
             return None;
         }
     };
-    log.reached = Some(peer.addr);
-    if let Err(e) = replies.granted(&mut negotiation, Addr::Ip(peer.addr), log) {
+    log.reached = Some(*peer.addr.get());
+    if let Err(e) = replies.granted(&mut negotiation, Addr::Ip(*peer.addr.get()), log) {
         log.end = Some(End::Handshake(e));
         return None;
     }
@@ -89,7 +86,15 @@ fn serve_through_chain(
     replies: &impl SocksReplies,
 ) -> Option<Established> {
     let config = &ctx.config;
-    let bound = match upstream::bind(&config.chain, named, config.connect_timeout, &config.socket) {
+    // Sent as it is: a name is resolved upstream, so it must be decided without its address.
+    let named = match access.permit_upstream(Cmd::Bind, named.as_addr()) {
+        Ok(named) => named,
+        Err(denied) => {
+            replies.fail(negotiation, denied.into(), log);
+            return None;
+        }
+    };
+    let bound = match upstream::bind(&config.chain, &named, config.connect_timeout, &config.socket) {
         Ok(bound) => bound,
         Err(e) => {
             replies.fail(negotiation, e.into(), log);
@@ -132,25 +137,20 @@ fn serve_through_chain(
         }
     };
     log.reached = ip_of(&peer);
-    // The hop names the peer that came; an address is judged like one that came here.
-    if let Some(Err(denied)) = log.reached.map(|peer| access.check_address(Cmd::Bind, named, peer.ip())) {
-        replies.fail(negotiation, denied.into(), log);
-        return None;
-    }
-    if let Err(e) = replies.granted(&mut negotiation, peer.as_addr(), log) {
+    // The hop names the peer that came; it is judged like one that came here, and one it
+    // names by a name cannot be.
+    let came = match access.permit_reported(Cmd::Bind, *named.get(), &peer) {
+        Ok(came) => came,
+        Err(denied) => {
+            replies.fail(negotiation, denied.into(), log);
+            return None;
+        }
+    };
+    if let Err(e) = replies.granted(&mut negotiation, Addr::Ip(*came.get()), log) {
         log.end = Some(End::Handshake(e));
         return None;
     }
     Some(Established::new(negotiation, stream))
-}
-
-/// The rules on the peer a BIND names, before anything is listened on: all zeros names
-/// nobody yet, so only the client and the command are judged.
-fn check_named(access: &Access, named: &TargetAddr) -> Result<(), Denied> {
-    match named {
-        TargetAddr::Ip(sa) if sa.ip().is_unspecified() => access.check_command(Cmd::Bind),
-        _ => access.check_target(Cmd::Bind, named),
-    }
 }
 
 fn ip_of(addr: &TargetAddr) -> Option<SocketAddr> {
@@ -216,14 +216,14 @@ struct Bound {
     expected: Vec<IpAddr>,
 }
 
-/// The connection a BIND waited for.
+/// The connection a BIND waited for, from a peer the rules allow.
 struct Peer {
     stream: TcpStream,
-    addr: SocketAddr,
+    addr: Allowed<SocketAddr>,
 }
 
 /// What the access rules say of the peer that reached the listening socket.
-type Permitted<'a> = dyn Fn(IpAddr) -> Result<(), Failure> + 'a;
+type Permitted<'a> = dyn Fn(SocketAddr) -> Result<Allowed<SocketAddr>, Failure> + 'a;
 
 /// Why a wait ended with no peer to relay to.
 enum WaitEnd {
@@ -249,7 +249,7 @@ impl Bound {
     fn open(control: &TcpStream, named: &TargetAddr, access: &Access, opts: &SocketOptions) -> Result<Bound, Failure> {
         let expected = expected_peers(named)?;
         for &peer in &expected {
-            access.check_address(Cmd::Bind, named, peer)?;
+            access.permit_address(Cmd::Bind, named.as_addr(), SocketAddr::new(peer, named.port()))?;
         }
         // The whole socket address, not just its IP: a link-local IPv6 address binds only
         // with the scope (interface) it came with.
@@ -295,10 +295,13 @@ impl Bound {
             let _ = stream.shutdown(Shutdown::Both);
             return Err(WaitEnd::Failed(Failure::UnexpectedPeer(addr)));
         }
-        if let Err(failure) = permitted(addr.ip().to_canonical()) {
-            let _ = stream.shutdown(Shutdown::Both);
-            return Err(WaitEnd::Failed(failure));
-        }
+        let addr = match permitted(addr) {
+            Ok(addr) => addr,
+            Err(failure) => {
+                let _ = stream.shutdown(Shutdown::Both);
+                return Err(WaitEnd::Failed(failure));
+            }
+        };
         let setup = stream.set_nonblocking(false).and_then(|()| sockopt::tune_accepted(&stream, opts));
         setup.map_err(|e| WaitEnd::Failed(Failure::Local(e)))?;
         Ok(Peer { stream, addr })

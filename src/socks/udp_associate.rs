@@ -306,15 +306,15 @@ impl ClientSide {
         let client_port = *self.client_port.get_or_insert(from.port());
         let client = SocketAddr::new(self.client_ip, client_port);
         let payload_len = datagram.len() - payload_at;
-        // The name is judged as asked; the address, once known, as sent to.
-        let (name, address, port) = match header.addr {
-            Addr::Ip(target) => (None, Some(target.ip()), target.port()),
-            Addr::Domain(name, port) => (Some(name), None, port),
-        };
-        if let Err(denied) = self.access.check_destination(Cmd::Udp, name, address, port) {
+        // What the target's name or port decide is refused before any lookup.
+        if let Err(denied) = self.access.check_target(Cmd::Udp, header.addr) {
             return self.denied(from, header.addr, &denied);
         }
         if let Some(upstream) = self.upstream.as_ref().map(|upstream| Arc::clone(&upstream.socket)) {
+            // Sent on as it is, a name resolved upstream: decided without its address.
+            if let Err(denied) = self.access.permit_upstream(Cmd::Udp, header.addr) {
+                return self.denied(from, header.addr, &denied);
+            }
             if let Err(e) = self.upstream_replies(&upstream, client) {
                 return self.unsendable(from, header.addr, e);
             }
@@ -333,11 +333,11 @@ impl ClientSide {
                 }
             },
         };
-        if let (Some(name), Err(denied)) =
-            (name, self.access.check_destination(Cmd::Udp, name, Some(target.ip()), port))
-        {
-            return self.denied(from, Addr::Domain(name, port), &denied);
-        }
+        // The name is judged as asked, the address as sent to.
+        let target = match self.access.permit_address(Cmd::Udp, header.addr, target) {
+            Ok(target) => *target.get(),
+            Err(denied) => return self.denied(from, header.addr, &denied),
+        };
         if let Err(e) = self.outbound(target.is_ipv6(), client) {
             return self.unsendable(from, Addr::Ip(target), e);
         }
