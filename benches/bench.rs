@@ -223,7 +223,24 @@ fn main() {
             let via = proxy.as_ref().map(|p| p.addr);
             let mut figures = vec![Samples::default(); 3];
             for _ in 0..opts.runs {
-                let (rate, latencies) = handshake_rate(via, servers.echo, opts.handshake_time);
+                let (rate, latencies) = handshake_rate(via, Handshake::Socks5, servers.echo, opts.handshake_time);
+                figures[0].push(rate);
+                figures[1].push(latencies.percentile(0.5));
+                figures[2].push(latencies.percentile(0.99));
+            }
+            figures
+        });
+        // The same loop through the HTTP side of burrowd's port: CONNECT, 200, echo.
+        let labels = ["HTTP CONNECT sessions/s", "HTTP CONNECT latency p50 us", "HTTP CONNECT latency p99 us"];
+        table.rows(&labels, |route| {
+            let mut figures = vec![Samples::default(); 3];
+            if !matches!(route, Some(ProxyKind::Burrowd(_))) {
+                return figures;
+            }
+            let proxy = route.as_ref().map(|k| Proxy::start(k, false));
+            let via = proxy.as_ref().map(|p| p.addr);
+            for _ in 0..opts.runs {
+                let (rate, latencies) = handshake_rate(via, Handshake::HttpConnect, servers.echo, opts.handshake_time);
                 figures[0].push(rate);
                 figures[1].push(latencies.percentile(0.5));
                 figures[2].push(latencies.percentile(0.99));
@@ -394,6 +411,17 @@ impl Table {
             ("UDP packets/s vs direct", "UDP 64B packets/s, window 64", "burrowd", "direct", 0.5, Higher),
             ("UDP packets lost", "UDP packets lost", "burrowd", "", 0.0, Lower),
         ];
+        let copy = ProxyKind::Burrowd("copy").name();
+        let http_vs_socks =
+            self.median("HTTP CONNECT sessions/s", &copy).zip(self.median("handshake sessions/s", &copy));
+        if let Some((http, socks)) = http_vs_socks {
+            println!();
+            println!(
+                "{:<34} {:>12.2} (no target; HTTP CONNECT rate / SOCKS5 rate)",
+                "HTTP CONNECT vs SOCKS5 handshakes",
+                http / socks
+            );
+        }
         println!();
         println!("{:<34} {:>12} {:>12} {:>10}", "target (burrowd = default, copy)", "measured", "target", "");
         for (name, label, a, b, target, better) in checks {
@@ -635,23 +663,46 @@ fn pin_this_thread() {
 /// Connects to `target`, through the SOCKS5 proxy at `via` when given (no authentication,
 /// IPv4 CONNECT). Each step is its own write, as a simple client does.
 fn connect(via: Option<SocketAddr>, target: SocketAddr) -> io::Result<TcpStream> {
+    connect_with(via, Handshake::Socks5, target)
+}
+
+/// How a benchmark client asks the proxy for its target.
+#[derive(Clone, Copy)]
+enum Handshake {
+    /// Greeting (no auth), then CONNECT to the IPv4 address.
+    Socks5,
+    /// `CONNECT 127.0.0.1:PORT HTTP/1.1`, read up to the end of the 200's head.
+    HttpConnect,
+}
+
+fn connect_with(via: Option<SocketAddr>, handshake: Handshake, target: SocketAddr) -> io::Result<TcpStream> {
     let mut s = TcpStream::connect(via.unwrap_or(target))?;
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(IO_TIMEOUT))?;
     s.set_write_timeout(Some(IO_TIMEOUT))?;
-    if let Some(proxy) = via {
-        let SocketAddr::V4(v4) = target else { unreachable!("targets are 127.0.0.1") };
-        // The header and the greeting in one write, as a balancer's header and its client's
-        // first bytes usually arrive.
-        let mut first = [0u8; V1_MAX_LEN + 3];
-        let mut len = 0;
-        if let (Some(&version), SocketAddr::V4(source), SocketAddr::V4(destination)) =
-            (PROXY_HEADER.get(), s.local_addr()?, proxy)
-        {
-            len = Header::Proxied { version, addresses: Addresses::V4 { source, destination } }.emit(&mut first);
+    // With --proxy-protocol, a header goes ahead of the client's first bytes, in the same
+    // write, as a balancer's header and its client's first bytes usually arrive.
+    let mut first = Vec::with_capacity(V1_MAX_LEN + 64);
+    if let (Some(&version), Some(SocketAddr::V4(destination)), SocketAddr::V4(source)) =
+        (PROXY_HEADER.get(), via, s.local_addr()?)
+    {
+        let mut header = [0u8; V1_MAX_LEN];
+        let len = Header::Proxied { version, addresses: Addresses::V4 { source, destination } }.emit(&mut header);
+        first.extend_from_slice(&header[..len]);
+    }
+    if via.is_some() && matches!(handshake, Handshake::HttpConnect) {
+        first.extend_from_slice(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes());
+        s.write_all(&first)?;
+        const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
+        let mut reply = [0u8; ESTABLISHED.len()];
+        s.read_exact(&mut reply)?;
+        if reply != ESTABLISHED {
+            return Err(io::Error::other(format!("CONNECT reply {:?}", String::from_utf8_lossy(&reply))));
         }
-        first[len..len + 3].copy_from_slice(&[5, 1, 0]);
-        s.write_all(&first[..len + 3])?;
+    } else if via.is_some() {
+        let SocketAddr::V4(v4) = target else { unreachable!("targets are 127.0.0.1") };
+        first.extend_from_slice(&[5, 1, 0]);
+        s.write_all(&first)?;
         let mut choice = [0u8; 2];
         s.read_exact(&mut choice)?;
         if choice != [5, 0] {
@@ -701,9 +752,14 @@ fn throughput(via: Option<SocketAddr>, sink: SocketAddr, streams: usize, per_str
     (per_stream * streams as u64) as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Sessions per second with 16 workers each looping connect → (greeting → CONNECT) →
-/// 1-byte echo → close for `duration`, and every session's latency.
-fn handshake_rate(via: Option<SocketAddr>, echo: SocketAddr, duration: Duration) -> (f64, Latencies) {
+/// Sessions per second with 16 workers each looping connect → (greeting → CONNECT, or an
+/// HTTP CONNECT) → 1-byte echo → close for `duration`, and every session's latency.
+fn handshake_rate(
+    via: Option<SocketAddr>,
+    handshake: Handshake,
+    echo: SocketAddr,
+    duration: Duration,
+) -> (f64, Latencies) {
     let start = Instant::now();
     let failed = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..HANDSHAKE_WORKERS)
@@ -713,7 +769,7 @@ fn handshake_rate(via: Option<SocketAddr>, echo: SocketAddr, duration: Duration)
                 let mut latencies = Vec::new();
                 while start.elapsed() < duration && latencies.len() < MAX_SESSIONS_PER_WORKER {
                     let began = Instant::now();
-                    let session = connect(via, echo).and_then(|mut s| {
+                    let session = connect_with(via, handshake, echo).and_then(|mut s| {
                         s.write_all(b"x")?;
                         let mut b = [0u8; 1];
                         s.read_exact(&mut b)

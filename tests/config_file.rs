@@ -172,7 +172,8 @@ fn check_prints_what_the_file_and_the_command_line_make_and_the_command_line_com
     assert_eq!((code, stderr.as_str()), (0, ""), "{stdout}");
     assert!(stdout.starts_with("burrowd ") && stdout.lines().next().unwrap().ends_with("the configuration is valid"));
     let services = [
-        "  socks 127.0.0.1:1080     SOCKS5 login required (2 user(s)); SOCKS4/4a refused (it carries no password)",
+        "  socks 127.0.0.1:1080     SOCKS5 login required (2 user(s)); SOCKS4/4a refused (it carries no password); \
+         HTTP login required (2 user(s))",
         "  tcp 127.0.0.1:2222       forward to 127.0.0.1:22",
     ];
     let at = stdout.lines().position(|line| line == "services:").expect("a services section");

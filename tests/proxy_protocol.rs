@@ -121,8 +121,14 @@ fn other_sources_are_served_as_ever_and_a_header_from_them_is_a_malformed_reques
     let (_proxy, proxy_addr) = start(config);
     let target = echo_server("127.0.0.1:0");
     assert_echoes(socks5_connect(proxy_addr, target), b"direct client");
-    let mut forged = connect_with("127.0.0.1", proxy_addr, &header(Version::V1, "192.0.2.7:5000", proxy_addr));
-    assert_closed_without_reply(&mut forged);
+    // A port that serves HTTP beside SOCKS takes either for the start of an HTTP request
+    // head (a v1 line's end, a v2 signature's blank lines), and a malformed one.
+    for version in [Version::V1, Version::V2] {
+        let forged = [header(version, "192.0.2.7:5000", proxy_addr), b"\r\n".to_vec()].concat();
+        let mut forged = connect_with("127.0.0.1", proxy_addr, &forged);
+        let answer = String::from_utf8_lossy(&read_to_end(&mut forged)).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{version}: {answer}");
+    }
     let mut trusted = connect_with("127.0.0.2", proxy_addr, &header(Version::V1, "192.0.2.7:5000", proxy_addr));
     socks5_login(&mut trusted, None);
     assert_eq!(socks5_request(&mut trusted, Command::Connect, &ip_target(target)).0, ReplyCode::SUCCEEDED);

@@ -5,7 +5,7 @@ use super::rules::{Cidr, RuleSource, Rules, Verdict};
 use super::service_url::{self, UrlError};
 use super::units::{parse_duration, parse_size};
 use super::users::Users;
-use super::{Config, RelayMode, ServiceSpec, Socks4Policy, SocksSpec};
+use super::{Config, HopKind, RelayMode, ServiceSpec, Socks4Policy, SocksSpec};
 use crate::config;
 use crate::wire::printable::Printable;
 use std::ffi::OsString;
@@ -37,24 +37,28 @@ pub struct Settings {
 pub fn help() -> String {
     format!(
         "\
-burrowd {version}: a SOCKS4/4a/5 proxy server and port forwarder
+burrowd {version}: a SOCKS4/4a/5 and HTTP proxy server and port forwarder
 
 Usage: burrowd [OPTIONS]
 
 Options:
-  -l, --listen ADDR:PORT       listen for SOCKS clients here; repeatable, IPv6 as [::1]:1080
+  -l, --listen ADDR:PORT       listen for SOCKS and HTTP proxy clients here (the first byte
+                               tells them apart); repeatable, IPv6 as [::1]:1080
                                (default: {listen}, unless -L is given)
-  -u, --user NAME:PASSWORD     require username/password login on --listen services and accept
-                               this user; repeatable
+  -u, --user NAME:PASSWORD     require username/password login (SOCKS5, HTTP Basic) on --listen
+                               services and accept this user; repeatable
   -L URL                       run one more service; repeatable:
-                                 socks://[USER:PASS@]HOST:PORT    SOCKS4/4a/5 server
+                                 socks://[USER:PASS@]HOST:PORT    SOCKS4/4a/5 and HTTP proxy
                                  socks5://[USER:PASS@]HOST:PORT   SOCKS5 only
+                                 http://[USER:PASS@]HOST:PORT     HTTP proxy only
                                  tcp://HOST:PORT/TARGET_HOST:TARGET_PORT
                                  udp://HOST:PORT/TARGET_HOST:TARGET_PORT?ttl=60s
                                HOST empty means all IPv4 addresses; IPv6 as [::]
-  -F socks5://[USER:PASS@]HOST:PORT
+  -F socks5://[USER:PASS@]HOST:PORT, -F http://[USER:PASS@]HOST:PORT
                                send every outbound connection through this upstream SOCKS5
-                               proxy; repeat to chain several, first given is first hop
+                               or HTTP proxy (reached with CONNECT: TCP only, so no BIND,
+                               UDP or udp:// service through it); repeat to chain several,
+                               first given is first hop
       --users FILE             read users from FILE (UTF-8, LF or CRLF, a BOM dropped): one
                                NAME:PASSWORD per line, the password the rest of the line; a
                                line blank or starting with # (after any blanks) is skipped;
@@ -78,6 +82,8 @@ Options:
                                (default: SOCKS4/4a served only when no users are configured)
       --no-socks4              refuse SOCKS4/4a: such clients are closed without a reply
                                (default: off)
+      --no-http                refuse HTTP proxy requests on --listen and socks:// services:
+                               such clients are closed without a reply (default: off)
       --max-clients N          worker threads, so sessions served at once (default: {max_clients});
                                when all are taken, a client still in its handshake is closed
                                to make room for a newcomer: the oldest of the address (or
@@ -90,8 +96,8 @@ Options:
       --queue N                clients that wait for a worker when all are busy and none can
                                make room; more are closed at once, and so is one that waits
                                longer than --handshake-timeout (default: {queue})
-      --handshake-timeout DUR  limit on the whole SOCKS negotiation, and on a queued client's
-                               wait for a worker (default: {handshake:?})
+      --handshake-timeout DUR  limit on the whole SOCKS negotiation or an HTTP client's
+                               request head, and on a queued client's wait for a worker (default: {handshake:?})
       --connect-timeout DUR    limit on each outbound connection, all of a name's addresses
                                raced within it (default: {connect:?})
       --bind-timeout DUR       limit on waiting for the incoming connection of a BIND
@@ -168,7 +174,7 @@ N is a whole number up to {max_count}.
 
 /// Flags that take no value. Every other flag takes one, so the command line can be split
 /// into flags before any is applied: the config file's are applied first.
-const NO_VALUE: [&str; 13] = [
+const NO_VALUE: [&str; 14] = [
     "-h",
     "--help",
     "-V",
@@ -181,6 +187,7 @@ const NO_VALUE: [&str; 13] = [
     "-qq",
     "--socks4",
     "--no-socks4",
+    "--no-http",
     "--check",
 ];
 
@@ -266,6 +273,7 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
     let mut url_services = Vec::new();
     let mut users = Users::default();
     let mut socks4 = None;
+    let mut http = true;
     let mut rule_sources = Vec::new();
     let mut verbosity: i8 = 0;
     let mut log_time = None;
@@ -307,6 +315,7 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
             "--status" => config.status = Some(parse_listen(&value()?).map_err(|e| format!("--status: {e}"))?),
             "--socks4" => set_socks4(&mut socks4, Socks4Policy::On, at.is_some())?,
             "--no-socks4" => set_socks4(&mut socks4, Socks4Policy::Off, at.is_some())?,
+            "--no-http" => http = false,
             "--max-clients" => config.max_clients = parse_count(&flag, &value()?, 1)?,
             "--queue" => config.queue = parse_count(&flag, &value()?, 0)?,
             "--max-clients-per-ip" => config.max_clients_per_ip = Some(parse_count(&flag, &value()?, 1)?),
@@ -351,6 +360,23 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
         .map(|addr| ServiceSpec::Socks(SocksSpec { users: users.clone(), socks4, ..SocksSpec::new(addr) }))
         .chain(url_services)
         .collect();
+    for service in &mut config.services {
+        // Only on mixed ports: an http:// service is there for HTTP.
+        if let ServiceSpec::Socks(spec) = service
+            && spec.socks5
+        {
+            spec.http &= http;
+        }
+    }
+    if let Some((index, hop)) = config.chain.iter().enumerate().find(|(_, hop)| hop.kind == HopKind::Http)
+        && let Some(udp) = config.services.iter().find(|s| matches!(s, ServiceSpec::UdpForward(_)))
+    {
+        return Err(format!(
+            "-L udp://{}: hop {} of -F ({hop}) is an HTTP proxy, which carries TCP only",
+            udp.listen_addr(),
+            index + 1
+        ));
+    }
     config.rules = Rules::load(rule_sources)?;
     Ok(Box::new(Settings { config, verbosity, log_time }))
 }
@@ -473,6 +499,30 @@ mod tests {
         assert_eq!(socks.socks4, Socks4Policy::Auto);
         assert_eq!(settings.config.udp.idle_timeout, Some(Duration::from_secs(120)));
         assert_eq!(settings.config.udp.port_range, None);
+    }
+
+    #[test]
+    fn no_http_turns_http_off_on_mixed_ports_only() {
+        let protocols = |args: &[&str]| -> Vec<(bool, bool)> {
+            let settings = run(args).unwrap();
+            let services = settings.config.services.iter();
+            services.map(|s| if let ServiceSpec::Socks(s) = s { (s.socks5, s.http) } else { panic!("{s:?}") }).collect()
+        };
+        let urls = ["-l", "127.0.0.1:0", "-L", "socks://:0", "-L", "socks5://:0", "-L", "http://:0"];
+        assert_eq!(protocols(&urls), [(true, true), (true, true), (true, false), (false, true)]);
+        let with_flag = [&urls[..], &["--no-http"]].concat();
+        assert_eq!(protocols(&with_flag), [(true, false), (true, false), (true, false), (false, true)]);
+    }
+
+    #[test]
+    fn a_udp_forward_behind_an_http_hop_is_refused_at_start() {
+        let err = run(&["-L", "udp://:0/127.0.0.1:53", "-F", "socks5://127.0.0.1:1", "-F", "http://u:pw@127.0.0.1:2"])
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "-L udp://0.0.0.0:0: hop 2 of -F (http://u@127.0.0.1:2) is an HTTP proxy, which carries TCP only"
+        );
+        assert!(run(&["-L", "tcp://:0/127.0.0.1:53", "-F", "http://127.0.0.1:2"]).is_ok());
     }
 
     #[test]

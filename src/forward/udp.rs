@@ -367,7 +367,7 @@ impl Service {
                         Ok(()) => {
                             session.touch();
                             log.down += reply.range.len() as u64;
-                            session.meter.count_datagrams(0, reply.range.len() as u64);
+                            session.meter.count_moved(0, reply.range.len() as u64);
                             *down_datagrams += 1;
                         }
                         Err(_) => session.count_drop(),
@@ -468,7 +468,7 @@ impl Session {
         match path.send(buf, at, len) {
             Ok(()) => {
                 self.up_bytes.fetch_add(len as u64, Ordering::Relaxed);
-                self.meter.count_datagrams(len as u64, 0);
+                self.meter.count_moved(len as u64, 0);
                 self.up_datagrams.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {

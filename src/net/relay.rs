@@ -714,8 +714,9 @@ impl Meter {
         counter.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// Counts what a UDP association or forward moved, which has no [`Link`].
-    pub(crate) fn count_datagrams(&self, up: u64, down: u64) {
+    /// Counts what moved outside a [`Link`]: a UDP association's or forward's datagrams,
+    /// a forwarded HTTP request and its response.
+    pub(crate) fn count_moved(&self, up: u64, down: u64) {
         self.up.fetch_add(up, Ordering::Relaxed);
         self.down.fetch_add(down, Ordering::Relaxed);
         self.last_byte.touch();

@@ -1,5 +1,5 @@
 //! Reaching a target: directly (name resolution, then each address in turn), or through
-//! the upstream SOCKS5 proxies of `-F`. Both fail with one error type, [`ConnectError`].
+//! the upstream proxies of `-F`. Both fail with one error type, [`ConnectError`].
 
 mod direct;
 pub(crate) mod upstream;
@@ -90,8 +90,12 @@ pub(crate) enum UpstreamError {
     /// It chose an authentication method we cannot use (a login we have no credentials
     /// for, or "none acceptable").
     NoAcceptableMethod(u8),
-    /// It rejected our username and password.
+    /// It rejected our username and password (an HTTP hop: 407).
     LoginRejected,
+    /// An HTTP hop answered our CONNECT with this status.
+    HttpStatus(u16),
+    /// It is an HTTP proxy, asked to carry BIND or UDP.
+    TcpOnly,
     /// It answered our request with this failure code.
     Replied(ReplyCode),
     /// Its UDP relay address is one we cannot send to.
@@ -109,6 +113,8 @@ impl fmt::Display for UpstreamError {
             UpstreamError::Unreachable(e) => write!(f, "cannot reach it: {e}"),
             UpstreamError::NoAcceptableMethod(m) => write!(f, "it chose auth method {m:#04x}, which we cannot use"),
             UpstreamError::LoginRejected => write!(f, "it rejected our username/password"),
+            UpstreamError::HttpStatus(status) => write!(f, "it answered HTTP {status}"),
+            UpstreamError::TcpOnly => write!(f, "it is an HTTP proxy, which carries TCP only (no BIND, no UDP)"),
             UpstreamError::Replied(code) => write!(f, "it replied {code}"),
             UpstreamError::BadRelayAddress(addr) => write!(f, "it named UDP relay {addr}, which we cannot use"),
             UpstreamError::UnreachableRelay { relay, from } => {

@@ -281,8 +281,18 @@ fn start_status(ctx: &Arc<Context>, workers: &Arc<WorkerPool>, listener: TcpList
 
 fn spec_summary(spec: &ServiceSpec) -> String {
     match spec {
-        ServiceSpec::Socks(socks) if !socks.users.require_login() => "SOCKS, no authentication".into(),
-        ServiceSpec::Socks(socks) => format!("SOCKS, {} user(s)", socks.users.count()),
+        ServiceSpec::Socks(socks) => {
+            let protocols = match (socks.socks5, socks.http) {
+                (true, true) => "SOCKS and HTTP",
+                (true, false) => "SOCKS",
+                (false, _) => "HTTP",
+            };
+            if socks.users.require_login() {
+                format!("{protocols}, {} user(s)", socks.users.count())
+            } else {
+                format!("{protocols}, no authentication")
+            }
+        }
         ServiceSpec::TcpForward(forward) => format!("forward to {}", forward.target),
         ServiceSpec::UdpForward(forward) => format!("udp forward to {}", forward.target),
     }

@@ -40,6 +40,8 @@ pub(crate) struct SessionLog {
     pub live: Option<Arc<Live>>,
     /// The SOCKS replies sent, as (protocol version, code), for the metrics.
     pub replies: Vec<(u8, u8)>,
+    /// The status burrowd itself answered an HTTP proxy request with, for the metrics.
+    pub http_status: Option<u16>,
 }
 
 impl SessionLog {
@@ -60,12 +62,18 @@ impl SessionLog {
             end: None,
             live: None,
             replies: Vec::new(),
+            http_status: None,
         }
     }
 
     /// Records a SOCKS reply sent: `version` 5 with its REP, or 4 with its CD.
     pub(crate) fn replied(&mut self, version: u8, code: u8) {
         self.replies.push((version, code));
+    }
+
+    /// Records the status of an HTTP reply burrowd sent (not one an origin sent).
+    pub(crate) fn replied_http(&mut self, status: u16) {
+        self.http_status = Some(status);
     }
 
     /// Shows on the live list what the session has learnt so far, as it enters `state`:

@@ -19,11 +19,16 @@ pub(crate) struct Stats {
     socks5_replies: [AtomicU64; 9],
     /// SOCKS4 replies: granted (90) and rejected (91).
     socks4_replies: [AtomicU64; 2],
+    /// HTTP replies burrowd sent, by [`HTTP_STATUSES`].
+    http_replies: [AtomicU64; HTTP_STATUSES.len()],
     udp_up: AtomicU64,
     udp_down: AtomicU64,
     /// By [`UdpDrop`].
     udp_dropped: [AtomicU64; UdpDrop::ALL.len()],
 }
+
+/// The statuses burrowd answers HTTP proxy requests with.
+pub(crate) const HTTP_STATUSES: [u16; 7] = [200, 400, 403, 407, 431, 502, 504];
 
 /// Why a client was closed at once, without a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +142,7 @@ pub(crate) struct Counters {
     pub reclaimed: u64,
     pub socks5_replies: Vec<(u8, u64)>,
     pub socks4_replies: Vec<(u8, u64)>,
+    pub http_replies: Vec<(u16, u64)>,
     pub bytes_up: u64,
     pub bytes_down: u64,
     pub udp_up: u64,
@@ -212,6 +218,9 @@ impl Stats {
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
+        if let Some(at) = log.http_status.and_then(|status| HTTP_STATUSES.iter().position(|&s| s == status)) {
+            self.http_replies[at].fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(udp) = &log.udp {
             self.udp_up.fetch_add(udp.up.datagrams, Ordering::Relaxed);
             self.udp_down.fetch_add(udp.down.datagrams, Ordering::Relaxed);
@@ -233,6 +242,7 @@ impl Stats {
             reclaimed: load(&self.reclaimed),
             socks5_replies: (0..9u8).map(|code| (code, load(&self.socks5_replies[usize::from(code)]))).collect(),
             socks4_replies: vec![(90, load(&self.socks4_replies[0])), (91, load(&self.socks4_replies[1]))],
+            http_replies: HTTP_STATUSES.iter().zip(&self.http_replies).map(|(&s, n)| (s, load(n))).collect(),
             bytes_up: load(&self.bytes_up),
             bytes_down: load(&self.bytes_down),
             udp_up: load(&self.udp_up),

@@ -94,6 +94,7 @@ pub(super) fn socks5_code(failure: &Failure) -> ReplyCode {
 fn upstream_code(failure: &UpstreamFailure) -> ReplyCode {
     match failure.error {
         UpstreamError::Replied(code) if failure.for_target && (2..=8).contains(&code.0) => code,
+        UpstreamError::TcpOnly => ReplyCode::COMMAND_NOT_SUPPORTED,
         _ => ReplyCode::GENERAL_FAILURE,
     }
 }
@@ -155,6 +156,8 @@ mod tests {
             (upstream_failure(false, UpstreamError::Replied(ReplyCode::CONNECTION_REFUSED)), 1),
             (upstream_failure(true, UpstreamError::LoginRejected), 1),
             (upstream_failure(true, UpstreamError::NoAcceptableMethod(0xff)), 1),
+            (upstream_failure(false, UpstreamError::TcpOnly), 7),
+            (upstream_failure(true, UpstreamError::HttpStatus(403)), 1),
         ];
         for (failure, code) in table {
             assert_eq!(socks5_code(&failure), ReplyCode(code), "{failure}");

@@ -1,5 +1,5 @@
-//! A SOCKS listener's clients: the first byte picks SOCKS5 ([`v5`]) or SOCKS4/4a
-//! ([`v4`]); their commands (CONNECT in [`connect`], [`bind`], [`udp_associate`]) and the
+//! A proxy listener's clients: the first byte picks SOCKS5 ([`v5`]), SOCKS4/4a ([`v4`])
+//! or, for anything else, an HTTP proxy request ([`crate::http`]); the SOCKS commands (CONNECT in [`connect`], [`bind`], [`udp_associate`]) and the
 //! reply a failure earns ([`failure`]) are here too.
 
 mod bind;
@@ -11,6 +11,7 @@ mod v5;
 
 use crate::config::SocksSpec;
 use crate::config::rules::RuleTable;
+use crate::http;
 use crate::net::admission::Waiting;
 use crate::net::negotiation::{Negotiation, close_after_reply};
 use crate::net::sockopt;
@@ -62,8 +63,10 @@ fn negotiate_socks(
         }
     };
     match negotiation.peek_first_byte() {
-        Ok(v5::VERSION) => v5::serve(ctx, spec, negotiation, access, log),
-        Ok(v4::VERSION) => v4::serve(ctx, spec, negotiation, access, log),
+        Ok(v5::VERSION) if spec.socks5 => v5::serve(ctx, spec, negotiation, access, log),
+        Ok(v4::VERSION) if spec.socks5 => v4::serve(ctx, spec, negotiation, access, log),
+        // Any other byte begins an HTTP/1.x request (on an http:// service, any byte).
+        Ok(_) if spec.http => http::serve(ctx, spec, negotiation, access, log),
         Ok(other) => {
             log.end = Some(End::NotSocks(other));
             // No reply, since there is no protocol to word one in; a clean FIN still

@@ -407,7 +407,7 @@ impl ClientSide {
         }
         if self.traffic.datagrams != before {
             self.shared.activity.touch();
-            self.shared.meter.count_datagrams(self.traffic.bytes - bytes_before, 0);
+            self.shared.meter.count_moved(self.traffic.bytes - bytes_before, 0);
         }
     }
 
@@ -545,7 +545,7 @@ impl TargetReplies {
             });
             if !out.is_empty() {
                 self.shared.activity.touch();
-                self.shared.meter.count_datagrams(0, traffic.bytes - bytes_before);
+                self.shared.meter.count_moved(0, traffic.bytes - bytes_before);
             }
             out.clear();
         }

@@ -10,6 +10,8 @@
 //! Parsing untrusted bytes never panics: lengths are checked before any index.
 
 pub mod addr;
+pub mod base64;
+pub mod http;
 pub mod printable;
 pub mod proxy_header;
 pub mod socks4;
@@ -41,9 +43,13 @@ pub enum Error {
     /// a label over 63 bytes. Never resolved, since rules could not judge what a resolver
     /// would make of it.
     NotAHostName,
-    /// A variable-length field longer than its bound (SOCKS4 USERID or host name, a
-    /// PROXY v1 line).
+    /// A variable-length field longer than its bound (SOCKS4 USERID or host name, an
+    /// HTTP head, a PROXY v1 line).
     FieldTooLong,
+    /// Text that is not valid base64.
+    BadEncoding,
+    /// An HTTP head or chunked body that breaks RFC 9112; says which rule.
+    BadHttp(&'static str),
     /// The bytes begin neither PROXY header's signature.
     NotProxyHeader,
     /// A PROXY v1 line that is not `PROXY TCP4|TCP6 SRC DST SPORT DPORT` or `PROXY UNKNOWN`
@@ -65,6 +71,8 @@ impl fmt::Display for Error {
             Error::BadDomain => write!(f, "domain name empty"),
             Error::NotAHostName => write!(f, "domain name is not a host name"),
             Error::FieldTooLong => write!(f, "field longer than allowed"),
+            Error::BadEncoding => write!(f, "bad base64"),
+            Error::BadHttp(why) => write!(f, "bad HTTP: {why}"),
             Error::NotProxyHeader => write!(f, "no PROXY protocol header"),
             Error::BadProxyLine => write!(f, "malformed PROXY v1 line"),
             Error::BadTlv => write!(f, "PROXY v2 TLV runs past the header"),

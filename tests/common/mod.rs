@@ -53,6 +53,16 @@ pub fn with_socks4(mut config: Config, policy: Socks4Policy) -> Config {
     config
 }
 
+/// Turns HTTP off on every mixed service in `config`, as `--no-http` does.
+pub fn without_http(mut config: Config) -> Config {
+    for service in &mut config.services {
+        if let ServiceSpec::Socks(socks) = service {
+            socks.http = false;
+        }
+    }
+    config
+}
+
 /// A TCP server on `bind` running `handle` for each connection on its own thread.
 pub fn serve_tcp(bind: &str, handle: impl Fn(TcpStream) + Send + Sync + Clone + 'static) -> SocketAddr {
     let listener = t!(TcpListener::bind(bind));
