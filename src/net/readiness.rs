@@ -1,11 +1,13 @@
-//! Waiting until a listener has a connection to accept or a stream has something to read,
-//! whichever comes first: poll(2), WSAPoll on Windows. std and socket2 wrap neither, and
-//! sleeping between looks instead is only as fine as the system's timer tick: 1 ms on Linux,
-//! about 15.6 ms by default on Windows.
+//! Waiting with poll(2), WSAPoll on Windows: until a listener has a connection to accept or
+//! a stream has something to read, whichever comes first; or until one of several
+//! non-blocking connects has ended. std and socket2 wrap neither call, and sleeping between
+//! looks instead is only as fine as the system's timer tick: 1 ms on Linux, about 15.6 ms
+//! by default on Windows.
 //!
 //! One of the modules allowed unsafe code: the two calls have no safe wrapper.
 #![allow(unsafe_code)] // poll and WSAPoll have no safe wrapper in std or socket2
 
+use socket2::Socket;
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
@@ -21,14 +23,35 @@ pub(crate) enum Watched<'a> {
 /// given) has data, a close or an error to read, or `timeout` passes. An interrupted wait
 /// returns early too: the caller looks at both sockets and waits again.
 pub(crate) fn wait_readable(watched: Watched<'_>, stream: Option<&TcpStream>, timeout: Duration) -> io::Result<()> {
-    // Rounded up, so a wait of less than a millisecond is not a look without waiting.
-    let millis = i32::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
-    sys::poll(watched, stream, millis)
+    sys::poll(watched, stream, millis(timeout))
+}
+
+/// Where a non-blocking connect stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Connect {
+    Pending,
+    Connected,
+    /// Refused, unreachable, or otherwise over; the socket's pending error says why.
+    Failed,
+}
+
+/// Blocks until at least one of `connecting` (sockets whose non-blocking connect is under
+/// way) has connected or failed, or `timeout` passes; says where each stands, in order.
+/// An interrupted wait returns early, with every connect pending.
+pub(crate) fn wait_connects(connecting: &[&Socket], timeout: Duration) -> io::Result<Vec<Connect>> {
+    sys::poll_connects(connecting, millis(timeout))
+}
+
+/// A timeout in poll's milliseconds, rounded up so that a wait of less than a millisecond
+/// is not a look without waiting.
+fn millis(timeout: Duration) -> i32 {
+    i32::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
 }
 
 #[cfg(unix)]
 mod sys {
-    use super::Watched;
+    use super::{Connect, Watched};
+    use socket2::Socket;
     use std::io;
     use std::net::TcpStream;
     use std::os::fd::AsRawFd;
@@ -51,11 +74,34 @@ mod sys {
         }
         Ok(())
     }
+
+    pub(super) fn poll_connects(sockets: &[&Socket], millis: i32) -> io::Result<Vec<Connect>> {
+        let mut fds: Vec<_> =
+            sockets.iter().map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLOUT, revents: 0 }).collect();
+        let count = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
+        // SAFETY: `fds` is a live array of `count` initialised pollfd entries, which poll
+        // only reads and writes `revents` of; the descriptors are borrowed, so open.
+        if unsafe { libc::poll(fds.as_mut_ptr(), count, millis) } < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        Ok(fds
+            .iter()
+            .map(|fd| match fd.revents {
+                r if r & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 => Connect::Failed,
+                r if r & libc::POLLOUT != 0 => Connect::Connected,
+                _ => Connect::Pending,
+            })
+            .collect())
+    }
 }
 
 #[cfg(windows)]
 mod sys {
-    use super::Watched;
+    use super::{Connect, Watched};
+    use socket2::Socket;
     use std::io;
     use std::net::TcpStream;
     use std::os::windows::io::AsRawSocket;
@@ -71,6 +117,11 @@ mod sys {
     /// Normal data to read, or a connection to accept; the only input event WSAPoll takes
     /// for these sockets (it refuses POLLPRI).
     const POLLRDNORM: i16 = 0x0100;
+    /// Writable: for a connecting socket, connected.
+    const POLLWRNORM: i16 = 0x0010;
+    const POLLERR: i16 = 0x0001;
+    const POLLHUP: i16 = 0x0002;
+    const POLLNVAL: i16 = 0x0004;
 
     #[link(name = "ws2_32")]
     unsafe extern "system" {
@@ -91,6 +142,29 @@ mod sys {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    /// Windows before 10 2004 does not report a refused connect to WSAPoll at all; such an
+    /// attempt then stays pending until the race's deadline.
+    pub(super) fn poll_connects(sockets: &[&Socket], millis: i32) -> io::Result<Vec<Connect>> {
+        let mut fds: Vec<_> = sockets
+            .iter()
+            .map(|s| WsaPollFd { fd: s.as_raw_socket() as usize, events: POLLWRNORM, revents: 0 })
+            .collect();
+        let count = u32::try_from(fds.len()).unwrap_or(u32::MAX);
+        // SAFETY: `fds` is a live array of `count` initialised WSAPOLLFD entries, which
+        // WSAPoll only reads and writes `revents` of; the sockets are borrowed, so open.
+        if unsafe { WSAPoll(fds.as_mut_ptr(), count, millis) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(fds
+            .iter()
+            .map(|fd| match fd.revents {
+                r if r & (POLLERR | POLLHUP | POLLNVAL) != 0 => Connect::Failed,
+                r if r & POLLWRNORM != 0 => Connect::Connected,
+                _ => Connect::Pending,
+            })
+            .collect())
     }
 }
 

@@ -433,6 +433,8 @@ struct Ends {
     /// The first reason only: once a limit or a peer's error has shut the sockets down,
     /// what the other direction sees of that shutdown is not news.
     cut: Option<RelayEnd>,
+    /// Threads waiting on `changed`: a notify with none costs a system call for nothing.
+    waiting: u8,
 }
 
 /// Reports a direction done when dropped, so that even a panicking copy (caught by the
@@ -567,7 +569,9 @@ impl Link {
         }
         let mut ends = self.lock();
         ends.copied[dir.index()] = Some(copied);
-        self.changed.notify_all();
+        if ends.waiting > 0 {
+            self.changed.notify_all();
+        }
         while fin && ends.copied[open.index()].is_none() && ends.cut.is_none() {
             let wait = if self.progress.is_writing(open) {
                 self.limits.half_close
@@ -581,7 +585,7 @@ impl Link {
                 }
                 self.limits.half_close.saturating_sub(still)
             };
-            ends = self.changed.wait_timeout(ends, wait).unwrap_or_else(|p| p.into_inner()).0;
+            ends = self.wait(ends, Some(wait));
         }
     }
 
@@ -594,8 +598,19 @@ impl Link {
                 let end = ends.cut.take().unwrap_or(RelayEnd::Closed);
                 return RelayOutcome { up, down, end };
             }
-            ends = self.changed.wait(ends).unwrap_or_else(|p| p.into_inner());
+            ends = self.wait(ends, None);
         }
+    }
+
+    /// Waits for the other direction's news, or `timeout`.
+    fn wait<'a>(&self, mut ends: MutexGuard<'a, Ends>, timeout: Option<Duration>) -> MutexGuard<'a, Ends> {
+        ends.waiting += 1;
+        let mut ends = match timeout {
+            Some(timeout) => self.changed.wait_timeout(ends, timeout).unwrap_or_else(|p| p.into_inner()).0,
+            None => self.changed.wait(ends).unwrap_or_else(|p| p.into_inner()),
+        };
+        ends.waiting -= 1;
+        ends
     }
 }
 
