@@ -203,11 +203,13 @@ mod tests {
     /// Connects to `addr` the way the race does, waiting as long as it takes.
     fn connect(addr: SocketAddr, opts: &SocketOptions) -> io::Result<TcpStream> {
         let (socket, at_once) = start_connect(addr, opts)?;
-        while !at_once {
-            match crate::net::readiness::wait_connects(&[&socket], Duration::from_secs(5))?[0] {
-                Connect::Pending => {}
-                Connect::Connected => break,
-                Connect::Failed => return Err(connect_error(&socket)),
+        if !at_once {
+            loop {
+                match crate::net::readiness::wait_connects(&[&socket], Duration::from_secs(5))?[0] {
+                    Connect::Pending => {}
+                    Connect::Connected => break,
+                    Connect::Failed => return Err(connect_error(&socket)),
+                }
             }
         }
         connected(socket)
