@@ -249,7 +249,11 @@ impl Relayer {
         let mut bytes = 0;
         match self.copy_until_fin(dir, link, &mut bytes) {
             Ok(()) => {
-                let _ = link.sockets(dir).1.shutdown(Shutdown::Write);
+                // After the other direction's FIN the session ends with this one, and the
+                // close that follows at once sends this FIN: a shutdown would be one more call.
+                if !link.closed(dir.other()) {
+                    let _ = link.sockets(dir).1.shutdown(Shutdown::Write);
+                }
                 // The FIN is news too: the half-close timeout counts from it, not from the
                 // last byte before it.
                 link.progress.moved.last_byte.touch();
@@ -524,7 +528,7 @@ impl Link {
     /// After `dir` waited a whole read or write timeout for nothing: the session's end if
     /// a limit has passed.
     fn limit_passed(&self, dir: Direction, stall: Stall) -> Option<RelayEnd> {
-        let half_closed = matches!(self.lock().copied[dir.other().index()], Some(Copied { fin: true, .. }));
+        let half_closed = self.closed(dir.other());
         self.expired_limit(self.progress.still_for(), half_closed, dir, stall)
     }
 
@@ -543,6 +547,11 @@ impl Link {
             .filter(|(limit, _)| still >= *limit)
             .min_by_key(|(limit, _)| *limit)
             .map(|(_, end)| end)
+    }
+
+    /// Whether `dir` has ended with its FIN passed on.
+    fn closed(&self, dir: Direction) -> bool {
+        matches!(self.lock().copied[dir.index()], Some(Copied { fin: true, .. }))
     }
 
     /// Ends the session for `end`, unless something ended it first.
@@ -569,7 +578,16 @@ impl Link {
         }
         let mut ends = self.lock();
         ends.copied[dir.index()] = Some(copied);
-        if ends.waiting > 0 {
+        let news_for = ends.waiting > 0;
+        if !(fin && ends.copied[open.index()].is_none() && ends.cut.is_none()) {
+            // Woken after the lock is let go, the waiter does not block on it at once.
+            drop(ends);
+            if news_for {
+                self.changed.notify_all();
+            }
+            return;
+        }
+        if news_for {
             self.changed.notify_all();
         }
         while fin && ends.copied[open.index()].is_none() && ends.cut.is_none() {
