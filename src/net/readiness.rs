@@ -26,20 +26,40 @@ pub(crate) fn wait_readable(watched: Watched<'_>, stream: Option<&TcpStream>, ti
     sys::poll(watched, stream, millis(timeout))
 }
 
-/// Where a non-blocking connect stands.
+/// How a non-blocking connect ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Connect {
-    Pending,
     Connected,
     /// Refused, unreachable, or otherwise over; the socket's pending error says why.
     Failed,
 }
 
-/// Blocks until at least one of `connecting` (sockets whose non-blocking connect is under
-/// way) has connected or failed, or `timeout` passes; says where each stands, in order.
-/// An interrupted wait returns early, with every connect pending.
-pub(crate) fn wait_connects(connecting: &[&Socket], timeout: Duration) -> io::Result<Vec<Connect>> {
-    sys::poll_connects(connecting, millis(timeout))
+/// Connects watched at once without allocating: a race rarely runs more.
+const ON_STACK: usize = 8;
+
+/// Blocks until one of `connecting` (each with a non-blocking connect under way on the
+/// socket `socket` gives for it) has connected or failed, or `timeout` passes. Returns
+/// the first that connected, else the first that failed; `None` if the wait ended with
+/// every connect still under way (the timeout, or a signal).
+pub(crate) fn wait_connects<T>(
+    connecting: &[T],
+    socket: impl Fn(&T) -> &Socket,
+    timeout: Duration,
+) -> io::Result<Option<(usize, Connect)>> {
+    let mut on_stack = [sys::UNWATCHED; ON_STACK];
+    let mut on_heap = Vec::new();
+    let fds = if connecting.len() <= ON_STACK {
+        &mut on_stack[..connecting.len()]
+    } else {
+        on_heap.resize(connecting.len(), sys::UNWATCHED);
+        &mut on_heap[..]
+    };
+    for (fd, item) in fds.iter_mut().zip(connecting) {
+        *fd = sys::watch_connect(socket(item));
+    }
+    sys::poll_all(fds, millis(timeout))?;
+    let first = |wanted| fds.iter().position(|fd| sys::connect_ended(fd) == Some(wanted)).map(|i| (i, wanted));
+    Ok(first(Connect::Connected).or_else(|| first(Connect::Failed)))
 }
 
 /// A timeout in poll's milliseconds, rounded up so that a wait of less than a millisecond
@@ -64,7 +84,29 @@ mod sys {
         };
         let mut fds = [watch(first), watch(stream.map_or(-1, AsRawFd::as_raw_fd))];
         let count = if stream.is_some() { 2 } else { 1 };
-        // SAFETY: `fds` is a live array of `count` initialised pollfd entries, which poll
+        poll_all(&mut fds[..count], millis)
+    }
+
+    pub(super) type PollFd = libc::pollfd;
+
+    pub(super) const UNWATCHED: PollFd = libc::pollfd { fd: -1, events: 0, revents: 0 };
+
+    pub(super) fn watch_connect(socket: &Socket) -> PollFd {
+        libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLOUT, revents: 0 }
+    }
+
+    pub(super) fn connect_ended(fd: &PollFd) -> Option<Connect> {
+        match fd.revents {
+            r if r & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 => Some(Connect::Failed),
+            r if r & libc::POLLOUT != 0 => Some(Connect::Connected),
+            _ => None,
+        }
+    }
+
+    /// An interrupted wait returns as if nothing happened.
+    pub(super) fn poll_all(fds: &mut [PollFd], millis: i32) -> io::Result<()> {
+        let count = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
+        // SAFETY: `fds` is a live slice of `count` initialised pollfd entries, which poll
         // only reads and writes `revents` of; the descriptors are borrowed, so open.
         if unsafe { libc::poll(fds.as_mut_ptr(), count, millis) } < 0 {
             let e = io::Error::last_os_error();
@@ -73,28 +115,6 @@ mod sys {
             }
         }
         Ok(())
-    }
-
-    pub(super) fn poll_connects(sockets: &[&Socket], millis: i32) -> io::Result<Vec<Connect>> {
-        let mut fds: Vec<_> =
-            sockets.iter().map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLOUT, revents: 0 }).collect();
-        let count = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
-        // SAFETY: `fds` is a live array of `count` initialised pollfd entries, which poll
-        // only reads and writes `revents` of; the descriptors are borrowed, so open.
-        if unsafe { libc::poll(fds.as_mut_ptr(), count, millis) } < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-        Ok(fds
-            .iter()
-            .map(|fd| match fd.revents {
-                r if r & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 => Connect::Failed,
-                r if r & libc::POLLOUT != 0 => Connect::Connected,
-                _ => Connect::Pending,
-            })
-            .collect())
     }
 }
 
@@ -108,7 +128,8 @@ mod sys {
 
     /// WSAPOLLFD from winsock2.h.
     #[repr(C)]
-    struct WsaPollFd {
+    #[derive(Clone, Copy)]
+    pub(super) struct WsaPollFd {
         fd: usize,
         events: i16,
         revents: i16,
@@ -136,35 +157,35 @@ mod sys {
         };
         let mut fds = [watch(first), watch(stream.map_or(0, AsRawSocket::as_raw_socket))];
         let count = if stream.is_some() { 2 } else { 1 };
-        // SAFETY: `fds` is a live array of `count` initialised WSAPOLLFD entries, which
+        poll_all(&mut fds[..count], millis)
+    }
+
+    pub(super) type PollFd = WsaPollFd;
+
+    pub(super) const UNWATCHED: PollFd = WsaPollFd { fd: usize::MAX, events: 0, revents: 0 };
+
+    pub(super) fn watch_connect(socket: &Socket) -> PollFd {
+        WsaPollFd { fd: socket.as_raw_socket() as usize, events: POLLWRNORM, revents: 0 }
+    }
+
+    /// Windows before 10 2004 does not report a refused connect to WSAPoll at all; such an
+    /// attempt then stays under way until the race's deadline.
+    pub(super) fn connect_ended(fd: &PollFd) -> Option<Connect> {
+        match fd.revents {
+            r if r & (POLLERR | POLLHUP | POLLNVAL) != 0 => Some(Connect::Failed),
+            r if r & POLLWRNORM != 0 => Some(Connect::Connected),
+            _ => None,
+        }
+    }
+
+    pub(super) fn poll_all(fds: &mut [PollFd], millis: i32) -> io::Result<()> {
+        let count = u32::try_from(fds.len()).unwrap_or(u32::MAX);
+        // SAFETY: `fds` is a live slice of `count` initialised WSAPOLLFD entries, which
         // WSAPoll only reads and writes `revents` of; the sockets are borrowed, so open.
         if unsafe { WSAPoll(fds.as_mut_ptr(), count, millis) } < 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
-    }
-
-    /// Windows before 10 2004 does not report a refused connect to WSAPoll at all; such an
-    /// attempt then stays pending until the race's deadline.
-    pub(super) fn poll_connects(sockets: &[&Socket], millis: i32) -> io::Result<Vec<Connect>> {
-        let mut fds: Vec<_> = sockets
-            .iter()
-            .map(|s| WsaPollFd { fd: s.as_raw_socket() as usize, events: POLLWRNORM, revents: 0 })
-            .collect();
-        let count = u32::try_from(fds.len()).unwrap_or(u32::MAX);
-        // SAFETY: `fds` is a live array of `count` initialised WSAPOLLFD entries, which
-        // WSAPoll only reads and writes `revents` of; the sockets are borrowed, so open.
-        if unsafe { WSAPoll(fds.as_mut_ptr(), count, millis) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(fds
-            .iter()
-            .map(|fd| match fd.revents {
-                r if r & (POLLERR | POLLHUP | POLLNVAL) != 0 => Connect::Failed,
-                r if r & POLLWRNORM != 0 => Connect::Connected,
-                _ => Connect::Pending,
-            })
-            .collect())
     }
 }
 
@@ -195,6 +216,34 @@ mod tests {
         let started = Instant::now();
         wait_readable(Watched::Listener(&listener), Some(&ours), Duration::from_millis(50)).unwrap();
         assert!(started.elapsed() >= Duration::from_millis(45), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_connect_that_ends_is_reported_and_a_connected_one_first() {
+        use socket2::{Domain, Type};
+        let start = |addr: std::net::SocketAddr| {
+            let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            socket.set_nonblocking(true).unwrap();
+            let _ = socket.connect(&addr.into());
+            socket
+        };
+        let until_ended = |sockets: &[&Socket]| {
+            let started = Instant::now();
+            loop {
+                if let Some(ended) = wait_connects(sockets, |s| s, Duration::from_secs(5)).unwrap() {
+                    return ended;
+                }
+                assert!(started.elapsed() < Duration::from_secs(10), "no connect ended");
+            }
+        };
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let refused = start(closed);
+        assert_eq!(until_ended(&[&refused]), (0, Connect::Failed));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let good = start(listener.local_addr().unwrap());
+        // Both have ended (loopback answers at once): the connected one is reported.
+        assert_eq!(until_ended(&[&good]), (0, Connect::Connected));
+        assert_eq!(until_ended(&[&refused, &good]), (1, Connect::Connected));
     }
 
     #[test]

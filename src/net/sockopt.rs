@@ -205,10 +205,10 @@ mod tests {
         let (socket, at_once) = start_connect(addr, opts)?;
         if !at_once {
             loop {
-                match crate::net::readiness::wait_connects(&[&socket], Duration::from_secs(5))?[0] {
-                    Connect::Pending => {}
-                    Connect::Connected => break,
-                    Connect::Failed => return Err(connect_error(&socket)),
+                match crate::net::readiness::wait_connects(&[&socket], |s| s, Duration::from_secs(5))? {
+                    None => {}
+                    Some((_, Connect::Connected)) => break,
+                    Some((_, Connect::Failed)) => return Err(connect_error(&socket)),
                 }
             }
         }

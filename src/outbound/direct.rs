@@ -148,18 +148,19 @@ fn race(order: &[SocketAddr], timeout: Duration, opts: &SocketOptions) -> Result
             break;
         }
         let wake = if waiting.len() > 0 { next_start.min(deadline) } else { deadline };
-        let sockets: Vec<&Socket> = running.iter().map(|attempt| &attempt.socket).collect();
-        let stands = readiness::wait_connects(&sockets, wake - now)
-            .map_err(|error| ConnectError::Connect { addr: running[0].addr, error })?;
-        // Connected first: a winner closes every other attempt, failed or not.
-        if let Some(won) = stands.iter().position(|stand| *stand == Connect::Connected) {
-            let Attempt { addr, socket } = running.swap_remove(won);
-            return connected(socket, addr);
-        }
-        for failed in (0..stands.len()).rev().filter(|&i| stands[i] == Connect::Failed) {
-            let Attempt { addr, socket } = running.remove(failed);
-            last_error = Some(ConnectError::Connect { addr, error: sockopt::connect_error(&socket) });
-            next_start = Instant::now();
+        match readiness::wait_connects(&running, |attempt| &attempt.socket, wake - now) {
+            // A winner closes every other attempt.
+            Ok(Some((won, Connect::Connected))) => {
+                let Attempt { addr, socket } = running.swap_remove(won);
+                return connected(socket, addr);
+            }
+            Ok(Some((failed, Connect::Failed))) => {
+                let Attempt { addr, socket } = running.remove(failed);
+                last_error = Some(ConnectError::Connect { addr, error: sockopt::connect_error(&socket) });
+                next_start = Instant::now();
+            }
+            Ok(None) => {}
+            Err(error) => return Err(ConnectError::Connect { addr: running[0].addr, error }),
         }
     }
     match running.first() {
