@@ -213,7 +213,7 @@ fn main() {
                 // The same loop to an IPv4 literal, then to `localhost` (two addresses).
                 for (dest, first) in [(Dest::Ip(servers.echo), 0), (Dest::Localhost(servers.echo.port()), 4)] {
                     let cpu_before = proxy.as_ref().map(Proxy::cpu_seconds);
-                    let (rate, latencies) = handshake_rate(via, dest, opts.handshake_time);
+                    let (rate, latencies) = handshake_rate(via, Handshake::Socks5, dest, opts.handshake_time);
                     let cpu = proxy.as_ref().zip(cpu_before).map(|(p, before)| p.cpu_seconds() - before);
                     figures[first].push(rate);
                     if first == 0 {
@@ -224,6 +224,24 @@ fn main() {
                         figures[first + if first == 0 { 3 } else { 1 }].push(latencies.0.len() as f64 / cpu);
                     }
                 }
+            }
+            figures
+        });
+        // The same loop through the HTTP side of burrowd's port: CONNECT, 200, echo.
+        let labels = ["HTTP CONNECT sessions/s", "HTTP CONNECT latency p50 us", "HTTP CONNECT latency p99 us"];
+        table.rows(&labels, |route| {
+            let mut figures = vec![Samples::default(); 3];
+            if !matches!(route, Some(ProxyKind::Burrowd(_))) {
+                return figures;
+            }
+            let proxy = route.as_ref().map(|k| Proxy::start(k, false));
+            let via = proxy.as_ref().map(|p| p.addr);
+            for _ in 0..opts.runs {
+                let (rate, latencies) =
+                    handshake_rate(via, Handshake::HttpConnect, Dest::Ip(servers.echo), opts.handshake_time);
+                figures[0].push(rate);
+                figures[1].push(latencies.percentile(0.5));
+                figures[2].push(latencies.percentile(0.99));
             }
             figures
         });
@@ -437,6 +455,17 @@ impl Table {
             ("UDP packets/s vs direct", "UDP 64B packets/s, window 64", "burrowd", "direct", 0.5, Higher),
             ("UDP packets lost", "UDP packets lost", "burrowd", "", 0.0, Lower),
         ];
+        let copy = ProxyKind::Burrowd("copy").name();
+        let http_vs_socks =
+            self.median("HTTP CONNECT sessions/s", &copy).zip(self.median("handshake sessions/s", &copy));
+        if let Some((http, socks)) = http_vs_socks {
+            println!();
+            println!(
+                "{:<42} {:>12.2} (no target; HTTP CONNECT rate / SOCKS5 rate)",
+                "HTTP CONNECT vs SOCKS5 handshakes",
+                http / socks
+            );
+        }
         println!();
         println!("{:<42} {:>12} {:>12} {:>10}", "target (burrowd = default, copy)", "measured", "target", "");
         for (name, label, a, b, target, better) in checks {
@@ -715,17 +744,35 @@ impl Dest {
 /// Connects to `target`, through the SOCKS5 proxy at `via` when given (no authentication,
 /// IPv4 CONNECT). Each step is its own write, as a simple client does.
 fn connect(via: Option<SocketAddr>, target: SocketAddr) -> io::Result<TcpStream> {
-    connect_to(via, Dest::Ip(target))
+    connect_with(via, Handshake::Socks5, Dest::Ip(target))
 }
 
-/// Connects to `dest`, through the SOCKS5 proxy at `via` when given (no authentication;
-/// an IPv4 or a name CONNECT). Each step is its own write, as a simple client does.
-fn connect_to(via: Option<SocketAddr>, dest: Dest) -> io::Result<TcpStream> {
-    let mut s = TcpStream::connect(via.unwrap_or(dest.direct()))?;
+/// How a benchmark client asks the proxy for its target.
+#[derive(Clone, Copy)]
+enum Handshake {
+    /// Greeting (no auth), then CONNECT to the IPv4 address or the name.
+    Socks5,
+    /// `CONNECT 127.0.0.1:PORT HTTP/1.1`, read up to the end of the 200's head.
+    HttpConnect,
+}
+
+/// Connects to `dest`, through the proxy at `via` when given, asking for it as `handshake`
+/// says. Each step is its own write, as a simple client does.
+fn connect_with(via: Option<SocketAddr>, handshake: Handshake, dest: Dest) -> io::Result<TcpStream> {
+    let target = dest.direct();
+    let mut s = TcpStream::connect(via.unwrap_or(target))?;
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(IO_TIMEOUT))?;
     s.set_write_timeout(Some(IO_TIMEOUT))?;
-    if via.is_some() {
+    if via.is_some() && matches!(handshake, Handshake::HttpConnect) {
+        write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n")?;
+        const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
+        let mut reply = [0u8; ESTABLISHED.len()];
+        s.read_exact(&mut reply)?;
+        if reply != ESTABLISHED {
+            return Err(io::Error::other(format!("CONNECT reply {:?}", String::from_utf8_lossy(&reply))));
+        }
+    } else if via.is_some() {
         s.write_all(&[5, 1, 0])?;
         let mut choice = [0u8; 2];
         s.read_exact(&mut choice)?;
@@ -788,9 +835,9 @@ fn throughput(via: Option<SocketAddr>, sink: SocketAddr, streams: usize, per_str
     (per_stream * streams as u64) as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Sessions per second with 16 workers each looping connect → (greeting → CONNECT) →
-/// 1-byte echo → close for `duration`, and every session's latency.
-fn handshake_rate(via: Option<SocketAddr>, echo: Dest, duration: Duration) -> (f64, Latencies) {
+/// Sessions per second with 16 workers each looping connect → (greeting → CONNECT, or an
+/// HTTP CONNECT) → 1-byte echo → close for `duration`, and every session's latency.
+fn handshake_rate(via: Option<SocketAddr>, handshake: Handshake, echo: Dest, duration: Duration) -> (f64, Latencies) {
     let start = Instant::now();
     let failed = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..HANDSHAKE_WORKERS)
@@ -800,7 +847,7 @@ fn handshake_rate(via: Option<SocketAddr>, echo: Dest, duration: Duration) -> (f
                 let mut latencies = Vec::new();
                 while start.elapsed() < duration && latencies.len() < MAX_SESSIONS_PER_WORKER {
                     let began = Instant::now();
-                    let session = connect_to(via, echo).and_then(|mut s| {
+                    let session = connect_with(via, handshake, echo).and_then(|mut s| {
                         s.write_all(b"x")?;
                         let mut b = [0u8; 1];
                         s.read_exact(&mut b)
@@ -915,7 +962,7 @@ fn straced_run(kind: &ProxyKind, dest: Dest, sessions: usize) -> Option<Vec<(Str
     let wrapper = ["strace", "-f", "-c", "-o"].map(String::from).into_iter().chain([file.display().to_string()]);
     let mut proxy = Proxy::start_under(kind, &wrapper.collect::<Vec<_>>());
     for _ in 0..sessions {
-        let session = connect_to(Some(proxy.addr), dest).and_then(|mut s| s.read(&mut [0u8; 1]));
+        let session = connect_with(Some(proxy.addr), Handshake::Socks5, dest).and_then(|mut s| s.read(&mut [0u8; 1]));
         if let Err(e) = session {
             eprintln!("{} under strace: {e}", kind.name());
             return None;

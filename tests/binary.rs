@@ -5,9 +5,9 @@ mod common;
 use burrowd::wire::socks5::{self, ReplyCode};
 use common::*;
 use std::cell::RefCell;
-use std::io::{BufRead, BufReader};
-#[cfg(unix)] // only the tests that stop it by signal talk through it
-use std::io::{Read, Write};
+#[cfg(unix)] // only the tests that stop it by signal read through it
+use std::io::Read;
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -253,13 +253,48 @@ fn a_domain_name_cannot_forge_a_log_line() {
     let proxy = spawn(&[]);
     let mut client = connect(proxy.addr);
     socks5_login(&mut client, None);
-    // The 64-byte label makes the name fail locally, should anything try to resolve it.
+    // An .invalid name fails locally, should anything try to resolve it.
     let name = format!("{}\nFORGED session 999 up 1 GiB", unresolvable_name());
     let (code, _) = socks5_request(&mut client, socks5::Command::Connect, &domain_target(&name, 80));
-    assert_eq!(code, ReplyCode::GENERAL_FAILURE, "a name with a control character is malformed");
+    assert_eq!(code, ReplyCode::HOST_UNREACHABLE, "a name with a control character is not a host name");
     let line = proxy.wait_for("session 1 ");
-    assert!(line.contains(": reply 1 (general failure): malformed request"), "the session's line is whole: {line}");
+    assert!(line.contains(": reply 4 (host unreachable): refused: the name asked for is not a host name"), "{line}");
     assert!(!line.contains("FORGED"), "{line}");
+}
+
+#[test]
+fn an_association_logs_its_first_foreign_datagram_once_and_names_the_real_client() {
+    let proxy = spawn(&[]);
+    let echo = udp_echo_server("127.0.0.2:0");
+    // DST names the target, as some clients send it; the client sends from a port of its own.
+    let association = UdpAssociation::open_from(proxy.addr, udp_socket_near(proxy.addr), &ip_target(echo), None);
+    let client = t!(association.socket.local_addr());
+    let intruder = t!(std::net::UdpSocket::bind("127.0.0.3:0"));
+    for _ in 0..2 {
+        t!(intruder.send_to(&datagram(0, &ip_target(echo), b"intruder"), association.relay));
+    }
+    association.send(&ip_target(echo), b"mine");
+    assert_eq!(association.recv().1, b"mine");
+    let foreign = proxy.wait_for("udp: dropped a datagram");
+    let from = t!(intruder.local_addr());
+    assert!(foreign.contains(&format!("session 1 udp: dropped a datagram from {from}, not the client (127.0.0.1")));
+    drop(association);
+    let line = proxy.wait_for("UDP-ASSOCIATE");
+    assert!(line.contains(&format!(" client {client} ")), "the client as it sent, not DST: {line}");
+    assert!(line.contains(" dropped foreign 2 "), "{line}");
+    let skipped = proxy.skipped.borrow();
+    assert!(!skipped.iter().any(|line| line.contains("udp: dropped")), "logged once: {skipped:?}");
+}
+
+#[test]
+fn an_unknown_command_is_logged_as_unsupported_not_malformed() {
+    let proxy = spawn(&[]);
+    let mut client = connect(proxy.addr);
+    socks5_login(&mut client, None);
+    t!(client.write_all(&[5, 0xf0, 0, 1, 127, 0, 0, 1, 0, 80]));
+    assert_eq!(read_socks5_reply(&mut client).0, ReplyCode::COMMAND_NOT_SUPPORTED);
+    let line = proxy.wait_for("session 1 ");
+    assert!(line.ends_with(": reply 7 (command not supported): unsupported command 0xf0"), "{line}");
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {
@@ -280,6 +315,22 @@ fn a_bad_flag_prints_one_line_and_exits_2() {
         assert_eq!(code, 2, "{args:?}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.starts_with("burrowd: "), "{stderr}");
+    }
+}
+
+#[test]
+fn every_count_past_its_bound_is_one_line_naming_the_flag_and_exits_2() {
+    let flags = ["--max-clients", "--queue", "--max-clients-per-ip", "--udp-max-sessions", "--udp-max-sessions-per-ip"];
+    for flag in flags {
+        for too_many in ["1000001", "18446744073709551615", "18446744073709551616"] {
+            let (code, stdout, stderr) = run(&["--check", flag, too_many]);
+            assert_eq!(code, 2, "{flag} {too_many}: {stdout}{stderr}");
+            let want = format!("burrowd: {flag}: \"{too_many}\" is not a whole number from ");
+            assert!(stderr.starts_with(&want) && stderr.contains(" to 1000000"), "{stderr}");
+            assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        }
+        let (code, _, stderr) = run(&["--check", flag, "1000000"]);
+        assert_eq!(code, 0, "{flag} at its bound is valid: {stderr}");
     }
 }
 
@@ -324,10 +375,10 @@ fn sighup_reads_the_rules_and_users_files_again_and_a_bad_file_keeps_the_old_tab
     };
     assert_eq!(code(("alice", "one")), ReplyCode::NOT_ALLOWED);
     // A live session is kept across the reload; new ones use the new tables.
-    t!(std::fs::write(&rules, "# opened\n"));
+    t!(std::fs::write(&rules, "allow to *  # opened\n"));
     t!(std::fs::write(&users, "alice:two\n"));
     proxy.signal("-HUP");
-    proxy.wait_for("reload: 0 access rule(s) in force");
+    proxy.wait_for("reload: 1 access rule(s) in force");
     proxy.wait_for("reload: 1 user(s)");
     assert_eq!(code(("alice", "two")), ReplyCode::SUCCEEDED);
     // A file that fails to parse leaves the tables in force, and says where.
@@ -336,6 +387,160 @@ fn sighup_reads_the_rules_and_users_files_again_and_a_bad_file_keeps_the_old_tab
     let warning = proxy.wait_for("reload: the rules in force stay");
     assert!(warning.contains(&format!("{}:2", rules.display())), "{warning}");
     assert_eq!(code(("alice", "two")), ReplyCode::SUCCEEDED);
+}
+
+/// The first bytes burrowd answers a client that offers no login (SOCKS5) or carries
+/// none (SOCKS4) with: `05 FF` and `00 5b` while a login is required.
+#[cfg(unix)] // only the SIGHUP tests ask
+fn answers_without_a_login(proxy: SocketAddr, target: SocketAddr) -> ([u8; 2], [u8; 2]) {
+    let mut socks5 = connect(proxy);
+    t!(socks5.write_all(&[5, 1, 0]));
+    let mut choice = [0u8; 2];
+    t!(socks5.read_exact(&mut choice));
+    let mut socks4 = connect(proxy);
+    let request =
+        socks4_request_bytes(burrowd::wire::socks4::Command::Connect, burrowd::wire::addr::Addr::Ip(target), b"");
+    t!(socks4.write_all(&request));
+    let mut reply = [0u8; 8];
+    t!(socks4.read_exact(&mut reply));
+    (choice, [reply[0], reply[1]])
+}
+
+#[cfg(unix)] // SIGHUP
+#[test]
+fn a_reload_that_finds_the_users_file_emptied_unreadable_or_bad_keeps_the_login_and_the_old_table() {
+    let target = echo_server("127.0.0.1:0");
+    let dir = scratch_dir("reload-users");
+    let users = dir.join("users");
+    t!(std::fs::write(&users, "alice:pw\n"));
+    let proxy = spawn(&["--users", users.to_str().unwrap()]);
+    let alice_connects = || {
+        let mut stream = connect(proxy.addr);
+        socks5_login(&mut stream, Some(("alice", "pw")));
+        socks5_request(&mut stream, socks5::Command::Connect, &ip_target(target)).0
+    };
+    assert_eq!(answers_without_a_login(proxy.addr, target), ([5, 0xff], [0, 0x5b]));
+    let shown = users.display();
+    let cases = [
+        ("", format!("{shown}: no users")),
+        ("# all gone\n", format!("{shown}: no users")),
+        ("alice:pw\nbob:\n", format!("{shown}:2: the password is empty")),
+        ("alice:pw\nalice:other\n", format!("{shown}:2: user alice is already on line 1")),
+    ];
+    for (text, why) in cases {
+        // `: > users`, as an editor or a config tool does for a moment while it rewrites.
+        t!(std::fs::write(&users, text));
+        proxy.signal("-HUP");
+        let warning = proxy.wait_for("reload: ");
+        assert!(warning.contains("WARN") && warning.contains("the users in force for"), "{text:?}: {warning}");
+        assert!(warning.contains(&why), "{text:?}: {warning}");
+        assert_eq!(answers_without_a_login(proxy.addr, target), ([5, 0xff], [0, 0x5b]), "{text:?}");
+        assert_eq!(alice_connects(), ReplyCode::SUCCEEDED, "{text:?}: the old table stays");
+    }
+    t!(std::fs::remove_file(&users));
+    proxy.signal("-HUP");
+    let warning = proxy.wait_for("reload: ");
+    assert!(warning.contains("the users in force for") && warning.contains(&shown.to_string()), "{warning}");
+    assert_eq!(answers_without_a_login(proxy.addr, target), ([5, 0xff], [0, 0x5b]));
+    assert_eq!(alice_connects(), ReplyCode::SUCCEEDED);
+}
+
+#[cfg(unix)] // SIGHUP
+#[test]
+fn a_reload_that_reads_a_users_file_while_it_is_written_keeps_the_old_table() {
+    let dir = scratch_dir("reload-changing");
+    let users = dir.join("users");
+    // Large enough that reading it takes a while, during which a writer keeps appending.
+    let lines: String = (0..50_000).map(|i| format!("user{i}:pw\n")).collect();
+    t!(std::fs::write(&users, format!("alice:pw\n{lines}")));
+    let proxy = spawn(&["--users", users.to_str().unwrap()]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (users, stop) = (users.clone(), std::sync::Arc::clone(&stop));
+        thread::spawn(move || {
+            let mut file = t!(std::fs::OpenOptions::new().append(true).open(&users));
+            let deadline = std::time::Instant::now() + TIMEOUT;
+            for i in 0.. {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) || std::time::Instant::now() > deadline {
+                    break;
+                }
+                t!(write!(file, "late{i}:pw\n"));
+                thread::sleep(std::time::Duration::from_micros(200));
+            }
+        })
+    };
+    let mut seen = None;
+    for _ in 0..50 {
+        proxy.signal("-HUP");
+        let line = proxy.wait_for("reload: ");
+        if line.contains("changed while it was read") {
+            seen = Some(line);
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    t!(writer.join());
+    let warning = seen.expect("no reload saw the file change while it read it");
+    let why = format!("stay: {}: changed while it was read", users.display());
+    assert!(warning.contains(&why), "{warning}");
+    let mut stream = connect(proxy.addr);
+    socks5_login(&mut stream, Some(("alice", "pw")));
+}
+
+#[cfg(unix)] // SIGHUP
+#[test]
+fn a_reload_keeps_the_start_up_order_of_users_files_and_user_flags() {
+    let dir = scratch_dir("reload-order");
+    let users = dir.join("users");
+    t!(std::fs::write(&users, "alice:file\nbob:b\n"));
+    let proxy = spawn(&["--users", users.to_str().unwrap(), "-u", "alice:cli"]);
+    let logs_in = |password: &str| {
+        let mut stream = connect(proxy.addr);
+        t!(stream.write_all(&[5, 1, 2]));
+        let mut choice = [0u8; 2];
+        t!(stream.read_exact(&mut choice));
+        let mut login = vec![1, 5];
+        login.extend(b"alice");
+        login.push(password.len() as u8);
+        login.extend(password.as_bytes());
+        t!(stream.write_all(&login));
+        let mut status = [0u8; 2];
+        t!(stream.read_exact(&mut status));
+        status[1] == 0
+    };
+    assert!(logs_in("cli") && !logs_in("file"), "the flag given after the file wins");
+    proxy.signal("-HUP");
+    proxy.wait_for("reload: 2 user(s)");
+    assert!(logs_in("cli") && !logs_in("file"), "and still wins after a reload");
+}
+
+#[cfg(unix)] // SIGHUP
+#[test]
+fn a_reload_that_finds_a_rules_file_emptied_keeps_the_rules_in_force() {
+    let target = echo_server("127.0.0.1:0");
+    let dir = scratch_dir("reload-rules");
+    let rules = dir.join("rules.conf");
+    t!(std::fs::write(&rules, format!("deny to 127.0.0.1 port {}\n", target.port())));
+    let proxy = spawn(&["--rules", rules.to_str().unwrap()]);
+    let code = || {
+        let mut stream = connect(proxy.addr);
+        socks5_login(&mut stream, None);
+        socks5_request(&mut stream, socks5::Command::Connect, &ip_target(target)).0
+    };
+    assert_eq!(code(), ReplyCode::NOT_ALLOWED);
+    for text in ["", "# nothing yet\n"] {
+        t!(std::fs::write(&rules, text));
+        proxy.signal("-HUP");
+        let warning = proxy.wait_for("reload: ");
+        let why = format!("reload: the rules in force stay: {}: no rules", rules.display());
+        assert!(warning.contains("WARN") && warning.contains(&why), "{text:?}: {warning}");
+        assert_eq!(code(), ReplyCode::NOT_ALLOWED, "{text:?}");
+    }
+    // At start-up, such a file is one line naming it and exit 2.
+    let (code, _, stderr) = run(&["--rules", rules.to_str().unwrap(), "--check"]);
+    assert_eq!(code, 2);
+    assert_eq!(stderr.lines().count(), 1);
+    assert!(stderr.starts_with(&format!("burrowd: {}: no rules", rules.display())), "{stderr}");
 }
 
 #[cfg(unix)] // SIGUSR1
@@ -432,4 +637,80 @@ fn listening_beyond_loopback_without_users_warns_of_an_open_proxy() {
     assert!(lines.iter().any(|line| line.contains("192.0.2.1:0") && line.contains("open proxy")), "{stderr}");
     assert_eq!(code, 1, "{stderr}");
     assert!(lines.last().is_some_and(|line| line.contains("cannot listen on 192.0.2.1:0")), "{stderr}");
+}
+
+/// The first log line of a burrowd started with `args` and `env`, its stderr a file (so that
+/// `JOURNAL_STREAM` can name it, as systemd names the journal's stream).
+#[cfg(unix)]
+fn first_log_line(args: &[&str], journal_names_stderr: bool) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TempDir::new("log-form");
+    let path = dir.path().join("stderr");
+    let file = t!(std::fs::File::create(&path));
+    let metadata = t!(file.metadata());
+    let mut command = Command::new(BIN);
+    command.args(["--listen", "127.0.0.1:0"]).args(args).stdout(Stdio::null()).stderr(file);
+    if journal_names_stderr {
+        command.env("JOURNAL_STREAM", format!("{}:{}", metadata.dev(), metadata.ino()));
+    } else {
+        // A stream of somebody else's, as a child of a service inherits it.
+        command.env("JOURNAL_STREAM", "1:1");
+    }
+    let mut child = t!(command.spawn());
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let line = loop {
+        let text = t!(std::fs::read_to_string(&path));
+        if let Some(line) = text.lines().find(|line| line.contains("listening on")) {
+            break line.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no listening line in {text:?}");
+        thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    line
+}
+
+/// `2026-12-07T04:26:25.123Z ` at the start of `line`, and what follows it.
+#[cfg(unix)]
+fn after_timestamp(line: &str) -> Option<&str> {
+    let (stamp, rest) = line.split_at_checked(25)?;
+    let shape = stamp.bytes().enumerate().all(|(i, b)| match i {
+        4 | 7 => b == b'-',
+        10 => b == b'T',
+        13 | 16 => b == b':',
+        19 => b == b'.',
+        23 => b == b'Z',
+        24 => b == b' ',
+        _ => b.is_ascii_digit(),
+    });
+    shape.then_some(rest)
+}
+
+#[cfg(unix)]
+#[test]
+fn log_lines_carry_a_utc_timestamp_except_in_the_journal_which_gets_priorities() {
+    let plain = first_log_line(&[], false);
+    let rest = after_timestamp(&plain).unwrap_or_else(|| panic!("no RFC 3339 timestamp: {plain:?}"));
+    assert!(rest.starts_with("[INFO  burrowd::server] listening on 127.0.0.1:"), "{plain:?}");
+
+    let journal = first_log_line(&[], true);
+    assert!(journal.starts_with("<6>burrowd::server: listening on 127.0.0.1:"), "{journal:?}");
+
+    let untimed = first_log_line(&["--log-time", "off"], false);
+    assert!(untimed.starts_with("[INFO  burrowd::server] listening on"), "{untimed:?}");
+
+    let journal_timed = first_log_line(&["--log-time", "on"], true);
+    let rest = journal_timed.strip_prefix("<6>").and_then(after_timestamp);
+    assert!(rest.is_some_and(|rest| rest.starts_with("burrowd::server: listening on")), "{journal_timed:?}");
+}
+
+#[test]
+fn log_time_takes_on_or_off() {
+    let out = run_burrowd(&["--log-time", "sometimes", "--check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "burrowd: --log-time: sometimes is neither on nor off (try --help)\n"
+    );
 }

@@ -9,8 +9,9 @@ use burrowd::wire::socks5::{Command, ReplyCode};
 use common::*;
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::Command as Process;
+use std::time::Duration;
 
 /// Sends `request` raw and returns the whole response.
 fn http(status: SocketAddr, request: &str) -> String {
@@ -168,4 +169,80 @@ fn the_status_listener_answers_only_get_and_head_within_bounds() {
     // A client that sends nothing is cut off, and the next is answered.
     let _silent = connect(status);
     assert!(get(status, "/sessions").starts_with("id state client"));
+}
+
+/// Whether the server has closed `stream` (a FIN or a reset is waiting), without waiting.
+fn closed_by_server(stream: &TcpStream) -> bool {
+    t!(stream.set_nonblocking(true));
+    let closed = match stream.peek(&mut [0u8; 1]) {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    t!(stream.set_nonblocking(false));
+    closed
+}
+
+#[test]
+fn idle_connections_do_not_delay_another_clients_answer() {
+    let mut config = Config::socks_on("127.0.0.1:0".parse().unwrap());
+    config.status = Some("127.0.0.1:0".parse().unwrap());
+    let (proxy, _) = start(config);
+    let status = proxy.status_addr().unwrap();
+    let idle: Vec<TcpStream> = (0..6).map(|_| connect(status)).collect();
+    assert!(get(status, "/metrics").contains("burrowd_sessions_total"));
+    // Served one at a time, the answer would have come only after each idle connection had
+    // been given its whole read limit and closed.
+    for (i, stream) in idle.iter().enumerate() {
+        assert!(!closed_by_server(stream), "idle connection {i} was closed before the answer came");
+    }
+}
+
+#[test]
+fn past_eight_at_once_the_next_connection_waits_for_a_place_and_is_answered() {
+    let mut config = Config::socks_on("127.0.0.1:0".parse().unwrap());
+    config.status = Some("127.0.0.1:0".parse().unwrap());
+    let (proxy, _) = start(config);
+    let status = proxy.status_addr().unwrap();
+    let idle: Vec<TcpStream> = (0..8).map(|_| connect(status)).collect();
+    // Every place is held by a connection that sends nothing; the ninth is answered once an
+    // idle one has been cut off at its read limit, not before and not never.
+    assert!(get(status, "/sessions").starts_with("id state client"));
+    assert!(idle.iter().any(closed_by_server), "answered while all eight places were held");
+}
+
+#[test]
+fn a_forward_whose_target_never_answers_ends_as_a_timeout() {
+    // A listener whose accept queue is full: Linux drops further SYNs, so a connect to it
+    // times out rather than being refused.
+    let full = t!(socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None));
+    t!(full.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()));
+    t!(full.listen(0));
+    let target = t!(full.local_addr()).as_socket().unwrap();
+    let mut queued = Vec::new();
+    let black_holed = (0..8).any(|_| match TcpStream::connect_timeout(&target, Duration::from_millis(300)) {
+        Ok(stream) => {
+            queued.push(stream);
+            false
+        }
+        Err(e) => e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::WouldBlock,
+    });
+    if !black_holed {
+        println!("skipped: this system refuses connections to a full listener instead of dropping them");
+        return;
+    }
+    let mut config = Config {
+        services: vec![t!(burrowd::config::service_url::parse_service(&format!("tcp://127.0.0.1:0/{target}")))],
+        connect_timeout: Duration::from_millis(300),
+        ..Config::default()
+    };
+    config.status = Some("127.0.0.1:0".parse().unwrap());
+    let (proxy, forward) = start(config);
+    let status = proxy.status_addr().unwrap();
+    let mut client = connect(forward);
+    assert!(read_to_end(&mut client).is_empty(), "the forward closes without a byte");
+    wait_until("the session ended", || proxy.stats().sessions == 1);
+    let metrics = get(status, "/metrics");
+    let sample = "burrowd_sessions_total{outcome=\"timeout\"} 1";
+    assert!(metrics.lines().any(|line| line == sample), "{sample} missing from:\n{metrics}");
+    drop(queued);
 }

@@ -126,6 +126,31 @@ fn the_port_named_in_the_request_is_the_only_one_accepted() {
 }
 
 #[test]
+fn a_client_that_names_its_target_in_dst_and_sends_from_another_port_is_served() {
+    let (_server, proxy) = proxy();
+    // The target is on another address than the client, as a remote target would be.
+    let echo = udp_echo_server("127.0.0.2:0");
+    let unspecified_with_its_port = ip_target(SocketAddr::new([0, 0, 0, 0].into(), echo.port()));
+    for dst in [ip_target(echo), unspecified_with_its_port, domain_target("localhost", echo.port())] {
+        let association = UdpAssociation::open_from(proxy, udp_socket_near(proxy), &dst, None);
+        // An intruder from another IP speaks first, and fixes nothing.
+        let intruder = t!(UdpSocket::bind("127.0.0.3:0"));
+        t!(intruder.set_read_timeout(Some(Duration::from_millis(300))));
+        t!(intruder.send_to(&datagram(0, &ip_target(echo), b"intruder"), association.relay));
+        assert_echo(&association, &ip_target(echo), echo, b"DST named the target");
+        // The first datagram from the client's IP fixed its port.
+        let other_port = udp_socket_near(proxy);
+        t!(other_port.set_read_timeout(Some(Duration::from_millis(300))));
+        t!(other_port.send_to(&datagram(0, &ip_target(echo), b"another port"), association.relay));
+        assert_echo(&association, &ip_target(echo), echo, b"still only the first port");
+        for dropped in [&intruder, &other_port] {
+            let err = dropped.recv_from(&mut [0u8; 64]).expect_err("nothing is relayed for them");
+            assert!(matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut), "{dst}: {err}");
+        }
+    }
+}
+
+#[test]
 fn the_largest_ipv4_datagrams_pass_intact() {
     let (_server, proxy) = proxy();
     let echo = udp_echo_server("127.0.0.1:0");

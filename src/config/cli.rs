@@ -2,9 +2,10 @@
 
 use super::config_file;
 use super::rules::{RuleSource, Rules, Verdict};
+use super::service_url::{self, UrlError};
 use super::units::{parse_duration, parse_size};
 use super::users::Users;
-use super::{Config, RelayMode, ServiceSpec, Socks4Policy, SocksSpec, service_url};
+use super::{Config, HopKind, RelayMode, ServiceSpec, Socks4Policy, SocksSpec};
 use crate::config;
 use crate::wire::printable::Printable;
 use std::ffi::OsString;
@@ -28,51 +29,75 @@ pub struct Settings {
     pub config: Config,
     /// 0 is info; each -v adds one (debug, trace), each -q takes one (warn, error).
     pub verbosity: i8,
+    /// `--log-time`: whether log lines start with a timestamp; `None` leaves it to where
+    /// they go (none under systemd's journal, which stamps them itself).
+    pub log_time: Option<bool>,
 }
 
 pub fn help() -> String {
     format!(
         "\
-burrowd {version}: a SOCKS4/4a/5 proxy server and port forwarder
+burrowd {version}: a SOCKS4/4a/5 and HTTP proxy server and port forwarder
 
 Usage: burrowd [OPTIONS]
 
 Options:
-  -l, --listen ADDR:PORT       listen for SOCKS clients here; repeatable, IPv6 as [::1]:1080
+  -l, --listen ADDR:PORT       listen for SOCKS and HTTP proxy clients here (the first byte
+                               tells them apart); repeatable, IPv6 as [::1]:1080
                                (default: {listen}, unless -L is given)
-  -u, --user NAME:PASSWORD     require username/password login on --listen services and accept
-                               this user; repeatable
+  -u, --user NAME:PASSWORD     require username/password login (SOCKS5, HTTP Basic) on --listen
+                               services and accept this user; repeatable
   -L URL                       run one more service; repeatable:
-                                 socks://[USER:PASS@]HOST:PORT    SOCKS4/4a/5 server
+                                 socks://[USER:PASS@]HOST:PORT    SOCKS4/4a/5 and HTTP proxy
                                  socks5://[USER:PASS@]HOST:PORT   SOCKS5 only
+                                 http://[USER:PASS@]HOST:PORT     HTTP proxy only
                                  tcp://HOST:PORT/TARGET_HOST:TARGET_PORT
                                  udp://HOST:PORT/TARGET_HOST:TARGET_PORT?ttl=60s
                                HOST empty means all IPv4 addresses; IPv6 as [::]
-  -F socks5://[USER:PASS@]HOST:PORT
+  -F socks5://[USER:PASS@]HOST:PORT, -F http://[USER:PASS@]HOST:PORT
                                send every outbound connection through this upstream SOCKS5
-                               proxy; repeat to chain several, first given is first hop
-      --users FILE             read users from FILE, one name:password per line
+                               or HTTP proxy (reached with CONNECT: TCP only, so no BIND,
+                               UDP or udp:// service through it); repeat to chain several,
+                               first given is first hop
+      --users FILE             read users from FILE (UTF-8, LF or CRLF, a BOM dropped): one
+                               NAME:PASSWORD per line, the password the rest of the line; a
+                               line blank or starting with # (after any blanks) is skipped;
+                               an empty password, a name given twice or no user at all is
+                               an error; with -u, the later given wins a name; SIGHUP reads
+                               it again and keeps the users in force if it is bad or empty
       --allow RULE, --deny RULE
                                access rules, repeatable, first match decides; RULE is any of
                                from CIDR, user NAME, cmd connect|bind|udp,
                                to CIDR|NAME|.DOMAIN|*, port N[-M] (all must match); with no
-                               match the opposite of the last rule applies
+                               match the opposite of the last rule applies; a rule that
+                               cannot be decided yet refuses; clients not on loopback may
+                               not reach this host's own addresses unless a rule's `to`
+                               names them
       --rules FILE             read more rules, one `allow RULE` or `deny RULE` per line,
-                               placed where the flag stands; SIGHUP reads it again
+                               placed where the flag stands (a file with no rule is an
+                               error); SIGHUP reads it again and keeps the rules in force if
+                               it is bad or empty
       --socks4                 serve SOCKS4/4a even when users are configured; SOCKS4 carries
                                no password, so anyone who can connect may use the proxy
                                (default: SOCKS4/4a served only when no users are configured)
       --no-socks4              refuse SOCKS4/4a: such clients are closed without a reply
                                (default: off)
+      --no-http                refuse HTTP proxy requests on --listen and socks:// services:
+                               such clients are closed without a reply (default: off)
       --max-clients N          worker threads, so sessions served at once (default: {max_clients});
-                               when all are taken, the oldest client still in its handshake
-                               is closed to make room for a newcomer
-      --max-clients-per-ip N   live sessions one client address may hold; past it, that
-                               address's oldest client still in its handshake makes room,
-                               or the newcomer is closed (default: half of --max-clients)
+                               when all are taken, a client still in its handshake is closed
+                               to make room for a newcomer: the oldest of the address (or
+                               IPv6 /64) holding the most such clients
+      --max-clients-per-ip N   live sessions one client address may hold, an IPv6 client's
+                               counted with its whole /64 and an IPv4-mapped one as its IPv4
+                               address; past it, that address's oldest client still in its
+                               handshake makes room, or the newcomer is closed (default: half
+                               of --max-clients)
       --queue N                clients that wait for a worker when all are busy and none can
-                               make room; more are closed at once (default: {queue})
-      --handshake-timeout DUR  limit on the whole SOCKS negotiation (default: {handshake:?})
+                               make room; more are closed at once, and so is one that waits
+                               longer than --handshake-timeout (default: {queue})
+      --handshake-timeout DUR  limit on the whole SOCKS negotiation or an HTTP client's
+                               request head, and on a queued client's wait for a worker (default: {handshake:?})
       --connect-timeout DUR    limit on each outbound connection, all of a name's addresses
                                raced within it (default: {connect:?})
       --bind-timeout DUR       limit on waiting for the incoming connection of a BIND
@@ -115,11 +140,15 @@ Options:
                                and exit (0 if valid, 2 if not) without listening
   -v, --verbose                more log output (-v debug, -vv trace); RUST_LOG overrides
   -q, --quiet                  less log output (-q warnings only, -qq errors only)
+      --log-time off|on        start log lines with an RFC 3339 UTC timestamp (default: on,
+                               except under systemd, whose journal stamps lines itself and
+                               gets each line's priority as a <N> prefix instead)
   -h, --help                   print this help
   -V, --version                print the version
 
 DUR is seconds, or a number with ms, s, m or h (500ms, 1.5s, 2m).
 BYTES is a number, or with K or M (64K, 1M; powers of 1024).
+N is a whole number up to {max_count}.
 ",
         version = env!("CARGO_PKG_VERSION"),
         listen = config::DEFAULT_LISTEN,
@@ -135,12 +164,13 @@ BYTES is a number, or with K or M (64K, 1M; powers of 1024).
         keepalive = config::DEFAULT_KEEPALIVE,
         udp_idle = config::DEFAULT_UDP_IDLE_TIMEOUT,
         udp_sessions = config::DEFAULT_UDP_MAX_SESSIONS,
+        max_count = config::MAX_COUNT,
     )
 }
 
 /// Flags that take no value. Every other flag takes one, so the command line can be split
 /// into flags before any is applied: the config file's are applied first.
-const NO_VALUE: [&str; 13] = [
+const NO_VALUE: [&str; 14] = [
     "-h",
     "--help",
     "-V",
@@ -153,6 +183,7 @@ const NO_VALUE: [&str; 13] = [
     "-qq",
     "--socks4",
     "--no-socks4",
+    "--no-http",
     "--check",
 ];
 
@@ -238,8 +269,10 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
     let mut url_services = Vec::new();
     let mut users = Users::default();
     let mut socks4 = None;
+    let mut http = true;
     let mut rule_sources = Vec::new();
     let mut verbosity: i8 = 0;
+    let mut log_time = None;
     for Arg { flag, value: mut given, at: written_at } in args {
         *at = written_at;
         let mut value = || given.take().ok_or_else(|| format!("{flag} needs a value"));
@@ -254,15 +287,18 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
             "-vv" => verbosity = verbosity.saturating_add(2),
             "-q" | "--quiet" => verbosity = verbosity.saturating_sub(1),
             "-qq" => verbosity = verbosity.saturating_sub(2),
+            "--log-time" => log_time = Some(parse_switch(&flag, &value()?)?),
             "-l" | "--listen" => listens.push(parse_listen(&value()?).map_err(|e| format!("--listen: {e}"))?),
             "-L" => {
                 let url = value()?;
-                let service = service_url::parse_service(&url).map_err(|e| url_error("-L", &url, e))?;
+                let service = service_url::parse_service(&url)
+                    .map_err(|e| url_error("-L", &url, service_url::parse_service, e))?;
                 url_services.push(service);
             }
             "-F" => {
                 let url = value()?;
-                config.chain.push(service_url::parse_hop(&url).map_err(|e| url_error("-F", &url, e))?);
+                let hop = service_url::parse_hop(&url).map_err(|e| url_error("-F", &url, service_url::parse_hop, e))?;
+                config.chain.push(hop);
             }
             "-u" | "--user" => users.add_entry(&value()?).map_err(|e| format!("--user: {e}"))?,
             "--users" => users.add_file(Path::new(&value()?)).map_err(|e| format!("--users: {e}"))?,
@@ -272,6 +308,7 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
             "--status" => config.status = Some(parse_listen(&value()?).map_err(|e| format!("--status: {e}"))?),
             "--socks4" => set_socks4(&mut socks4, Socks4Policy::On, at.is_some())?,
             "--no-socks4" => set_socks4(&mut socks4, Socks4Policy::Off, at.is_some())?,
+            "--no-http" => http = false,
             "--max-clients" => config.max_clients = parse_count(&flag, &value()?, 1)?,
             "--queue" => config.queue = parse_count(&flag, &value()?, 0)?,
             "--max-clients-per-ip" => config.max_clients_per_ip = Some(parse_count(&flag, &value()?, 1)?),
@@ -316,8 +353,34 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
         .map(|addr| ServiceSpec::Socks(SocksSpec { users: users.clone(), socks4, ..SocksSpec::new(addr) }))
         .chain(url_services)
         .collect();
+    for service in &mut config.services {
+        // Only on mixed ports: an http:// service is there for HTTP.
+        if let ServiceSpec::Socks(spec) = service
+            && spec.socks5
+        {
+            spec.http &= http;
+        }
+    }
+    if let Some((index, hop)) = config.chain.iter().enumerate().find(|(_, hop)| hop.kind == HopKind::Http)
+        && let Some(udp) = config.services.iter().find(|s| matches!(s, ServiceSpec::UdpForward(_)))
+    {
+        return Err(format!(
+            "-L udp://{}: hop {} of -F ({hop}) is an HTTP proxy, which carries TCP only",
+            udp.listen_addr(),
+            index + 1
+        ));
+    }
     config.rules = Rules::load(rule_sources)?;
-    Ok(Box::new(Settings { config, verbosity }))
+    Ok(Box::new(Settings { config, verbosity, log_time }))
+}
+
+/// `on` or `off`.
+fn parse_switch(flag: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{flag}: {} is neither on nor off", Printable(value))),
+    }
 }
 
 /// A rule is named by its flag on the command line, by its line in a config file.
@@ -328,9 +391,14 @@ fn rule_source(verdict: Verdict, rule: String, at: &Option<String>) -> RuleSourc
     }
 }
 
-/// One line naming the flag and its value, the password hidden.
-fn url_error(flag: &str, url: &str, error: service_url::UrlError) -> String {
-    format!("{flag} {}: {error}", Printable(&service_url::redacted(url)))
+/// One line naming the flag and its value, with whatever may be a password hidden however
+/// malformed the value is. The reason is what the value gives with the password hidden, so
+/// no part of a password can reach it either; a fault in the password itself is said in
+/// words alone.
+fn url_error<T>(flag: &str, url: &str, parse: fn(&str) -> Result<T, UrlError>, error: UrlError) -> String {
+    let shown = service_url::redacted(url);
+    let error = parse(&shown).err().unwrap_or(error);
+    format!("{flag} {}: {error}", Printable(&shown))
 }
 
 /// `--socks4` and `--no-socks4` contradict each other in one place, but the command line
@@ -364,10 +432,11 @@ fn relay_name(mode: RelayMode) -> &'static str {
     }
 }
 
+/// A count from `min` to [`config::MAX_COUNT`].
 fn parse_count(flag: &str, text: &str, min: usize) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if n >= min => Ok(n),
-        _ => Err(format!("{flag}: {text:?} is not a whole number of at least {min}")),
+    match text.parse::<u64>() {
+        Ok(n) if n >= min as u64 && n <= config::MAX_COUNT as u64 => Ok(n as usize),
+        _ => Err(format!("{flag}: {text:?} is not a whole number from {min} to {}", config::MAX_COUNT)),
     }
 }
 
@@ -423,6 +492,30 @@ mod tests {
         assert_eq!(socks.socks4, Socks4Policy::Auto);
         assert_eq!(settings.config.udp.idle_timeout, Some(Duration::from_secs(120)));
         assert_eq!(settings.config.udp.port_range, None);
+    }
+
+    #[test]
+    fn no_http_turns_http_off_on_mixed_ports_only() {
+        let protocols = |args: &[&str]| -> Vec<(bool, bool)> {
+            let settings = run(args).unwrap();
+            let services = settings.config.services.iter();
+            services.map(|s| if let ServiceSpec::Socks(s) = s { (s.socks5, s.http) } else { panic!("{s:?}") }).collect()
+        };
+        let urls = ["-l", "127.0.0.1:0", "-L", "socks://:0", "-L", "socks5://:0", "-L", "http://:0"];
+        assert_eq!(protocols(&urls), [(true, true), (true, true), (true, false), (false, true)]);
+        let with_flag = [&urls[..], &["--no-http"]].concat();
+        assert_eq!(protocols(&with_flag), [(true, false), (true, false), (true, false), (false, true)]);
+    }
+
+    #[test]
+    fn a_udp_forward_behind_an_http_hop_is_refused_at_start() {
+        let err = run(&["-L", "udp://:0/127.0.0.1:53", "-F", "socks5://127.0.0.1:1", "-F", "http://u:pw@127.0.0.1:2"])
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "-L udp://0.0.0.0:0: hop 2 of -F (http://u@127.0.0.1:2) is an HTTP proxy, which carries TCP only"
+        );
+        assert!(run(&["-L", "tcp://:0/127.0.0.1:53", "-F", "http://127.0.0.1:2"]).is_ok());
     }
 
     #[test]
@@ -530,9 +623,12 @@ mod tests {
             .unwrap();
         let services = &s.config.services;
         assert_eq!(services.len(), 3, "--listen first, then -L in order: {services:?}");
-        assert!(matches!(&services[0], ServiceSpec::Socks(socks) if !socks.users.is_empty()));
+        assert!(matches!(&services[0], ServiceSpec::Socks(socks) if socks.users.require_login()));
         assert!(matches!(&services[1], ServiceSpec::TcpForward(_)));
-        assert!(matches!(&services[2], ServiceSpec::Socks(socks) if socks.users.is_empty()), "--user is for --listen");
+        assert!(
+            matches!(&services[2], ServiceSpec::Socks(socks) if !socks.users.require_login()),
+            "--user is for --listen"
+        );
 
         let s = run(&["-L", "tcp://:0/127.0.0.1:53", "-F", "socks5://127.0.0.1:1", "-F", "socks5://h:2"]).unwrap();
         assert_eq!(s.config.services.len(), 1, "-L alone replaces the default listener");
@@ -554,6 +650,23 @@ mod tests {
         let err = run(&["--x\ny"]).unwrap_err();
         assert!(!err.contains('\n'), "{err}");
         assert_eq!(run(&["-F"]).unwrap_err(), "-F needs a value");
+        // However malformed, no part of the password reaches the line.
+        for url in [
+            "alice:Sup3rSecret@proxy.example:1080",
+            "socks5:/alice:Sup3rSecret@proxy.example:1080",
+            "socks5:alice:Sup3rSecret@proxy.example:1080",
+            "socks5://alice:Sup3rSecret",
+            "socks5://alice:Sup3rSecret proxy.example:1080",
+            "socks5://alice:Sup3rSecret@proxy.example",
+            "socks5://alice:Sup3rSecret%zz@proxy.example:1080",
+            "alice:Sup3rSecret@proxy.example:1080://x",
+            "socks4://alice:Sup3rSecret@proxy.example:1080",
+        ] {
+            for flag in ["-F", "-L"] {
+                let err = run(&[flag, url]).unwrap_err();
+                assert!(!err.contains("Sup3r") && !err.contains("Secret") && !err.contains('\n'), "{url}: {err}");
+            }
+        }
     }
 
     /// `burrowd.conf` in a directory of its own, removed with it when dropped.
@@ -638,7 +751,7 @@ mod tests {
         let table = [
             ("listen 127.0.0.1:0\n\nbogus 1\n", "3: unknown option --bogus"),
             ("# x\nlisten\n", "2: --listen needs a value"),
-            ("max-clients many\n", "1: --max-clients: \"many\" is not a whole number of at least 1"),
+            ("max-clients many\n", "1: --max-clients: \"many\" is not a whole number from 1 to 1000000"),
             ("socks4 yes\n", "1: --socks4 takes no value"),
             ("socks4\nno-socks4\n", "2: --socks4 and --no-socks4 cannot both be given"),
             ("deny to 10.0.0.0/33\n", "1: \"10.0.0.0/33\" is not an address or CIDR"),

@@ -6,6 +6,7 @@ pub mod config_file;
 pub mod rules;
 pub mod service_url;
 pub mod summary;
+mod text_file;
 pub mod units;
 pub mod users;
 
@@ -26,13 +27,20 @@ pub enum ServiceSpec {
     UdpForward(UdpForwardSpec),
 }
 
-/// A SOCKS server: what `--listen` starts.
+/// A proxy server: what `--listen` starts. The first byte a client sends picks the
+/// protocol: 5 is SOCKS5, 4 is SOCKS4/4a, anything else begins an HTTP/1.x request.
 #[derive(Debug, Clone)]
 pub struct SocksSpec {
     pub addr: SocketAddr,
-    /// With users, SOCKS5 clients must log in with one of them; empty means no login.
+    /// With any user or users file, SOCKS5 and HTTP clients must log in with one of them, whatever
+    /// the table holds at the time; none given means no login.
     pub users: Users,
     pub socks4: Socks4Policy,
+    /// Whether SOCKS5 is served: not on an `http://` service.
+    pub socks5: bool,
+    /// Whether HTTP proxy requests are served: on `socks://`, `--listen` (unless
+    /// `--no-http`) and `http://`; not on `socks5://`.
+    pub http: bool,
 }
 
 /// Whether a SOCKS service answers SOCKS4/4a requests.
@@ -64,11 +72,30 @@ pub struct UdpForwardSpec {
     pub ttl: Duration,
 }
 
-/// One upstream SOCKS5 proxy of the chain (`-F`); outbound traffic goes through each in turn.
+/// One upstream proxy of the chain (`-F`); outbound traffic goes through each in turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hop {
+    pub kind: HopKind,
     pub addr: TargetAddr,
     pub credentials: Option<Credentials>,
+}
+
+/// The protocol an upstream hop speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HopKind {
+    /// `socks5://`: CONNECT, BIND and UDP ASSOCIATE.
+    Socks5,
+    /// `http://`: an HTTP proxy reached with CONNECT, so TCP only.
+    Http,
+}
+
+impl HopKind {
+    pub fn scheme(self) -> &'static str {
+        match self {
+            HopKind::Socks5 => "socks5",
+            HopKind::Http => "http",
+        }
+    }
 }
 
 /// An RFC 1929 login for an upstream proxy: the bytes that go on the wire, kept apart
@@ -90,16 +117,17 @@ impl fmt::Display for Hop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.credentials {
             Some(credentials) => {
-                write!(f, "socks5://{}@{}", Printable(&String::from_utf8_lossy(&credentials.user)), self.addr)
+                let user = String::from_utf8_lossy(&credentials.user);
+                write!(f, "{}://{}@{}", self.kind.scheme(), Printable(&user), self.addr)
             }
-            None => write!(f, "socks5://{}", self.addr),
+            None => write!(f, "{}://{}", self.kind.scheme(), self.addr),
         }
     }
 }
 
 impl SocksSpec {
     pub fn new(addr: SocketAddr) -> Self {
-        SocksSpec { addr, users: Users::default(), socks4: Socks4Policy::Auto }
+        SocksSpec { addr, users: Users::default(), socks4: Socks4Policy::Auto, socks5: true, http: true }
     }
 }
 
@@ -117,7 +145,7 @@ impl ServiceSpec {
     pub fn is_open_proxy(&self) -> bool {
         match self {
             ServiceSpec::Socks(socks) => {
-                (socks.users.is_empty() || socks.socks4 == Socks4Policy::On) && !socks.addr.ip().is_loopback()
+                (!socks.users.require_login() || socks.socks4 == Socks4Policy::On) && !socks.addr.ip().is_loopback()
             }
             // A forwarder reaches only its one target.
             ServiceSpec::TcpForward(_) | ServiceSpec::UdpForward(_) => false,
@@ -167,7 +195,8 @@ pub struct Config {
     /// Clients that may wait for a worker when all are busy and none can be reclaimed;
     /// more are refused.
     pub queue: usize,
-    /// Live sessions one client address may hold; `None` means half of `max_clients`.
+    /// Live sessions one client address (an IPv6 client: its /64) may hold; `None` means
+    /// half of `max_clients`.
     pub max_clients_per_ip: Option<usize>,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
@@ -183,8 +212,8 @@ pub struct Config {
     pub buffer_size: usize,
     pub relay: RelayMode,
     pub socket: SocketOptions,
-    /// Upstream SOCKS5 proxies every outbound connection goes through, in order; empty
-    /// means connect directly.
+    /// Upstream proxies every outbound connection goes through, in order; empty means
+    /// connect directly.
     pub chain: Vec<Hop>,
     pub udp: UdpOptions,
     /// Sessions (client addresses) each `udp://` service serves at once, a thread each.
@@ -205,6 +234,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BIND_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_UDP_MAX_SESSIONS: usize = 256;
+/// The most any count flag (`--max-clients`, `--queue`, the per-address shares, the UDP
+/// sessions) may be: a thread or a few descriptors each, so far more than one host serves,
+/// and small enough that every sum formed from them stays exact.
+pub const MAX_COUNT: usize = 1_000_000;
 /// As long as Linux keeps a socket in FIN-WAIT-2 whose peer never closes (tcp_fin_timeout).
 pub const DEFAULT_HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_UDP_TTL: Duration = Duration::from_secs(60);

@@ -3,9 +3,11 @@
 //! ```text
 //! socks://[USER:PASS@]HOST:PORT        SOCKS4/4a/5 server
 //! socks5://[USER:PASS@]HOST:PORT       SOCKS5 only
+//! http://[USER:PASS@]HOST:PORT         HTTP proxy only
 //! tcp://HOST:PORT/TARGET_HOST:TARGET_PORT
 //! udp://HOST:PORT/TARGET_HOST:TARGET_PORT[?ttl=DUR]
 //! -F socks5://[USER:PASS@]HOST:PORT    one upstream hop
+//! -F http://[USER:PASS@]HOST:PORT      one upstream HTTP proxy, reached with CONNECT
 //! ```
 //!
 //! A listening HOST may be empty (all IPv4 addresses), an IPv4 address, or an IPv6
@@ -15,8 +17,10 @@
 
 use super::units::parse_duration;
 use super::users::Users;
-use super::{Credentials, DEFAULT_UDP_TTL, Hop, ServiceSpec, Socks4Policy, SocksSpec, TcpForwardSpec, UdpForwardSpec};
-use crate::wire::addr::TargetAddr;
+use super::{
+    Credentials, DEFAULT_UDP_TTL, Hop, HopKind, ServiceSpec, Socks4Policy, SocksSpec, TcpForwardSpec, UdpForwardSpec,
+};
+use crate::wire::addr::{self, TargetAddr};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -68,22 +72,30 @@ impl fmt::Display for UrlError {
 
 impl std::error::Error for UrlError {}
 
-const SERVICE_SCHEMES: &str = "socks, socks5, tcp or udp";
-const HOP_SCHEMES: &str = "socks5";
+const SERVICE_SCHEMES: &str = "socks, socks5, http, tcp or udp";
+const HOP_SCHEMES: &str = "socks5 or http";
 
 /// Parses a `-L` URL into the service it describes.
 pub fn parse_service(text: &str) -> Result<ServiceSpec, UrlError> {
     let url = Parts::split(text)?;
     match url.scheme {
-        "socks" | "socks5" => {
+        "socks" | "socks5" | "http" => {
             url.no_path()?;
             url.no_options()?;
             let mut spec = SocksSpec::new(listen_addr(url.host_port)?);
             if let Some(credentials) = url.credentials()? {
                 spec.users = one_user(&credentials)?;
             }
-            if url.scheme == "socks5" {
-                spec.socks4 = Socks4Policy::Off;
+            match url.scheme {
+                "socks5" => {
+                    spec.socks4 = Socks4Policy::Off;
+                    spec.http = false;
+                }
+                "http" => {
+                    spec.socks4 = Socks4Policy::Off;
+                    spec.socks5 = false;
+                }
+                _ => {}
             }
             Ok(ServiceSpec::Socks(spec))
         }
@@ -117,9 +129,11 @@ pub fn parse_service(text: &str) -> Result<ServiceSpec, UrlError> {
 /// Parses a `-F` URL into one upstream hop.
 pub fn parse_hop(text: &str) -> Result<Hop, UrlError> {
     let url = Parts::split(text)?;
-    if url.scheme != "socks5" {
-        return Err(UrlError::UnknownScheme(url.scheme.into(), HOP_SCHEMES));
-    }
+    let kind = match url.scheme {
+        "socks5" => HopKind::Socks5,
+        "http" => HopKind::Http,
+        other => return Err(UrlError::UnknownScheme(other.into(), HOP_SCHEMES)),
+    };
     url.no_path()?;
     url.no_options()?;
     let credentials = url.credentials()?;
@@ -127,22 +141,37 @@ pub fn parse_hop(text: &str) -> Result<Hop, UrlError> {
         // The same bounds RFC 1929 puts on the wire, checked now rather than per connection.
         one_user(credentials)?;
     }
-    Ok(Hop { addr: remote_addr(url.host_port)?, credentials })
+    Ok(Hop { kind, addr: remote_addr(url.host_port)?, credentials })
 }
 
-/// The URL with its password replaced, for error messages and logs. The user part is
-/// found the way [`Parts::split`] finds it, so whatever the parser could take for a
-/// password is hidden.
+/// The URL with whatever may be a password replaced by `***`, for error messages and logs,
+/// however malformed the URL is. The user part ends at the last '@', as [`Parts::split`]
+/// finds it, and starts after `SCHEME://` (or at the start, with no scheme or a mangled
+/// one); its password follows its first ':'. With no '@' at all, a ':' that is not
+/// followed by a port number (`socks5://alice:secret`: the '@' and host forgotten) starts
+/// what is hidden, to the end.
 pub fn redacted(text: &str) -> String {
-    let Some((scheme, rest)) = text.split_once("://") else {
-        return text.into();
-    };
-    match split_userinfo(rest) {
-        (Some(userinfo), after) if userinfo.contains(':') => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            format!("{scheme}://{user}:***@{after}")
+    let after_scheme = text.find("://").map_or(0, |i| i + 3);
+    let hidden_from = match text.rfind('@') {
+        Some(at) => {
+            let start = if after_scheme <= at { after_scheme } else { 0 };
+            text[start..at].find(':').map(|colon| (start + colon, &text[at..]))
         }
-        _ => text.into(),
+        None => {
+            let rest = &text[after_scheme..];
+            let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+            match authority.split_once(':') {
+                _ if rest.starts_with('[') => None,
+                Some((host, port)) if !port.is_empty() && !port.bytes().all(|b| b.is_ascii_digit()) => {
+                    Some((after_scheme + host.len(), ""))
+                }
+                _ => None,
+            }
+        }
+    };
+    match hidden_from {
+        Some((colon, kept)) => format!("{}:***{kept}", &text[..colon]),
+        None => text.into(),
     }
 }
 
@@ -231,7 +260,7 @@ fn one_user(credentials: &Credentials) -> Result<Users, UrlError> {
     let mut users = Users::default();
     users
         .add(&credentials.user, &credentials.password)
-        .map_err(|_| UrlError::BadCredentials("USER must be 1 to 255 bytes and PASS at most 255"))?;
+        .map_err(|_| UrlError::BadCredentials("USER and PASS must be 1 to 255 bytes each (RFC 1929)"))?;
     Ok(users)
 }
 
@@ -261,8 +290,8 @@ fn remote_addr(text: &str) -> Result<TargetAddr, UrlError> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(TargetAddr::Ip(SocketAddr::new(ip, port)));
     }
-    let is_name_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
-    if host.is_empty() || host.len() > 255 || !host.bytes().all(is_name_byte) {
+    // The same test as a client's name gets: a name a resolver might read otherwise is refused at start-up.
+    if addr::host_name(host).is_err() {
         return Err(UrlError::BadHost(format!("{host:?} is not an IP address or domain name")));
     }
     Ok(TargetAddr::Domain(host.into(), port))
@@ -328,7 +357,7 @@ mod tests {
     fn socks_services() {
         let spec = socks("socks://:1080");
         assert_eq!(spec.addr, "0.0.0.0:1080".parse().unwrap());
-        assert!(spec.users.is_empty());
+        assert!(!spec.users.require_login());
         assert_eq!(spec.socks4, Socks4Policy::Auto);
 
         let spec = socks("socks5://alice:s%3Acret%40x@[::1]:0");
@@ -365,10 +394,27 @@ mod tests {
     #[test]
     fn hops() {
         let hop = parse_hop("socks5://proxy.example:1080").unwrap();
-        assert_eq!(hop, Hop { addr: TargetAddr::Domain("proxy.example".into(), 1080), credentials: None });
+        assert_eq!(
+            hop,
+            Hop { kind: HopKind::Socks5, addr: TargetAddr::Domain("proxy.example".into(), 1080), credentials: None }
+        );
         let hop = parse_hop("socks5://u:p%2Fq@127.0.0.1:1081").unwrap();
         assert_eq!(hop.credentials, Some(Credentials { user: b"u".to_vec(), password: b"p/q".to_vec() }));
         assert_eq!(hop.to_string(), "socks5://u@127.0.0.1:1081", "display hides the password");
+        let hop = parse_hop("http://u:p@[::1]:3128").unwrap();
+        assert_eq!((hop.kind, hop.to_string()), (HopKind::Http, "http://u@[::1]:3128".into()));
+    }
+
+    #[test]
+    fn which_protocols_each_proxy_scheme_serves() {
+        let protocols = |text| {
+            let spec = socks(text);
+            (spec.socks5, spec.socks4, spec.http)
+        };
+        assert_eq!(protocols("socks://:1080"), (true, Socks4Policy::Auto, true), "a mixed port");
+        assert_eq!(protocols("socks5://:1080"), (true, Socks4Policy::Off, false));
+        assert_eq!(protocols("http://:8080"), (false, Socks4Policy::Off, true));
+        assert!(socks("http://u:p@127.0.0.1:8080").users.verify(b"u", b"p"));
     }
 
     #[test]
@@ -392,7 +438,7 @@ mod tests {
         // 256 bytes once decoded; joined with the empty password as "a:x...x:" and split at
         // the first ':' it once looked like a 1-byte user and a 255-byte password.
         let url = format!("socks5://a%3A{}:@127.0.0.1:1080", "x".repeat(254));
-        let want = UrlError::BadCredentials("USER must be 1 to 255 bytes and PASS at most 255");
+        let want = UrlError::BadCredentials("USER and PASS must be 1 to 255 bytes each (RFC 1929)");
         assert_eq!(parse_hop(&url).unwrap_err(), want);
         let url = format!("socks5://{}:pw@127.0.0.1:1080", "%41".repeat(256));
         assert_eq!(parse_hop(&url).unwrap_err(), want);
@@ -404,7 +450,7 @@ mod tests {
         let table: &[(&str, UrlError)] = &[
             ("127.0.0.1:1080", UrlError::NoScheme),
             ("://:1080", UrlError::NoScheme),
-            ("http://:8080", UrlError::UnknownScheme("http".into(), SERVICE_SCHEMES)),
+            ("https://:8080", UrlError::UnknownScheme("https".into(), SERVICE_SCHEMES)),
             ("socks4://:1080", UrlError::UnknownScheme("socks4".into(), SERVICE_SCHEMES)),
             ("tcp://:8080", UrlError::MissingTarget),
             ("tcp://:8080/", UrlError::MissingTarget),
@@ -423,6 +469,11 @@ mod tests {
             ("socks://[example]:1080", UrlError::BadHost("[example] is not an IPv6 address".into())),
             ("tcp://:1/exa mple:80", UrlError::BadHost("\"exa mple\" is not an IP address or domain name".into())),
             ("tcp://:1/:80", UrlError::BadHost("\"\" is not an IP address or domain name".into())),
+            ("tcp://:1/a..b:80", UrlError::BadHost("\"a..b\" is not an IP address or domain name".into())),
+            (
+                "udp://:1/x.example..:53",
+                UrlError::BadHost("\"x.example..\" is not an IP address or domain name".into()),
+            ),
             ("socks://:1080/extra", UrlError::UnexpectedPath("extra".into())),
             ("socks://:1080?ttl=5s", UrlError::UnknownOption("ttl".into())),
             ("tcp://:1/h:1?ttl=5s", UrlError::UnknownOption("ttl".into())),
@@ -432,8 +483,9 @@ mod tests {
             ("udp://:1/h:1?ttl=5d", UrlError::BadTtl("\"5d\" has unknown unit \"d\" (use ms, s, m or h)".into())),
             ("tcp://u:p@:1/h:1", UrlError::UnexpectedCredentials),
             ("socks://alice@:1080", UrlError::BadCredentials("expected USER:PASS")),
-            ("socks://:pw@:1080", UrlError::BadCredentials("USER must be 1 to 255 bytes and PASS at most 255")),
-            (&long, UrlError::BadCredentials("USER must be 1 to 255 bytes and PASS at most 255")),
+            ("socks://:pw@:1080", UrlError::BadCredentials("USER and PASS must be 1 to 255 bytes each (RFC 1929)")),
+            ("socks://u:@:1080", UrlError::BadCredentials("USER and PASS must be 1 to 255 bytes each (RFC 1929)")),
+            (&long, UrlError::BadCredentials("USER and PASS must be 1 to 255 bytes each (RFC 1929)")),
             ("socks://u:%zz@:1080", UrlError::BadCredentials("bad %XX escape")),
             ("socks://u:%4@:1080", UrlError::BadCredentials("bad %XX escape")),
         ];
@@ -448,7 +500,7 @@ mod tests {
         let table: &[(&str, UrlError)] = &[
             ("127.0.0.1:1080", UrlError::NoScheme),
             ("socks://127.0.0.1:1080", UrlError::UnknownScheme("socks".into(), HOP_SCHEMES)),
-            ("http://127.0.0.1:3128", UrlError::UnknownScheme("http".into(), HOP_SCHEMES)),
+            ("https://127.0.0.1:3128", UrlError::UnknownScheme("https".into(), HOP_SCHEMES)),
             ("socks5://127.0.0.1", UrlError::MissingPort),
             ("socks5://127.0.0.1:0", UrlError::BadPort("0".into())),
             ("socks5://:1080", UrlError::BadHost("\"\" is not an IP address or domain name".into())),
@@ -467,6 +519,14 @@ mod tests {
         assert_eq!(redacted("socks5://u:p@ss@h:1/x"), "socks5://u:***@h:1/x");
         assert_eq!(redacted("tcp://:1/h:2"), "tcp://:1/h:2");
         assert_eq!(redacted("garbage"), "garbage");
+        // Malformed: no scheme, a mangled one, the '@' forgotten, a scheme after the '@'.
+        assert_eq!(redacted("alice:Sup3rSecret@proxy.example:1080"), "alice:***@proxy.example:1080");
+        assert_eq!(redacted("socks5:/alice:Sup3rSecret@proxy.example:1080"), "socks5:***@proxy.example:1080");
+        assert_eq!(redacted("socks5://alice:Sup3r/Secret"), "socks5://alice:***");
+        assert_eq!(redacted("socks5://alice:Sup3rSecret proxy:1080"), "socks5://alice:***");
+        assert_eq!(redacted("alice:Sup3rSecret@h:1://x"), "alice:***@h:1://x");
+        assert_eq!(redacted("socks5://[::1]:1080"), "socks5://[::1]:1080");
+        assert_eq!(redacted("udp://:5353/[::1]:53?ttl=1s"), "udp://:5353/[::1]:53?ttl=1s");
         // Whatever the parser could take for a password, '/' and '?' included.
         assert_eq!(redacted("socks5://alice:top/secret@host:1080"), "socks5://alice:***@host:1080");
         assert_eq!(redacted("socks5://alice:top?secret@host"), "socks5://alice:***@host");

@@ -87,7 +87,13 @@ fn item(key: &str, value: impl ToString) -> (String, String) {
 fn service(spec: &ServiceSpec) -> (String, String) {
     match spec {
         ServiceSpec::Socks(socks) => {
-            let mut value = format!("SOCKS5 {}; SOCKS4/4a {}", login(socks), socks4(socks));
+            let on_or_off = |served: bool| if served { login(socks) } else { "off".into() };
+            let mut value = format!(
+                "SOCKS5 {}; SOCKS4/4a {}; HTTP {}",
+                on_or_off(socks.socks5),
+                socks4(socks),
+                on_or_off(socks.http)
+            );
             if spec.is_open_proxy() {
                 value.push_str("; an open proxy: not loopback, and no login needed");
             }
@@ -102,14 +108,14 @@ fn service(spec: &ServiceSpec) -> (String, String) {
 }
 
 fn login(socks: &SocksSpec) -> String {
-    match socks.users.len() {
-        0 => "no login".into(),
-        n => format!("login required ({n} user(s))"),
+    match socks.users.require_login() {
+        false => "no login".into(),
+        true => format!("login required ({} user(s))", socks.users.count()),
     }
 }
 
 fn socks4(socks: &SocksSpec) -> &'static str {
-    match (socks.socks4, socks.users.is_empty()) {
+    match (socks.socks4, !socks.users.require_login()) {
         (Socks4Policy::Off, _) => "off",
         (Socks4Policy::On | Socks4Policy::Auto, true) => "served",
         (Socks4Policy::On, false) => "served without login (--socks4)",
@@ -132,7 +138,7 @@ fn upstream(config: &Config) -> Vec<(String, String)> {
                 }
                 None => String::new(),
             };
-            item(&format!("hop {}", i + 1), format!("socks5://{}{login}", hop.addr))
+            item(&format!("hop {}", i + 1), format!("{}://{}{login}", hop.kind.scheme(), hop.addr))
         })
         .collect()
 }
@@ -174,7 +180,7 @@ mod tests {
         let text = describe(&Config::default());
         let expected = [
             "services:",
-            "  socks 127.0.0.1:1080     SOCKS5 no login; SOCKS4/4a served",
+            "  socks 127.0.0.1:1080     SOCKS5 no login; SOCKS4/4a served; HTTP no login",
             "upstream:",
             "  direct                   no -F: targets are reached from this host",
             "limits:",
@@ -225,26 +231,32 @@ mod tests {
             ServiceSpec::Socks(with_socks4),
             service_url::parse_service("socks5://[::1]:1081").unwrap(),
             service_url::parse_service("socks://0.0.0.0:1082").unwrap(),
+            service_url::parse_service("http://127.0.0.1:8080").unwrap(),
             service_url::parse_service("tcp://127.0.0.1:2222/10.0.0.5:22").unwrap(),
             service_url::parse_service("udp://127.0.0.1:5353/10.0.0.1:53?ttl=30s").unwrap(),
         ];
         config.chain = vec![
             service_url::parse_hop("socks5://carol:s3cret@hop1.example:1080").unwrap(),
             service_url::parse_hop("socks5://10.0.0.2:1080").unwrap(),
+            service_url::parse_hop("http://10.0.0.3:3128").unwrap(),
         ];
         config.max_clients_per_ip = Some(7);
         config.idle_timeout = Some(Duration::from_millis(1500));
         let text = describe(&config);
         for line in [
-            "  socks 0.0.0.0:1080       SOCKS5 login required (2 user(s)); SOCKS4/4a refused (it carries no password)",
+            "  socks 0.0.0.0:1080       SOCKS5 login required (2 user(s)); SOCKS4/4a refused (it carries no password); \
+             HTTP login required (2 user(s))",
             "  socks 0.0.0.0:1080       SOCKS5 login required (2 user(s)); SOCKS4/4a served without login (--socks4); \
+             HTTP login required (2 user(s)); an open proxy: not loopback, and no login needed",
+            "  socks [::1]:1081         SOCKS5 no login; SOCKS4/4a off; HTTP off",
+            "  socks 0.0.0.0:1082       SOCKS5 no login; SOCKS4/4a served; HTTP no login; \
              an open proxy: not loopback, and no login needed",
-            "  socks [::1]:1081         SOCKS5 no login; SOCKS4/4a off",
-            "  socks 0.0.0.0:1082       SOCKS5 no login; SOCKS4/4a served; an open proxy: not loopback, and no login needed",
+            "  socks 127.0.0.1:8080     SOCKS5 off; SOCKS4/4a off; HTTP no login",
             "  tcp 127.0.0.1:2222       forward to 10.0.0.5:22",
             "  udp 127.0.0.1:5353       forward to 10.0.0.1:53, a session ends after 30s idle (ttl)",
             "  hop 1                    socks5://hop1.example:1080, login as carol (password hidden)",
             "  hop 2                    socks5://10.0.0.2:1080",
+            "  hop 3                    http://10.0.0.3:3128",
             "  max-clients-per-ip       7",
             "  idle-timeout             1.5s",
         ] {

@@ -15,6 +15,7 @@
 //! it. With upstream hops, the session holds a UDP association through the chain and the
 //! datagrams carry its UDP ASSOCIATE headers.
 
+use crate::config::rules::{Allowed, Cmd};
 use crate::config::{Config, UdpForwardSpec};
 use crate::net::is_timeout;
 use crate::net::relay::{Activity, Meter};
@@ -23,11 +24,11 @@ use crate::net::udp_batch::{Batch, Outgoing};
 use crate::net::worker_pool::{Refused, WorkerPool};
 use crate::outbound;
 use crate::outbound::upstream::{UpstreamUdp, last_hop_header};
-use crate::session::access::refused_at_accept;
+use crate::session::access::{Access, refused_at_accept};
 use crate::session::live::Details;
 use crate::session::report::FoldedWarning;
 use crate::session::stats::Refusal;
-use crate::session::{self, Context, Listed, SessionLog, State};
+use crate::session::{self, Context, End, Listed, SessionLog, State, UdpEnd};
 use crate::wire::addr::TargetAddr;
 use crate::wire::udp::{Header, MAX_HEADER_LEN};
 use std::collections::HashMap;
@@ -166,8 +167,8 @@ enum Outbound {
 
 /// Where a session's datagrams go.
 enum Path {
-    Direct { socket: UdpSocket, target: SocketAddr },
-    Upstream { udp: UpstreamUdp, target: TargetAddr },
+    Direct { socket: UdpSocket, target: Allowed<SocketAddr> },
+    Upstream { udp: UpstreamUdp, target: Allowed<TargetAddr> },
 }
 
 impl Service {
@@ -273,7 +274,7 @@ impl Service {
         if let Err((job, why)) = workers.try_execute(job) {
             drop(job);
             self.forget(&session);
-            self.ctx.stats.session_refused();
+            self.ctx.stats.session_refused(Refusal::PoolFull);
             refusals.warn(|count| match why {
                 Refused::Full => {
                     format!("refused {count} UDP client(s), last {}: all session threads busy", session.client)
@@ -314,20 +315,21 @@ impl Service {
             log.up = session.up_bytes.load(Ordering::Relaxed);
             let up_datagrams = session.up_datagrams.load(Ordering::Relaxed);
             self.ctx.stats.udp_forwarded(up_datagrams, down_datagrams, session.dropped.load(Ordering::Relaxed));
-            log.outcome = format!(
-                "{} datagram(s) up, {down_datagrams} down, {} dropped; {end}",
-                session.up_datagrams.load(Ordering::Relaxed),
-                session.dropped.load(Ordering::Relaxed),
-            );
+            log.end = Some(End::UdpForward {
+                up: up_datagrams,
+                down: down_datagrams,
+                dropped: session.dropped.load(Ordering::Relaxed),
+                end,
+            });
         });
     }
 
     /// Opens the outbound path, then copies replies to the client until the session ends;
     /// returns why it ended.
-    fn forward_replies(&self, session: &Arc<Session>, log: &mut SessionLog, down_datagrams: &mut u64) -> String {
-        let path = match self.open_path() {
+    fn forward_replies(&self, session: &Arc<Session>, log: &mut SessionLog, down_datagrams: &mut u64) -> UdpEnd {
+        let path = match self.open_path(session.client) {
             Ok(path) => Arc::new(path),
-            Err(e) => return e,
+            Err(e) => return UdpEnd::Unopened(e),
         };
         log.reached = Some(path.reached());
         log.outbound_local = path.local_addr().ok();
@@ -343,7 +345,7 @@ impl Service {
             });
         }
         if let Err(e) = path.set_read_timeout(self.spec.ttl.min(TICK)) {
-            return format!("cannot set read timeout: {e}");
+            return UdpEnd::Unopened(format!("cannot set read timeout: {e}"));
         }
         let mut batch = Batch::new(self.front);
         session.ready(&path, batch.slot_mut(0), self.front);
@@ -364,7 +366,7 @@ impl Service {
                         Ok(()) => {
                             session.touch();
                             log.down += reply.range.len() as u64;
-                            session.meter.count_datagrams(0, reply.range.len() as u64);
+                            session.meter.count_moved(0, reply.range.len() as u64);
                             *down_datagrams += 1;
                         }
                         Err(_) => session.count_drop(),
@@ -373,31 +375,37 @@ impl Service {
                 }
                 Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {
                     if path.upstream_closed() {
-                        return "upstream closed the UDP association".into();
+                        return UdpEnd::UpstreamEnded;
                     }
                     if self.ctx.is_stopping() && self.forget_if_idle(session, self.spec.ttl.min(STOP_GRACE)) {
-                        return "server stopping".into();
+                        return UdpEnd::Shutdown;
                     }
                     if self.forget_if_idle(session, self.spec.ttl) {
-                        return format!("no traffic for {:?}", self.spec.ttl);
+                        return UdpEnd::IdleTimeout(self.spec.ttl);
                     }
                 }
-                Err(e) => return format!("outbound socket error: {e}"),
+                Err(e) => return UdpEnd::OutboundFailed(e),
             }
         }
     }
 
-    /// A socket straight to the target, or a UDP association through the upstream chain.
-    fn open_path(&self) -> Result<Path, String> {
+    /// A socket straight to the target, or a UDP association through the upstream chain,
+    /// for `client` as the rules allow it (who may use the forward, not where it goes).
+    fn open_path(&self, client: SocketAddr) -> Result<Path, String> {
+        let config = &self.ctx.config;
+        let access = Access::for_forward(config.rules.current(), client.ip(), config.chain.is_empty());
+        let target = &self.spec.target;
         if let Some(udp) = self.ctx.udp_upstream().map_err(|e| e.to_string())? {
             for control in &udp.controls {
                 control.set_nonblocking(true).map_err(|e| format!("upstream control connection: {e}"))?;
             }
-            return Ok(Path::Upstream { udp, target: self.spec.target.clone() });
+            let target = access.permit_upstream_owned(Cmd::Udp, target).map_err(|denied| denied.to_string())?;
+            return Ok(Path::Upstream { udp, target });
         }
-        let resolved = outbound::resolve(&self.spec.target).map_err(|e| e.to_string())?;
-        let target = *resolved.first().expect("resolve returns at least one address");
-        let socket = sockopt::udp_bind(SocketAddr::new(unspecified_like(target.ip()), 0), &self.ctx.config.udp)
+        let resolved = outbound::resolve(target).map_err(|e| e.to_string())?;
+        let first = *resolved.first().expect("resolve returns at least one address");
+        let target = access.permit_address(Cmd::Udp, target.as_addr(), first).map_err(|denied| denied.to_string())?;
+        let socket = sockopt::udp_bind(SocketAddr::new(unspecified_like(first.ip()), 0), &config.udp)
             .map_err(|e| format!("cannot open outbound socket: {e}"))?;
         Ok(Path::Direct { socket, target })
     }
@@ -459,7 +467,7 @@ impl Session {
         match path.send(buf, at, len) {
             Ok(()) => {
                 self.up_bytes.fetch_add(len as u64, Ordering::Relaxed);
-                self.meter.count_datagrams(len as u64, 0);
+                self.meter.count_moved(len as u64, 0);
                 self.up_datagrams.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
@@ -488,9 +496,9 @@ impl Path {
     /// headers when there are any.
     fn send(&self, buf: &mut [u8], at: usize, len: usize) -> io::Result<()> {
         match self {
-            Path::Direct { socket, target } => socket.send_to(&buf[at..][..len], *target).map(drop),
+            Path::Direct { socket, target } => socket.send_to(&buf[at..][..len], *target.get()).map(drop),
             Path::Upstream { udp, target } => {
-                let header = Header { frag: 0, addr: target.as_addr() };
+                let header = Header { frag: 0, addr: target.get().as_addr() };
                 let start = at - header.encoded_len();
                 header.emit(&mut buf[start..]);
                 let start = udp.wrap(buf, start);
@@ -528,7 +536,7 @@ impl Path {
     /// Where datagrams are sent: the target, or the upstream hop's relay.
     fn reached(&self) -> SocketAddr {
         match self {
-            Path::Direct { target, .. } => *target,
+            Path::Direct { target, .. } => *target.get(),
             Path::Upstream { udp, .. } => udp.relay,
         }
     }

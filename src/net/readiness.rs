@@ -1,8 +1,8 @@
 //! Waiting with poll(2), WSAPoll on Windows: until a listener has a connection to accept or
-//! a stream has something to read, whichever comes first; or until one of several
-//! non-blocking connects has ended. std and socket2 wrap neither call, and sleeping between
-//! looks instead is only as fine as the system's timer tick: 1 ms on Linux, about 15.6 ms
-//! by default on Windows.
+//! a stream has something to read, whichever comes first (and, on Windows, until a stream
+//! has room to write); or until one of several non-blocking connects has ended. std and
+//! socket2 wrap neither call, and sleeping between looks instead is only as fine as the
+//! system's timer tick: 1 ms on Linux, about 15.6 ms by default on Windows.
 //!
 //! One of the modules allowed unsafe code: the two calls have no safe wrapper.
 #![allow(unsafe_code)] // poll and WSAPoll have no safe wrapper in std or socket2
@@ -23,7 +23,19 @@ pub(crate) enum Watched<'a> {
 /// given) has data, a close or an error to read, or `timeout` passes. An interrupted wait
 /// returns early too: the caller looks at both sockets and waits again.
 pub(crate) fn wait_readable(watched: Watched<'_>, stream: Option<&TcpStream>, timeout: Duration) -> io::Result<()> {
-    sys::poll(watched, stream, millis(timeout))
+    sys::poll(watched, stream, sys::READABLE, millis(timeout)).map(drop)
+}
+
+/// Whether `stream` has bytes, a close or an error to read within `timeout` (zero: now).
+/// An interrupted wait says no; the caller looks again.
+pub(crate) fn readable_within(stream: &TcpStream, timeout: Duration) -> io::Result<bool> {
+    sys::poll(Watched::Stream(stream), None, sys::READABLE, millis(timeout))
+}
+
+/// Whether `stream` has room to write (or an error to report) within `timeout`.
+#[cfg(windows)]
+pub(crate) fn writable_within(stream: &TcpStream, timeout: Duration) -> io::Result<bool> {
+    sys::poll(Watched::Stream(stream), None, sys::WRITABLE, millis(timeout))
 }
 
 /// How a non-blocking connect ended.
@@ -62,8 +74,7 @@ pub(crate) fn wait_connects<T>(
     Ok(first(Connect::Connected).or_else(|| first(Connect::Failed)))
 }
 
-/// A timeout in poll's milliseconds, rounded up so that a wait of less than a millisecond
-/// is not a look without waiting.
+/// Rounded up, so a wait of less than a millisecond is not a look without waiting.
 fn millis(timeout: Duration) -> i32 {
     i32::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
 }
@@ -76,13 +87,16 @@ mod sys {
     use std::net::TcpStream;
     use std::os::fd::AsRawFd;
 
-    pub(super) fn poll(watched: Watched<'_>, stream: Option<&TcpStream>, millis: i32) -> io::Result<()> {
-        let watch = |fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    pub(super) const READABLE: i16 = libc::POLLIN;
+
+    /// Waits for `events` on `watched`, or for input on `stream`; whether anything is ready.
+    pub(super) fn poll(watched: Watched<'_>, stream: Option<&TcpStream>, events: i16, millis: i32) -> io::Result<bool> {
+        let watch = |fd, events| libc::pollfd { fd, events, revents: 0 };
         let first = match watched {
             Watched::Listener(listener) => listener.as_raw_fd(),
             Watched::Stream(stream) => stream.as_raw_fd(),
         };
-        let mut fds = [watch(first), watch(stream.map_or(-1, AsRawFd::as_raw_fd))];
+        let mut fds = [watch(first, events), watch(stream.map_or(-1, AsRawFd::as_raw_fd), READABLE)];
         let count = if stream.is_some() { 2 } else { 1 };
         poll_all(&mut fds[..count], millis)
     }
@@ -103,18 +117,19 @@ mod sys {
         }
     }
 
-    /// An interrupted wait returns as if nothing happened.
-    pub(super) fn poll_all(fds: &mut [PollFd], millis: i32) -> io::Result<()> {
+    /// Whether anything is ready; an interrupted wait says no.
+    pub(super) fn poll_all(fds: &mut [PollFd], millis: i32) -> io::Result<bool> {
         let count = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
         // SAFETY: `fds` is a live slice of `count` initialised pollfd entries, which poll
         // only reads and writes `revents` of; the descriptors are borrowed, so open.
-        if unsafe { libc::poll(fds.as_mut_ptr(), count, millis) } < 0 {
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), count, millis) };
+        if ready < 0 {
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(e);
             }
         }
-        Ok(())
+        Ok(ready > 0)
     }
 }
 
@@ -137,9 +152,9 @@ mod sys {
 
     /// Normal data to read, or a connection to accept; the only input event WSAPoll takes
     /// for these sockets (it refuses POLLPRI).
-    const POLLRDNORM: i16 = 0x0100;
-    /// Writable: for a connecting socket, connected.
-    const POLLWRNORM: i16 = 0x0010;
+    pub(super) const READABLE: i16 = 0x0100; // POLLRDNORM
+    /// Room to write normal data; for a connecting socket, connected.
+    pub(super) const WRITABLE: i16 = 0x0010; // POLLWRNORM
     const POLLERR: i16 = 0x0001;
     const POLLHUP: i16 = 0x0002;
     const POLLNVAL: i16 = 0x0004;
@@ -149,13 +164,14 @@ mod sys {
         fn WSAPoll(fds: *mut WsaPollFd, count: u32, timeout: i32) -> i32;
     }
 
-    pub(super) fn poll(watched: Watched<'_>, stream: Option<&TcpStream>, millis: i32) -> io::Result<()> {
-        let watch = |socket| WsaPollFd { fd: socket as usize, events: POLLRDNORM, revents: 0 };
+    /// Waits for `events` on `watched`, or for input on `stream`; whether anything is ready.
+    pub(super) fn poll(watched: Watched<'_>, stream: Option<&TcpStream>, events: i16, millis: i32) -> io::Result<bool> {
+        let watch = |socket, events| WsaPollFd { fd: socket as usize, events, revents: 0 };
         let first = match watched {
             Watched::Listener(listener) => listener.as_raw_socket(),
             Watched::Stream(stream) => stream.as_raw_socket(),
         };
-        let mut fds = [watch(first), watch(stream.map_or(0, AsRawSocket::as_raw_socket))];
+        let mut fds = [watch(first, events), watch(stream.map_or(0, AsRawSocket::as_raw_socket), READABLE)];
         let count = if stream.is_some() { 2 } else { 1 };
         poll_all(&mut fds[..count], millis)
     }
@@ -165,7 +181,7 @@ mod sys {
     pub(super) const UNWATCHED: PollFd = WsaPollFd { fd: usize::MAX, events: 0, revents: 0 };
 
     pub(super) fn watch_connect(socket: &Socket) -> PollFd {
-        WsaPollFd { fd: socket.as_raw_socket() as usize, events: POLLWRNORM, revents: 0 }
+        WsaPollFd { fd: socket.as_raw_socket() as usize, events: WRITABLE, revents: 0 }
     }
 
     /// Windows before 10 2004 does not report a refused connect to WSAPoll at all; such an
@@ -173,19 +189,21 @@ mod sys {
     pub(super) fn connect_ended(fd: &PollFd) -> Option<Connect> {
         match fd.revents {
             r if r & (POLLERR | POLLHUP | POLLNVAL) != 0 => Some(Connect::Failed),
-            r if r & POLLWRNORM != 0 => Some(Connect::Connected),
+            r if r & WRITABLE != 0 => Some(Connect::Connected),
             _ => None,
         }
     }
 
-    pub(super) fn poll_all(fds: &mut [PollFd], millis: i32) -> io::Result<()> {
+    /// Whether anything is ready.
+    pub(super) fn poll_all(fds: &mut [PollFd], millis: i32) -> io::Result<bool> {
         let count = u32::try_from(fds.len()).unwrap_or(u32::MAX);
         // SAFETY: `fds` is a live slice of `count` initialised WSAPOLLFD entries, which
         // WSAPoll only reads and writes `revents` of; the sockets are borrowed, so open.
-        if unsafe { WSAPoll(fds.as_mut_ptr(), count, millis) } < 0 {
+        let ready = unsafe { WSAPoll(fds.as_mut_ptr(), count, millis) };
+        if ready < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(())
+        Ok(ready > 0)
     }
 }
 
@@ -216,6 +234,18 @@ mod tests {
         let started = Instant::now();
         wait_readable(Watched::Listener(&listener), Some(&ours), Duration::from_millis(50)).unwrap();
         assert!(started.elapsed() >= Duration::from_millis(45), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_stream_is_readable_once_data_or_a_close_is_waiting() {
+        let (_listener, mut ours, mut theirs) = sockets();
+        assert!(!readable_within(&ours, Duration::ZERO).unwrap(), "nothing yet");
+        assert!(!readable_within(&ours, Duration::from_millis(20)).unwrap(), "nothing within the wait");
+        theirs.write_all(b"x").unwrap();
+        assert!(readable_within(&ours, Duration::from_secs(10)).unwrap(), "data");
+        ours.read_exact(&mut [0u8; 1]).unwrap();
+        drop(theirs);
+        assert!(readable_within(&ours, Duration::from_secs(10)).unwrap(), "a close");
     }
 
     #[test]

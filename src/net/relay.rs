@@ -22,8 +22,16 @@
 //! is progress. The direction that ends first with a FIN watches the other. Whatever ends
 //! a session is recorded first, so what the other thread then sees of our own shutdown
 //! (an EOF, a broken pipe) never passes for a peer's error.
+//!
+//! The limits are socket timeouts (SO_RCVTIMEO, SO_SNDTIMEO) except on Windows, which
+//! documents a socket whose receive or send timed out as being in an indeterminate state.
+//! There the sockets are non-blocking: each direction waits for readiness (WSAPoll) and only
+//! then reads or writes, so no call ever times out mid-stream. It waits in slices of
+//! [`WINDOWS_LOOK`], looking between them for a cut, since a shutdown from the other thread
+//! does not wake every wait (it does not under Wine).
 
 use super::is_timeout;
+use super::readiness;
 #[cfg(target_os = "linux")]
 use super::splice::Pipe;
 use super::worker_pool::{Job, Refused, WorkerPool};
@@ -39,6 +47,10 @@ use std::time::{Duration, Instant};
 const RELAY_THREAD_STACK: usize = 64 * 1024;
 /// Bytes an idle direction reads into its stack while it waits; see `copy_until_fin`.
 const PROBE_SIZE: usize = 512;
+/// On Windows, the longest a direction waits for readiness before it looks again at the
+/// limits and at whether the session was cut.
+#[cfg(windows)]
+const WINDOWS_LOOK: Duration = Duration::from_millis(250);
 /// Bytes of idle buffers (or pipe capacity) kept for reuse; beyond this they are freed,
 /// so a burst of transfers does not pin its peak memory for good.
 const SPARE_BYTES: usize = 4 * 1024 * 1024;
@@ -203,7 +215,7 @@ impl Relayer {
         Relayer {
             // A TCP session holds at most one relay thread and a UDP association two (one
             // per address family), and sessions are bounded, so this pool never has to queue.
-            threads: WorkerPool::new("burrowd-relay", 2 * max_sessions, max_sessions, RELAY_THREAD_STACK),
+            threads: WorkerPool::new("burrowd-relay", max_sessions.saturating_mul(2), max_sessions, RELAY_THREAD_STACK),
             buffers: BufferPool {
                 size: buffer_size.max(1),
                 max_spare: spare_limit(buffer_size.max(1)),
@@ -268,13 +280,23 @@ impl Relayer {
 
     fn copy_until_fin(&self, dir: Direction, link: &Link, bytes: &mut u64) -> Result<(), RelayEnd> {
         let (src, dst) = link.sockets(dir);
-        src.set_read_timeout(link.limits.idle).map_err(|e| RelayEnd::Failed(dir.source(), e))?;
-        dst.set_write_timeout(Some(link.limits.write_timeout())).map_err(|e| RelayEnd::Failed(dir.dest(), e))?;
+        #[cfg(not(windows))]
+        {
+            src.set_read_timeout(link.limits.idle).map_err(|e| RelayEnd::Failed(dir.source(), e))?;
+            dst.set_write_timeout(Some(link.limits.write_timeout())).map_err(|e| RelayEnd::Failed(dir.dest(), e))?;
+        }
+        #[cfg(windows)]
+        {
+            src.set_nonblocking(true).map_err(|e| RelayEnd::Failed(dir.source(), e))?;
+            dst.set_nonblocking(true).map_err(|e| RelayEnd::Failed(dir.dest(), e))?;
+        }
         // The wait for data reads into a small stack array, not a pool buffer or pipe: a
         // small message (an interactive session's usual traffic) is then passed on with one
         // read and one write, and only a full probe means a burst worth a buffer or pipe.
         let mut probe = [0u8; PROBE_SIZE];
         loop {
+            #[cfg(windows)]
+            link.await_input(dir)?;
             let n = match (&*src).read(&mut probe) {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
@@ -286,10 +308,7 @@ impl Relayer {
             };
             let data = &probe[..n];
             link.write_out(dir, n, |left| (&*dst).write(&data[n - left..]), bytes)?;
-            if n == probe.len()
-                && input_waiting(src, link.limits.idle)
-                && matches!(self.burst(dir, link, bytes)?, Burst::Eof)
-            {
+            if n == probe.len() && input_waiting(src) && matches!(self.burst(dir, link, bytes)?, Burst::Eof) {
                 return Ok(());
             }
         }
@@ -331,7 +350,7 @@ fn copy_burst(dir: Direction, link: &Link, buf: &mut [u8], bytes: &mut u64) -> R
         };
         let data = &buf[..n];
         link.write_out(dir, n, |left| (&*dst).write(&data[n - left..]), bytes)?;
-        if n < buf.len() || !input_waiting(src, link.limits.idle) {
+        if n < buf.len() || !input_waiting(src) {
             return Ok(Burst::Drained);
         }
     }
@@ -339,25 +358,10 @@ fn copy_burst(dir: Direction, link: &Link, buf: &mut [u8], bytes: &mut u64) -> R
 
 /// Whether a read from `src` would return at once: bytes, the end of the stream or an
 /// error are waiting. A burst reads only then, so a direction never waits holding a buffer
-/// or a pipe, even after a read that filled one exactly. Only the direction that reads
-/// `src` calls this, so on systems without MSG_DONTWAIT it may borrow the read timeout,
-/// which it then sets back to `read_timeout`.
-fn input_waiting(src: &TcpStream, read_timeout: Option<Duration>) -> bool {
-    #[cfg(unix)]
-    let peeked = {
-        let _ = read_timeout;
-        let mut byte = [std::mem::MaybeUninit::uninit()];
-        socket2::SockRef::from(src).recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT)
-    };
-    #[cfg(not(unix))]
-    let peeked = {
-        let quick = src.set_read_timeout(Some(Duration::from_millis(1))).and_then(|()| src.peek(&mut [0u8]));
-        match src.set_read_timeout(read_timeout) {
-            Ok(()) => quick,
-            Err(e) => Err(e),
-        }
-    };
-    !matches!(peeked, Err(e) if is_timeout(&e))
+/// or a pipe, even after a read that filled one exactly. A look that fails says yes: the
+/// read then reports the error.
+fn input_waiting(src: &TcpStream) -> bool {
+    readiness::readable_within(src, Duration::ZERO).unwrap_or(true)
 }
 
 /// Pipes shared by all sessions, like [`BufferPool`]; a pipe goes back only when empty.
@@ -401,7 +405,7 @@ impl PipePool {
                 }
             };
             link.write_out(dir, n, |left| pipe.drain_to(dst, left), bytes)?;
-            if n < pipe.capacity() || !input_waiting(src, link.limits.idle) {
+            if n < pipe.capacity() || !input_waiting(src) {
                 self.give_empty(pipe);
                 return Ok(Burst::Drained);
             }
@@ -509,11 +513,45 @@ impl Link {
                     if let Some(end) = self.limit_passed(dir, Stall::NotReading) {
                         return Err(end);
                     }
+                    #[cfg(windows)]
+                    self.await_room(dir)?;
                 }
                 Err(e) => return Err(RelayEnd::Failed(dir.dest(), e)),
             }
         }
         Ok(())
+    }
+
+    /// Waits until `dir`'s source has something to read, ending the direction if a limit
+    /// passes first. Once the session is cut, it ends without a read: what ended the
+    /// session is recorded already, so the end returned here is not news.
+    #[cfg(windows)]
+    fn await_input(&self, dir: Direction) -> Result<(), RelayEnd> {
+        let src = self.sockets(dir).0;
+        loop {
+            if self.lock().cut.is_some() {
+                return Err(RelayEnd::Failed(dir.source(), io::ErrorKind::ConnectionAborted.into()));
+            }
+            let wait = self.limits.idle.map_or(WINDOWS_LOOK, |idle| idle.min(WINDOWS_LOOK));
+            if readiness::readable_within(src, wait).map_err(|e| RelayEnd::Failed(dir.source(), e))? {
+                return Ok(());
+            }
+            if let Some(end) = self.limit_passed(dir, Stall::Silent) {
+                return Err(end);
+            }
+        }
+    }
+
+    /// After a write found no room, waits up to one look for room in `dir`'s destination.
+    /// Meanwhile the direction counts as inside a write, so only it judges whether its
+    /// peer has stopped reading; no byte moves while it waits, so the wait counts as quiet.
+    #[cfg(windows)]
+    fn await_room(&self, dir: Direction) -> Result<(), RelayEnd> {
+        let dst = self.sockets(dir).1;
+        self.progress.awaiting_room[dir.index()].store(true, Ordering::SeqCst);
+        let room = readiness::writable_within(dst, self.limits.write_timeout().min(WINDOWS_LOOK));
+        self.progress.awaiting_room[dir.index()].store(false, Ordering::SeqCst);
+        room.map(drop).map_err(|e| RelayEnd::Failed(dir.dest(), e))
     }
 
     /// A read for `dir` failed: a timeout is `Ok` (wait on) unless a limit has passed;
@@ -642,13 +680,21 @@ struct Progress {
     /// By [`Direction::index`]: when the write under way began, on `moved`'s clock, or
     /// `NOT_WRITING`.
     writing_since_ms: [AtomicU64; 2],
+    /// By [`Direction::index`]: waiting for room to write (Windows, where writes never block).
+    #[cfg(windows)]
+    awaiting_room: [std::sync::atomic::AtomicBool; 2],
 }
 
 const NOT_WRITING: u64 = u64::MAX;
 
 impl Progress {
     fn new(meter: Arc<Meter>) -> Self {
-        Progress { moved: meter, writing_since_ms: [AtomicU64::new(NOT_WRITING), AtomicU64::new(NOT_WRITING)] }
+        Progress {
+            moved: meter,
+            writing_since_ms: [AtomicU64::new(NOT_WRITING), AtomicU64::new(NOT_WRITING)],
+            #[cfg(windows)]
+            awaiting_room: Default::default(),
+        }
     }
 
     fn write_begins(&self, dir: Direction) {
@@ -665,6 +711,10 @@ impl Progress {
     }
 
     fn is_writing(&self, dir: Direction) -> bool {
+        #[cfg(windows)]
+        if self.awaiting_room[dir.index()].load(Ordering::SeqCst) {
+            return true;
+        }
         self.writing_since_ms[dir.index()].load(Ordering::SeqCst) != NOT_WRITING
     }
 
@@ -697,8 +747,9 @@ impl Meter {
         counter.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// Counts what a UDP association or forward moved, which has no [`Link`].
-    pub(crate) fn count_datagrams(&self, up: u64, down: u64) {
+    /// Counts what moved outside a [`Link`]: a UDP association's or forward's datagrams,
+    /// a forwarded HTTP request and its response.
+    pub(crate) fn count_moved(&self, up: u64, down: u64) {
         self.up.fetch_add(up, Ordering::Relaxed);
         self.down.fetch_add(down, Ordering::Relaxed);
         self.last_byte.touch();

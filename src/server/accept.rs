@@ -4,7 +4,7 @@
 
 use crate::config::ServiceSpec;
 use crate::forward;
-use crate::net::admission::{self, Admission, Admitted};
+use crate::net::admission::{self, AddressGroup, Admission, Admitted, QueueWatch};
 use crate::net::worker_pool::{self, WorkerPool};
 use crate::session::Context;
 use crate::session::access::refused_at_accept;
@@ -70,7 +70,7 @@ impl Acceptor {
         }
         // Only a SOCKS client owes us a handshake; a tcp:// client is connected at once.
         let may_wait = matches!(*self.spec, ServiceSpec::Socks(_));
-        let Admitted { seat, waiting, reclaimed } = match self.admission.admit(&stream, peer.ip(), may_wait) {
+        let Admitted { seat, ticket, reclaimed } = match self.admission.admit(&stream, peer, may_wait) {
             Ok(admitted) => admitted,
             Err(why) => {
                 self.ctx.stats.client_refused(match why {
@@ -78,16 +78,18 @@ impl Acceptor {
                     admission::Refusal::Full => Refusal::PoolFull,
                 });
                 drop(stream);
+                let limits = self.admission.limits();
                 warnings.refused.warn(|count| match why {
                     admission::Refusal::AddressLimit => format!(
-                        "refused {count} client(s), last {peer}: its address holds {} sessions \
+                        "refused {count} client(s), last {peer}: {} holds {} sessions \
                          (--max-clients-per-ip), none still in its handshake",
-                        config.max_clients_per_ip()
+                        AddressGroup::of(peer.ip()),
+                        limits.per_address
                     ),
                     admission::Refusal::Full => format!(
                         "refused {count} client(s), last {peer}: all {} workers and {} queue places \
                          hold sessions past their handshake",
-                        config.max_clients, config.queue
+                        limits.workers, limits.queue
                     ),
                 });
                 return;
@@ -109,16 +111,18 @@ impl Acceptor {
         let job = Box::new(move || {
             // The client's place is given back when its session ends, however it ends.
             let _seat = seat;
+            // One whose wait for a worker ran out was closed and counted by the queue watch.
+            let Ok(waiting) = ticket.start() else { return };
             match &*spec {
                 ServiceSpec::Socks(socks) => socks::serve_socks(&ctx, socks, listed, stream, waiting, rules),
-                ServiceSpec::TcpForward(forward) => forward::tcp::serve(&ctx, forward, listed, stream),
+                ServiceSpec::TcpForward(forward) => forward::tcp::serve(&ctx, forward, listed, stream, rules),
                 ServiceSpec::UdpForward(_) => unreachable!("UDP services have no accept loop"),
             }
         });
         // Admission keeps the pool within its bounds; this is the backstop for a thread
         // the operating system will not start.
         if let Err((job, why)) = self.workers.try_execute(job) {
-            self.ctx.stats.session_refused();
+            self.ctx.stats.session_refused(Refusal::PoolFull);
             drop(job); // closes the client's socket
             warnings.refused.warn(|count| match why {
                 worker_pool::Refused::Full => {
@@ -129,6 +133,22 @@ impl Acceptor {
                 }
             });
         }
+    }
+}
+
+/// Closes each queued client whose wait for a worker runs out (`--handshake-timeout`):
+/// counted and warned of like any refusal. Runs until the admission is gone.
+pub(super) fn watch_queue(ctx: &Context, watch: QueueWatch) {
+    let mut refused = FoldedWarning::default();
+    while let Some(peer) = watch.next_expired() {
+        ctx.stats.session_refused(Refusal::QueueTimeout);
+        refused.warn(|count| {
+            format!(
+                "refused {count} client(s), last {peer}: no worker was free within {:?} (--handshake-timeout) \
+                 while it waited in the queue",
+                ctx.config.handshake_timeout
+            )
+        });
     }
 }
 

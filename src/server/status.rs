@@ -14,13 +14,18 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A request's head must arrive within this, and its answer leave within it too.
 const REQUEST_TIME: Duration = Duration::from_secs(2);
 /// The longest request head taken.
 const MAX_REQUEST: usize = 8 * 1024;
+/// Connections served at once: enough that a few idle ones delay no answer, few enough that
+/// a flood of them holds a handful of threads.
+const CONCURRENT_REQUESTS: usize = 8;
+/// A request's thread builds one page of text at most.
+const REQUEST_THREAD_STACK: usize = 256 * 1024;
 
 /// What the status pages read.
 pub(super) struct Status {
@@ -30,14 +35,29 @@ pub(super) struct Status {
 }
 
 impl Status {
-    /// Serves one connection at a time; each is bounded by [`REQUEST_TIME`], so a slow
-    /// one delays the next by that much at most.
+    /// Serves up to [`CONCURRENT_REQUESTS`] connections at once, each on a thread of its
+    /// own and bounded by [`REQUEST_TIME`], so an idle connection delays no one's answer.
+    /// Past that bound the next connection waits in the listen backlog until one of them
+    /// ends, which an idle one does within [`REQUEST_TIME`].
     pub(super) fn run(self, listener: TcpListener) {
-        for stream in listener.incoming() {
-            match stream {
-                Ok(stream) => {
-                    if let Err(e) = self.answer(&stream) {
-                        log::debug!("status request: {e}");
+        let status = Arc::new(self);
+        let slots = Arc::new(Slots::new(CONCURRENT_REQUESTS));
+        loop {
+            let slot = Slots::take(&slots);
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let status = Arc::clone(&status);
+                    let served = std::thread::Builder::new()
+                        .name("burrowd-status".into())
+                        .stack_size(REQUEST_THREAD_STACK)
+                        .spawn(move || {
+                            let _slot = slot;
+                            if let Err(e) = status.answer(&stream) {
+                                log::debug!("status request: {e}");
+                            }
+                        });
+                    if let Err(e) = served {
+                        log::debug!("status request: no thread to answer it ({e}); closed");
                     }
                 }
                 Err(e) => {
@@ -139,6 +159,10 @@ impl Status {
         for (code, count) in &counters.socks4_replies {
             out.sample("burrowd_socks_replies_total", &[("version", "4"), ("code", &code.to_string())], *count);
         }
+        out.family("burrowd_http_replies_total", "counter", "HTTP proxy replies burrowd sent itself, by status.");
+        for (status, count) in &counters.http_replies {
+            out.sample("burrowd_http_replies_total", &[("status", &status.to_string())], *count);
+        }
         out.family("burrowd_bytes_total", "counter", "Bytes relayed by sessions that have ended, by direction.");
         out.sample("burrowd_bytes_total", &[("direction", "up")], counters.bytes_up);
         out.sample("burrowd_bytes_total", &[("direction", "down")], counters.bytes_down);
@@ -149,6 +173,37 @@ impl Status {
         for (reason, count) in &counters.udp_dropped {
             out.sample("burrowd_udp_dropped_total", &[("reason", reason.label())], *count);
         }
+    }
+}
+
+/// Places for requests being served; a place goes back when its [`Slot`] is dropped.
+struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+struct Slot(Arc<Slots>);
+
+impl Slots {
+    fn new(count: usize) -> Self {
+        Slots { free: Mutex::new(count), freed: Condvar::new() }
+    }
+
+    /// Waits until a place is free and takes it.
+    fn take(slots: &Arc<Slots>) -> Slot {
+        let mut free = slots.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = slots.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        Slot(Arc::clone(slots))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.freed.notify_one();
     }
 }
 

@@ -5,6 +5,7 @@
 //! log line is written. The list is split into shards by session id, so that sessions
 //! starting and ending on many workers rarely wait for each other.
 
+use crate::config::units::tenths_of_seconds;
 use crate::net::relay::{Meter, Side};
 use crate::wire::printable::Printable;
 use std::collections::HashMap;
@@ -157,7 +158,7 @@ impl fmt::Display for Live {
         };
         write!(
             f,
-            "{} {} {} {} {} {} {} {out_local} {out_peer} {up} {down} {:.1} {:.1}",
+            "{} {} {} {} {} {} {} {out_local} {out_peer} {up} {down} {} {}",
             self.id,
             self.state_name(details.state),
             self.client,
@@ -165,8 +166,8 @@ impl fmt::Display for Live {
             field(details.user.as_deref()),
             field(details.command.as_deref()),
             field(details.target.as_deref()),
-            self.started.elapsed().as_secs_f64(),
-            self.meter.idle_for().as_secs_f64(),
+            tenths_of_seconds(self.started.elapsed()),
+            tenths_of_seconds(self.meter.idle_for()),
         )
     }
 }

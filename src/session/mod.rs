@@ -3,13 +3,15 @@
 
 pub(crate) mod access;
 pub(crate) mod context;
+pub(crate) mod end;
 pub(crate) mod live;
 pub(crate) mod report;
 pub(crate) mod stats;
 
 pub(crate) use context::Context;
+pub(crate) use end::{End, FailureReply, UdpEnd};
 pub(crate) use live::{Listed, State};
-pub(crate) use report::SessionLog;
+pub(crate) use report::{Login, SessionLog};
 
 use crate::net::negotiation::Negotiation;
 use std::net::TcpStream;
@@ -22,10 +24,11 @@ pub(crate) fn logged(ctx: &Context, listed: Listed, serve: impl FnOnce(&mut Sess
     let mut log = SessionLog::new(listed.live.id, listed.live.client);
     log.live = Some(Arc::clone(&listed.live));
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(&mut log))).is_err() {
-        log.outcome = "internal error: the session panicked (a bug in burrowd)".into();
+        log.end = Some(End::Bug("the session panicked"));
     }
+    let outcome = log.end.get_or_insert(End::Bug("the session recorded no end")).outcome();
     log::info!("{log}");
-    ctx.stats.session_ended(&log);
+    ctx.stats.session_ended(&log, outcome);
     // Off the live list only now, so a session is never missing from both it and the log.
     drop(listed);
 }
@@ -72,7 +75,7 @@ fn relay(ctx: &Arc<Context>, established: Established, log: &mut SessionLog) {
     let outcome = ctx.relayer.relay(established.client, established.target, meter);
     log.up = outcome.up;
     log.down = outcome.down;
-    log.outcome = outcome.end.to_string();
+    log.end = Some(End::Relay(outcome.end));
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! What burrowd writes to its log: one line per finished session, and warnings folded
 //! so that a flood of one kind costs one line a second.
 
+use super::end::End;
 use super::live::{Live, State};
-use crate::config::units::human_bytes;
+use crate::config::units::{human_bytes, tenths_of_seconds};
 use crate::wire::addr::TargetAddr;
+use crate::wire::printable::Printable;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,8 +19,7 @@ pub(crate) struct SessionLog {
     pub id: u64,
     pub client: SocketAddr,
     started: Instant,
-    /// Shown as it is: whoever fills it in escapes what the client chose.
-    pub user: Option<String>,
+    pub user: Option<Login>,
     pub command: Option<String>,
     /// The target as the client asked for it (a name stays a name).
     pub target: Option<TargetAddr>,
@@ -30,12 +31,14 @@ pub(crate) struct SessionLog {
     pub down: u64,
     /// A UDP association's datagram counts, reported instead of `up` and `down`.
     pub udp: Option<UdpCounts>,
-    /// How it ended: `closed`, a reply code with its reason, an error.
-    pub outcome: String,
+    /// How it ended, set where it ends.
+    pub end: Option<End>,
     /// The session's entry in the live list, which [`SessionLog::publish`] keeps current.
     pub live: Option<Arc<Live>>,
     /// The SOCKS replies sent, as (protocol version, code), for the metrics.
     pub replies: Vec<(u8, u8)>,
+    /// The status burrowd itself answered an HTTP proxy request with, for the metrics.
+    pub http_status: Option<u16>,
 }
 
 impl SessionLog {
@@ -52,9 +55,10 @@ impl SessionLog {
             up: 0,
             down: 0,
             udp: None,
-            outcome: String::new(),
+            end: None,
             live: None,
             replies: Vec::new(),
+            http_status: None,
         }
     }
 
@@ -63,17 +67,50 @@ impl SessionLog {
         self.replies.push((version, code));
     }
 
+    /// Records the status of an HTTP reply burrowd sent (not one an origin sent).
+    pub(crate) fn replied_http(&mut self, status: u16) {
+        self.http_status = Some(status);
+    }
+
     /// Shows on the live list what the session has learnt so far, as it enters `state`:
     /// login, command, target, and the outbound leg once it is connected.
     pub(crate) fn publish(&self, state: State) {
         let Some(live) = &self.live else { return };
         live.update(|details| {
             details.state = state;
-            details.user.clone_from(&self.user);
+            details.user = self.user.as_ref().map(Login::text);
             details.command.clone_from(&self.command);
             details.target = self.target.as_ref().map(ToString::to_string);
             details.outbound = self.outbound_local.zip(self.reached);
         });
+    }
+}
+
+/// Who a client said it is, kept as the bytes it sent; escaped only where it is printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Login {
+    /// A SOCKS5 login the users table accepted.
+    Verified(Vec<u8>),
+    /// A SOCKS4 USERID: whatever the client claims.
+    Claimed(Vec<u8>),
+}
+
+impl Login {
+    /// The text to show, not yet escaped (the live list escapes it its own way).
+    fn text(&self) -> String {
+        match self {
+            Login::Verified(name) => String::from_utf8_lossy(name).into_owned(),
+            Login::Claimed(id) => format!("{:?} (unverified SOCKS4 USERID)", String::from_utf8_lossy(id)),
+        }
+    }
+}
+
+impl fmt::Display for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Login::Verified(name) => write!(f, "{}", Printable(&String::from_utf8_lossy(name))),
+            Login::Claimed(_) => f.write_str(&self.text()),
+        }
     }
 }
 
@@ -99,7 +136,11 @@ impl fmt::Display for SessionLog {
             Some(udp) => write!(f, " {udp}")?,
             None => write!(f, " up {} down {}", human_bytes(self.up), human_bytes(self.down))?,
         }
-        write!(f, " {:.1}s: {}", self.started.elapsed().as_secs_f64(), self.outcome)
+        write!(f, " {}s", tenths_of_seconds(self.started.elapsed()))?;
+        match &self.end {
+            Some(end) => write!(f, ": {end}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -180,13 +221,14 @@ impl FoldedWarning {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::relay::RelayEnd;
 
     #[test]
     fn a_clients_name_cannot_forge_fields_or_lines_of_its_own() {
         let mut log = SessionLog::new(7, "127.0.0.1:5000".parse().unwrap());
         let forged = "x.org (10.0.0.1:80) up 0 B down 0 B 0.0s: closed\nsession 8 \u{2028}\u{202e}";
         log.target = Some(TargetAddr::Domain(forged.into(), 80));
-        log.outcome = "closed".into();
+        log.end = Some(End::Relay(RelayEnd::Closed));
         let line = log.to_string();
         assert!(
             line.contains(r#" "x.org (10.0.0.1:80) up 0 B down 0 B 0.0s: closed\nsession 8 \u{2028}\u{202e}":80 "#),

@@ -19,11 +19,16 @@ pub(crate) struct Stats {
     socks5_replies: [AtomicU64; 9],
     /// SOCKS4 replies: granted (90) and rejected (91).
     socks4_replies: [AtomicU64; 2],
+    /// HTTP replies burrowd sent, by [`HTTP_STATUSES`].
+    http_replies: [AtomicU64; HTTP_STATUSES.len()],
     udp_up: AtomicU64,
     udp_down: AtomicU64,
     /// By [`UdpDrop`].
     udp_dropped: [AtomicU64; UdpDrop::ALL.len()],
 }
+
+/// The statuses burrowd answers HTTP proxy requests with.
+pub(crate) const HTTP_STATUSES: [u16; 7] = [200, 400, 403, 407, 431, 502, 504];
 
 /// Why a client was closed at once, without a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,11 +41,13 @@ pub(crate) enum Refusal {
     Rule,
     /// Out of descriptors: `accept` failed for it.
     Descriptors,
+    /// It waited in the queue for `--handshake-timeout` and no worker took it.
+    QueueTimeout,
 }
 
 impl Refusal {
-    pub(crate) const ALL: [Refusal; 4] =
-        [Refusal::PoolFull, Refusal::AddressLimit, Refusal::Rule, Refusal::Descriptors];
+    pub(crate) const ALL: [Refusal; 5] =
+        [Refusal::PoolFull, Refusal::AddressLimit, Refusal::Rule, Refusal::Descriptors, Refusal::QueueTimeout];
 
     pub(crate) fn label(self) -> &'static str {
         match self {
@@ -48,20 +55,22 @@ impl Refusal {
             Refusal::AddressLimit => "per_address_limit",
             Refusal::Rule => "rule",
             Refusal::Descriptors => "descriptors",
+            Refusal::QueueTimeout => "queue_timeout",
         }
     }
 }
 
-/// How a session ended, as `/metrics` counts it; read off its log line's outcome.
+/// How a session ended, as `/metrics` counts it: derived from its [`End`](super::end::End).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// Relayed until both sides closed.
+    /// Relayed until both sides closed; or a UDP association closed by the client, by its
+    /// upstream hop, or by our shutdown.
     Closed,
     /// Refused with a failure reply (its code is counted apart).
     Replied,
     /// A login that failed.
     LoginFailed,
-    /// An idle, half-close, handshake, ttl or association timeout.
+    /// An idle, half-close, handshake, UDP idle or `tcp://` connect timeout.
     TimedOut,
     /// Closed to make room for a newer client.
     Reclaimed,
@@ -87,29 +96,6 @@ impl Outcome {
             Outcome::TimedOut => "timeout",
             Outcome::Reclaimed => "reclaimed",
             Outcome::Error => "error",
-        }
-    }
-
-    /// Reads the kind of end off the log line's outcome, which every session writes in
-    /// one of a few fixed forms.
-    fn of(outcome: &str) -> Outcome {
-        let timed_out = ["idle timeout", "half-close timeout", "handshake timed out", "no traffic for", "idle for"];
-        let ended_by_us = ["server shutdown", "server stopping"];
-        if outcome == "closed"
-            || outcome.starts_with("control connection closed")
-            || ended_by_us.iter().any(|phrase| outcome.ends_with(phrase))
-        {
-            Outcome::Closed
-        } else if outcome.starts_with("reply ") {
-            Outcome::Replied
-        } else if outcome.starts_with("authentication failed") {
-            Outcome::LoginFailed
-        } else if timed_out.iter().any(|phrase| outcome.contains(phrase)) {
-            Outcome::TimedOut
-        } else if outcome.starts_with("closed to make room") {
-            Outcome::Reclaimed
-        } else {
-            Outcome::Error
         }
     }
 }
@@ -146,6 +132,7 @@ pub(crate) struct Counters {
     pub reclaimed: u64,
     pub socks5_replies: Vec<(u8, u64)>,
     pub socks4_replies: Vec<(u8, u64)>,
+    pub http_replies: Vec<(u16, u64)>,
     pub bytes_up: u64,
     pub bytes_down: u64,
     pub udp_up: u64,
@@ -157,7 +144,8 @@ pub(crate) struct Counters {
 pub struct Snapshot {
     /// Sessions served to their end.
     pub sessions: u64,
-    /// Clients closed at once, for a limit: the workers, the queue, an address's share.
+    /// Clients closed for a limit: the workers, the queue, an address's share, or a wait
+    /// in the queue that ran out.
     pub refused: u64,
     /// Clients still in their handshake closed to make room for a newer one.
     pub reclaimed: u64,
@@ -180,9 +168,10 @@ impl Stats {
         self.refused_by[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts out a queued client that the pool handed back.
-    pub(crate) fn session_refused(&self) {
-        self.client_refused(Refusal::PoolFull);
+    /// Counts out a queued client that was closed without a session: the pool handed it
+    /// back, or no worker took it in time.
+    pub(crate) fn session_refused(&self, why: Refusal) {
+        self.client_refused(why);
         self.active.fetch_sub(1, Ordering::SeqCst);
     }
 
@@ -199,11 +188,11 @@ impl Stats {
         self.reclaimed.fetch_add(count as u64, Ordering::Relaxed);
     }
 
-    pub(crate) fn session_ended(&self, log: &SessionLog) {
+    pub(crate) fn session_ended(&self, log: &SessionLog, outcome: Outcome) {
         self.sessions.fetch_add(1, Ordering::Relaxed);
         self.bytes_up.fetch_add(log.up, Ordering::Relaxed);
         self.bytes_down.fetch_add(log.down, Ordering::Relaxed);
-        self.ended_by[Outcome::of(&log.outcome) as usize].fetch_add(1, Ordering::Relaxed);
+        self.ended_by[outcome as usize].fetch_add(1, Ordering::Relaxed);
         for &(version, code) in &log.replies {
             let counter = match (version, code) {
                 (5, code) => self.socks5_replies.get(usize::from(code)).unwrap_or(&self.socks5_replies[1]),
@@ -211,6 +200,9 @@ impl Stats {
                 _ => &self.socks4_replies[1],
             };
             counter.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(at) = log.http_status.and_then(|status| HTTP_STATUSES.iter().position(|&s| s == status)) {
+            self.http_replies[at].fetch_add(1, Ordering::Relaxed);
         }
         if let Some(udp) = &log.udp {
             self.udp_up.fetch_add(udp.up.datagrams, Ordering::Relaxed);
@@ -233,6 +225,7 @@ impl Stats {
             reclaimed: load(&self.reclaimed),
             socks5_replies: (0..9u8).map(|code| (code, load(&self.socks5_replies[usize::from(code)]))).collect(),
             socks4_replies: vec![(90, load(&self.socks4_replies[0])), (91, load(&self.socks4_replies[1]))],
+            http_replies: HTTP_STATUSES.iter().zip(&self.http_replies).map(|(&s, n)| (s, load(n))).collect(),
             bytes_up: load(&self.bytes_up),
             bytes_down: load(&self.bytes_down),
             udp_up: load(&self.udp_up),
@@ -249,31 +242,6 @@ impl Stats {
             active: self.active.load(Ordering::SeqCst),
             bytes_up: self.bytes_up.load(Ordering::Relaxed),
             bytes_down: self.bytes_down.load(Ordering::Relaxed),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_outcome_a_session_writes_has_its_kind() {
-        let cases = [
-            ("closed", Outcome::Closed),
-            ("control connection closed", Outcome::Closed),
-            ("reply 5: connect to 127.0.0.1:1: Connection refused (os error 111)", Outcome::Replied),
-            ("authentication failed for user \"eve\"", Outcome::LoginFailed),
-            ("idle timeout: no byte either way for 5s", Outcome::TimedOut),
-            ("half-close timeout: the target sent nothing for 60s after the client's FIN", Outcome::TimedOut),
-            ("handshake timed out", Outcome::TimedOut),
-            ("1 datagram(s) up, 1 down, 0 dropped; no traffic for 60s", Outcome::TimedOut),
-            ("closed to make room for a newer client: the handshake was still unfinished", Outcome::Reclaimed),
-            ("client error: Connection reset by peer (os error 104)", Outcome::Error),
-            ("not SOCKS: first byte 0x47, closed", Outcome::Error),
-        ];
-        for (outcome, kind) in cases {
-            assert_eq!(Outcome::of(outcome), kind, "{outcome}");
         }
     }
 }

@@ -9,13 +9,13 @@
 use super::connect::SocksReplies;
 use super::failure::Failure;
 use crate::config::SocketOptions;
-use crate::config::rules::Cmd;
+use crate::config::rules::{Allowed, Cmd};
 use crate::net::negotiation::Negotiation;
 use crate::net::readiness::{self, Watched};
 use crate::net::sockopt;
 use crate::outbound::{self, upstream};
-use crate::session::access::{Access, Denied};
-use crate::session::{Context, Established, SessionLog, State};
+use crate::session::access::{Access, Heard};
+use crate::session::{Context, End, Established, SessionLog, State};
 use crate::wire::addr::{Addr, TargetAddr};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -27,19 +27,16 @@ use std::time::{Duration, Instant};
 const SENT_AHEAD_LOOK: Duration = Duration::from_millis(20);
 
 /// Serves a BIND request whose DST names `named`, the peer expected to connect, up to the
-/// relay between the client and that peer.
+/// relay between the client and that peer; [`Access::hear`] has asked about it.
 pub(super) fn serve(
     ctx: &Arc<Context>,
     mut negotiation: Negotiation,
     named: &TargetAddr,
+    _heard: Heard,
     access: &Access,
     log: &mut SessionLog,
     replies: &impl SocksReplies,
 ) -> Option<Established> {
-    if let Err(denied) = check_named(access, named) {
-        replies.fail(negotiation, denied.into(), log);
-        return None;
-    }
     if !ctx.config.chain.is_empty() {
         return serve_through_chain(ctx, negotiation, named, access, log, replies);
     }
@@ -54,25 +51,25 @@ pub(super) fn serve(
     // Listed as waiting before the client hears where to send its peer.
     log.publish(State::BindWaiting);
     if let Err(e) = replies.granted(&mut negotiation, Addr::Ip(bound.addr), log) {
-        log.outcome = e.to_string();
+        log.end = Some(End::Handshake(e));
         return None;
     }
     let peer = match bound.wait(negotiation.stream(), ctx.config.bind_timeout, &ctx.config.socket, &|peer| {
-        access.check_address(Cmd::Bind, named, peer).map_err(Failure::from)
+        access.permit_address(Cmd::Bind, named.as_addr(), peer).map_err(Failure::from)
     }) {
         Ok(peer) => peer,
         Err(WaitEnd::Failed(failure)) => {
             replies.fail(negotiation, failure, log);
             return None;
         }
-        Err(WaitEnd::ClientGone(why)) => {
-            log.outcome = why;
+        Err(WaitEnd::ClientGone(error)) => {
+            log.end = Some(End::BindClientGone(error));
             return None;
         }
     };
-    log.reached = Some(peer.addr);
-    if let Err(e) = replies.granted(&mut negotiation, Addr::Ip(peer.addr), log) {
-        log.outcome = e.to_string();
+    log.reached = Some(*peer.addr.get());
+    if let Err(e) = replies.granted(&mut negotiation, Addr::Ip(*peer.addr.get()), log) {
+        log.end = Some(End::Handshake(e));
         return None;
     }
     Some(Established::new(negotiation, peer.stream))
@@ -89,7 +86,15 @@ fn serve_through_chain(
     replies: &impl SocksReplies,
 ) -> Option<Established> {
     let config = &ctx.config;
-    let bound = match upstream::bind(&config.chain, named, config.connect_timeout, &config.socket) {
+    // Sent as it is: a name is resolved upstream, so it must be decided without its address.
+    let named = match access.permit_upstream(Cmd::Bind, named.as_addr()) {
+        Ok(named) => named,
+        Err(denied) => {
+            replies.fail(negotiation, denied.into(), log);
+            return None;
+        }
+    };
+    let bound = match upstream::bind(&config.chain, &named, config.connect_timeout, &config.socket) {
         Ok(bound) => bound,
         Err(e) => {
             replies.fail(negotiation, e.into(), log);
@@ -99,7 +104,7 @@ fn serve_through_chain(
     log.outbound_local = ip_of(&bound.listening);
     log.publish(State::BindWaiting);
     if let Err(e) = replies.granted(&mut negotiation, bound.listening.as_addr(), log) {
-        log.outcome = e.to_string();
+        log.end = Some(End::Handshake(e));
         return None;
     }
     let local = |e| WaitEnd::Failed(Failure::Local(e));
@@ -119,8 +124,8 @@ fn serve_through_chain(
             replies.fail(negotiation, failure, log);
             return None;
         }
-        Err(WaitEnd::ClientGone(why)) => {
-            log.outcome = why;
+        Err(WaitEnd::ClientGone(error)) => {
+            log.end = Some(End::BindClientGone(error));
             return None;
         }
     }
@@ -132,25 +137,20 @@ fn serve_through_chain(
         }
     };
     log.reached = ip_of(&peer);
-    // The hop names the peer that came; an address is judged like one that came here.
-    if let Some(Err(denied)) = log.reached.map(|peer| access.check_address(Cmd::Bind, named, peer.ip())) {
-        replies.fail(negotiation, denied.into(), log);
-        return None;
-    }
-    if let Err(e) = replies.granted(&mut negotiation, peer.as_addr(), log) {
-        log.outcome = e.to_string();
+    // The hop names the peer that came; it is judged like one that came here, and one it
+    // names by a name cannot be.
+    let came = match access.permit_reported(Cmd::Bind, *named.get(), &peer) {
+        Ok(came) => came,
+        Err(denied) => {
+            replies.fail(negotiation, denied.into(), log);
+            return None;
+        }
+    };
+    if let Err(e) = replies.granted(&mut negotiation, Addr::Ip(*came.get()), log) {
+        log.end = Some(End::Handshake(e));
         return None;
     }
     Some(Established::new(negotiation, stream))
-}
-
-/// The rules on the peer a BIND names, before anything is listened on: all zeros names
-/// nobody yet, so only the client and the command are judged.
-fn check_named(access: &Access, named: &TargetAddr) -> Result<(), Denied> {
-    match named {
-        TargetAddr::Ip(sa) if sa.ip().is_unspecified() => access.check_command(Cmd::Bind),
-        _ => access.check_target(Cmd::Bind, named),
-    }
 }
 
 fn ip_of(addr: &TargetAddr) -> Option<SocketAddr> {
@@ -191,14 +191,12 @@ fn poll<T>(
             return Ok(done);
         }
         let sent_ahead = match control.peek(&mut probe) {
-            Ok(0) => return Err(WaitEnd::ClientGone("client closed while waiting for the BIND peer".into())),
+            Ok(0) => return Err(WaitEnd::ClientGone(None)),
             // Data the client sent ahead of the peer stays in the socket for the relay.
             Ok(_) => true,
             // Nothing from the client.
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => false,
-            Err(e) => {
-                return Err(WaitEnd::ClientGone(format!("client error while waiting for the BIND peer: {e}")));
-            }
+            Err(e) => return Err(WaitEnd::ClientGone(Some(e))),
         };
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -218,19 +216,20 @@ struct Bound {
     expected: Vec<IpAddr>,
 }
 
-/// The connection a BIND waited for.
+/// The connection a BIND waited for, from a peer the rules allow.
 struct Peer {
     stream: TcpStream,
-    addr: SocketAddr,
+    addr: Allowed<SocketAddr>,
 }
 
 /// What the access rules say of the peer that reached the listening socket.
-type Permitted<'a> = dyn Fn(IpAddr) -> Result<(), Failure> + 'a;
+type Permitted<'a> = dyn Fn(SocketAddr) -> Result<Allowed<SocketAddr>, Failure> + 'a;
 
 /// Why a wait ended with no peer to relay to.
 enum WaitEnd {
-    /// The client closed or broke its control connection, so there is no one to reply to.
-    ClientGone(String),
+    /// The client closed (`None`) or broke its control connection, so there is no one to
+    /// reply to.
+    ClientGone(Option<io::Error>),
     /// The client gets a failure reply.
     Failed(Failure),
 }
@@ -250,7 +249,7 @@ impl Bound {
     fn open(control: &TcpStream, named: &TargetAddr, access: &Access, opts: &SocketOptions) -> Result<Bound, Failure> {
         let expected = expected_peers(named)?;
         for &peer in &expected {
-            access.check_address(Cmd::Bind, named, peer)?;
+            access.permit_address(Cmd::Bind, named.as_addr(), SocketAddr::new(peer, named.port()))?;
         }
         // The whole socket address, not just its IP: a link-local IPv6 address binds only
         // with the scope (interface) it came with.
@@ -296,10 +295,13 @@ impl Bound {
             let _ = stream.shutdown(Shutdown::Both);
             return Err(WaitEnd::Failed(Failure::UnexpectedPeer(addr)));
         }
-        if let Err(failure) = permitted(addr.ip().to_canonical()) {
-            let _ = stream.shutdown(Shutdown::Both);
-            return Err(WaitEnd::Failed(failure));
-        }
+        let addr = match permitted(addr) {
+            Ok(addr) => addr,
+            Err(failure) => {
+                let _ = stream.shutdown(Shutdown::Both);
+                return Err(WaitEnd::Failed(failure));
+            }
+        };
         let setup = stream.set_nonblocking(false).and_then(|()| sockopt::tune_accepted(&stream, opts));
         setup.map_err(|e| WaitEnd::Failed(Failure::Local(e)))?;
         Ok(Peer { stream, addr })

@@ -3,8 +3,8 @@
 use super::failure::Failure;
 use crate::config::rules::Cmd;
 use crate::net::negotiation::{HandshakeError, Negotiation};
-use crate::session::access::Access;
-use crate::session::{Context, Established, SessionLog};
+use crate::session::access::{Access, Heard};
+use crate::session::{Context, End, Established, SessionLog};
 use crate::wire::addr::{Addr, TargetAddr};
 use std::sync::Arc;
 
@@ -23,22 +23,18 @@ pub(crate) trait SocksReplies {
 }
 
 /// CONNECT: opens the outbound connection and replies with the address the target sees
-/// it come from: our outbound socket's, or through a chain the last hop's.
+/// it come from: our outbound socket's, or through a chain the last hop's. [`Access::hear`]
+/// has refused what the name, port or client decide; the rest is judged on the way out.
 pub(super) fn serve_connect(
     ctx: &Arc<Context>,
     mut negotiation: Negotiation,
     target: &TargetAddr,
+    _heard: Heard,
     access: &Access,
     log: &mut SessionLog,
     replies: &impl SocksReplies,
 ) -> Option<Established> {
-    // Refused before any name lookup where the name, port or client already decide.
-    if let Err(denied) = access.check_target(Cmd::Connect, target) {
-        replies.fail(negotiation, denied.into(), log);
-        return None;
-    }
-    let permitted = |address| access.check_address(Cmd::Connect, target, address).map_err(|denied| denied.to_string());
-    let connected = match ctx.connect_target(target, permitted) {
+    let connected = match ctx.connect_target(access, Cmd::Connect, target) {
         Ok(connected) => connected,
         Err(e) => {
             replies.fail(negotiation, e.into(), log);
@@ -48,7 +44,7 @@ pub(super) fn serve_connect(
     log.reached = Some(connected.peer);
     log.outbound_local = Some(connected.local);
     if let Err(e) = replies.granted(&mut negotiation, connected.source.as_addr(), log) {
-        log.outcome = e.to_string();
+        log.end = Some(End::Handshake(e));
         return None;
     }
     Some(Established::new(negotiation, connected.stream))

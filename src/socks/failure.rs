@@ -11,8 +11,10 @@ use std::time::Duration;
 /// Why a SOCKS request was not served. Each ends in a reply to the client.
 #[derive(Debug)]
 pub(super) enum Failure {
-    /// The request itself was malformed (unknown command, unknown address type, ...).
+    /// The request itself was malformed (unknown address type, bad name, ...).
     Malformed(wire::Error),
+    /// A well-formed request for a command this protocol does not define.
+    UnsupportedCommand(u8),
     /// Our rules refuse the request.
     NotAllowed(&'static str),
     /// The access rules refuse it (`--allow`, `--deny`, `--rules`).
@@ -31,13 +33,26 @@ pub(super) enum Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Failure::Malformed(wire::Error::NotAHostName) => {
+                write!(f, "refused: the name asked for is not a host name, so it is not looked up")
+            }
             Failure::Malformed(e) => write!(f, "malformed request: {e}"),
+            Failure::UnsupportedCommand(command) => write!(f, "unsupported command {command:#04x}"),
             Failure::NotAllowed(why) => write!(f, "not allowed: {why}"),
             Failure::Denied(denied) => denied.fmt(f),
             Failure::Connect(e) => e.fmt(f),
             Failure::Local(e) => write!(f, "local error: {e}"),
             Failure::BindTimedOut(limit) => write!(f, "no connection to the bound port within {limit:?}"),
             Failure::UnexpectedPeer(peer) => write!(f, "bound port reached by {peer}, not the named peer"),
+        }
+    }
+}
+
+impl From<wire::Error> for Failure {
+    fn from(e: wire::Error) -> Self {
+        match e {
+            wire::Error::UnknownCommand(command) => Failure::UnsupportedCommand(command),
+            e => Failure::Malformed(e),
         }
     }
 }
@@ -57,8 +72,10 @@ impl From<ConnectError> for Failure {
 /// The SOCKS5 reply code for a failure.
 pub(super) fn socks5_code(failure: &Failure) -> ReplyCode {
     match failure {
-        Failure::Malformed(wire::Error::UnknownCommand(_)) => ReplyCode::COMMAND_NOT_SUPPORTED,
+        Failure::UnsupportedCommand(_) => ReplyCode::COMMAND_NOT_SUPPORTED,
         Failure::Malformed(wire::Error::UnknownAddressType(_)) => ReplyCode::ADDRESS_TYPE_NOT_SUPPORTED,
+        // Like a name that does not resolve, which it would be anywhere that checks.
+        Failure::Malformed(wire::Error::NotAHostName) => ReplyCode::HOST_UNREACHABLE,
         Failure::Malformed(_) | Failure::Local(_) => ReplyCode::GENERAL_FAILURE,
         Failure::NotAllowed(_) | Failure::Denied(_) | Failure::UnexpectedPeer(_) => ReplyCode::NOT_ALLOWED,
         Failure::Connect(ConnectError::Denied { .. }) => ReplyCode::NOT_ALLOWED,
@@ -77,6 +94,7 @@ pub(super) fn socks5_code(failure: &Failure) -> ReplyCode {
 fn upstream_code(failure: &UpstreamFailure) -> ReplyCode {
     match failure.error {
         UpstreamError::Replied(code) if failure.for_target && (2..=8).contains(&code.0) => code,
+        UpstreamError::TcpOnly => ReplyCode::COMMAND_NOT_SUPPORTED,
         _ => ReplyCode::GENERAL_FAILURE,
     }
 }
@@ -127,9 +145,10 @@ mod tests {
             (Failure::NotAllowed("rule"), 2),
             (Failure::UnexpectedPeer("127.0.0.2:4000".parse().unwrap()), 2),
             (Failure::BindTimedOut(std::time::Duration::from_secs(60)), 4),
-            (Failure::Malformed(wire::Error::UnknownCommand(9)), 7),
+            (wire::Error::UnknownCommand(9).into(), 7),
             (Failure::Malformed(wire::Error::UnknownAddressType(9)), 8),
             (Failure::Malformed(wire::Error::BadDomain), 1),
+            (Failure::Malformed(wire::Error::NotAHostName), 4),
             (upstream_failure(true, UpstreamError::Replied(ReplyCode::CONNECTION_REFUSED)), 5),
             (upstream_failure(true, UpstreamError::Replied(ReplyCode::NOT_ALLOWED)), 2),
             (upstream_failure(true, UpstreamError::Replied(ReplyCode::HOST_UNREACHABLE)), 4),
@@ -137,6 +156,8 @@ mod tests {
             (upstream_failure(false, UpstreamError::Replied(ReplyCode::CONNECTION_REFUSED)), 1),
             (upstream_failure(true, UpstreamError::LoginRejected), 1),
             (upstream_failure(true, UpstreamError::NoAcceptableMethod(0xff)), 1),
+            (upstream_failure(false, UpstreamError::TcpOnly), 7),
+            (upstream_failure(true, UpstreamError::HttpStatus(403)), 1),
         ];
         for (failure, code) in table {
             assert_eq!(socks5_code(&failure), ReplyCode(code), "{failure}");

@@ -1,5 +1,5 @@
-//! A SOCKS listener's clients: the first byte picks SOCKS5 ([`v5`]) or SOCKS4/4a
-//! ([`v4`]); their commands (CONNECT in [`connect`], [`bind`], [`udp_associate`]) and the
+//! A proxy listener's clients: the first byte picks SOCKS5 ([`v5`]), SOCKS4/4a ([`v4`])
+//! or, for anything else, an HTTP proxy request ([`crate::http`]); the SOCKS commands (CONNECT in [`connect`], [`bind`], [`udp_associate`]) and the
 //! reply a failure earns ([`failure`]) are here too.
 
 mod bind;
@@ -11,11 +11,12 @@ mod v5;
 
 use crate::config::SocksSpec;
 use crate::config::rules::RuleTable;
+use crate::http;
 use crate::net::admission::Waiting;
 use crate::net::negotiation::{Negotiation, close_after_reply};
 use crate::net::sockopt;
 use crate::session::access::Access;
-use crate::session::{self, Context, Established, Listed, SessionLog};
+use crate::session::{self, Context, End, Established, Listed, SessionLog};
 use std::net::TcpStream;
 use std::sync::Arc;
 
@@ -45,28 +46,30 @@ fn negotiate_socks(
     log: &mut SessionLog,
 ) -> Option<Established> {
     if let Err(e) = sockopt::tune_accepted(&client, &ctx.config.socket) {
-        log.outcome = format!("cannot set socket options: {e}");
+        log.end = Some(End::SocketSetup { what: "socket options", error: e });
         return None;
     }
     let mut negotiation = match Negotiation::for_client(client, ctx.config.handshake_timeout, waiting) {
         Ok(n) => n,
         Err(e) => {
-            log.outcome = format!("cannot set handshake timeout: {e}");
+            log.end = Some(End::SocketSetup { what: "handshake timeout", error: e });
             return None;
         }
     };
     match negotiation.peek_first_byte() {
-        Ok(v5::VERSION) => v5::serve(ctx, spec, negotiation, access, log),
-        Ok(v4::VERSION) => v4::serve(ctx, spec, negotiation, access, log),
+        Ok(v5::VERSION) if spec.socks5 => v5::serve(ctx, spec, negotiation, access, log),
+        Ok(v4::VERSION) if spec.socks5 => v4::serve(ctx, spec, negotiation, access, log),
+        // Any other byte begins an HTTP/1.x request (on an http:// service, any byte).
+        Ok(_) if spec.http => http::serve(ctx, spec, negotiation, access, log),
         Ok(other) => {
-            log.outcome = format!("not SOCKS: first byte {other:#04x}, closed");
+            log.end = Some(End::NotSocks(other));
             // No reply, since there is no protocol to word one in; a clean FIN still
             // tells the client more than a reset would.
             close_after_reply(negotiation.stream());
             None
         }
         Err(e) => {
-            log.outcome = e.to_string();
+            log.end = Some(End::Handshake(e));
             None
         }
     }

@@ -30,13 +30,12 @@ use crate::net::sockopt;
 use crate::net::udp_batch::{Batch, Outgoing};
 use crate::outbound::upstream::{UpstreamUdp, last_hop_header};
 use crate::outbound::{self, ConnectError};
-use crate::session::Context;
 use crate::session::access::{Access, Denied};
 use crate::session::report::{Dropped, Traffic, UdpCounts};
+use crate::session::{Context, UdpEnd};
 use crate::wire::addr::{Addr, TargetAddr};
 use crate::wire::udp::{Header, MAX_IP_HEADER_LEN};
 use crossbeam_channel::{Receiver, Sender};
-use std::fmt;
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
@@ -59,28 +58,13 @@ pub(super) struct Association {
     relay: Arc<UdpSocket>,
     /// The IP of the client's control connection; datagrams from any other are dropped.
     client_ip: IpAddr,
-    /// The port the client named in its request, if it named one.
+    /// The port the request's DST named, if it named the client's own address with one.
     client_port: Option<u16>,
     advertised: SocketAddr,
+    /// The session's number, for the log.
+    session: u64,
     upstream: Option<UpstreamUdp>,
     access: Access,
-}
-
-/// Why an association ended.
-#[derive(Debug)]
-pub(super) enum UdpEnd {
-    /// The client closed its control connection.
-    ControlClosed,
-    /// The control connection failed (a reset, most often).
-    ControlFailed(io::Error),
-    /// No datagram either way for the UDP idle timeout.
-    IdleTimeout,
-    /// The server is shutting down.
-    Shutdown,
-    /// The relay socket failed.
-    Failed(io::Error),
-    /// The upstream hop ended the UDP association we hold with it.
-    UpstreamEnded,
 }
 
 pub(super) struct UdpOutcome {
@@ -88,23 +72,16 @@ pub(super) struct UdpOutcome {
     pub end: UdpEnd,
 }
 
-impl fmt::Display for UdpEnd {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            UdpEnd::ControlClosed => write!(f, "control connection closed"),
-            UdpEnd::ControlFailed(e) => write!(f, "control connection failed: {e}"),
-            UdpEnd::IdleTimeout => write!(f, "udp idle timeout"),
-            UdpEnd::Shutdown => write!(f, "server shutdown"),
-            UdpEnd::Failed(e) => write!(f, "relay socket error: {e}"),
-            UdpEnd::UpstreamEnded => write!(f, "upstream hop ended its UDP association"),
-        }
-    }
-}
-
 impl Association {
     /// Opens the relay socket for the client on `control`. `requested` is the request's
-    /// DST.ADDR: where the client says it will send from (all zeros when it does not know).
+    /// DST: where the client says it will send from (all zeros when it does not know).
     /// With `upstream`, datagrams go through that association with an upstream hop.
+    ///
+    /// Datagrams are taken from the client's IP only. DST fixes the port too when it names
+    /// that IP with a port; otherwise the client's first datagram does. Widely used clients
+    /// (V2Ray's and Xray's socks outbound, gost, hysteria, tun2socks) put the target, or a
+    /// port of their own choosing, in DST and then send from another port: DST alone would
+    /// lock them out.
     pub(super) fn open(
         ctx: &Context,
         control: &TcpStream,
@@ -122,7 +99,10 @@ impl Association {
         let relay = bind_relay(local, udp, session)?;
         relay.set_read_timeout(Some(TICK))?;
         let advertised = SocketAddr::new(udp.advertise.unwrap_or(local.ip()), relay.local_addr()?.port());
-        let client_port = Some(requested.port()).filter(|&port| port != 0);
+        let client_port = match requested {
+            TargetAddr::Ip(named) if named.ip().to_canonical() == client_ip && named.port() != 0 => Some(named.port()),
+            _ => None,
+        };
         if let Some(upstream) = &upstream {
             for control in &upstream.controls {
                 control.set_nonblocking(true)?;
@@ -130,7 +110,7 @@ impl Association {
             upstream.socket.set_read_timeout(Some(TICK))?;
         }
         let access = access.clone();
-        Ok(Association { relay: Arc::new(relay), client_ip, client_port, advertised, upstream, access })
+        Ok(Association { relay: Arc::new(relay), client_ip, client_port, advertised, session, upstream, access })
     }
 
     /// The address for the UDP ASSOCIATE reply: where the client must send its datagrams.
@@ -149,6 +129,7 @@ impl Association {
             relay: self.relay,
             client_ip: self.client_ip,
             client_port: self.client_port,
+            session: self.session,
             shared: Arc::new(Shared { stop: AtomicBool::new(false), activity: Activity::new(), meter }),
             outbound: [None, None],
             upstream: self.upstream,
@@ -228,6 +209,8 @@ struct ClientSide {
     client_ip: IpAddr,
     /// Named in the request, or fixed by the client's first datagram.
     client_port: Option<u16>,
+    /// The session's number, for the log.
+    session: u64,
     shared: Arc<Shared>,
     /// Outbound sockets, IPv4 then IPv6, opened on the first datagram to that family.
     outbound: [Option<Arc<UdpSocket>>; 2],
@@ -272,7 +255,7 @@ impl ClientSide {
                     self.send(&mut batch, &mut out);
                 }
                 Err(e) if is_timeout(&e) || is_transient(&e) => {}
-                Err(e) => return UdpEnd::Failed(e),
+                Err(e) => return UdpEnd::RelayFailed(e),
             }
             // Checked on a timer rather than per datagram, so a busy association pays
             // for the checks once a tick.
@@ -297,7 +280,7 @@ impl ClientSide {
             return Some(UdpEnd::UpstreamEnded);
         }
         match self.ctx.config.udp.idle_timeout {
-            Some(limit) if self.shared.activity.idle_for() >= limit => Some(UdpEnd::IdleTimeout),
+            Some(limit) if self.shared.activity.idle_for() >= limit => Some(UdpEnd::IdleTimeout(limit)),
             _ => None,
         }
     }
@@ -307,8 +290,7 @@ impl ClientSide {
     fn forward(&mut self, slot: usize, datagram: &[u8], from: SocketAddr) -> Option<(Route, Outgoing<usize>)> {
         let from = SocketAddr::new(from.ip().to_canonical(), from.port());
         if from.ip() != self.client_ip || self.client_port.is_some_and(|port| port != from.port()) {
-            self.dropped.foreign += 1;
-            return None;
+            return self.foreign(from);
         }
         let (header, payload_at) = match Header::parse(datagram) {
             Ok(parsed) => parsed,
@@ -324,15 +306,15 @@ impl ClientSide {
         let client_port = *self.client_port.get_or_insert(from.port());
         let client = SocketAddr::new(self.client_ip, client_port);
         let payload_len = datagram.len() - payload_at;
-        // The name is judged as asked; the address, once known, as sent to.
-        let (name, address, port) = match header.addr {
-            Addr::Ip(target) => (None, Some(target.ip()), target.port()),
-            Addr::Domain(name, port) => (Some(name), None, port),
-        };
-        if let Err(denied) = self.access.check_destination(Cmd::Udp, name, address, port) {
+        // What the target's name or port decide is refused before any lookup.
+        if let Err(denied) = self.access.check_target(Cmd::Udp, header.addr) {
             return self.denied(from, header.addr, &denied);
         }
         if let Some(upstream) = self.upstream.as_ref().map(|upstream| Arc::clone(&upstream.socket)) {
+            // Sent on as it is, a name resolved upstream: decided without its address.
+            if let Err(denied) = self.access.permit_upstream(Cmd::Udp, header.addr) {
+                return self.denied(from, header.addr, &denied);
+            }
             if let Err(e) = self.upstream_replies(&upstream, client) {
                 return self.unsendable(from, header.addr, e);
             }
@@ -351,16 +333,34 @@ impl ClientSide {
                 }
             },
         };
-        if let (Some(name), Err(denied)) =
-            (name, self.access.check_destination(Cmd::Udp, name, Some(target.ip()), port))
-        {
-            return self.denied(from, Addr::Domain(name, port), &denied);
-        }
+        // The name is judged as asked, the address as sent to.
+        let target = match self.access.permit_address(Cmd::Udp, header.addr, target) {
+            Ok(target) => *target.get(),
+            Err(denied) => return self.denied(from, header.addr, &denied),
+        };
         if let Err(e) = self.outbound(target.is_ipv6(), client) {
             return self.unsendable(from, Addr::Ip(target), e);
         }
         let route = if target.is_ipv6() { Route::Ipv6 } else { Route::Ipv4 };
         Some((route, Outgoing { slot, range: payload_at..datagram.len(), to: Some(target), note: payload_len }))
+    }
+
+    /// Drops a datagram that is not the client's; the first of an association is logged,
+    /// so whoever wonders why a client is not served sees where its datagrams come from.
+    fn foreign<T>(&mut self, from: SocketAddr) -> Option<T> {
+        if self.dropped.foreign == 0 {
+            let client = match self.client_port {
+                Some(port) => SocketAddr::new(self.client_ip, port).to_string(),
+                None => self.client_ip.to_string(),
+            };
+            log::info!(
+                "session {} udp: dropped a datagram from {from}, not the client ({client}); \
+                 further foreign datagrams are only counted",
+                self.session
+            );
+        }
+        self.dropped.foreign += 1;
+        None
     }
 
     fn denied<T>(&mut self, from: SocketAddr, target: Addr<'_>, denied: &Denied) -> Option<T> {
@@ -404,7 +404,7 @@ impl ClientSide {
         }
         if self.traffic.datagrams != before {
             self.shared.activity.touch();
-            self.shared.meter.count_datagrams(self.traffic.bytes - bytes_before, 0);
+            self.shared.meter.count_moved(self.traffic.bytes - bytes_before, 0);
         }
     }
 
@@ -542,7 +542,7 @@ impl TargetReplies {
             });
             if !out.is_empty() {
                 self.shared.activity.touch();
-                self.shared.meter.count_datagrams(0, traffic.bytes - bytes_before);
+                self.shared.meter.count_moved(0, traffic.bytes - bytes_before);
             }
             out.clear();
         }

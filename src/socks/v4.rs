@@ -6,10 +6,11 @@
 use super::bind;
 use super::connect::{SocksReplies, serve_connect};
 use super::failure::{Failure, socks4_code};
+use crate::config::rules::Cmd;
 use crate::config::{Socks4Policy, SocksSpec};
 use crate::net::negotiation::{HandshakeError, Negotiation, close_after_reply};
-use crate::session::access::Access;
-use crate::session::{Context, Established, SessionLog};
+use crate::session::access::{Access, NotHeard};
+use crate::session::{Context, End, Established, FailureReply, Login, SessionLog};
 use crate::wire::addr::Addr;
 use crate::wire::socks4::{Command, MAX_FIELD_LEN, Reply, ReplyCode, Request};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -30,7 +31,7 @@ pub(super) fn serve(
     log: &mut SessionLog,
 ) -> Option<Established> {
     if spec.socks4 == Socks4Policy::Off {
-        log.outcome = "SOCKS4 is turned off (--no-socks4), closed".into();
+        log.end = Some(End::Socks4Off);
         close_after_reply(negotiation.stream());
         return None;
     }
@@ -39,18 +40,14 @@ pub(super) fn serve(
         match negotiation.read_message(&mut buf, Request::wanted_len).and_then(|bytes| Ok(Request::parse(bytes)?)) {
             Ok(request) => request,
             Err(HandshakeError::Malformed(e)) => {
-                Socks4Replies.fail(negotiation, Failure::Malformed(e), log);
+                Socks4Replies.fail(negotiation, e.into(), log);
                 return None;
             }
             Err(e) => {
-                log.outcome = e.to_string();
+                log.end = Some(End::Handshake(e));
                 return None;
             }
         };
-    if let Err(e) = negotiation.heard_request() {
-        log.outcome = e.to_string();
-        return None;
-    }
     let dialect = if matches!(request.addr, Addr::Domain(..)) { "SOCKS4a" } else { "SOCKS4" };
     let command = match request.command {
         Command::Connect => "CONNECT",
@@ -59,19 +56,34 @@ pub(super) fn serve(
     log.command = Some(format!("{dialect} {command}"));
     if !request.user_id.is_empty() {
         // The USERID is whatever the client claims; the log says so.
-        log.user = Some(format!("{:?} (unverified SOCKS4 USERID)", String::from_utf8_lossy(request.user_id)));
+        log.user = Some(Login::Claimed(request.user_id.to_vec()));
     }
     let target = request.addr.to_owned();
     log.target = Some(target.clone());
 
-    if spec.socks4 == Socks4Policy::Auto && !spec.users.is_empty() {
+    if spec.socks4 == Socks4Policy::Auto && spec.users.require_login() {
         let why = "SOCKS4 carries no password and this service has users (--socks4 allows it)";
         Socks4Replies.fail(negotiation, Failure::NotAllowed(why), log);
         return None;
     }
+    let cmd = match request.command {
+        Command::Connect => Cmd::Connect,
+        Command::Bind => Cmd::Bind,
+    };
+    let heard = match access.hear(&mut negotiation, cmd, &target) {
+        Ok(heard) => heard,
+        Err(NotHeard::Reclaimed(e)) => {
+            log.end = Some(End::Handshake(e));
+            return None;
+        }
+        Err(NotHeard::Denied(denied)) => {
+            Socks4Replies.fail(negotiation, denied.into(), log);
+            return None;
+        }
+    };
     match request.command {
-        Command::Connect => serve_connect(ctx, negotiation, &target, access, log, &Socks4Replies),
-        Command::Bind => bind::serve(ctx, negotiation, &target, access, log, &Socks4Replies),
+        Command::Connect => serve_connect(ctx, negotiation, &target, heard, access, log, &Socks4Replies),
+        Command::Bind => bind::serve(ctx, negotiation, &target, heard, access, log, &Socks4Replies),
     }
 }
 
@@ -99,11 +111,9 @@ impl SocksReplies for Socks4Replies {
 
     fn fail(&self, mut negotiation: Negotiation, failure: Failure, log: &mut SessionLog) {
         let code = socks4_code(&failure);
-        log.outcome = format!("reply {}: {failure}", code as u8);
         log.replied(4, code as u8);
-        if let Err(e) = negotiation.write(&Reply { code, ..Reply::rejected() }.emit()) {
-            log.outcome.push_str(&format!(" (reply not sent: {e})"));
-        }
+        let unsent = negotiation.write(&Reply { code, ..Reply::rejected() }.emit()).err();
+        log.end = Some(End::Replied(FailureReply { code: (code as u8).to_string(), why: failure.to_string(), unsent }));
         close_after_reply(negotiation.stream());
     }
 }

@@ -8,10 +8,9 @@ use super::udp_associate::Association;
 use crate::config::SocksSpec;
 use crate::config::rules::Cmd;
 use crate::net::negotiation::{HandshakeError, Negotiation, close_after_reply};
-use crate::session::access::Access;
-use crate::session::{Context, Established, SessionLog, State};
+use crate::session::access::{Access, Heard, NotHeard};
+use crate::session::{Context, End, Established, FailureReply, Login, SessionLog, State};
 use crate::wire::addr::{Addr, TargetAddr};
-use crate::wire::printable::Printable;
 use crate::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
 use crate::wire::{self, userpass};
 use std::sync::Arc;
@@ -33,25 +32,37 @@ pub(super) fn serve(
             fail(negotiation, failure, log);
             return None;
         }
-        Err(Rejected::Closed(why)) => {
-            log.outcome = why;
+        Err(Rejected::Closed(end)) => {
+            log.end = Some(end);
             return None;
         }
     };
-    if let Err(e) = negotiation.heard_request() {
-        log.outcome = e.to_string();
-        return None;
-    }
     log.command = Some(command.to_string());
     log.target = Some(target.clone());
-    if let Some(user) = &log.user {
-        access.logged_in(user);
+    if let Some(Login::Verified(name)) = &log.user {
+        access.logged_in(name);
     }
+    let cmd = match command {
+        Command::Connect => Cmd::Connect,
+        Command::Bind => Cmd::Bind,
+        Command::UdpAssociate => Cmd::Udp,
+    };
+    let heard = match access.hear(&mut negotiation, cmd, &target) {
+        Ok(heard) => heard,
+        Err(NotHeard::Reclaimed(e)) => {
+            log.end = Some(End::Handshake(e));
+            return None;
+        }
+        Err(NotHeard::Denied(denied)) => {
+            fail(negotiation, denied.into(), log);
+            return None;
+        }
+    };
     match command {
-        Command::Connect => serve_connect(ctx, negotiation, &target, access, log, &Socks5Replies),
-        Command::Bind => bind::serve(ctx, negotiation, &target, access, log, &Socks5Replies),
+        Command::Connect => serve_connect(ctx, negotiation, &target, heard, access, log, &Socks5Replies),
+        Command::Bind => bind::serve(ctx, negotiation, &target, heard, access, log, &Socks5Replies),
         Command::UdpAssociate => {
-            udp_associate(ctx, negotiation, &target, access, log);
+            udp_associate(ctx, negotiation, &target, heard, access, log);
             None
         }
     }
@@ -62,12 +73,12 @@ enum Rejected {
     /// The request deserves a reply code.
     Reply(Failure),
     /// The connection is closed without a SOCKS5 reply (bad greeting, failed login, ...).
-    Closed(String),
+    Closed(End),
 }
 
 impl From<HandshakeError> for Rejected {
     fn from(e: HandshakeError) -> Self {
-        Rejected::Closed(e.to_string())
+        Rejected::Closed(End::Handshake(e))
     }
 }
 
@@ -84,25 +95,25 @@ fn negotiate(
 
     let greeting = Greeting::parse(negotiation.read_message(&mut buf, Greeting::wanted_len)?)?;
     let users = &spec.users;
-    let wanted = if users.is_empty() { method::NO_AUTH } else { method::USER_PASS };
+    let wanted = if users.require_login() { method::USER_PASS } else { method::NO_AUTH };
     let chosen = if greeting.offers(wanted) { wanted } else { method::NONE_ACCEPTABLE };
     negotiation.write(&MethodChoice { method: chosen }.emit())?;
     if chosen == method::NONE_ACCEPTABLE {
         close_after_reply(negotiation.stream());
-        return Err(Rejected::Closed(format!("no acceptable auth method in {:?}", greeting.methods)));
+        return Err(Rejected::Closed(End::NoAcceptableMethod(greeting.methods.to_vec())));
     }
 
     if chosen == method::USER_PASS {
         let credentials = userpass::Request::parse(negotiation.read_message(&mut buf, userpass::Request::wanted_len)?)?;
-        let name = String::from_utf8_lossy(credentials.user).into_owned();
         let accepted = users.verify(credentials.user, credentials.password);
         let status = if accepted { userpass::STATUS_SUCCESS } else { userpass::STATUS_FAILURE };
         negotiation.write(&userpass::Status { status }.emit())?;
         if !accepted {
             close_after_reply(negotiation.stream());
-            return Err(Rejected::Closed(format!("authentication failed for user {name:?}")));
+            let name = String::from_utf8_lossy(credentials.user);
+            return Err(Rejected::Closed(End::LoginFailed { user: format!("{name:?}") }));
         }
-        log.user = Some(Printable(&name).to_string());
+        log.user = Some(Login::Verified(credentials.user.to_vec()));
     }
 
     let request =
@@ -112,7 +123,7 @@ fn negotiate(
             Err(HandshakeError::Malformed(e @ wire::Error::BadVersion(_))) => {
                 return Err(HandshakeError::Malformed(e).into());
             }
-            Err(HandshakeError::Malformed(e)) => return Err(Rejected::Reply(Failure::Malformed(e))),
+            Err(HandshakeError::Malformed(e)) => return Err(Rejected::Reply(e.into())),
             Err(e) => return Err(e.into()),
         };
     Ok((request.command, request.addr.to_owned()))
@@ -120,17 +131,15 @@ fn negotiate(
 
 impl From<wire::Error> for Rejected {
     fn from(e: wire::Error) -> Self {
-        Rejected::Closed(HandshakeError::Malformed(e).to_string())
+        Rejected::Closed(End::Handshake(HandshakeError::Malformed(e)))
     }
 }
 
 /// Sends a well-formed failure reply and closes.
 fn fail(mut negotiation: Negotiation, failure: Failure, log: &mut SessionLog) {
     let code = socks5_code(&failure);
-    log.outcome = format!("reply {code}: {failure}");
-    if let Err(e) = send_reply(&mut negotiation, Reply::failure(code), log) {
-        log.outcome.push_str(&format!(" (reply not sent: {e})"));
-    }
+    let unsent = send_reply(&mut negotiation, Reply::failure(code), log).err();
+    log.end = Some(End::Replied(FailureReply { code: code.to_string(), why: failure.to_string(), unsent }));
     close_after_reply(negotiation.stream());
 }
 
@@ -168,12 +177,10 @@ fn udp_associate(
     ctx: &Arc<Context>,
     mut negotiation: Negotiation,
     from: &TargetAddr,
+    _heard: Heard,
     access: &Access,
     log: &mut SessionLog,
 ) {
-    if let Err(denied) = access.check_command(Cmd::Udp) {
-        return fail(negotiation, denied.into(), log);
-    }
     let upstream = match ctx.udp_upstream() {
         Ok(upstream) => upstream,
         Err(e) => return fail(negotiation, e.into(), log),
@@ -197,12 +204,12 @@ fn udp_associate(
     };
     let reply = Reply { code: ReplyCode::SUCCEEDED, addr: Addr::Ip(association.advertised()) };
     if let Err(e) = send_reply(&mut negotiation, reply, log) {
-        log.outcome = e.to_string();
+        log.end = Some(End::Handshake(e));
         return;
     }
     let outcome = association.run(ctx, negotiation.into_stream(), meter);
     log.up = outcome.counts.up.bytes;
     log.down = outcome.counts.down.bytes;
     log.udp = Some(outcome.counts);
-    log.outcome = outcome.end.to_string();
+    log.end = Some(End::Udp(outcome.end));
 }

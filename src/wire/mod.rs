@@ -10,6 +10,8 @@
 //! Parsing untrusted bytes never panics: lengths are checked before any index.
 
 pub mod addr;
+pub mod base64;
+pub mod http;
 pub mod printable;
 pub mod socks4;
 pub mod socks5;
@@ -33,10 +35,20 @@ pub enum Error {
     UnknownCommand(u8),
     /// An address type (ATYP) this protocol does not define.
     UnknownAddressType(u8),
-    /// A domain name of length zero, not valid UTF-8, or holding a control character.
+    /// A domain name of length zero.
     BadDomain,
-    /// A variable-length field longer than its bound (SOCKS4 USERID or host name).
+    /// A domain name that is not a host name: a byte other than an ASCII letter, digit,
+    /// `-`, `_` or `.` (a resolver may decode `\DDD` escapes or worse), an empty label, or
+    /// a label over 63 bytes. Never resolved, since rules could not judge what a resolver
+    /// would make of it.
+    NotAHostName,
+    /// A variable-length field longer than its bound (SOCKS4 USERID or host name, an
+    /// HTTP head).
     FieldTooLong,
+    /// Text that is not valid base64.
+    BadEncoding,
+    /// An HTTP head or chunked body that breaks RFC 9112; says which rule.
+    BadHttp(&'static str),
 }
 
 impl fmt::Display for Error {
@@ -48,8 +60,11 @@ impl fmt::Display for Error {
             Error::BadReserved(v) => write!(f, "reserved byte is {v:#04x}, not zero"),
             Error::UnknownCommand(c) => write!(f, "unknown command {c:#04x}"),
             Error::UnknownAddressType(a) => write!(f, "unknown address type {a:#04x}"),
-            Error::BadDomain => write!(f, "domain name empty, not UTF-8 or with a control character"),
+            Error::BadDomain => write!(f, "domain name empty"),
+            Error::NotAHostName => write!(f, "domain name is not a host name"),
             Error::FieldTooLong => write!(f, "field longer than allowed"),
+            Error::BadEncoding => write!(f, "bad base64"),
+            Error::BadHttp(why) => write!(f, "bad HTTP: {why}"),
         }
     }
 }
