@@ -109,7 +109,8 @@ start() {
 await_log() {
   local name=$1 script=$2 pid=${pids[-1]} i
   for ((i = 0; i < 300; i++)); do
-    ready=$(sed -n "$script" "$work/$name.log" | head -n 1)
+    # The log may not exist yet: the process that writes it has only just been started.
+    ready=$(sed -n "$script" "$work/$name.log" 2>/dev/null | head -n 1)
     [[ -n $ready ]] && return 0
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.05

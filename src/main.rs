@@ -4,6 +4,7 @@ use burrowd::Server;
 use burrowd::config::cli::{self, Action};
 use burrowd::config::summary;
 use burrowd::config::units::human_bytes;
+use burrowd::wire::printable::Printable;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -173,12 +174,16 @@ fn init_logging(verbosity: i8, log_time: Option<bool>) {
         1 => log::LevelFilter::Debug,
         _ => log::LevelFilter::Trace,
     };
-    let form = logging::Form::for_stderr(log_time);
-    env_logger::Builder::new()
-        .filter_level(level)
-        .parse_env("RUST_LOG")
-        .format(move |out, record| form.write(out, record))
-        .init();
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let (filter, ignored) = logging::Filter::new(level, rust_log.as_deref());
+    let logger = logging::Logger { form: logging::Form::for_stderr(log_time), filter };
+    log::set_max_level(logger.filter.most());
+    // Once, for the life of the process: the logger lives as long as it does.
+    if log::set_logger(Box::leak(Box::new(logger))).is_ok() {
+        for directive in ignored {
+            log::warn!("RUST_LOG: {} is not LEVEL, TARGET or TARGET=LEVEL; ignored", Printable(&directive));
+        }
+    }
 }
 
 /// How a log line starts, for where stderr goes: the journal reads a priority prefix and
@@ -193,6 +198,80 @@ mod logging {
         pub(super) priority_prefix: bool,
         /// An RFC 3339 UTC timestamp first (after the priority prefix, if any).
         pub(super) timestamp: bool,
+    }
+
+    /// Writes each record that passes the filter to stderr, one whole line at a time.
+    pub(super) struct Logger {
+        pub(super) form: Form,
+        pub(super) filter: Filter,
+    }
+
+    impl log::Log for Logger {
+        fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+            metadata.level() <= self.filter.level_for(metadata.target())
+        }
+
+        fn log(&self, record: &log::Record<'_>) {
+            if !self.enabled(record.metadata()) {
+                return;
+            }
+            // Formatted first, then one write: stderr is unbuffered, and lines from
+            // several threads must not interleave.
+            let mut line = Vec::with_capacity(256);
+            if self.form.write(&mut line, record).is_ok() {
+                let _ = io::stderr().lock().write_all(&line);
+            }
+        }
+
+        fn flush(&self) {}
+    }
+
+    /// Which records are written: the level `-v` and `-q` chose, unless `RUST_LOG` says
+    /// otherwise with comma-separated directives, each `LEVEL` (every target), `TARGET=LEVEL`
+    /// or `TARGET` (every level); the directive with the longest target that starts the
+    /// record's target decides.
+    #[derive(Debug, PartialEq, Eq)]
+    pub(super) struct Filter {
+        everything: log::LevelFilter,
+        by_target: Vec<(String, log::LevelFilter)>,
+    }
+
+    impl Filter {
+        /// The filter, and the directives of `rust_log` that mean nothing (to be warned of).
+        pub(super) fn new(level: log::LevelFilter, rust_log: Option<&str>) -> (Filter, Vec<String>) {
+            let mut filter = Filter { everything: level, by_target: Vec::new() };
+            let mut ignored = Vec::new();
+            for directive in rust_log.unwrap_or_default().split(',').map(str::trim).filter(|d| !d.is_empty()) {
+                match directive.split_once('=') {
+                    None => match directive.parse() {
+                        Ok(level) => filter.everything = level,
+                        Err(_) if is_target(directive) => {
+                            filter.by_target.push((directive.into(), log::LevelFilter::Trace))
+                        }
+                        Err(_) => ignored.push(directive.into()),
+                    },
+                    Some((target, level)) => match level.parse() {
+                        Ok(level) if is_target(target) => filter.by_target.push((target.into(), level)),
+                        _ => ignored.push(directive.into()),
+                    },
+                }
+            }
+            (filter, ignored)
+        }
+
+        pub(super) fn level_for(&self, target: &str) -> log::LevelFilter {
+            let matching = self.by_target.iter().filter(|(prefix, _)| target.starts_with(prefix.as_str()));
+            matching.max_by_key(|(prefix, _)| prefix.len()).map_or(self.everything, |&(_, level)| level)
+        }
+
+        /// The most verbose level any record may pass at.
+        pub(super) fn most(&self) -> log::LevelFilter {
+            self.by_target.iter().map(|&(_, level)| level).fold(self.everything, std::cmp::max)
+        }
+    }
+
+    fn is_target(name: &str) -> bool {
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
     }
 
     impl Form {
@@ -282,6 +361,25 @@ mod logging {
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        #[test]
+        fn rust_log_directives_override_the_flags_level() {
+            use log::LevelFilter::{Debug, Error, Info, Off, Trace, Warn};
+            let filter = |rust_log| Filter::new(Info, rust_log);
+            let (plain, ignored) = filter(None);
+            assert_eq!((plain.level_for("burrowd::server"), plain.most(), ignored.len()), (Info, Info, 0));
+            let (chosen, _) = filter(Some("warn, burrowd::session=debug,burrowd::session::live=off"));
+            assert_eq!(chosen.level_for("burrowd::server"), Warn);
+            assert_eq!(chosen.level_for("burrowd::session"), Debug);
+            assert_eq!(chosen.level_for("burrowd::session::live"), Off, "the longest target decides");
+            assert_eq!(chosen.most(), Debug);
+            let (named, _) = filter(Some("burrowd::net"));
+            assert_eq!((named.level_for("burrowd::net::relay"), named.level_for("burrowd")), (Trace, Info));
+            let (bad, ignored) = filter(Some("error,loud,x=noisy,=debug,a b"));
+            assert_eq!(bad.level_for("burrowd"), Error);
+            assert_eq!(bad.level_for("loud"), Trace, "a bare name is a target");
+            assert_eq!(ignored, ["x=noisy", "=debug", "a b"]);
+        }
 
         #[test]
         fn timestamps_are_rfc3339_utc() {

@@ -180,6 +180,20 @@ fn a_bind_peer_the_rules_refuse_gets_the_second_reply_2() {
 }
 
 #[test]
+fn a_bind_naming_a_host_with_a_refused_address_is_refused_before_it_listens() {
+    // localhost resolves to 127.0.0.1 (and maybe ::1): one refused address refuses the name.
+    let (_proxy, addr) = proxy_with_rules(&[], &[(Deny, "cmd bind to 127.0.0.1"), (Allow, "to *")]);
+    let mut named = connect(addr);
+    socks5_login(&mut named, None);
+    let code = socks5_request(&mut named, Command::Bind, &domain_target("localhost", 21)).0;
+    assert_eq!(code, ReplyCode::NOT_ALLOWED, "first reply");
+    // A peer the rules allow is listened for, and taken when it comes.
+    let (mut control, bound) = socks5_bind(addr, "127.0.0.2:21".parse().unwrap());
+    let _peer = connect_from(IpAddr::from([127, 0, 0, 2]), bound);
+    assert_eq!(read_socks5_reply(&mut control).0, ReplyCode::SUCCEEDED, "second reply");
+}
+
+#[test]
 fn udp_datagrams_to_a_refused_target_are_dropped_and_others_pass() {
     let open = udp_echo_server("127.0.0.1:0");
     let refused = udp_echo_server("127.0.0.1:0");

@@ -453,3 +453,25 @@ fn http_requests_get_the_rules_socks_gets_a_trailing_dot_and_an_undecidable_name
     let response = exchange(front_addr, format!("GET http://localhost:{}/ HTTP/1.1\r\n\r\n", target.port()).as_bytes());
     assert_eq!(response.status, 403, "undecidable upstream is refused, never allowed");
 }
+
+#[test]
+fn an_origin_that_answers_before_taking_the_body_is_heard() {
+    // It reads the head only, answers 413 and closes, as a server refusing an upload does.
+    let origin_addr = serve_tcp("127.0.0.1:0", |mut stream| {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while http::head_len(&head) != Ok(head.len()) && stream.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        let _ = stream.write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large");
+    });
+    let (_proxy, proxy_addr) = mixed(|_| {});
+    let mut stream = connect(proxy_addr);
+    let body = vec![b'x'; 8 << 20];
+    let head = format!("POST http://{origin_addr}/upload HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len());
+    t!(stream.write_all(head.as_bytes()));
+    // The upload stops where the proxy stops reading; what it was answered is what counts.
+    let _ = stream.write_all(&body);
+    let (status, _) = read_head(&mut stream);
+    assert_eq!(status, 413);
+}

@@ -20,7 +20,7 @@ use crate::config::{Config, UdpForwardSpec};
 use crate::net::is_timeout;
 use crate::net::relay::{Activity, Meter};
 use crate::net::sockopt;
-use crate::net::udp_batch::{Batch, Outgoing};
+use crate::net::udp_batch::{Batch, Outgoing, Toward};
 use crate::net::worker_pool::{Refused, WorkerPool};
 use crate::outbound;
 use crate::outbound::upstream::{UpstreamUdp, last_hop_header};
@@ -358,7 +358,7 @@ impl Service {
                         match path.payload(batch.datagram(i).0) {
                             Some(payload) => {
                                 let range = self.front + payload.start..self.front + payload.end;
-                                out.push(Outgoing { slot: i, range, to: Some(session.client), note: () });
+                                out.push(Outgoing { slot: i, range, to: Toward::Client(session.client), note: () });
                             }
                             None => session.count_drop(),
                         }

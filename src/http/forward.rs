@@ -75,17 +75,24 @@ pub(super) fn exchange(
     if expects_continue && body != BodyLength::Empty {
         (&*client).write_all(b"HTTP/1.1 100 Continue\r\n\r\n").map_err(|e| client_gone(&e))?;
     }
-    up += pass_body(client, &origin.stream, body, Vec::new()).map_err(|e| match e {
-        Broken::From(e) => client_gone(&e),
-        Broken::To(e) => Refusal::BadResponse(format!("sending the request body: {e}")),
-        Broken::Framing(e) => Refusal::Malformed(e),
-    })?;
+    // An origin may answer before it has taken the whole body (a 413, say) and close: its
+    // answer is still what the client should hear.
+    let mut unsent_body = None;
+    match pass_body(client, &origin.stream, body, Vec::new()) {
+        Ok(moved) => up += moved,
+        Err(Broken::From(e)) => return Err(client_gone(&e)),
+        Err(Broken::Framing(e)) => return Err(Refusal::Malformed(e)),
+        Err(Broken::To(e)) => unsent_body = Some(e),
+    }
     meter.count_moved(up, 0);
 
     let mut buf = vec![0u8; MAX_RESPONSE_HEAD_LEN];
     let mut have = 0;
     loop {
-        let head_len = read_head(&origin.stream, &mut buf, &mut have)?;
+        let head_len = read_head(&origin.stream, &mut buf, &mut have).map_err(|refusal| match &unsent_body {
+            Some(e) => Refusal::BadResponse(format!("sending the request body: {e}")),
+            None => refusal,
+        })?;
         let response = ResponseHead::parse(&buf[..head_len]).map_err(|e| Refusal::BadResponse(e.to_string()))?;
         if response.status == 101 {
             return Err(Refusal::BadResponse("101 Switching Protocols, which was not asked for".into()));

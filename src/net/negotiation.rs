@@ -63,14 +63,33 @@ pub(crate) struct Negotiation {
     armed: Duration,
     /// A client's place among those that may be reclaimed, until its request is in.
     waiting: Option<Waiting>,
+    /// What [`Negotiation::peek_first_byte`] saw waiting in the socket: the start of the
+    /// first message, which its read then takes without peeking again.
+    seen: Seen,
 }
 
 const REARM_SLACK: Duration = Duration::from_millis(250);
 
+/// Bytes of the first message kept from the first peek: a SOCKS5 greeting is 3 or 4.
+const SEEN_MAX: usize = 16;
+
+/// The bytes the last peek saw at the socket's head, still unread.
+#[derive(Default)]
+struct Seen {
+    bytes: [u8; SEEN_MAX],
+    len: usize,
+}
+
 impl Negotiation {
     pub(crate) fn new(stream: TcpStream, budget: Duration) -> io::Result<Self> {
         stream.set_read_timeout(Some(budget))?;
-        Ok(Negotiation { stream, deadline: Instant::now() + budget, armed: budget, waiting: None })
+        Ok(Negotiation {
+            stream,
+            deadline: Instant::now() + budget,
+            armed: budget,
+            waiting: None,
+            seen: Seen::default(),
+        })
     }
 
     /// A client's negotiation, reclaimable while `waiting` is held: a read that fails
@@ -157,12 +176,14 @@ impl Negotiation {
     }
 
     fn peek_first_byte_inner(&mut self) -> Result<u8, HandshakeError> {
-        let mut byte = [0u8; 1];
         loop {
             self.rearm()?;
-            match self.stream.peek(&mut byte) {
+            match self.stream.peek(&mut self.seen.bytes) {
                 Ok(0) => return Err(HandshakeError::Closed),
-                Ok(_) => return Ok(byte[0]),
+                Ok(n) => {
+                    self.seen.len = n;
+                    return Ok(self.seen.bytes[0]);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -211,11 +232,18 @@ impl Negotiation {
                 return Err(HandshakeError::Malformed(wire::Error::FieldTooLong));
             }
             self.rearm()?;
-            let peeked = match self.stream.peek(&mut buf[have..]) {
-                Ok(0) => return Err(HandshakeError::Closed),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
+            let seen = std::mem::take(&mut self.seen.len).min(buf.len() - have);
+            let peeked = if seen > 0 {
+                // The first peek's bytes: what a second peek would see again, or less.
+                buf[have..have + seen].copy_from_slice(&self.seen.bytes[..seen]);
+                seen
+            } else {
+                match self.stream.peek(&mut buf[have..]) {
+                    Ok(0) => return Err(HandshakeError::Closed),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e.into()),
+                }
             };
             // Of the peeked bytes, take those the message covers: all of them while it
             // is still incomplete, else up to its end.
@@ -260,7 +288,7 @@ pub(crate) fn close_after_reply(stream: &TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::socks5::Request;
+    use crate::wire::socks5::{Greeting, Request};
     use std::net::TcpListener;
 
     fn pair() -> (TcpStream, TcpStream) {
@@ -280,6 +308,34 @@ mod tests {
         let mut rest = [0u8; 3];
         negotiation.stream().read_exact(&mut rest).unwrap();
         assert_eq!(&rest, b"GET");
+    }
+
+    #[test]
+    fn the_first_peek_serves_the_first_message_and_leaves_the_rest() {
+        let (mut client, server) = pair();
+        // Greeting, request and early payload in one segment; then a greeting longer than
+        // what the first peek keeps.
+        client.write_all(&[5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, 0, 80, b'G', b'E', b'T']).unwrap();
+        let mut negotiation = Negotiation::new(server, Duration::from_secs(5)).unwrap();
+        assert_eq!(negotiation.peek_first_byte().unwrap(), 5);
+        let mut buf = [0u8; Request::MAX_LEN];
+        assert_eq!(negotiation.read_message(&mut buf, Greeting::wanted_len).unwrap(), [5, 1, 0]);
+        let request = negotiation.read_message(&mut buf, Request::wanted_len).unwrap();
+        assert_eq!(request, [5, 1, 0, 1, 127, 0, 0, 1, 0, 80]);
+        let mut rest = [0u8; 3];
+        negotiation.stream().read_exact(&mut rest).unwrap();
+        assert_eq!(&rest, b"GET");
+
+        let (mut client, server) = pair();
+        let long: Vec<u8> = [5, 40].into_iter().chain(1..=40).collect();
+        client.write_all(&long).unwrap();
+        client.write_all(b"rest").unwrap();
+        let mut negotiation = Negotiation::new(server, Duration::from_secs(5)).unwrap();
+        assert_eq!(negotiation.peek_first_byte().unwrap(), 5);
+        assert_eq!(negotiation.read_message(&mut buf, Greeting::wanted_len).unwrap(), long);
+        let mut rest = [0u8; 4];
+        negotiation.stream().read_exact(&mut rest).unwrap();
+        assert_eq!(&rest, b"rest");
     }
 
     #[test]

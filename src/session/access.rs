@@ -1,9 +1,9 @@
 //! A session's standing with the access rules (`config::rules`): the table in force when
 //! it started, and what is known of it so far, asked at each step that learns more.
 //!
-//! The ways out of this host (`outbound`, a BIND's peer, a UDP datagram) take an
-//! [`Allowed`] proof, which only a final answer gives: a question the rules cannot decide
-//! with what is known here is refused, never taken for an allow.
+//! The ways out of this host (`outbound`, a BIND's listener and peer, a UDP datagram to a
+//! target) take an [`Allowed`] proof, which only a final answer gives: a question the
+//! rules cannot decide with what is known here is refused, never taken for an allow.
 
 use crate::config::rules::{Allowed, Cmd, Decision, Refused, Request, RuleTable, Verdict};
 use crate::net::negotiation::{HandshakeError, Negotiation};

@@ -32,7 +32,7 @@ pub(super) fn serve(
     ctx: &Arc<Context>,
     mut negotiation: Negotiation,
     named: &TargetAddr,
-    _heard: Heard,
+    heard: Heard,
     access: &Access,
     log: &mut SessionLog,
     replies: &impl SocksReplies,
@@ -40,7 +40,9 @@ pub(super) fn serve(
     if !ctx.config.chain.is_empty() {
         return serve_through_chain(ctx, negotiation, named, access, log, replies);
     }
-    let bound = match Bound::open(negotiation.stream(), named, access, &ctx.config.socket) {
+    let bound = match Awaited::permit(named, heard, access)
+        .and_then(|awaited| Bound::open(negotiation.stream(), awaited, &ctx.config.socket))
+    {
         Ok(bound) => bound,
         Err(failure) => {
             replies.fail(negotiation, failure, log);
@@ -207,6 +209,40 @@ fn poll<T>(
     }
 }
 
+/// Whom a BIND listens for, as the rules let it: opening the listener takes one, so a
+/// path that forgets to ask does not compile.
+enum Awaited {
+    /// Anyone (the client named all zeros): the command alone was asked about when the
+    /// request was heard, and each peer that comes is judged in [`Bound::wait`].
+    Anyone(Heard),
+    /// The named peer's addresses (one, or each of a name's), every one allowed.
+    Named(Allowed<Vec<SocketAddr>>),
+}
+
+impl Awaited {
+    /// The final answer for a BIND that names `named`: the rules judge each address of a
+    /// named peer before anything listens for it.
+    fn permit(named: &TargetAddr, heard: Heard, access: &Access) -> Result<Awaited, Failure> {
+        let expected = expected_peers(named)?;
+        if expected.is_empty() {
+            return Ok(Awaited::Anyone(heard));
+        }
+        let allowed = expected
+            .into_iter()
+            .map(|peer| access.permit_address(Cmd::Bind, named.as_addr(), SocketAddr::new(peer, named.port())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Awaited::Named(Allowed::all(allowed)))
+    }
+
+    /// The addresses a peer may come from; empty accepts any.
+    fn addresses(&self) -> Vec<IpAddr> {
+        match self {
+            Awaited::Anyone(_) => Vec::new(),
+            Awaited::Named(peers) => peers.get().iter().map(SocketAddr::ip).collect(),
+        }
+    }
+}
+
 /// A listening socket waiting for the one connection a BIND is for.
 struct Bound {
     listener: TcpListener,
@@ -244,13 +280,11 @@ impl Bound {
     /// principle; the one the client reached us on is an address the host certainly
     /// answers on, of the client's address family, and on one host or one network the one
     /// the peer can reach too. (0.0.0.0 would listen everywhere but cannot go in a reply.)
-    /// A peer of the other family could never connect to it, though. The rules judge each
-    /// address of a named peer now, and the peer that comes in [`Bound::wait`].
-    fn open(control: &TcpStream, named: &TargetAddr, access: &Access, opts: &SocketOptions) -> Result<Bound, Failure> {
-        let expected = expected_peers(named)?;
-        for &peer in &expected {
-            access.permit_address(Cmd::Bind, named.as_addr(), SocketAddr::new(peer, named.port()))?;
-        }
+    /// A peer of the other family could never connect to it, though. The rules have judged
+    /// each address of a named peer ([`Awaited::permit`]), and judge the peer that comes in
+    /// [`Bound::wait`].
+    fn open(control: &TcpStream, awaited: Awaited, opts: &SocketOptions) -> Result<Bound, Failure> {
+        let expected = awaited.addresses();
         // The whole socket address, not just its IP: a link-local IPv6 address binds only
         // with the scope (interface) it came with.
         let mut local = control.local_addr().map_err(Failure::Local)?;

@@ -27,7 +27,7 @@ use crate::config::rules::Cmd;
 use crate::net::is_timeout;
 use crate::net::relay::{Activity, Meter};
 use crate::net::sockopt;
-use crate::net::udp_batch::{Batch, Outgoing};
+use crate::net::udp_batch::{Batch, Outgoing, Toward};
 use crate::outbound::upstream::{UpstreamUdp, last_hop_header};
 use crate::outbound::{self, ConnectError};
 use crate::session::access::{Access, Denied};
@@ -321,7 +321,7 @@ impl ClientSide {
             if let Err(e) = self.upstream_replies(&upstream, client) {
                 return self.unsendable(from, header.addr, e);
             }
-            let whole = Outgoing { slot, range: 0..datagram.len(), to: None, note: payload_len };
+            let whole = Outgoing { slot, range: 0..datagram.len(), to: Toward::Connected, note: payload_len };
             return Some((Route::Upstream, whole));
         }
         let target = match header.addr {
@@ -338,14 +338,15 @@ impl ClientSide {
         };
         // The name is judged as asked, the address as sent to.
         let target = match self.access.permit_address(Cmd::Udp, header.addr, target) {
-            Ok(target) => *target.get(),
+            Ok(target) => target,
             Err(denied) => return self.denied(from, header.addr, &denied),
         };
-        if let Err(e) = self.outbound(target.is_ipv6(), client) {
-            return self.unsendable(from, Addr::Ip(target), e);
+        let (ipv6, range) = (target.get().is_ipv6(), payload_at..datagram.len());
+        if let Err(e) = self.outbound(ipv6, client) {
+            return self.unsendable(from, Addr::Ip(*target.get()), e);
         }
-        let route = if target.is_ipv6() { Route::Ipv6 } else { Route::Ipv4 };
-        Some((route, Outgoing { slot, range: payload_at..datagram.len(), to: Some(target), note: payload_len }))
+        let route = if ipv6 { Route::Ipv6 } else { Route::Ipv4 };
+        Some((route, Outgoing { slot, range, to: Toward::Target(target), note: payload_len }))
     }
 
     /// Drops a datagram that is not the client's; the first of an association is logged,
@@ -398,7 +399,10 @@ impl ClientSide {
                     self.traffic.bytes += datagram.note as u64;
                 }
                 Err(e) => {
-                    let to = datagram.to.map_or("the upstream hop".to_owned(), |to| to.to_string());
+                    let to = match datagram.to {
+                        Toward::Target(target) => target.get().to_string(),
+                        Toward::Client(_) | Toward::Connected => "the upstream hop".to_owned(),
+                    };
                     log::debug!("udp datagram from the client to {to} not sent: {e}");
                     self.dropped.unsendable += 1;
                 }
@@ -563,7 +567,7 @@ impl TargetReplies {
                 Some((start, payload)) => Some(Outgoing {
                     slot: i,
                     range: front + start..end,
-                    to: Some(self.client),
+                    to: Toward::Client(self.client),
                     note: (source, len - payload),
                 }),
                 None => {
@@ -575,7 +579,7 @@ impl TargetReplies {
         let header = Header { frag: 0, addr: Addr::Ip(source) };
         let start = front - header.encoded_len();
         header.emit(&mut batch.slot_mut(i)[start..]);
-        Some(Outgoing { slot: i, range: start..end, to: Some(self.client), note: (source, len) })
+        Some(Outgoing { slot: i, range: start..end, to: Toward::Client(self.client), note: (source, len) })
     }
 }
 
