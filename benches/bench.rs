@@ -6,6 +6,7 @@
 //! direct connection mean something on a shared, noisy machine. Loopback only; every loop
 //! is bounded in count and in time. This is a benchmark, not a test: nothing here asserts.
 
+use burrowd::wire::proxy_header::{Addresses, Header, V1_MAX_LEN, Version};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -24,6 +25,9 @@ const MAX_SESSIONS_PER_WORKER: usize = 200_000;
 const PING_SIZE: usize = 64;
 const PING_ROUNDS: usize = 20_000;
 const IDLE_COUNTS: [usize; 2] = [1_000, 5_000];
+/// Sequential CONNECT sessions counted under strace: the difference between a short and a
+/// long run, so that start-up and exit cancel out.
+const STRACED_SESSIONS: [usize; 2] = [100, 600];
 const UDP_PAYLOAD: usize = 64;
 /// Datagrams in flight at once: a sender that waits for echoes, so none need be lost.
 const UDP_WINDOW: usize = 64;
@@ -36,6 +40,9 @@ const NOFILE: u64 = 20_000;
 
 /// Flags every burrowd of this run gets besides its own (the `--rules` file).
 static BURROWD_EXTRA_ARGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+/// With `--proxy-protocol`: the PROXY header version every client connection to a proxy
+/// begins with, as a load balancer's would.
+static PROXY_HEADER: std::sync::OnceLock<Version> = std::sync::OnceLock::new();
 
 /// Reads /sessions and /metrics ten times a second for as long as the benchmark runs,
 /// from whichever burrowd is listening on `status` at the moment.
@@ -77,11 +84,14 @@ fn usage() -> &'static str {
   --gib G      GiB moved per throughput run (default 1)
   --secs S     seconds per handshake-rate run (default 3)
   --json       also print one JSON object per figure
-  --only LIST  comma-separated subset of: throughput,handshake,pingpong,memory,udp
+  --only LIST  comma-separated subset of: throughput,handshake,syscalls,pingpong,memory,udp
   --rules N    run burrowd with N access rules that the benchmark's traffic never matches,
                so every request is checked against all of them (default 0)
   --status     run burrowd with --status on loopback, and read /sessions and /metrics
                ten times a second while it serves
+  --proxy-protocol v1|v2  run burrowd with --proxy-protocol 127.0.0.1, and begin every
+               connection to it with a PROXY header of that version, as a load balancer
+               does (microsocks, which speaks no PROXY protocol, is left out)
   --binary NAME=PATH  one more column: the burrowd binary at PATH (default relay), e.g.
                static=target/x86_64-unknown-linux-musl/release/burrowd; repeatable"
 }
@@ -94,6 +104,7 @@ struct Options {
     only: Option<Vec<String>>,
     rules: usize,
     status: bool,
+    proxy_header: Option<Version>,
     /// Other burrowd binaries to measure beside this build's, as (column name, path).
     binaries: Vec<(String, String)>,
 }
@@ -108,6 +119,7 @@ impl Options {
             only: None,
             rules: 0,
             status: false,
+            proxy_header: None,
             binaries: Vec::new(),
         };
         // `cargo bench` passes `--bench` to harness-less benches; it means nothing here.
@@ -126,6 +138,13 @@ impl Options {
                 "--only" => o.only = Some(value()?.split(',').map(str::to_owned).collect()),
                 "--rules" => o.rules = value()?.parse().map_err(|_| "--rules: not a number")?,
                 "--status" => o.status = true,
+                "--proxy-protocol" => {
+                    o.proxy_header = Some(match value()?.as_str() {
+                        "v1" => Version::V1,
+                        "v2" => Version::V2,
+                        other => return Err(format!("--proxy-protocol: {other:?} is not v1 or v2")),
+                    })
+                }
                 "--binary" => {
                     let spec = value()?;
                     let (name, path) = spec.split_once('=').ok_or("--binary: expected NAME=PATH")?;
@@ -168,11 +187,18 @@ fn main() {
         extra_args.extend(["--status".to_owned(), status.to_string()]);
         thread::spawn(move || read_status_pages(status));
     }
+    if let Some(version) = opts.proxy_header {
+        println!("burrowd runs with --proxy-protocol 127.0.0.1; every connection to it begins with a {version} header");
+        extra_args.extend(["--proxy-protocol".to_owned(), "127.0.0.1".to_owned()]);
+        PROXY_HEADER.set(version).expect("set once");
+    }
     BURROWD_EXTRA_ARGS.set(extra_args).expect("set once");
     let servers = Servers::start();
     let mut kinds = vec![ProxyKind::Burrowd("splice"), ProxyKind::Burrowd("copy")];
     kinds.extend(opts.binaries.iter().map(|(name, path)| ProxyKind::Binary { name: name.clone(), path: path.clone() }));
-    if Command::new("microsocks").arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {
+    if opts.proxy_header.is_some() {
+        eprintln!("--proxy-protocol: microsocks speaks no PROXY protocol; its column is left out");
+    } else if Command::new("microsocks").arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {
         kinds.push(ProxyKind::Microsocks);
     } else {
         eprintln!("microsocks not installed (apt-get install -y microsocks): its column is left out");
@@ -194,19 +220,81 @@ fn main() {
         }
     }
     if opts.wants("handshake") {
-        let labels = ["handshake sessions/s", "handshake latency p50 us", "handshake latency p99 us"];
+        let labels = [
+            "handshake sessions/s",
+            "handshake latency p50 us",
+            "handshake latency p99 us",
+            "handshakes per proxy CPU-s",
+            "handshake sessions/s, localhost",
+            "handshakes per proxy CPU-s, localhost",
+        ];
         table.rows(&labels, |route| {
             let proxy = route.as_ref().map(|k| Proxy::start(k, false));
             let via = proxy.as_ref().map(|p| p.addr);
-            let mut figures = vec![Samples::default(); 3];
+            let mut figures = vec![Samples::default(); labels.len()];
             for _ in 0..opts.runs {
-                let (rate, latencies) = handshake_rate(via, servers.echo, opts.handshake_time);
+                // The same loop to an IPv4 literal, then to `localhost` (two addresses).
+                for (dest, first) in [(Dest::Ip(servers.echo), 0), (Dest::Localhost(servers.echo.port()), 4)] {
+                    let cpu_before = proxy.as_ref().map(Proxy::cpu_seconds);
+                    let (rate, latencies) = handshake_rate(via, Handshake::Socks5, dest, opts.handshake_time);
+                    let cpu = proxy.as_ref().zip(cpu_before).map(|(p, before)| p.cpu_seconds() - before);
+                    figures[first].push(rate);
+                    if first == 0 {
+                        figures[1].push(latencies.percentile(0.5));
+                        figures[2].push(latencies.percentile(0.99));
+                    }
+                    if let Some(cpu) = cpu.filter(|cpu| *cpu > 0.0) {
+                        figures[first + if first == 0 { 3 } else { 1 }].push(latencies.0.len() as f64 / cpu);
+                    }
+                }
+            }
+            figures
+        });
+        // The same loop through the HTTP side of burrowd's port: CONNECT, 200, echo.
+        let labels = ["HTTP CONNECT sessions/s", "HTTP CONNECT latency p50 us", "HTTP CONNECT latency p99 us"];
+        table.rows(&labels, |route| {
+            let mut figures = vec![Samples::default(); 3];
+            if !matches!(route, Some(ProxyKind::Burrowd(_))) {
+                return figures;
+            }
+            let proxy = route.as_ref().map(|k| Proxy::start(k, false));
+            let via = proxy.as_ref().map(|p| p.addr);
+            for _ in 0..opts.runs {
+                let (rate, latencies) =
+                    handshake_rate(via, Handshake::HttpConnect, Dest::Ip(servers.echo), opts.handshake_time);
                 figures[0].push(rate);
                 figures[1].push(latencies.percentile(0.5));
                 figures[2].push(latencies.percentile(0.99));
             }
             figures
         });
+    }
+    if opts.wants("syscalls") {
+        if strace_installed() {
+            let labels = [
+                "syscalls per CONNECT session",
+                "futex per CONNECT session",
+                "sched_yield per CONNECT session",
+                "syscalls per CONNECT session, localhost",
+            ];
+            table.rows(&labels, |route| match &route {
+                None => vec![Samples::default(); labels.len()],
+                Some(kind) => {
+                    let closer = servers.closer;
+                    let ip = syscalls_per_session(kind, Dest::Ip(closer));
+                    let name = syscalls_per_session(kind, Dest::Localhost(closer.port()));
+                    let one = |value: Option<f64>| Samples(value.into_iter().collect());
+                    vec![
+                        one(ip.as_ref().map(|calls| calls.total)),
+                        one(ip.as_ref().map(|calls| calls.named("futex"))),
+                        one(ip.as_ref().map(|calls| calls.named("sched_yield"))),
+                        one(name.as_ref().map(|calls| calls.total)),
+                    ]
+                }
+            });
+        } else {
+            eprintln!("strace not installed (apt-get install -y strace): no syscall counts");
+        }
     }
     if opts.wants("pingpong") {
         for pinned in [false, true] {
@@ -316,7 +404,7 @@ impl Table {
 
     fn header(&mut self) {
         if !self.header_printed {
-            let mut line = format!("{:<34}", "figure");
+            let mut line = format!("{:<40}", "figure");
             for r in &self.routes {
                 line += &format!(" {:>24}", route_name(r.as_ref()));
             }
@@ -335,7 +423,7 @@ impl Table {
 
     fn emit(&mut self, label: &str, cells: Vec<Samples>) {
         self.header();
-        let mut line = format!("{label:<34}");
+        let mut line = format!("{label:<40}");
         for (route, s) in self.routes.iter().zip(&cells) {
             line += &format!(" {:>24}", cell(s));
             if self.json {
@@ -361,18 +449,48 @@ impl Table {
 
     /// The issue's targets, each as a ratio of two medians from this run.
     fn print_ratios(&self) {
-        let checks: [(&str, &str, &str, &str, f64, Better); 8] = [
+        let checks: [(&str, &str, &str, &str, f64, Better); 13] = [
             ("1-stream throughput vs direct", "throughput 1 stream MiB/s", "burrowd", "direct", 0.75, Higher),
             ("8-stream throughput vs direct", "throughput 8 streams MiB/s", "burrowd", "direct", 0.5, Higher),
-            ("handshake rate vs microsocks", "handshake sessions/s", "burrowd", "microsocks", 1.5, Higher),
+            ("handshake rate vs microsocks", "handshake sessions/s", "burrowd", "microsocks", 1.2, Higher),
+            ("handshakes/CPU-s vs microsocks", "handshakes per proxy CPU-s", "burrowd", "microsocks", 1.3, Higher),
+            (
+                "handshakes/CPU-s vs microsocks, localhost",
+                "handshakes per proxy CPU-s, localhost",
+                "burrowd",
+                "microsocks",
+                1.3,
+                Higher,
+            ),
+            ("syscalls per CONNECT session", "syscalls per CONNECT session", "burrowd", "", 30.0, Lower),
+            ("sched_yield per CONNECT session", "sched_yield per CONNECT session", "burrowd", "", 0.0, Lower),
+            (
+                "syscalls per CONNECT session, localhost",
+                "syscalls per CONNECT session, localhost",
+                "burrowd",
+                "",
+                30.0,
+                Lower,
+            ),
             ("pinned RTT p50 vs direct", "64B ping-pong p50 us pinned", "burrowd", "direct", 2.2, Lower),
             ("KiB RSS per idle session", "KiB RSS/session @5000", "burrowd", "", 16.0, Lower),
             ("MiB RSS with 5000 sessions", "RSS MiB @5000", "burrowd", "", 100.0, Lower),
             ("UDP packets/s vs direct", "UDP 64B packets/s, window 64", "burrowd", "direct", 0.5, Higher),
             ("UDP packets lost", "UDP packets lost", "burrowd", "", 0.0, Lower),
         ];
+        let copy = ProxyKind::Burrowd("copy").name();
+        let http_vs_socks =
+            self.median("HTTP CONNECT sessions/s", &copy).zip(self.median("handshake sessions/s", &copy));
+        if let Some((http, socks)) = http_vs_socks {
+            println!();
+            println!(
+                "{:<42} {:>12.2} (no target; HTTP CONNECT rate / SOCKS5 rate)",
+                "HTTP CONNECT vs SOCKS5 handshakes",
+                http / socks
+            );
+        }
         println!();
-        println!("{:<34} {:>12} {:>12} {:>10}", "target (burrowd = default, copy)", "measured", "target", "");
+        println!("{:<42} {:>12} {:>12} {:>10}", "target (burrowd = default, copy)", "measured", "target", "");
         for (name, label, a, b, target, better) in checks {
             let a_route = if a == "burrowd" { ProxyKind::Burrowd("copy").name() } else { a.to_owned() };
             let value = match (self.median(label, &a_route), b) {
@@ -387,11 +505,11 @@ impl Table {
             };
             match value {
                 Some(v) => println!(
-                    "{name:<34} {v:>12.2} {:>12} {:>10}",
+                    "{name:<42} {v:>12.2} {:>12} {:>10}",
                     format!("{sign} {target}"),
                     if ok { "met" } else { "MISSED" }
                 ),
-                None => println!("{name:<34} {:>12}", "not measured"),
+                None => println!("{name:<42} {:>12}", "not measured"),
             }
         }
     }
@@ -451,14 +569,21 @@ struct Proxy {
 impl Proxy {
     /// With `pinned`, the proxy runs on CPU 0 only (taskset), like the pinned load generator.
     fn start(kind: &ProxyKind, pinned: bool) -> Proxy {
+        let taskset = ["taskset", "-c", "0"].map(String::from);
+        Proxy::start_under(kind, if pinned { &taskset } else { &[] })
+    }
+
+    /// Starts the proxy as the last argument of `wrapper` (a program and its arguments).
+    fn start_under(kind: &ProxyKind, wrapper: &[String]) -> Proxy {
         let addr = free_port();
         let port = addr.port().to_string();
-        let mut command = if pinned {
-            let mut taskset = Command::new("taskset");
-            taskset.args(["-c", "0", kind.program()]);
-            taskset
-        } else {
-            Command::new(kind.program())
+        let mut command = match wrapper {
+            [program, args @ ..] => {
+                let mut command = Command::new(program);
+                command.args(args).arg(kind.program());
+                command
+            }
+            [] => Command::new(kind.program()),
         };
         // -q: no per-session log line, as microsocks writes none; max-clients above the
         // 5,000 idle sessions of the memory figure, all from one address.
@@ -483,6 +608,16 @@ impl Proxy {
 
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// CPU time (user and system) the proxy has used so far, from /proc/PID/stat.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // The fields after the command name, which is in parentheses: utime and stime are
+        // the 12th and 13th, in clock ticks (USER_HZ, 100 on Linux).
+        let fields: Vec<&str> = stat.rsplit_once(')').map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
+        (ticks(11) + ticks(12)) / 100.0
     }
 }
 
@@ -519,6 +654,8 @@ struct Servers {
     sink: SocketAddr,
     /// Echoes until EOF.
     echo: SocketAddr,
+    /// Accepts and closes at once.
+    closer: SocketAddr,
     /// Accepts and keeps connections without touching them: the targets of idle sessions.
     hold: SocketAddr,
     held: Arc<Mutex<Vec<TcpStream>>>,
@@ -543,6 +680,7 @@ impl Servers {
         });
         // More echo threads than handshake workers, so no session waits for one.
         let echo = serve(HANDSHAKE_WORKERS + 8, echo);
+        let closer = serve(2, drop);
         let held = Arc::new(Mutex::new(Vec::new()));
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind hold server");
         let hold = listener.local_addr().expect("local_addr");
@@ -552,7 +690,7 @@ impl Servers {
                 keep.lock().unwrap().push(stream);
             }
         });
-        Servers { sink, echo, hold, held }
+        Servers { sink, echo, closer, hold, held }
     }
 }
 
@@ -609,24 +747,88 @@ fn pin_this_thread() {
 // ---------------------------------------------------------------------------------------
 // Clients
 
+/// Where a client asks the proxy to connect.
+#[derive(Clone, Copy)]
+enum Dest {
+    Ip(SocketAddr),
+    /// The name `localhost` (127.0.0.1 and ::1) and this port; directly, 127.0.0.1.
+    Localhost(u16),
+}
+
+impl Dest {
+    fn direct(self) -> SocketAddr {
+        match self {
+            Dest::Ip(addr) => addr,
+            Dest::Localhost(port) => SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+}
+
 /// Connects to `target`, through the SOCKS5 proxy at `via` when given (no authentication,
 /// IPv4 CONNECT). Each step is its own write, as a simple client does.
 fn connect(via: Option<SocketAddr>, target: SocketAddr) -> io::Result<TcpStream> {
+    connect_with(via, Handshake::Socks5, Dest::Ip(target))
+}
+
+/// How a benchmark client asks the proxy for its target.
+#[derive(Clone, Copy)]
+enum Handshake {
+    /// Greeting (no auth), then CONNECT to the IPv4 address or the name.
+    Socks5,
+    /// `CONNECT 127.0.0.1:PORT HTTP/1.1`, read up to the end of the 200's head.
+    HttpConnect,
+}
+
+/// Connects to `dest`, through the proxy at `via` when given, asking for it as `handshake`
+/// says. Each step is its own write, as a simple client does.
+fn connect_with(via: Option<SocketAddr>, handshake: Handshake, dest: Dest) -> io::Result<TcpStream> {
+    let target = dest.direct();
     let mut s = TcpStream::connect(via.unwrap_or(target))?;
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(IO_TIMEOUT))?;
     s.set_write_timeout(Some(IO_TIMEOUT))?;
-    if via.is_some() {
-        let SocketAddr::V4(v4) = target else { unreachable!("targets are 127.0.0.1") };
-        s.write_all(&[5, 1, 0])?;
+    // With --proxy-protocol, a header goes ahead of the client's first bytes, in the same
+    // write, as a balancer's header and its client's first bytes usually arrive.
+    let mut first = Vec::with_capacity(V1_MAX_LEN + 64);
+    if let (Some(&version), Some(SocketAddr::V4(destination)), SocketAddr::V4(source)) =
+        (PROXY_HEADER.get(), via, s.local_addr()?)
+    {
+        let mut header = [0u8; V1_MAX_LEN];
+        let len = Header::Proxied { version, addresses: Addresses::V4 { source, destination } }.emit(&mut header);
+        first.extend_from_slice(&header[..len]);
+    }
+    if via.is_some() && matches!(handshake, Handshake::HttpConnect) {
+        first.extend_from_slice(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes());
+        s.write_all(&first)?;
+        const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
+        let mut reply = [0u8; ESTABLISHED.len()];
+        s.read_exact(&mut reply)?;
+        if reply != ESTABLISHED {
+            return Err(io::Error::other(format!("CONNECT reply {:?}", String::from_utf8_lossy(&reply))));
+        }
+    } else if via.is_some() {
+        first.extend_from_slice(&[5, 1, 0]);
+        s.write_all(&first)?;
         let mut choice = [0u8; 2];
         s.read_exact(&mut choice)?;
         if choice != [5, 0] {
             return Err(io::Error::other(format!("method choice {choice:?}")));
         }
-        let mut request = vec![5, 1, 0, 1];
-        request.extend_from_slice(&v4.ip().octets());
-        request.extend_from_slice(&v4.port().to_be_bytes());
+        let mut request = vec![5, 1, 0];
+        let port = match dest {
+            Dest::Ip(SocketAddr::V4(v4)) => {
+                request.push(1);
+                request.extend_from_slice(&v4.ip().octets());
+                v4.port()
+            }
+            Dest::Ip(SocketAddr::V6(_)) => unreachable!("targets are 127.0.0.1"),
+            Dest::Localhost(port) => {
+                request.extend_from_slice(&[3, 9]);
+                request.extend_from_slice(b"localhost");
+                port
+            }
+        };
+        request.extend_from_slice(&port.to_be_bytes());
         s.write_all(&request)?;
         let mut reply = [0u8; 10];
         s.read_exact(&mut reply)?;
@@ -668,9 +870,9 @@ fn throughput(via: Option<SocketAddr>, sink: SocketAddr, streams: usize, per_str
     (per_stream * streams as u64) as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Sessions per second with 16 workers each looping connect → (greeting → CONNECT) →
-/// 1-byte echo → close for `duration`, and every session's latency.
-fn handshake_rate(via: Option<SocketAddr>, echo: SocketAddr, duration: Duration) -> (f64, Latencies) {
+/// Sessions per second with 16 workers each looping connect → (greeting → CONNECT, or an
+/// HTTP CONNECT) → 1-byte echo → close for `duration`, and every session's latency.
+fn handshake_rate(via: Option<SocketAddr>, handshake: Handshake, echo: Dest, duration: Duration) -> (f64, Latencies) {
     let start = Instant::now();
     let failed = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..HANDSHAKE_WORKERS)
@@ -680,7 +882,7 @@ fn handshake_rate(via: Option<SocketAddr>, echo: SocketAddr, duration: Duration)
                 let mut latencies = Vec::new();
                 while start.elapsed() < duration && latencies.len() < MAX_SESSIONS_PER_WORKER {
                     let began = Instant::now();
-                    let session = connect(via, echo).and_then(|mut s| {
+                    let session = connect_with(via, handshake, echo).and_then(|mut s| {
                         s.write_all(b"x")?;
                         let mut b = [0u8; 1];
                         s.read_exact(&mut b)
@@ -744,6 +946,90 @@ fn ping_pong(via: Option<SocketAddr>, pinned: bool) -> Latencies {
     });
     let _ = server.join();
     Latencies(rtts)
+}
+
+// ---------------------------------------------------------------------------------------
+// System calls per session
+
+fn strace_installed() -> bool {
+    Command::new("strace").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// What `strace -c` counted, per session.
+struct SyscallCounts {
+    total: f64,
+    by_name: Vec<(String, f64)>,
+}
+
+impl SyscallCounts {
+    fn named(&self, name: &str) -> f64 {
+        self.by_name.iter().find(|(n, _)| n == name).map_or(0.0, |(_, calls)| *calls)
+    }
+}
+
+/// System calls per sequential CONNECT session to `dest` (a server that closes at once),
+/// counted by `strace -f -c` over the proxy's threads: the difference between a run of
+/// `STRACED_SESSIONS[1]` sessions and one of `STRACED_SESSIONS[0]`, so that what start-up
+/// and exit cost cancels out.
+fn syscalls_per_session(kind: &ProxyKind, dest: Dest) -> Option<SyscallCounts> {
+    let [short, long] = STRACED_SESSIONS.map(|sessions| straced_run(kind, dest, sessions));
+    let (short, long) = (short?, long?);
+    let sessions = (STRACED_SESSIONS[1] - STRACED_SESSIONS[0]) as f64;
+    let per_session = |name: &str| {
+        let count = |calls: &[(String, u64)]| calls.iter().find(|(n, _)| n == name).map_or(0, |(_, c)| *c);
+        (count(&long) as f64 - count(&short) as f64) / sessions
+    };
+    let mut by_name: Vec<(String, f64)> = long.iter().map(|(name, _)| (name.clone(), per_session(name))).collect();
+    by_name.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total = by_name.iter().map(|(_, calls)| calls).sum();
+    eprintln!(
+        "{} per session: {}",
+        kind.name(),
+        by_name.iter().filter(|(_, c)| *c >= 0.05).map(|(n, c)| format!("{n} {c:.2}")).collect::<Vec<_>>().join(", ")
+    );
+    Some(SyscallCounts { total, by_name })
+}
+
+/// Runs `sessions` sequential sessions through the proxy under `strace -f -c`, stops the
+/// proxy with SIGTERM and returns strace's count per system call.
+fn straced_run(kind: &ProxyKind, dest: Dest, sessions: usize) -> Option<Vec<(String, u64)>> {
+    let file = std::env::temp_dir().join(format!("burrowd-bench-strace-{}", std::process::id()));
+    let wrapper = ["strace", "-f", "-c", "-o"].map(String::from).into_iter().chain([file.display().to_string()]);
+    let mut proxy = Proxy::start_under(kind, &wrapper.collect::<Vec<_>>());
+    for _ in 0..sessions {
+        let session = connect_with(Some(proxy.addr), Handshake::Socks5, dest).and_then(|mut s| s.read(&mut [0u8; 1]));
+        if let Err(e) = session {
+            eprintln!("{} under strace: {e}", kind.name());
+            return None;
+        }
+    }
+    // The traced proxy is strace's child; when it exits, strace writes its summary.
+    let strace = proxy.pid();
+    let traced = std::fs::read_to_string(format!("/proc/{strace}/task/{strace}/children")).ok()?;
+    let traced = traced.split_whitespace().next()?.to_owned();
+    let _ = Command::new("kill").args(["-TERM", &traced]).status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.child.try_wait().ok()?.is_none() {
+        if Instant::now() > deadline {
+            eprintln!("{} did not stop on SIGTERM under strace", kind.name());
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let summary = std::fs::read_to_string(&file).ok()?;
+    let _ = std::fs::remove_file(&file);
+    // "% time  seconds  usecs/call  calls  [errors]  syscall"; the errors column may be empty.
+    Some(
+        summary
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let calls = fields.get(3)?.parse().ok()?;
+                let name = *fields.last()?;
+                (fields.first()?.parse::<f64>().is_ok() && name != "total").then(|| (name.to_owned(), calls))
+            })
+            .collect(),
+    )
 }
 
 // ---------------------------------------------------------------------------------------

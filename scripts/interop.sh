@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Drives real third-party SOCKS clients (curl, PySocks, ncat, OpenBSD nc, proxychains4) through the
-# release burrowd binary (or the one BURROWD names: `BURROWD=path/to/burrowd bash scripts/interop.sh`)
+# Drives real third-party SOCKS clients (curl, PySocks, ncat, OpenBSD nc, proxychains4) and HTTP
+# proxy clients (curl -x, wget, Python urllib, git, apt, pip) through the release burrowd binary (or the one BURROWD names: `BURROWD=path/to/burrowd bash scripts/interop.sh`)
 # and checks the bytes that arrive, not just exit codes. Prints one line per check
 # (`PASS name` / `FAIL name: reason`), then `N passed, N failed`; exits non-zero on any failure.
 #
 # Installs what it lacks: Debian packages with apt-get (ncat, curl, python3, python3-pip,
-# netcat-openbsd, proxychains4) and
+# netcat-openbsd, proxychains4, wget, git, openssl) and
 # PySocks with pip into target/interop-python. Safe to run again.
 #
 # NETWORK RULE: every address used here is loopback (127.0.0.1, ::1, localhost). Nothing else.
@@ -109,7 +109,8 @@ start() {
 await_log() {
   local name=$1 script=$2 pid=${pids[-1]} i
   for ((i = 0; i < 300; i++)); do
-    ready=$(sed -n "$script" "$work/$name.log" | head -n 1)
+    # The log may not exist yet: the process that writes it has only just been started.
+    ready=$(sed -n "$script" "$work/$name.log" 2>/dev/null | head -n 1)
     [[ -n $ready ]] && return 0
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.05
@@ -240,6 +241,142 @@ proxychained() {
   return 1
 }
 
+
+# sessions_logged NAME METHOD HOSTPORT: how many sessions METHOD HOSTPORT the burrowd called NAME
+# has logged so far.
+sessions_logged() {
+  grep -c " $2 $3 " "$work/$1.log"
+}
+
+# logged_through NAME METHOD HOSTPORT BEFORE: the burrowd called NAME logged more sessions METHOD
+# HOSTPORT than BEFORE, so a client that went around the proxy fails. Log lines are written as
+# sessions end, just after the client exits.
+logged_through() {
+  local i
+  for ((i = 0; i < 50; i++)); do
+    (($(sessions_logged "$1" "$2" "$3") > $4)) && return 0
+    sleep 0.1
+  done
+  echo "burrowd ($1) logged no new $2 $3: the request did not go through the proxy"
+  return 1
+}
+
+# curl_http_proxied NAME CURL_ARGS...: curl_gets_blob, and the burrowd called NAME must have
+# logged the request (GET for a forwarded URL, CONNECT for a tunnel: -p or https).
+curl_http_proxied() {
+  local name=$1 method=GET url=${*: -1} hostport before
+  shift
+  [[ " $* " == *" -p "* || $url == https://* ]] && method=CONNECT
+  hostport=${url#*://}
+  hostport=${hostport%%/*}
+  before=$(sessions_logged "$name" "$method" "$hostport")
+  curl_gets_blob "$@" || return 1
+  logged_through "$name" "$method" "$hostport" "$before"
+}
+
+# curl_http_status WANT CURL_ARGS...: the HTTP proxy must answer WANT itself (407, ...), for a
+# forwarded request or a CONNECT, and no body of the target's arrives.
+curl_http_status() {
+  local want=$1 got codes
+  shift
+  got=$(mktemp "$work/got.XXXXXX")
+  codes=$(curl --silent --max-time 20 --output "$got" --write-out '%{http_code} %{http_connect}' "$@")
+  if [[ " $codes " != *" $want "* ]]; then
+    echo "status (forwarded, CONNECT) $codes, want $want"
+    return 1
+  fi
+  if cmp -s "$blob" "$got"; then
+    echo "the target's body arrived"
+    return 1
+  fi
+}
+
+# curl_http_closed CURL_ARGS...: the proxy closes without a reply (--no-http): curl reports an
+# empty reply (52) or a failed receive (56), and nothing arrives.
+curl_http_closed() {
+  local got rc
+  got=$(mktemp "$work/got.XXXXXX")
+  curl --silent --max-time 20 --output "$got" "$@"
+  rc=$?
+  if ((rc != 52 && rc != 56)); then
+    echo "curl exit status $rc, want 52 or 56 (closed without a reply)"
+    return 1
+  fi
+  [[ ! -s $got ]] || { echo "a body arrived"; return 1; }
+}
+
+# wget_proxied NAME PROXY_URL URL [WGET_ARGS...]: wget with http_proxy and https_proxy set to
+# PROXY_URL fetches the blob; the burrowd called NAME logged it.
+wget_proxied() {
+  local name=$1 proxy=$2 url=$3 got method=GET hostport before
+  shift 3
+  [[ $url == https://* ]] && method=CONNECT
+  hostport=${url#*://}
+  hostport=${hostport%%/*}
+  before=$(sessions_logged "$name" "$method" "$hostport")
+  got=$(mktemp "$work/got.XXXXXX")
+  http_proxy=$proxy https_proxy=$proxy timeout 30 wget --quiet --tries=1 --output-document="$got" "$@" "$url" ||
+    { echo "wget exit status $?"; return 1; }
+  same_bytes "$blob" "$got" || return 1
+  logged_through "$name" "$method" "$hostport" "$before"
+}
+
+# urllib_proxied NAME PROXY_URL URL: Python's urllib with that proxy for http and https.
+urllib_proxied() {
+  local name=$1 method=GET hostport=${3#*://} before
+  [[ $3 == https://* ]] && method=CONNECT
+  hostport=${hostport%%/*}
+  before=$(sessions_logged "$name" "$method" "$hostport")
+  timeout 30 python3 "$work/urllib_client.py" "$2" "$3" || return 1
+  logged_through "$name" "$method" "$hostport" "$before"
+}
+
+# git_clone_proxied NAME PROXY_URL: git clones the dumb HTTP repository with http.proxy and must
+# find its one commit.
+git_clone_proxied() {
+  local dest before
+  before=$(sessions_logged "$1" GET "127.0.0.1:$http4")
+  dest=$(mktemp -d "$work/clone.XXXXXX")
+  rmdir "$dest"
+  timeout 60 git -c http.proxy="$2" clone --quiet "http://127.0.0.1:$http4/repo.git" "$dest" ||
+    { echo "git clone failed"; return 1; }
+  [[ $(git -C "$dest" log --format=%s) == "interop commit" ]] || { echo "the clone has no interop commit"; return 1; }
+  logged_through "$1" GET "127.0.0.1:$http4" "$before"
+}
+
+# apt_proxied NAME PROXY_URL: apt-get update and download from the flat repository with
+# Acquire::http::Proxy, under a state and cache of its own (the system's are not touched).
+apt_proxied() {
+  local dir before
+  before=$(sessions_logged "$1" GET "127.0.0.1:$http4")
+  dir=$(mktemp -d "$work/apt.XXXXXX")
+  mkdir -p "$dir/state/lists/partial" "$dir/cache/archives/partial" "$dir/parts" "$dir/download"
+  echo "deb [trusted=yes] http://127.0.0.1:$http4/apt ./" >"$dir/sources.list"
+  touch "$dir/status"
+  local opts=(-o "Dir::Etc::SourceList=$dir/sources.list" -o "Dir::Etc::SourceParts=$dir/parts"
+    -o "Dir::State=$dir/state" -o "Dir::Cache=$dir/cache" -o "Dir::State::status=$dir/status"
+    -o "Acquire::http::Proxy=$2" -o Debug::NoLocking=1 -o APT::Sandbox::User=root
+    -o Acquire::Languages=none -o Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled=false)
+  timeout 60 apt-get "${opts[@]}" -qq update >"$dir/update.log" 2>&1 || { tail -n 1 "$dir/update.log"; return 1; }
+  (cd "$dir/download" && timeout 60 apt-get "${opts[@]}" -qq download burrowd-interop) >"$dir/download.log" 2>&1 ||
+    { tail -n 1 "$dir/download.log"; return 1; }
+  same_bytes "$work/www/apt/burrowd-interop_1.0_all.deb" "$dir/download/burrowd-interop_1.0_all.deb" || return 1
+  logged_through "$1" GET "127.0.0.1:$http4" "$before"
+}
+
+# pip_proxied NAME PROXY_URL: pip downloads the tiny wheel from the simple index with --proxy.
+pip_proxied() {
+  local dest before
+  before=$(sessions_logged "$1" GET "127.0.0.1:$http4")
+  dest=$(mktemp -d "$work/pip.XXXXXX")
+  timeout 60 python3 -m pip download --quiet --disable-pip-version-check --no-cache-dir --no-deps \
+    --index-url "http://127.0.0.1:$http4/simple/" --trusted-host "127.0.0.1" --proxy "$2" \
+    --dest "$dest" burrowd-interop >"$dest/pip.log" 2>&1 || { tail -n 1 "$dest/pip.log"; return 1; }
+  same_bytes "$work/www/simple/burrowd-interop/burrowd_interop-1.0-py3-none-any.whl" \
+    "$dest/burrowd_interop-1.0-py3-none-any.whl" || return 1
+  logged_through "$1" GET "127.0.0.1:$http4" "$before"
+}
+
 # ---------------------------------------------------------------- setup
 
 need curl curl || die "cannot install curl"
@@ -248,6 +385,10 @@ need nc.openbsd netcat-openbsd || die "cannot install netcat-openbsd"
 need proxychains4 proxychains4 || die "cannot install proxychains4"
 need python3 python3 || die "cannot install python3"
 need promtool prometheus || die "cannot install promtool (prometheus)"
+need wget wget || die "cannot install wget"
+need git git || die "cannot install git"
+need openssl openssl || die "cannot install openssl"
+need dpkg-deb dpkg || die "cannot install dpkg-deb"
 python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip || die "cannot install python3-pip"
 # --target keeps PySocks out of the system's Python (and out of Debian's externally-managed check).
 pydeps=$target_dir/interop-python
@@ -375,6 +516,80 @@ if socket.inet_ntoa(reply[-4:]) != "127.0.0.1":
 EOF
 export BLOB=$blob PAYLOAD=$payload
 
+# HTTP proxy targets: an HTTPS server (a self-signed certificate for localhost and 127.0.0.1)
+# for CONNECT; a dumb HTTP git repository, a flat apt repository and a simple pip index, all
+# served by the plain HTTP server from $work/www.
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
+  -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null ||
+  die "cannot make a certificate"
+export CERT=$work/cert.pem
+cat >"$work/https_server.py" <<'EOF'
+import functools, http.server, ssl, sys
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[2])
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[1] + "/cert.pem", sys.argv[1] + "/key.pem")
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print("port", server.server_address[1], flush=True)
+server.serve_forever()
+EOF
+cat >"$work/urllib_client.py" <<'EOF'
+# Usage: PROXY_URL URL: fetch URL with urllib through PROXY_URL (http and https) and compare the
+# body with BLOB's bytes; a login in PROXY_URL goes as Proxy-Authorization, CONNECT included.
+import os, ssl, sys, urllib.request
+proxy, url = sys.argv[1:]
+context = ssl.create_default_context(cafile=os.environ["CERT"])
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy, "https": proxy}),
+                                     urllib.request.HTTPSHandler(context=context))
+got = opener.open(url, timeout=20).read()
+want = open(os.environ["BLOB"], "rb").read()
+if got != want:
+    sys.exit(f"got {len(got)} bytes, want {len(want)}")
+EOF
+repo_src=$work/repo-src
+git init --quiet "$repo_src" && git -C "$repo_src" -c user.name=interop -c user.email=interop@localhost \
+  commit --quiet --allow-empty -m "interop commit" || die "cannot make a git repository"
+git clone --quiet --bare "$repo_src" "$work/www/repo.git" && git -C "$work/www/repo.git" update-server-info ||
+  die "cannot make the dumb HTTP repository"
+mkdir -p "$work/deb/DEBIAN" "$work/www/apt"
+printf '%s\n' "Package: burrowd-interop" "Version: 1.0" "Architecture: all" "Maintainer: interop <interop@localhost>" \
+  "Description: an empty package the interop script fetches through burrowd" >"$work/deb/DEBIAN/control"
+dpkg-deb --root-owner-group --build "$work/deb" "$work/www/apt/burrowd-interop_1.0_all.deb" >/dev/null ||
+  die "cannot build the .deb"
+python3 - "$work/www/apt" <<'EOF' || die "cannot write the apt Packages index"
+import hashlib, os, subprocess, sys
+root = sys.argv[1]
+deb = "burrowd-interop_1.0_all.deb"
+data = open(os.path.join(root, deb), "rb").read()
+control = subprocess.run(["dpkg-deb", "--field", os.path.join(root, deb)], capture_output=True, check=True).stdout.decode()
+entry = control.rstrip("\n") + f"\nFilename: ./{deb}\nSize: {len(data)}\nSHA256: {hashlib.sha256(data).hexdigest()}\n"
+open(os.path.join(root, "Packages"), "w").write(entry)
+EOF
+python3 - "$work/www/simple" <<'EOF' || die "cannot build the wheel and the simple index"
+import base64, hashlib, os, sys, zipfile
+root = sys.argv[1]
+os.makedirs(os.path.join(root, "burrowd-interop"))
+name = "burrowd_interop-1.0-py3-none-any.whl"
+files = {
+    "burrowd_interop/__init__.py": b"",
+    "burrowd_interop-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: burrowd-interop\nVersion: 1.0\n",
+    "burrowd_interop-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: interop.sh\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+record = "".join(
+    f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}\n"
+    for path, data in files.items()) + "burrowd_interop-1.0.dist-info/RECORD,,\n"
+path = os.path.join(root, "burrowd-interop", name)
+with zipfile.ZipFile(path, "w") as wheel:
+    for member, data in files.items():
+        wheel.writestr(member, data)
+    wheel.writestr("burrowd_interop-1.0.dist-info/RECORD", record)
+digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+open(os.path.join(root, "burrowd-interop", "index.html"), "w").write(
+    f'<!DOCTYPE html><html><body><a href="{name}#sha256={digest}">{name}</a></body></html>\n')
+open(os.path.join(root, "index.html"), "w").write(
+    '<!DOCTYPE html><html><body><a href="burrowd-interop/">burrowd-interop</a></body></html>\n')
+EOF
+
 user=interop
 password='s3cret-pa55'
 start_http http4 127.0.0.1 || die "http server on 127.0.0.1 did not start"
@@ -413,6 +628,14 @@ await_log front 's/.* listening on \([^ ]*\): forward to .*/\1/p' || die "burrow
 forward=$ready
 start_burrowd badfront 127.0.0.1 -F "socks5://$user:wrong@$auth" || die "burrowd -F (wrong password) did not start"
 badfront=$ready
+start "https4" python3 -u "$work/https_server.py" "$work" "$work/www"
+await_log https4 's/^port \([0-9]*\)$/\1/p' || die "https server on 127.0.0.1 did not start"
+https4=$ready
+start_burrowd nohttp 127.0.0.1 --no-http || die "burrowd --no-http did not start"
+nohttp=$ready
+# Outbound through the `auth` burrowd's HTTP side: -F http:// with a Basic login.
+start_burrowd httpfront 127.0.0.1 -F "http://$user:$password@$auth" || die "burrowd -F http:// did not start"
+httpfront=$ready
 start_burrowd watched 127.0.0.1 --status 127.0.0.1:0 || die "burrowd --status did not start"
 watched=$ready
 await_log watched 's|.* status pages on http://\([^/]*\)/sessions.*|\1|p' || die "burrowd --status did not listen"
@@ -497,6 +720,38 @@ check "curl through -L tcp:// forwarded via the chain" curl_gets_blob "http://$f
 check "ncat --proxy-type socks5 echo through a burrowd chain" ncat_echo --proxy "$front" 127.0.0.1 "$echo4"
 check "curl --socks5 refused when the upstream rejects our password" curl_rejected --socks5 "$badfront" "$url4"
 
+# HTTP proxy clients, on the same ports as the SOCKS ones above (`open` and `auth` are --listen
+# ports, which serve both).
+url_tls=https://localhost:$https4/blob.bin
+proxy_login=http://$user:$password@$auth
+check "curl -x http:// GET" curl_http_proxied open -x "http://$open" "$url4"
+check "curl -x http:// -p (CONNECT)" curl_http_proxied open -p -x "http://$open" "$url4"
+check "curl -x http:// https (CONNECT, TLS)" curl_http_proxied open --cacert "$CERT" -x "http://$open" "$url_tls"
+check "curl -x http:// --proxy-user GET" curl_http_proxied auth -x "http://$auth" --proxy-user "$user:$password" "$url4"
+check "curl -x http:// --proxy-user https (CONNECT)" \
+  curl_http_proxied auth --cacert "$CERT" -x "http://$auth" --proxy-user "$user:$password" "$url_tls"
+check "curl -x http:// no login gets 407" curl_http_status 407 -x "http://$auth" "$url4"
+check "curl -x http:// wrong password gets 407 on CONNECT" \
+  curl_http_status 407 -p -x "http://$auth" --proxy-user "$user:wrong" "$url4"
+check "curl -x http:// closed by --no-http proxy" curl_http_closed -x "http://$nohttp" "$url4"
+check "curl --socks5 still served by --no-http proxy" curl_gets_blob --socks5 "$nohttp" "$url4"
+check "curl --socks5-hostname through -F http:// (CONNECT with login)" \
+  curl_gets_blob --socks5-hostname "$httpfront" "$url_name"
+check "wget http_proxy" wget_proxied open "http://$open" "$url4"
+check "wget https_proxy (CONNECT)" wget_proxied open "http://$open" "$url_tls" --ca-certificate="$CERT"
+check "wget http_proxy with login" wget_proxied auth "$proxy_login" "$url4"
+check "wget https_proxy with login" wget_proxied auth "$proxy_login" "$url_tls" --ca-certificate="$CERT"
+check "python urllib http proxy" urllib_proxied open "http://$open" "$url4"
+check "python urllib https through CONNECT" urllib_proxied open "http://$open" "$url_tls"
+check "python urllib with login" urllib_proxied auth "$proxy_login" "$url4"
+check "python urllib https with login" urllib_proxied auth "$proxy_login" "$url_tls"
+check "git clone with http.proxy (dumb HTTP)" git_clone_proxied open "http://$open"
+check "git clone with http.proxy and login" git_clone_proxied auth "$proxy_login"
+check "apt-get update and download with Acquire::http::Proxy" apt_proxied open "http://$open"
+check "apt-get with Acquire::http::Proxy and login" apt_proxied auth "$proxy_login"
+check "pip download --proxy from a simple index" pip_proxied open "http://$open"
+check "pip download --proxy with login" pip_proxied auth "$proxy_login"
+
 check "curl reads /sessions and every leg is in ss -tn" status_sessions_match_ss
 check "curl reads /metrics and promtool check metrics finds nothing" status_metrics_pass_promtool
 
@@ -515,7 +770,7 @@ else
 fi
 
 if ((failed)); then
-  for name in open auth auth4 no4 chain front badfront watched open6 auth6; do
+  for name in open auth auth4 no4 chain front badfront nohttp httpfront watched open6 auth6; do
     [[ -f $work/$name.log ]] || continue
     echo "--- last lines of burrowd ($name) log:" >&2
     tail -n 20 "$work/$name.log" >&2

@@ -37,9 +37,10 @@ ip -n "$ns" link set "${tag}b" up
 # nodad: usable at once, without waiting out duplicate address detection.
 ip -n "$ns" addr add fe80::1/64 dev "$veth" nodad
 
-# The client comes from fe80::1, not loopback, and its UDP echo target is ::1: the rules
-# must open this host's loopback to it, which the built-in protection otherwise refuses.
-ip netns exec "$ns" "$burrowd" -q -q --listen '[::]:1080' --allow 'to ::1' --allow 'to *' &
+# The client comes from fe80::1, not loopback, its UDP echo target is ::1 and its BIND peer
+# comes from fe80::1: the rules must open this host's loopback and interface address to it,
+# which the built-in protection otherwise refuses.
+ip netns exec "$ns" "$burrowd" -q -q --listen '[::]:1080' --allow 'to ::1' --allow 'to fe80::1' --allow 'to *' &
 proxy_pid=$!
 
 ip netns exec "$ns" python3 - "fe80::1%$veth" <<'PY'

@@ -52,8 +52,11 @@ result() {
 # so it verifies a copy that names the binary just built instead, the one line changed.
 sed "s|^ExecStart=/usr/local/bin/burrowd |ExecStart=$burrowd |" "$unit" >"$work/burrowd.service"
 changed=$(diff "$unit" "$work/burrowd.service" | grep -c '^[<>]')
+# verify looks up Documentation='s man page with man(1): the one in doc/, as the package installs it.
+mkdir -p "$work/man/man8"
+cp "$root/doc/burrowd.8" "$work/man/man8/"
 # verify only warns, with status 0, about a misspelt or unknown setting: any output fails.
-out=$(systemd-analyze verify "$work/burrowd.service" 2>&1)
+out=$(MANPATH="$work/man" systemd-analyze verify "$work/burrowd.service" 2>&1)
 rc=$?
 if ((changed != 2)); then
   result "FAIL systemd-analyze verify: ExecStart is not /usr/local/bin/burrowd --config ..."

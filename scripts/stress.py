@@ -4,7 +4,7 @@
 Usage: python3 scripts/stress.py [--quick] [--work DIR] [--deadline SECONDS] SCENARIO
 Normally run through scripts/stress.sh, which builds or finds the binary, runs each scenario
 under a hard deadline and cleans up. Scenarios: stalled-one, stalled-many, half-dead,
-fd-limit, churn (see SCENARIOS below and the header of stress.sh).
+slow-honest, fd-limit, churn (see SCENARIOS below and the header of stress.sh).
 
 Environment: BURROWD (the binary, default target/release/burrowd), BURROWD_ARGS (extra flags
 for every burrowd started, after the scenario's own, so they win), BURROWD_ARGS_<SCENARIO>
@@ -272,7 +272,7 @@ class Burrowd:
         """Its warnings and errors (the last few) and the last lines of its log."""
         try:
             with open(self.log, errors="replace") as f:
-                warnings = collections.deque((line for line in f if line.startswith(("[WARN", "[ERROR"))), 5)
+                warnings = collections.deque((line for line in f if "[WARN " in line or "[ERROR " in line), 5)
         except OSError:
             warnings = []
         if warnings:
@@ -756,6 +756,132 @@ def stalled_many(run):
     return stalled(run, "stalled-many", [f"127.0.0.{i}" for i in range(2, 2 + max(1, count // 100))])
 
 
+# ---------------------------------------------------------------- slow-honest
+
+
+class Flood:
+    """Silent connections from one source address, one a millisecond (each connect bounded by
+    2 s), the newest `keep` held open, until stopped, `count` are opened, or the run's budget
+    is spent. Counts those burrowd closed (to make room for newer ones) before this side did."""
+
+    def __init__(self, run, source, proxy_port, count, keep=64):
+        self.run_, self.source, self.port, self.count, self.keep = run, loopback(source), proxy_port, count, keep
+        self.opened = self.closed_by_burrowd = 0
+        self.errors = collections.Counter()
+        self.held = collections.deque()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._flood, daemon=True)
+        self.thread.start()
+        run.cleanups.append(self.stop)
+
+    def _closed_by_burrowd(self, s):
+        try:
+            s.setblocking(False)
+            return s.recv(1) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+    def _flood(self):
+        while not self.stopping and self.opened < self.count and self.run_.left() > 5:
+            time.sleep(0.001)
+            s = socket.socket()
+            try:
+                s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                s.bind((self.source, 0))
+                s.settimeout(2.0)
+                s.connect((LOOPBACK, self.port))
+            except OSError as e:
+                self.errors[errname(e.errno) if e.errno else type(e).__name__] += 1
+                s.close()
+                continue
+            self.opened += 1
+            self.held.append(s)
+            if len(self.held) > self.keep:
+                old = self.held.popleft()
+                self.closed_by_burrowd += self._closed_by_burrowd(old)
+                old.close()
+
+    def stop(self):
+        self.stopping = True
+        if self.thread.is_alive():
+            self.thread.join(3)
+        while self.held:
+            old = self.held.popleft()
+            self.closed_by_burrowd += self._closed_by_burrowd(old)
+            old.close()
+
+
+def slow_client(proxy_port, echo_port, source, rtt, timeout=5.0):
+    """A valid client over a slow link: each message it sends is split in two, and it waits
+    half of `rtt` before each half. Greeting, CONNECT to the echo server, one byte there and
+    back. Returns (ok, detail)."""
+    deadline = time.monotonic() + timeout
+    stage = ["connect"]
+    sock = socket.socket()
+    try:
+        sock.bind((loopback(source), 0))
+        sock.settimeout(timeout)
+        sock.connect((LOOPBACK, proxy_port))
+        for stage[0], message, answer in (("method reply", GREETING, 2),
+                                          ("CONNECT reply", connect_request(echo_port), 10),
+                                          ("echo", b"!", 1)):
+            half = (len(message) + 1) // 2
+            for piece in (message[:half], message[half:]):
+                if piece:
+                    time.sleep(rtt / 2)
+                    send_all(sock, piece, deadline)
+            got = recv_exact(sock, answer, deadline)
+            if stage[0] == "method reply" and got != b"\x05\x00":
+                return False, f"method reply {got.hex()}"
+            if stage[0] == "CONNECT reply" and got[:2] != b"\x05\x00":
+                return False, f"CONNECT reply {got[:2].hex()}"
+        return True, ""
+    except TimeoutError:
+        return False, f"nothing within {timeout:g}s waiting for {stage[0]}"
+    except (Refused, ConnectionError) as e:
+        return False, f"{str(e) or type(e).__name__} before {stage[0]}"
+    except OSError as e:
+        return False, f"{e} at {stage[0]}"
+    finally:
+        sock.close()
+
+
+def slow_honest(run):
+    tries = 10
+    args = ["--max-clients", "64", "--queue", "0"]
+    echo = Server(run, "echo")
+    burrowd = Burrowd(run, "slow-honest", args)
+    say(f"slow-honest: {burrowd.describe()}")
+    sources = [f"127.0.0.{i}" for i in range(2, 6)]
+    floods = [Flood(run, source, burrowd.port, run.scale(200_000)) for source in sources]
+    # Until the flood holds every worker and has started making room out of its own.
+    pressed = time.monotonic() + 10
+    while time.monotonic() < pressed and sum(f.closed_by_burrowd for f in floods) < 64:
+        time.sleep(0.05)
+    results = []
+    for _ in range(tries):
+        run.check_time("slow clients")
+        results.append(slow_client(burrowd.port, echo.port, "127.0.0.6", 0.050))
+    for flood in floods:
+        flood.stop()
+    opened = sum(f.opened for f in floods)
+    closed = sum(f.closed_by_burrowd for f in floods)
+    errors = sum((f.errors for f in floods), collections.Counter())
+    say(f"  flood from {sources[0]}..{sources[-1]}: {opened} silent connections, {closed} closed by burrowd "
+        f"to make room" + (f"; connect errors: {show_states(errors)}" if errors else ""))
+    ok = sum(1 for passed, _ in results if passed)
+    failures = collections.Counter(detail for passed, detail in results if not passed)
+    say(f"  slow clients from 127.0.0.6 (50 ms a round trip): {ok}/{len(results)} served"
+        + (f"; failures: {top(failures)}" if failures else ""))
+    if closed < 64:
+        return False, f"the flood never filled the workers ({closed} closed to make room): not a valid run"
+    if ok == tries:
+        return True, f"{tries}/{tries} slow clients served while the flood made room out of its own"
+    return False, f"{ok}/{tries} slow clients served (target: all)"
+
+
 # ---------------------------------------------------------------- half-dead
 
 
@@ -962,6 +1088,7 @@ def churn(run):
 SCENARIOS = {
     "stalled-one": stalled_one,
     "stalled-many": stalled_many,
+    "slow-honest": slow_honest,
     "half-dead": half_dead,
     "fd-limit": fd_limit,
     "churn": churn,

@@ -8,6 +8,11 @@
 #   stalled-one   10,000 connections from 127.0.0.1 that stall (half send `05 01`), then 20 valid
 #                 clients from 127.0.0.1, 100 ms apart; target: each under 1 s (5 s timeout each)
 #   stalled-many  the same with the stalled ones from 127.0.0.2 ... 127.0.0.101
+#   slow-honest   `burrowd --max-clients 64 --queue 0`; 127.0.0.2 ... 127.0.0.5 each open a silent
+#                 connection a millisecond (the newest 64 held), so every worker is taken and each
+#                 newcomer closes a client still in its handshake; meanwhile 10 clients from
+#                 127.0.0.6 over a 50 ms round trip (each message split, a sleep before each half);
+#                 target: all 10 served (the flood makes room out of its own connections)
 #   half-dead     200 sessions to a target that accepts and stays silent; the clients close; target:
 #                 burrowd frees every descriptor within --half-close-timeout (run with 5s) + 5 s;
 #                 a burrowd whose --help lacks that flag runs without it (target still 10 s)
@@ -48,7 +53,7 @@ fi
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root" || exit 1
 target_dir=${CARGO_TARGET_DIR:-$root/target}
-all=(stalled-one stalled-many half-dead fd-limit churn)
+all=(stalled-one stalled-many slow-honest half-dead fd-limit churn)
 
 usage() {
   sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
@@ -63,7 +68,7 @@ for arg in "$@"; do
       usage
       exit 0
       ;;
-    stalled-one | stalled-many | half-dead | fd-limit | churn) scenarios+=("$arg") ;;
+    stalled-one | stalled-many | slow-honest | half-dead | fd-limit | churn) scenarios+=("$arg") ;;
     *)
       echo "unknown argument: $arg (scenarios: ${all[*]}; --quick)" >&2
       exit 2
@@ -122,6 +127,7 @@ hard_deadline() {
   elif $quick; then
     case $1 in
       stalled-*) echo 60 ;;
+      slow-honest) echo 30 ;;
       half-dead) echo 45 ;;
       fd-limit) echo 30 ;;
       churn) echo 60 ;;
@@ -129,6 +135,7 @@ hard_deadline() {
   else
     case $1 in
       stalled-*) echo 180 ;;
+      slow-honest) echo 30 ;;
       half-dead) echo 60 ;;
       fd-limit) echo 60 ;;
       churn) echo 300 ;;

@@ -140,12 +140,15 @@ skips=(
   reclaimed_clients_see_a_close_and_sessions_past_the_handshake_are_kept
   silent_clients_from_many_addresses_cannot_lock_out_another
   silent_clients_from_the_valid_clients_own_address_cannot_lock_it_out
+  slow_request_heads_are_reclaimed_and_the_handshake_timeout_bounds_a_head
   # datagrams from sockets bound to 127.0.0.2-5 are not seen as coming from there under Wine (a
   # udp:// service answers none of them; a UDP ASSOCIATE relay, now and then, takes one for the
   # client's)
   udp_forward_sessions_are_bounded_and_never_take_socks_workers
   datagrams_from_another_ip_are_dropped
   udp_forward_clients_are_judged_by_address_on_their_first_datagram
+  a_client_that_names_its_target_in_dst_and_sends_from_another_port_is_served
+  an_association_logs_its_first_foreign_datagram_once_and_names_the_real_client
   udp_datagrams_leave_from_the_bind_out_address
   a_udp_forward_leaves_from_its_own_bind_out_address
   # counts /proc/self/fd, which under Wine holds Wine's own descriptors and its cache of them

@@ -1,4 +1,4 @@
-//! burrowd: a SOCKS4/4a/5 proxy server and port forwarder.
+//! burrowd: a SOCKS4/4a/5 and HTTP proxy server and port forwarder.
 //!
 //! Synchronous and thread-per-connection on `std::net`: a listener hands each accepted
 //! client to a bounded worker pool; the worker runs the handshake, then relays with two
@@ -14,18 +14,21 @@
 //! - `outbound`: reaching a target, directly or through the upstream SOCKS5 chain;
 //! - `session`: what every session shares (the context, counters) and how one is run
 //!   and logged;
-//! - `socks` and `forward`: the services, SOCKS4/4a/5 and `tcp://` / `udp://`;
+//! - `http`: HTTP/1.x proxy requests (CONNECT, absolute-form forwarding);
+//! - `socks` and `forward`: the services, SOCKS4/4a/5 (handing any other first byte to
+//!   `http`) and `tcp://` / `udp://`;
 //! - `server`: listeners, accept loops, start and stop.
 
 // Unsafe code is refused everywhere; the modules that need system calls with no safe
-// wrapper (net::splice, net::stack, net::udp_batch, net::descriptors, net::readiness, and
-// a Windows, a Linux and a macOS call in net::sockopt) opt out explicitly.
+// wrapper (net::splice, net::stack, net::udp_batch, net::descriptors, net::readiness,
+// net::interfaces, and a Windows, a Linux and a macOS call in net::sockopt) opt out explicitly.
 #![deny(unsafe_code)]
 // What is public is public on purpose: the binary, the tests and the benchmark use it.
 #![warn(unreachable_pub)]
 
 pub mod config;
 mod forward;
+mod http;
 mod net;
 mod outbound;
 mod server;

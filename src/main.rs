@@ -4,6 +4,7 @@ use burrowd::Server;
 use burrowd::config::cli::{self, Action};
 use burrowd::config::summary;
 use burrowd::config::units::human_bytes;
+use burrowd::wire::printable::Printable;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -27,7 +28,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(settings.verbosity);
+    init_logging(settings.verbosity, settings.log_time);
     let config = settings.config;
     for spec in config.services.iter().filter(|s| s.is_open_proxy()) {
         log::warn!(
@@ -165,7 +166,7 @@ mod console {
     }
 }
 
-fn init_logging(verbosity: i8) {
+fn init_logging(verbosity: i8, log_time: Option<bool>) {
     let level = match verbosity {
         i8::MIN..=-2 => log::LevelFilter::Error,
         -1 => log::LevelFilter::Warn,
@@ -173,7 +174,242 @@ fn init_logging(verbosity: i8) {
         1 => log::LevelFilter::Debug,
         _ => log::LevelFilter::Trace,
     };
-    env_logger::Builder::new().filter_level(level).parse_env("RUST_LOG").init();
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let (filter, ignored) = logging::Filter::new(level, rust_log.as_deref());
+    let logger = logging::Logger { form: logging::Form::for_stderr(log_time), filter };
+    log::set_max_level(logger.filter.most());
+    // Once, for the life of the process: the logger lives as long as it does.
+    if log::set_logger(Box::leak(Box::new(logger))).is_ok() {
+        for directive in ignored {
+            log::warn!("RUST_LOG: {} is not LEVEL, TARGET or TARGET=LEVEL; ignored", Printable(&directive));
+        }
+    }
+}
+
+/// How a log line starts, for where stderr goes: the journal reads a priority prefix and
+/// stamps lines itself; a file or a terminal needs a timestamp of ours.
+mod logging {
+    use std::io::{self, Write};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) struct Form {
+        /// `<N>` before each line, N the sd-daemon priority (`<3>` error … `<7>` debug).
+        pub(super) priority_prefix: bool,
+        /// An RFC 3339 UTC timestamp first (after the priority prefix, if any).
+        pub(super) timestamp: bool,
+    }
+
+    /// Writes each record that passes the filter to stderr, one whole line at a time.
+    pub(super) struct Logger {
+        pub(super) form: Form,
+        pub(super) filter: Filter,
+    }
+
+    impl log::Log for Logger {
+        fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+            metadata.level() <= self.filter.level_for(metadata.target())
+        }
+
+        fn log(&self, record: &log::Record<'_>) {
+            if !self.enabled(record.metadata()) {
+                return;
+            }
+            // Formatted first, then one write: stderr is unbuffered, and lines from
+            // several threads must not interleave.
+            let mut line = Vec::with_capacity(256);
+            if self.form.write(&mut line, record).is_ok() {
+                let _ = io::stderr().lock().write_all(&line);
+            }
+        }
+
+        fn flush(&self) {}
+    }
+
+    /// Which records are written: the level `-v` and `-q` chose, unless `RUST_LOG` says
+    /// otherwise with comma-separated directives, each `LEVEL` (every target), `TARGET=LEVEL`
+    /// or `TARGET` (every level); the directive with the longest target that starts the
+    /// record's target decides.
+    #[derive(Debug, PartialEq, Eq)]
+    pub(super) struct Filter {
+        everything: log::LevelFilter,
+        by_target: Vec<(String, log::LevelFilter)>,
+    }
+
+    impl Filter {
+        /// The filter, and the directives of `rust_log` that mean nothing (to be warned of).
+        pub(super) fn new(level: log::LevelFilter, rust_log: Option<&str>) -> (Filter, Vec<String>) {
+            let mut filter = Filter { everything: level, by_target: Vec::new() };
+            let mut ignored = Vec::new();
+            for directive in rust_log.unwrap_or_default().split(',').map(str::trim).filter(|d| !d.is_empty()) {
+                match directive.split_once('=') {
+                    None => match directive.parse() {
+                        Ok(level) => filter.everything = level,
+                        Err(_) if is_target(directive) => {
+                            filter.by_target.push((directive.into(), log::LevelFilter::Trace))
+                        }
+                        Err(_) => ignored.push(directive.into()),
+                    },
+                    Some((target, level)) => match level.parse() {
+                        Ok(level) if is_target(target) => filter.by_target.push((target.into(), level)),
+                        _ => ignored.push(directive.into()),
+                    },
+                }
+            }
+            (filter, ignored)
+        }
+
+        pub(super) fn level_for(&self, target: &str) -> log::LevelFilter {
+            let matching = self.by_target.iter().filter(|(prefix, _)| target.starts_with(prefix.as_str()));
+            matching.max_by_key(|(prefix, _)| prefix.len()).map_or(self.everything, |&(_, level)| level)
+        }
+
+        /// The most verbose level any record may pass at.
+        pub(super) fn most(&self) -> log::LevelFilter {
+            self.by_target.iter().map(|&(_, level)| level).fold(self.everything, std::cmp::max)
+        }
+    }
+
+    fn is_target(name: &str) -> bool {
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    }
+
+    impl Form {
+        /// The journal's form when stderr is the journal's stream (systemd sets
+        /// `JOURNAL_STREAM` to its device and inode); `log_time` (`--log-time`) overrides
+        /// whether lines carry a timestamp.
+        pub(super) fn for_stderr(log_time: Option<bool>) -> Form {
+            let journal = std::env::var("JOURNAL_STREAM").is_ok_and(|stream| stderr_is(&stream));
+            Form { priority_prefix: journal, timestamp: log_time.unwrap_or(!journal) }
+        }
+
+        pub(super) fn write(&self, out: &mut impl Write, record: &log::Record<'_>) -> io::Result<()> {
+            if self.priority_prefix {
+                write!(out, "<{}>", priority(record.level()))?;
+            }
+            if self.timestamp {
+                write!(out, "{} ", rfc3339(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()))?;
+            }
+            if self.priority_prefix {
+                // The priority says the level; journalctl shows it.
+                writeln!(out, "{}: {}", record.target(), record.args())
+            } else {
+                writeln!(out, "[{:<5} {}] {}", record.level(), record.target(), record.args())
+            }
+        }
+    }
+
+    /// Whether `JOURNAL_STREAM` (`DEVICE:INODE`) names our stderr: a child that inherited
+    /// the variable but writes elsewhere (a pipe, a file) must not use the journal's form.
+    #[cfg(unix)]
+    fn stderr_is(stream: &str) -> bool {
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::MetadataExt;
+        let Some((device, inode)) = stream.split_once(':') else { return false };
+        let stderr = io::stderr().as_fd().try_clone_to_owned().map(std::fs::File::from);
+        let Ok(metadata) = stderr.and_then(|file| file.metadata()) else { return false };
+        device.parse() == Ok(metadata.dev()) && inode.parse() == Ok(metadata.ino())
+    }
+
+    /// No journal outside unix.
+    #[cfg(not(unix))]
+    fn stderr_is(_stream: &str) -> bool {
+        false
+    }
+
+    /// The sd-daemon(3) priority of a level.
+    fn priority(level: log::Level) -> u8 {
+        match level {
+            log::Level::Error => 3,
+            log::Level::Warn => 4,
+            log::Level::Info => 6,
+            log::Level::Debug | log::Level::Trace => 7,
+        }
+    }
+
+    /// `since_epoch` as an RFC 3339 UTC timestamp with milliseconds:
+    /// `2026-12-07T04:26:25.123Z`.
+    pub(super) fn rfc3339(since_epoch: Duration) -> String {
+        let seconds = since_epoch.as_secs();
+        let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
+        let (year, month, day) = civil_date(days);
+        format!(
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+            second_of_day / 3600,
+            second_of_day / 60 % 60,
+            second_of_day % 60,
+            since_epoch.subsec_millis()
+        )
+    }
+
+    /// The Gregorian date `days` after 1970-01-01 (Howard Hinnant's civil_from_days, for
+    /// dates on or after the epoch).
+    fn civil_date(days: u64) -> (u64, u64, u64) {
+        // Shifted to 0000-03-01, so that the leap day ends each 400-year era's year.
+        let z = days + 719_468;
+        let era = z / 146_097;
+        let day_of_era = z % 146_097;
+        let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+        let month_from_march = (5 * day_of_year + 2) / 153;
+        let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+        let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
+        let year = year_of_era + era * 400 + u64::from(month <= 2);
+        (year, month, day)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn rust_log_directives_override_the_flags_level() {
+            use log::LevelFilter::{Debug, Error, Info, Off, Trace, Warn};
+            let filter = |rust_log| Filter::new(Info, rust_log);
+            let (plain, ignored) = filter(None);
+            assert_eq!((plain.level_for("burrowd::server"), plain.most(), ignored.len()), (Info, Info, 0));
+            let (chosen, _) = filter(Some("warn, burrowd::session=debug,burrowd::session::live=off"));
+            assert_eq!(chosen.level_for("burrowd::server"), Warn);
+            assert_eq!(chosen.level_for("burrowd::session"), Debug);
+            assert_eq!(chosen.level_for("burrowd::session::live"), Off, "the longest target decides");
+            assert_eq!(chosen.most(), Debug);
+            let (named, _) = filter(Some("burrowd::net"));
+            assert_eq!((named.level_for("burrowd::net::relay"), named.level_for("burrowd")), (Trace, Info));
+            let (bad, ignored) = filter(Some("error,loud,x=noisy,=debug,a b"));
+            assert_eq!(bad.level_for("burrowd"), Error);
+            assert_eq!(bad.level_for("loud"), Trace, "a bare name is a target");
+            assert_eq!(ignored, ["x=noisy", "=debug", "a b"]);
+        }
+
+        #[test]
+        fn timestamps_are_rfc3339_utc() {
+            let at = |seconds, millis| rfc3339(Duration::from_secs(seconds) + Duration::from_millis(millis));
+            assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+            assert_eq!(at(951_782_400, 7), "2000-02-29T00:00:00.007Z", "a leap day of a 400-year");
+            assert_eq!(at(1_709_251_199, 999), "2024-02-29T23:59:59.999Z");
+            assert_eq!(at(1_798_675_200, 0), "2026-12-31T00:00:00.000Z");
+            assert_eq!(at(4_107_542_400, 0), "2100-03-01T00:00:00.000Z", "2100 is no leap year");
+        }
+
+        #[test]
+        fn each_level_has_its_sd_daemon_priority() {
+            let line = |form: Form, level| {
+                let mut out = Vec::new();
+                let record =
+                    log::Record::builder().level(level).target("burrowd::server").args(format_args!("hi")).build();
+                form.write(&mut out, &record).unwrap();
+                String::from_utf8(out).unwrap()
+            };
+            let journal = Form { priority_prefix: true, timestamp: false };
+            assert_eq!(line(journal, log::Level::Error), "<3>burrowd::server: hi\n");
+            assert_eq!(line(journal, log::Level::Warn), "<4>burrowd::server: hi\n");
+            assert_eq!(line(journal, log::Level::Info), "<6>burrowd::server: hi\n");
+            assert_eq!(line(journal, log::Level::Debug), "<7>burrowd::server: hi\n");
+            assert_eq!(line(journal, log::Level::Trace), "<7>burrowd::server: hi\n");
+            let plain = Form { priority_prefix: false, timestamp: false };
+            assert_eq!(line(plain, log::Level::Warn), "[WARN  burrowd::server] hi\n");
+        }
+    }
 }
 
 /// Signals that ask something of a running burrowd, on systems that have them.

@@ -103,6 +103,46 @@ fn destinations_by_name_domain_address_and_port() {
 }
 
 #[test]
+fn names_are_judged_in_one_canonical_form() {
+    let target = echo_server("127.0.0.1:0");
+    let rules = [(Deny, "to blocked.example"), (Deny, "to localhost"), (Allow, "to *")];
+    let (_proxy, addr) = proxy_with_rules(&[], &rules);
+    assert_eq!(connect_code(addr, None, &domain_target("blocked.example.", 80)), 2, "a trailing dot");
+    assert_eq!(connect_code(addr, None, &domain_target("localhost.", target.port())), 2);
+    assert_eq!(connect_code(addr, None, &domain_target("LocalHost.", target.port())), 2);
+    assert_eq!(connect_code(addr, None, &domain_target("localhost.localdomain.invalid", 80)), 4, "others pass");
+}
+
+#[test]
+fn a_name_that_is_not_a_host_name_is_refused_unresolved() {
+    // Each would reach the loopback echo server if it were looked up as `.localhost`
+    // names are, or a resolver that decodes `\DDD` escapes saw a name no rule did.
+    let target = echo_server("127.0.0.1:0");
+    let (_proxy, addr) = proxy_with_rules(&[], &[(Deny, "to blocked.example"), (Allow, "to *")]);
+    let long_label = format!("{}.localhost", "a".repeat(64));
+    let names = ["\\098locked.example", "x\\.localhost", "a..localhost", "a b.localhost", "é.localhost", &long_label];
+    for name in names {
+        assert_eq!(connect_code(addr, None, &domain_target(name, target.port())), 4, "{name:?}");
+        let mut bind = connect(addr);
+        socks5_login(&mut bind, None);
+        let code = socks5_request(&mut bind, Command::Bind, &domain_target(name, 0)).0;
+        assert_eq!(code, ReplyCode::HOST_UNREACHABLE, "BIND peer {name:?}");
+        let mut socks4a = connect(addr);
+        let reply = socks4_request(&mut socks4a, socks4::Command::Connect, Addr::Domain(name, target.port()), b"");
+        assert_eq!(reply.code, socks4::ReplyCode::Rejected, "SOCKS4a {name:?}");
+    }
+    let association = UdpAssociation::open(addr, None);
+    t!(association.socket.set_read_timeout(Some(Duration::from_millis(300))));
+    let udp_target = udp_echo_server("127.0.0.1:0");
+    association.send(&domain_target("x\\.localhost", udp_target.port()), b"dropped");
+    association.send(&domain_target("localhost", udp_target.port()), b"passed");
+    let (_, payload) = association.recv();
+    assert_eq!(payload, b"passed");
+    let mut buf = [0u8; 64];
+    assert!(association.socket.recv_from(&mut buf).is_err(), "the datagram to a non-host name was dropped");
+}
+
+#[test]
 fn a_name_that_resolves_to_a_denied_address_is_refused() {
     let target = echo_server("127.0.0.1:0");
     let (_proxy, addr) = proxy_with_rules(&[], &[(Deny, "to 127.0.0.1")]);
@@ -137,6 +177,20 @@ fn a_bind_peer_the_rules_refuse_gets_the_second_reply_2() {
     let (mut control, bound) = socks5_bind(addr, "0.0.0.0:0".parse().unwrap());
     let _peer = connect_from(IpAddr::from([127, 0, 0, 3]), bound);
     assert_eq!(read_socks5_reply(&mut control).0, ReplyCode::NOT_ALLOWED, "second reply");
+}
+
+#[test]
+fn a_bind_naming_a_host_with_a_refused_address_is_refused_before_it_listens() {
+    // localhost resolves to 127.0.0.1 (and maybe ::1): one refused address refuses the name.
+    let (_proxy, addr) = proxy_with_rules(&[], &[(Deny, "cmd bind to 127.0.0.1"), (Allow, "to *")]);
+    let mut named = connect(addr);
+    socks5_login(&mut named, None);
+    let code = socks5_request(&mut named, Command::Bind, &domain_target("localhost", 21)).0;
+    assert_eq!(code, ReplyCode::NOT_ALLOWED, "first reply");
+    // A peer the rules allow is listened for, and taken when it comes.
+    let (mut control, bound) = socks5_bind(addr, "127.0.0.2:21".parse().unwrap());
+    let _peer = connect_from(IpAddr::from([127, 0, 0, 2]), bound);
+    assert_eq!(read_socks5_reply(&mut control).0, ReplyCode::SUCCEEDED, "second reply");
 }
 
 #[test]

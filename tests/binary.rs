@@ -253,12 +253,12 @@ fn a_domain_name_cannot_forge_a_log_line() {
     let proxy = spawn(&[]);
     let mut client = connect(proxy.addr);
     socks5_login(&mut client, None);
-    // The 64-byte label makes the name fail locally, should anything try to resolve it.
+    // An .invalid name fails locally, should anything try to resolve it.
     let name = format!("{}\nFORGED session 999 up 1 GiB", unresolvable_name());
     let (code, _) = socks5_request(&mut client, socks5::Command::Connect, &domain_target(&name, 80));
-    assert_eq!(code, ReplyCode::GENERAL_FAILURE, "a name with a control character is malformed");
+    assert_eq!(code, ReplyCode::HOST_UNREACHABLE, "a name with a control character is not a host name");
     let line = proxy.wait_for("session 1 ");
-    assert!(line.contains(": reply 1 (general failure): malformed request"), "the session's line is whole: {line}");
+    assert!(line.contains(": reply 4 (host unreachable): refused: the name asked for is not a host name"), "{line}");
     assert!(!line.contains("FORGED"), "{line}");
 }
 
@@ -315,6 +315,22 @@ fn a_bad_flag_prints_one_line_and_exits_2() {
         assert_eq!(code, 2, "{args:?}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.starts_with("burrowd: "), "{stderr}");
+    }
+}
+
+#[test]
+fn every_count_past_its_bound_is_one_line_naming_the_flag_and_exits_2() {
+    let flags = ["--max-clients", "--queue", "--max-clients-per-ip", "--udp-max-sessions", "--udp-max-sessions-per-ip"];
+    for flag in flags {
+        for too_many in ["1000001", "18446744073709551615", "18446744073709551616"] {
+            let (code, stdout, stderr) = run(&["--check", flag, too_many]);
+            assert_eq!(code, 2, "{flag} {too_many}: {stdout}{stderr}");
+            let want = format!("burrowd: {flag}: \"{too_many}\" is not a whole number from ");
+            assert!(stderr.starts_with(&want) && stderr.contains(" to 1000000"), "{stderr}");
+            assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        }
+        let (code, _, stderr) = run(&["--check", flag, "1000000"]);
+        assert_eq!(code, 0, "{flag} at its bound is valid: {stderr}");
     }
 }
 
@@ -538,7 +554,7 @@ fn sigusr1_writes_the_live_sessions_table_to_the_log() {
     t!(session.read_exact(&mut [0u8; 1]));
     proxy.signal("-USR1");
     assert!(proxy.wait_for("sessions: ").ends_with(
-        "sessions: id state client local user command target out_local out_peer up_bytes down_bytes age_s idle_s"
+        "sessions: id state client local user command target out_local out_peer up_bytes down_bytes age_s idle_s carried_client"
     ));
     let row = proxy.wait_for("sessions: ");
     let client = t!(session.local_addr()).to_string();
@@ -559,6 +575,7 @@ fn help_lists_every_flag_with_its_default_and_version_prints() {
         "--allow RULE, --deny RULE",
         "--rules FILE",
         "--status ADDR",
+        "--proxy-protocol CIDR",
         "--udp-max-sessions",
         "--handshake-timeout",
         "--connect-timeout",
@@ -621,4 +638,80 @@ fn listening_beyond_loopback_without_users_warns_of_an_open_proxy() {
     assert!(lines.iter().any(|line| line.contains("192.0.2.1:0") && line.contains("open proxy")), "{stderr}");
     assert_eq!(code, 1, "{stderr}");
     assert!(lines.last().is_some_and(|line| line.contains("cannot listen on 192.0.2.1:0")), "{stderr}");
+}
+
+/// The first log line of a burrowd started with `args` and `env`, its stderr a file (so that
+/// `JOURNAL_STREAM` can name it, as systemd names the journal's stream).
+#[cfg(unix)]
+fn first_log_line(args: &[&str], journal_names_stderr: bool) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TempDir::new("log-form");
+    let path = dir.path().join("stderr");
+    let file = t!(std::fs::File::create(&path));
+    let metadata = t!(file.metadata());
+    let mut command = Command::new(BIN);
+    command.args(["--listen", "127.0.0.1:0"]).args(args).stdout(Stdio::null()).stderr(file);
+    if journal_names_stderr {
+        command.env("JOURNAL_STREAM", format!("{}:{}", metadata.dev(), metadata.ino()));
+    } else {
+        // A stream of somebody else's, as a child of a service inherits it.
+        command.env("JOURNAL_STREAM", "1:1");
+    }
+    let mut child = t!(command.spawn());
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let line = loop {
+        let text = t!(std::fs::read_to_string(&path));
+        if let Some(line) = text.lines().find(|line| line.contains("listening on")) {
+            break line.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no listening line in {text:?}");
+        thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    line
+}
+
+/// `2026-12-07T04:26:25.123Z ` at the start of `line`, and what follows it.
+#[cfg(unix)]
+fn after_timestamp(line: &str) -> Option<&str> {
+    let (stamp, rest) = line.split_at_checked(25)?;
+    let shape = stamp.bytes().enumerate().all(|(i, b)| match i {
+        4 | 7 => b == b'-',
+        10 => b == b'T',
+        13 | 16 => b == b':',
+        19 => b == b'.',
+        23 => b == b'Z',
+        24 => b == b' ',
+        _ => b.is_ascii_digit(),
+    });
+    shape.then_some(rest)
+}
+
+#[cfg(unix)]
+#[test]
+fn log_lines_carry_a_utc_timestamp_except_in_the_journal_which_gets_priorities() {
+    let plain = first_log_line(&[], false);
+    let rest = after_timestamp(&plain).unwrap_or_else(|| panic!("no RFC 3339 timestamp: {plain:?}"));
+    assert!(rest.starts_with("[INFO  burrowd::server] listening on 127.0.0.1:"), "{plain:?}");
+
+    let journal = first_log_line(&[], true);
+    assert!(journal.starts_with("<6>burrowd::server: listening on 127.0.0.1:"), "{journal:?}");
+
+    let untimed = first_log_line(&["--log-time", "off"], false);
+    assert!(untimed.starts_with("[INFO  burrowd::server] listening on"), "{untimed:?}");
+
+    let journal_timed = first_log_line(&["--log-time", "on"], true);
+    let rest = journal_timed.strip_prefix("<6>").and_then(after_timestamp);
+    assert!(rest.is_some_and(|rest| rest.starts_with("burrowd::server: listening on")), "{journal_timed:?}");
+}
+
+#[test]
+fn log_time_takes_on_or_off() {
+    let out = run_burrowd(&["--log-time", "sometimes", "--check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "burrowd: --log-time: sometimes is neither on nor off (try --help)\n"
+    );
 }

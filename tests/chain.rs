@@ -2,6 +2,8 @@
 
 mod common;
 
+use burrowd::config::rules::{RuleSource, Rules, Verdict};
+use burrowd::config::service_url;
 use burrowd::wire::addr::{Addr, TargetAddr};
 use burrowd::wire::socks4;
 use burrowd::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
@@ -356,4 +358,66 @@ fn socks4a_connect_goes_through_the_chain_too() {
     assert_eq!(reply.code, socks4::ReplyCode::Granted);
     assert_echoes(client, b"SOCKS4a via one hop");
     wait_until("the upstream served the session", || upstream.stats().sessions == 1);
+}
+
+/// A front with two hops and `rules`: its SOCKS service's address, and the hops.
+fn front_with_rules(rules: &[(Verdict, &str)]) -> (burrowd::Server, SocketAddr, [burrowd::Server; 2]) {
+    let (hop1, hop1_addr) = proxy();
+    let (hop2, hop2_addr) = proxy();
+    let config = burrowd::Config {
+        services: vec![t!(service_url::parse_service("socks://127.0.0.1:0"))],
+        chain: [hop1_addr, hop2_addr]
+            .iter()
+            .map(|hop| t!(service_url::parse_hop(&format!("socks5://{hop}"))))
+            .collect(),
+        rules: t!(Rules::load(
+            rules.iter().map(|(verdict, text)| RuleSource::Flag(*verdict, (*text).into())).collect()
+        )),
+        ..burrowd::Config::default()
+    };
+    let (front, addr) = start(config);
+    (front, addr, [hop1, hop2])
+}
+
+/// Names go upstream unresolved, so a rule on addresses cannot judge them here: one that
+/// stands before the deciding rule refuses the name (reply 2), never lets it through.
+#[test]
+fn a_name_an_address_rule_cannot_judge_before_it_goes_upstream_is_refused() {
+    let target = echo_server("127.0.0.1:0");
+    // Only a rule, never a destination: nothing is sent to 192.0.2.0/24.
+    let (_front, addr, hops) = front_with_rules(&[(Verdict::Allow, "to 192.0.2.0/24")]);
+    let code = |command, target: &TargetAddr| {
+        let mut client = connect(addr);
+        socks5_login(&mut client, None);
+        socks5_request(&mut client, command, target).0
+    };
+    assert_eq!(code(Command::Connect, &ip_target(target)), ReplyCode::NOT_ALLOWED, "an address is judged");
+    assert_eq!(code(Command::Connect, &domain_target("localhost", target.port())), ReplyCode::NOT_ALLOWED);
+    assert_eq!(code(Command::Bind, &domain_target("localhost", 21)), ReplyCode::NOT_ALLOWED);
+    let mut socks4a = connect(addr);
+    let reply = socks4_request(&mut socks4a, socks4::Command::Connect, Addr::Domain("localhost", target.port()), b"");
+    assert_eq!(reply.code, socks4::ReplyCode::Rejected);
+    // A datagram to the name is dropped too.
+    let udp_target = udp_echo_server("127.0.0.1:0");
+    let association = UdpAssociation::open(addr, None);
+    t!(association.socket.set_read_timeout(Some(std::time::Duration::from_millis(500))));
+    association.send(&domain_target("localhost", udp_target.port()), b"dropped");
+    let mut buf = [0u8; 64];
+    assert!(association.socket.recv_from(&mut buf).is_err(), "the datagram went nowhere");
+    assert!(hops.iter().all(|hop| hop.stats().sessions <= 1), "at most the UDP association reached the hops");
+    assert_eq!(hops[1].stats().bytes_up, 0, "nothing was relayed past the last hop");
+}
+
+/// A name rule decides a name without its address, so the name goes upstream.
+#[test]
+fn a_name_a_name_rule_decides_goes_upstream() {
+    let target = echo_server("127.0.0.1:0");
+    let (_front, addr, _hops) = front_with_rules(&[(Verdict::Allow, "to localhost")]);
+    let mut client = connect(addr);
+    socks5_login(&mut client, None);
+    assert_eq!(
+        socks5_request(&mut client, Command::Connect, &domain_target("localhost", target.port())).0,
+        ReplyCode::SUCCEEDED
+    );
+    assert_echoes(client, b"decided by its name");
 }

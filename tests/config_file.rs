@@ -117,7 +117,7 @@ fn an_error_in_the_file_names_the_file_and_line_and_exits_2() {
     let table = [
         ("bogus 1\n", "7: unknown option --bogus"),
         ("max-clients\n", "7: --max-clients needs a value"),
-        ("queue lots\n", "7: --queue: \"lots\" is not a whole number of at least 0"),
+        ("queue lots\n", "7: --queue: \"lots\" is not a whole number from 0 to 1000000"),
         ("deny to 10.0.0.0/33\n", "7: \"10.0.0.0/33\" is not an address or CIDR"),
         ("no-socks4\n", "7: --socks4 and --no-socks4 cannot both be given"),
         ("config other.conf\n", "7: --config is for the command line, not a config file"),
@@ -172,7 +172,8 @@ fn check_prints_what_the_file_and_the_command_line_make_and_the_command_line_com
     assert_eq!((code, stderr.as_str()), (0, ""), "{stdout}");
     assert!(stdout.starts_with("burrowd ") && stdout.lines().next().unwrap().ends_with("the configuration is valid"));
     let services = [
-        "  socks 127.0.0.1:1080     SOCKS5 login required (2 user(s)); SOCKS4/4a refused (it carries no password)",
+        "  socks 127.0.0.1:1080     SOCKS5 login required (2 user(s)); SOCKS4/4a refused (it carries no password); \
+         HTTP login required (2 user(s))",
         "  tcp 127.0.0.1:2222       forward to 127.0.0.1:22",
     ];
     let at = stdout.lines().position(|line| line == "services:").expect("a services section");
@@ -237,7 +238,8 @@ fn the_example_config_is_valid_as_shipped_and_with_every_example_line_turned_on(
     let shipped = write(&dir, "burrowd.conf", &example);
     let (code, stdout, stderr) = run(&["--config", &shipped, "--check"]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("  socks 0.0.0.0:1080       SOCKS5 login required (1 user(s))"), "{stdout}");
+    // What a package installs must work as installed: loopback only, so no login needed.
+    assert!(stdout.contains("  socks 127.0.0.1:1080     SOCKS5 no login; SOCKS4/4a served"), "{stdout}");
     // `#name value` lines are examples; a comment has a blank after its `#`. `no-socks4`
     // is the other choice to `socks4`, so it stays off.
     let every: String = example
@@ -254,5 +256,6 @@ fn the_example_config_is_valid_as_shipped_and_with_every_example_line_turned_on(
     let (code, stdout, stderr) = run(&["--config", &every, "--check"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("  hop 1                    socks5://10.0.0.2:1080, login as user"), "{stdout}");
+    assert!(stdout.contains("  socks 0.0.0.0:1080       SOCKS5 login required (1 user(s))"), "{stdout}");
     assert!(stdout.contains("  rules                    6 (the first that matches decides)"), "{stdout}");
 }

@@ -10,9 +10,12 @@ mod common;
 
 use burrowd::Config;
 use common::*;
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// A long handshake timeout, so that only admission can free a worker during a test.
 fn limited(max_clients: usize, queue: usize) -> Config {
@@ -140,6 +143,75 @@ fn an_address_whose_share_is_all_relaying_is_refused_by_a_close_and_others_are_s
     assert_closed(&mut over_share);
     assert_eq!(proxy.stats().refused, 1);
     valid_client_is_served(loopback(2), proxy_addr, target);
+}
+
+/// A valid client over a slow link: every message it sends is split, and it waits `rtt`
+/// before each one, as a round trip would make it. Greeting, CONNECT to `target` and a
+/// one-byte echo; an error says how far it got.
+fn slow_client(from: IpAddr, proxy: SocketAddr, target: SocketAddr, rtt: Duration) -> Result<(), String> {
+    let SocketAddr::V4(target) = target else { panic!("an IPv4 target") };
+    let mut stream = connect_from(from, proxy);
+    let mut request = vec![5, 1, 0, 1];
+    request.extend(target.ip().octets());
+    request.extend(target.port().to_be_bytes());
+    let mut exchange = |what: &str, message: &[u8], answer_len: usize| -> Result<Vec<u8>, String> {
+        for piece in message.chunks(message.len().div_ceil(2)) {
+            std::thread::sleep(rtt / 2);
+            stream.write_all(piece).map_err(|e| format!("sending {what}: {e}"))?;
+        }
+        let mut answer = vec![0u8; answer_len];
+        stream.read_exact(&mut answer).map_err(|e| format!("reading the answer to {what}: {e}"))?;
+        Ok(answer)
+    };
+    let choice = exchange("the greeting", &[5, 1, 0], 2)?;
+    assert_eq!(choice, [5, 0]);
+    let reply = exchange("the request", &request, 10)?;
+    assert_eq!(reply[..2], [5, 0], "CONNECT succeeded");
+    let echo = exchange("data", b"x", 1)?;
+    assert_eq!(echo, b"x");
+    Ok(())
+}
+
+#[test]
+fn a_slow_client_is_not_reclaimed_while_a_few_addresses_flood_silent_connections() {
+    let _serial = one_at_a_time();
+    // Every worker taken by the flood, no queue: each new silent connection makes room by
+    // closing a client still in its handshake. The flooders are the ones holding the most.
+    let (proxy, proxy_addr) = start(limited(64, 0));
+    let target = echo_server("127.0.0.1:0");
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooders: Vec<_> = (2..6)
+        .map(|last| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                // Each opens one a millisecond, keeps its newest 64 open (well past its share
+                // of 32), and stops after 20,000 or 30 s, whichever comes first.
+                let mut open = VecDeque::new();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                for _ in 0..20_000 {
+                    if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                    open.push_back(connect_from(loopback(last), proxy_addr));
+                    if open.len() > 64 {
+                        open.pop_front();
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_until("the flood holds every worker", || proxy.stats().active >= 64 && proxy.stats().reclaimed > 0);
+    let outcomes: Vec<_> =
+        (0..5).map(|_| slow_client(loopback(6), proxy_addr, target, Duration::from_millis(50))).collect();
+    stop.store(true, Ordering::SeqCst);
+    for flooder in flooders {
+        flooder.join().unwrap();
+    }
+    let reclaimed = proxy.stats().reclaimed;
+    let failed: Vec<_> = outcomes.iter().filter_map(|outcome| outcome.as_ref().err()).collect();
+    assert!(failed.is_empty(), "{} of 5 slow clients failed ({reclaimed} reclaimed in all): {failed:?}", failed.len());
+    assert!(reclaimed > 64, "the flood made room for itself: {reclaimed} reclaimed");
 }
 
 #[test]

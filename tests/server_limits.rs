@@ -86,3 +86,41 @@ fn a_full_pool_refuses_rather_than_hangs_and_recovers() {
     t!(later.read_exact(&mut two));
     assert_eq!(&two, b"ok");
 }
+
+#[test]
+fn a_queued_client_no_worker_takes_within_the_handshake_timeout_is_closed_and_counted() {
+    let mut config = limited(1, 1, Duration::from_millis(500));
+    config.max_clients_per_ip = Some(2);
+    config.status = Some("127.0.0.1:0".parse().unwrap());
+    let (proxy, proxy_addr) = start(config);
+    let target = echo_server("127.0.0.1:0");
+    // The only worker relays: it is never reclaimed, so the next client waits in the queue.
+    let mut occupant = socks5_connect(proxy_addr, target);
+    let mut queued = connect(proxy_addr);
+    t!(queued.write_all(&[5, 1, 0]));
+    // Closed at the end of its wait, well before this read's own timeout.
+    assert_closed(&mut queued);
+    wait_until("it is counted as refused", || (proxy.stats().refused, proxy.stats().active) == (1, 1));
+    let mut status = connect(proxy.status_addr().unwrap());
+    t!(status.write_all(b"GET /metrics HTTP/1.1\r\n\r\n"));
+    let metrics = String::from_utf8_lossy(&read_to_end(&mut status)).into_owned();
+    assert!(metrics.contains("burrowd_refusals_total{reason=\"queue_timeout\"} 1\n"), "{metrics}");
+
+    t!(occupant.write_all(b"still served"));
+    let mut echo = [0u8; 12];
+    t!(occupant.read_exact(&mut echo));
+    assert_eq!(&echo, b"still served");
+    drop(occupant);
+    assert!(proxy.drain(TIMEOUT));
+    assert_echoes(socks5_connect(proxy_addr, target), b"the queue is open again");
+}
+
+#[test]
+fn counts_too_large_to_add_up_start_a_server_that_serves() {
+    let mut config = limited(usize::MAX, usize::MAX, Duration::from_secs(10));
+    config.max_clients_per_ip = Some(usize::MAX);
+    config.udp_max_sessions = usize::MAX;
+    let (_proxy, proxy_addr) = start(config);
+    let target = echo_server("127.0.0.1:0");
+    assert_echoes(socks5_connect(proxy_addr, target), b"no overflow");
+}

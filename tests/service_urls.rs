@@ -27,7 +27,7 @@ fn socks_serves_socks4_and_socks5_does_not() {
 #[test]
 fn bad_urls_exit_2_with_one_line_naming_them() {
     let table: &[(&[&str], &str)] = &[
-        (&["-L", "http://:8080"], "-L http://:8080: unknown scheme \"http\""),
+        (&["-L", "https://:8080"], "-L https://:8080: unknown scheme \"https\""),
         (&["-L", "tcp://127.0.0.1:0"], "-L tcp://127.0.0.1:0: missing target"),
         (&["-L", "tcp://127.0.0.1:99999/h:1"], "-L tcp://127.0.0.1:99999/h:1: bad port \"99999\""),
         (&["-L", "udp://127.0.0.1:0/h:53?ttl=soon"], "-L udp://127.0.0.1:0/h:53?ttl=soon: bad ttl"),

@@ -239,7 +239,8 @@ fn data_pipelined_behind_the_request_reaches_the_target_untouched() {
 
 #[test]
 fn a_client_that_is_not_socks_is_closed_without_a_reply() {
-    let (_proxy, proxy_addr) = proxy();
+    // With HTTP on (the default), this is an HTTP request: see http_proxy.rs.
+    let (_proxy, proxy_addr) = start(without_http(Config::socks_on("127.0.0.1:0".parse().unwrap())));
     let mut client = connect(proxy_addr);
     t!(client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
     assert_closed(&mut client);

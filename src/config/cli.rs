@@ -2,11 +2,11 @@
 
 use super::config_file;
 use super::egress::Egress;
-use super::rules::{RuleSource, Rules, Verdict};
+use super::rules::{Cidr, RuleSource, Rules, Verdict};
 use super::service_url::{self, UrlError};
 use super::units::{parse_duration, parse_size};
 use super::users::Users;
-use super::{Config, RelayMode, ServiceSpec, Socks4Policy, SocksSpec};
+use super::{Config, HopKind, RelayMode, ServiceSpec, Socks4Policy, SocksSpec};
 use crate::config;
 use crate::wire::printable::Printable;
 use std::ffi::OsString;
@@ -30,30 +30,37 @@ pub struct Settings {
     pub config: Config,
     /// 0 is info; each -v adds one (debug, trace), each -q takes one (warn, error).
     pub verbosity: i8,
+    /// `--log-time`: whether log lines start with a timestamp; `None` leaves it to where
+    /// they go (none under systemd's journal, which stamps them itself).
+    pub log_time: Option<bool>,
 }
 
 pub fn help() -> String {
     format!(
         "\
-burrowd {version}: a SOCKS4/4a/5 proxy server and port forwarder
+burrowd {version}: a SOCKS4/4a/5 and HTTP proxy server and port forwarder
 
 Usage: burrowd [OPTIONS]
 
 Options:
-  -l, --listen ADDR:PORT       listen for SOCKS clients here; repeatable, IPv6 as [::1]:1080
+  -l, --listen ADDR:PORT       listen for SOCKS and HTTP proxy clients here (the first byte
+                               tells them apart); repeatable, IPv6 as [::1]:1080
                                (default: {listen}, unless -L is given)
-  -u, --user NAME:PASSWORD     require username/password login on --listen services and accept
-                               this user; repeatable
+  -u, --user NAME:PASSWORD     require username/password login (SOCKS5, HTTP Basic) on --listen
+                               services and accept this user; repeatable
   -L URL                       run one more service; repeatable:
-                                 socks://[USER:PASS@]HOST:PORT    SOCKS4/4a/5 server
+                                 socks://[USER:PASS@]HOST:PORT    SOCKS4/4a/5 and HTTP proxy
                                  socks5://[USER:PASS@]HOST:PORT   SOCKS5 only
+                                 http://[USER:PASS@]HOST:PORT     HTTP proxy only
                                  tcp://HOST:PORT/TARGET_HOST:TARGET_PORT
                                  udp://HOST:PORT/TARGET_HOST:TARGET_PORT?ttl=60s
                                HOST empty means all IPv4 addresses; IPv6 as [::]; any of them
                                may end in ?bind-out=IP&interface=NAME, its own egress
-  -F socks5://[USER:PASS@]HOST:PORT
+  -F socks5://[USER:PASS@]HOST:PORT, -F http://[USER:PASS@]HOST:PORT
                                send every outbound connection through this upstream SOCKS5
-                               proxy; repeat to chain several, first given is first hop
+                               or HTTP proxy (reached with CONNECT: TCP only, so no BIND,
+                               UDP or udp:// service through it); repeat to chain several,
+                               first given is first hop
       --bind-out IP|same       send every outbound connection and datagram (CONNECT, BIND,
                                UDP, the hops of -F) from IP; repeatable, one IPv4 and one
                                IPv6 at most; with one family only, targets of the other are
@@ -71,7 +78,10 @@ Options:
                                access rules, repeatable, first match decides; RULE is any of
                                from CIDR, user NAME, cmd connect|bind|udp,
                                to CIDR|NAME|.DOMAIN|*, port N[-M] (all must match); with no
-                               match the opposite of the last rule applies
+                               match the opposite of the last rule applies; a rule that
+                               cannot be decided yet refuses; clients not on loopback may
+                               not reach this host's own addresses unless a rule's `to`
+                               names them
       --rules FILE             read more rules, one `allow RULE` or `deny RULE` per line,
                                placed where the flag stands (a file with no rule is an
                                error); SIGHUP reads it again and keeps the rules in force if
@@ -81,15 +91,22 @@ Options:
                                (default: SOCKS4/4a served only when no users are configured)
       --no-socks4              refuse SOCKS4/4a: such clients are closed without a reply
                                (default: off)
+      --no-http                refuse HTTP proxy requests on --listen and socks:// services:
+                               such clients are closed without a reply (default: off)
       --max-clients N          worker threads, so sessions served at once (default: {max_clients});
-                               when all are taken, the oldest client still in its handshake
-                               is closed to make room for a newcomer
-      --max-clients-per-ip N   live sessions one client address may hold; past it, that
-                               address's oldest client still in its handshake makes room,
-                               or the newcomer is closed (default: half of --max-clients)
+                               when all are taken, a client still in its handshake is closed
+                               to make room for a newcomer: the oldest of the address (or
+                               IPv6 /64) holding the most such clients
+      --max-clients-per-ip N   live sessions one client address may hold, an IPv6 client's
+                               counted with its whole /64 and an IPv4-mapped one as its IPv4
+                               address; past it, that address's oldest client still in its
+                               handshake makes room, or the newcomer is closed (default: half
+                               of --max-clients)
       --queue N                clients that wait for a worker when all are busy and none can
-                               make room; more are closed at once (default: {queue})
-      --handshake-timeout DUR  limit on the whole SOCKS negotiation (default: {handshake:?})
+                               make room; more are closed at once, and so is one that waits
+                               longer than --handshake-timeout (default: {queue})
+      --handshake-timeout DUR  limit on the whole SOCKS negotiation or an HTTP client's
+                               request head, and on a queued client's wait for a worker (default: {handshake:?})
       --connect-timeout DUR    limit on each outbound connection, all of a name's addresses
                                raced within it (default: {connect:?})
       --bind-timeout DUR       limit on waiting for the incoming connection of a BIND
@@ -122,6 +139,10 @@ Options:
                                address, for a server behind NAT (default: the relay's address)
       --udp-sndbuf BYTES       SO_SNDBUF for every UDP socket (default: the OS's)
       --udp-rcvbuf BYTES       SO_RCVBUF for every UDP socket (default: the OS's)
+      --proxy-protocol CIDR    every TCP connection from these sources (load balancers) must
+                               begin with a PROXY protocol header, v1 or v2, whose client
+                               address then counts as the client's (rules, limits, logs);
+                               one without a valid header is closed; repeatable (default: none)
       --status ADDR            serve live sessions (/sessions) and Prometheus metrics
                                (/metrics) over HTTP on ADDR, e.g. 127.0.0.1:9180; they show
                                clients, users and targets, so keep it on loopback
@@ -132,11 +153,15 @@ Options:
                                and exit (0 if valid, 2 if not) without listening
   -v, --verbose                more log output (-v debug, -vv trace); RUST_LOG overrides
   -q, --quiet                  less log output (-q warnings only, -qq errors only)
+      --log-time off|on        start log lines with an RFC 3339 UTC timestamp (default: on,
+                               except under systemd, whose journal stamps lines itself and
+                               gets each line's priority as a <N> prefix instead)
   -h, --help                   print this help
   -V, --version                print the version
 
 DUR is seconds, or a number with ms, s, m or h (500ms, 1.5s, 2m).
 BYTES is a number, or with K or M (64K, 1M; powers of 1024).
+N is a whole number up to {max_count}.
 ",
         version = env!("CARGO_PKG_VERSION"),
         listen = config::DEFAULT_LISTEN,
@@ -152,12 +177,13 @@ BYTES is a number, or with K or M (64K, 1M; powers of 1024).
         keepalive = config::DEFAULT_KEEPALIVE,
         udp_idle = config::DEFAULT_UDP_IDLE_TIMEOUT,
         udp_sessions = config::DEFAULT_UDP_MAX_SESSIONS,
+        max_count = config::MAX_COUNT,
     )
 }
 
 /// Flags that take no value. Every other flag takes one, so the command line can be split
 /// into flags before any is applied: the config file's are applied first.
-const NO_VALUE: [&str; 13] = [
+const NO_VALUE: [&str; 14] = [
     "-h",
     "--help",
     "-V",
@@ -170,6 +196,7 @@ const NO_VALUE: [&str; 13] = [
     "-qq",
     "--socks4",
     "--no-socks4",
+    "--no-http",
     "--check",
 ];
 
@@ -255,12 +282,14 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
     let mut url_services = Vec::new();
     let mut users = Users::default();
     let mut socks4 = None;
+    let mut http = true;
     let mut egress = Egress::default();
     // Whether the --bind-out values so far came from the config file, which the command
     // line's replace rather than add to.
     let mut bind_out_in_file = false;
     let mut rule_sources = Vec::new();
     let mut verbosity: i8 = 0;
+    let mut log_time = None;
     for Arg { flag, value: mut given, at: written_at } in args {
         *at = written_at;
         let mut value = || given.take().ok_or_else(|| format!("{flag} needs a value"));
@@ -275,6 +304,7 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
             "-vv" => verbosity = verbosity.saturating_add(2),
             "-q" | "--quiet" => verbosity = verbosity.saturating_sub(1),
             "-qq" => verbosity = verbosity.saturating_sub(2),
+            "--log-time" => log_time = Some(parse_switch(&flag, &value()?)?),
             "-l" | "--listen" => listens.push(parse_listen(&value()?).map_err(|e| format!("--listen: {e}"))?),
             "-L" => {
                 let url = value()?;
@@ -300,9 +330,13 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
             "--allow" => rule_sources.push(rule_source(Verdict::Allow, value()?, at)),
             "--deny" => rule_sources.push(rule_source(Verdict::Deny, value()?, at)),
             "--rules" => rule_sources.push(RuleSource::File(value()?.into())),
+            "--proxy-protocol" => {
+                config.proxy_protocol.push(Cidr::parse(&value()?).map_err(|e| format!("{flag}: {e}"))?)
+            }
             "--status" => config.status = Some(parse_listen(&value()?).map_err(|e| format!("--status: {e}"))?),
             "--socks4" => set_socks4(&mut socks4, Socks4Policy::On, at.is_some())?,
             "--no-socks4" => set_socks4(&mut socks4, Socks4Policy::Off, at.is_some())?,
+            "--no-http" => http = false,
             "--max-clients" => config.max_clients = parse_count(&flag, &value()?, 1)?,
             "--queue" => config.queue = parse_count(&flag, &value()?, 0)?,
             "--max-clients-per-ip" => config.max_clients_per_ip = Some(parse_count(&flag, &value()?, 1)?),
@@ -347,13 +381,37 @@ fn settings(args: Vec<Arg>, at: &mut Option<String>) -> Result<Box<Settings>, St
         .map(|addr| ServiceSpec::Socks(SocksSpec { users: users.clone(), socks4, ..SocksSpec::new(addr) }))
         .chain(url_services)
         .collect();
-    // A service's own ?bind-out= and ?interface= win over the flags'.
-    for spec in &mut config.services {
-        let own = std::mem::take(spec.egress_mut());
-        *spec.egress_mut() = own.or(&egress);
+    for service in &mut config.services {
+        // Only on mixed ports: an http:// service is there for HTTP.
+        if let ServiceSpec::Socks(spec) = service
+            && spec.socks5
+        {
+            spec.http &= http;
+        }
+        // A service's own ?bind-out= and ?interface= win over the flags'.
+        let own = std::mem::take(service.egress_mut());
+        *service.egress_mut() = own.or(&egress);
+    }
+    if let Some((index, hop)) = config.chain.iter().enumerate().find(|(_, hop)| hop.kind == HopKind::Http)
+        && let Some(udp) = config.services.iter().find(|s| matches!(s, ServiceSpec::UdpForward(_)))
+    {
+        return Err(format!(
+            "-L udp://{}: hop {} of -F ({hop}) is an HTTP proxy, which carries TCP only",
+            udp.listen_addr(),
+            index + 1
+        ));
     }
     config.rules = Rules::load(rule_sources)?;
-    Ok(Box::new(Settings { config, verbosity }))
+    Ok(Box::new(Settings { config, verbosity, log_time }))
+}
+
+/// `on` or `off`.
+fn parse_switch(flag: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{flag}: {} is neither on nor off", Printable(value))),
+    }
 }
 
 /// A rule is named by its flag on the command line, by its line in a config file.
@@ -405,10 +463,11 @@ fn relay_name(mode: RelayMode) -> &'static str {
     }
 }
 
+/// A count from `min` to [`config::MAX_COUNT`].
 fn parse_count(flag: &str, text: &str, min: usize) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if n >= min => Ok(n),
-        _ => Err(format!("{flag}: {text:?} is not a whole number of at least {min}")),
+    match text.parse::<u64>() {
+        Ok(n) if n >= min as u64 && n <= config::MAX_COUNT as u64 => Ok(n as usize),
+        _ => Err(format!("{flag}: {text:?} is not a whole number from {min} to {}", config::MAX_COUNT)),
     }
 }
 
@@ -467,6 +526,30 @@ mod tests {
     }
 
     #[test]
+    fn no_http_turns_http_off_on_mixed_ports_only() {
+        let protocols = |args: &[&str]| -> Vec<(bool, bool)> {
+            let settings = run(args).unwrap();
+            let services = settings.config.services.iter();
+            services.map(|s| if let ServiceSpec::Socks(s) = s { (s.socks5, s.http) } else { panic!("{s:?}") }).collect()
+        };
+        let urls = ["-l", "127.0.0.1:0", "-L", "socks://:0", "-L", "socks5://:0", "-L", "http://:0"];
+        assert_eq!(protocols(&urls), [(true, true), (true, true), (true, false), (false, true)]);
+        let with_flag = [&urls[..], &["--no-http"]].concat();
+        assert_eq!(protocols(&with_flag), [(true, false), (true, false), (true, false), (false, true)]);
+    }
+
+    #[test]
+    fn a_udp_forward_behind_an_http_hop_is_refused_at_start() {
+        let err = run(&["-L", "udp://:0/127.0.0.1:53", "-F", "socks5://127.0.0.1:1", "-F", "http://u:pw@127.0.0.1:2"])
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "-L udp://0.0.0.0:0: hop 2 of -F (http://u@127.0.0.1:2) is an HTTP proxy, which carries TCP only"
+        );
+        assert!(run(&["-L", "tcp://:0/127.0.0.1:53", "-F", "http://127.0.0.1:2"]).is_ok());
+    }
+
+    #[test]
     fn reads_every_flag_form() {
         let s = run(&[
             "--listen",
@@ -503,6 +586,9 @@ mod tests {
             "--udp-max-sessions=10",
             "--udp-max-sessions-per-ip",
             "4",
+            "--proxy-protocol",
+            "10.0.0.0/8",
+            "--proxy-protocol=::1",
             "-v",
             "-v",
         ])
@@ -528,6 +614,10 @@ mod tests {
         assert_eq!(s.config.udp.idle_timeout, None);
         assert_eq!(s.config.udp.rcvbuf, Some(4 << 20));
         assert_eq!(s.verbosity, 2);
+        let trusted: Vec<String> = s.config.proxy_protocol.iter().map(ToString::to_string).collect();
+        assert_eq!(trusted, ["10.0.0.0/8", "::1/128"]);
+        assert!(s.config.sends_proxy_header("10.1.2.3".parse().unwrap()));
+        assert!(!s.config.sends_proxy_header("11.1.2.3".parse().unwrap()));
     }
 
     #[test]
@@ -558,6 +648,8 @@ mod tests {
             (&["--udp-port-range", "0-10"], "--udp-port-range"),
             (&["--udp-port-range", "100"], "--udp-port-range"),
             (&["--udp-advertise", "nat.example"], "--udp-advertise"),
+            (&["--proxy-protocol", "balancer.example"], "--proxy-protocol"),
+            (&["--proxy-protocol", "10.0.0.0/33"], "--proxy-protocol"),
         ];
         for (args, want) in table {
             let err = run(args).unwrap_err();
@@ -748,7 +840,7 @@ mod tests {
         let table = [
             ("listen 127.0.0.1:0\n\nbogus 1\n", "3: unknown option --bogus"),
             ("# x\nlisten\n", "2: --listen needs a value"),
-            ("max-clients many\n", "1: --max-clients: \"many\" is not a whole number of at least 1"),
+            ("max-clients many\n", "1: --max-clients: \"many\" is not a whole number from 1 to 1000000"),
             ("socks4 yes\n", "1: --socks4 takes no value"),
             ("socks4\nno-socks4\n", "2: --socks4 and --no-socks4 cannot both be given"),
             ("deny to 10.0.0.0/33\n", "1: \"10.0.0.0/33\" is not an address or CIDR"),
@@ -778,6 +870,16 @@ mod tests {
         let ServiceSpec::Socks(socks) = &s.config.services[0] else { panic!("not SOCKS") };
         assert!(socks.users.verify(b"alice", b"pw"));
         assert_eq!(s.config.rules.current().len(), 1);
+    }
+
+    #[test]
+    fn proxy_protocol_sources_come_from_a_config_file_and_the_command_line() {
+        let file = config_file("proxy-protocol", "proxy-protocol 10.0.1.5\n");
+        let Ok(Action::Run(s)) = with_file(&file, &["--proxy-protocol", "fd00::/64"]) else { panic!("not run") };
+        let trusted: Vec<String> = s.config.proxy_protocol.iter().map(ToString::to_string).collect();
+        assert_eq!(trusted, ["10.0.1.5/32", "fd00::/64"]);
+        let err = with_file(&config_file("proxy-protocol-bad", "proxy-protocol lb.example\n"), &[]).unwrap_err();
+        assert!(err.contains(":1: --proxy-protocol: \"lb.example\" is not an address or CIDR"), "{err}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub mod users;
 use crate::wire::addr::TargetAddr;
 use crate::wire::printable::Printable;
 use egress::Egress;
-use rules::Rules;
+use rules::{Cidr, Rules};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -29,14 +29,20 @@ pub enum ServiceSpec {
     UdpForward(UdpForwardSpec),
 }
 
-/// A SOCKS server: what `--listen` starts.
+/// A proxy server: what `--listen` starts. The first byte a client sends picks the
+/// protocol: 5 is SOCKS5, 4 is SOCKS4/4a, anything else begins an HTTP/1.x request.
 #[derive(Debug, Clone)]
 pub struct SocksSpec {
     pub addr: SocketAddr,
-    /// With any user or users file, SOCKS5 clients must log in with one of them, whatever
+    /// With any user or users file, SOCKS5 and HTTP clients must log in with one of them, whatever
     /// the table holds at the time; none given means no login.
     pub users: Users,
     pub socks4: Socks4Policy,
+    /// Whether SOCKS5 is served: not on an `http://` service.
+    pub socks5: bool,
+    /// Whether HTTP proxy requests are served: on `socks://`, `--listen` (unless
+    /// `--no-http`) and `http://`; not on `socks5://`.
+    pub http: bool,
     /// Where its sessions' outbound traffic leaves from.
     pub egress: Egress,
 }
@@ -72,11 +78,30 @@ pub struct UdpForwardSpec {
     pub egress: Egress,
 }
 
-/// One upstream SOCKS5 proxy of the chain (`-F`); outbound traffic goes through each in turn.
+/// One upstream proxy of the chain (`-F`); outbound traffic goes through each in turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hop {
+    pub kind: HopKind,
     pub addr: TargetAddr,
     pub credentials: Option<Credentials>,
+}
+
+/// The protocol an upstream hop speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HopKind {
+    /// `socks5://`: CONNECT, BIND and UDP ASSOCIATE.
+    Socks5,
+    /// `http://`: an HTTP proxy reached with CONNECT, so TCP only.
+    Http,
+}
+
+impl HopKind {
+    pub fn scheme(self) -> &'static str {
+        match self {
+            HopKind::Socks5 => "socks5",
+            HopKind::Http => "http",
+        }
+    }
 }
 
 /// An RFC 1929 login for an upstream proxy: the bytes that go on the wire, kept apart
@@ -98,16 +123,24 @@ impl fmt::Display for Hop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.credentials {
             Some(credentials) => {
-                write!(f, "socks5://{}@{}", Printable(&String::from_utf8_lossy(&credentials.user)), self.addr)
+                let user = String::from_utf8_lossy(&credentials.user);
+                write!(f, "{}://{}@{}", self.kind.scheme(), Printable(&user), self.addr)
             }
-            None => write!(f, "socks5://{}", self.addr),
+            None => write!(f, "{}://{}", self.kind.scheme(), self.addr),
         }
     }
 }
 
 impl SocksSpec {
     pub fn new(addr: SocketAddr) -> Self {
-        SocksSpec { addr, users: Users::default(), socks4: Socks4Policy::Auto, egress: Egress::default() }
+        SocksSpec {
+            addr,
+            users: Users::default(),
+            socks4: Socks4Policy::Auto,
+            socks5: true,
+            http: true,
+            egress: Egress::default(),
+        }
     }
 }
 
@@ -192,7 +225,8 @@ pub struct Config {
     /// Clients that may wait for a worker when all are busy and none can be reclaimed;
     /// more are refused.
     pub queue: usize,
-    /// Live sessions one client address may hold; `None` means half of `max_clients`.
+    /// Live sessions one client address (an IPv6 client: its /64) may hold; `None` means
+    /// half of `max_clients`.
     pub max_clients_per_ip: Option<usize>,
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
@@ -208,8 +242,8 @@ pub struct Config {
     pub buffer_size: usize,
     pub relay: RelayMode,
     pub socket: SocketOptions,
-    /// Upstream SOCKS5 proxies every outbound connection goes through, in order; empty
-    /// means connect directly.
+    /// Upstream proxies every outbound connection goes through, in order; empty means
+    /// connect directly.
     pub chain: Vec<Hop>,
     pub udp: UdpOptions,
     /// Sessions (client addresses) each `udp://` service serves at once, a thread each.
@@ -220,6 +254,10 @@ pub struct Config {
     pub rules: Rules,
     /// Where the status pages (`/sessions`, `/metrics`) listen; `None`: nowhere.
     pub status: Option<SocketAddr>,
+    /// Sources (load balancers) whose every TCP connection must begin with a PROXY
+    /// protocol header, whose client address then stands for the connection's
+    /// (`--proxy-protocol`); empty: no header is read from anyone.
+    pub proxy_protocol: Vec<Cidr>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1080";
@@ -230,6 +268,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BIND_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_UDP_MAX_SESSIONS: usize = 256;
+/// The most any count flag (`--max-clients`, `--queue`, the per-address shares, the UDP
+/// sessions) may be: a thread or a few descriptors each, so far more than one host serves,
+/// and small enough that every sum formed from them stays exact.
+pub const MAX_COUNT: usize = 1_000_000;
 /// As long as Linux keeps a socket in FIN-WAIT-2 whose peer never closes (tcp_fin_timeout).
 pub const DEFAULT_HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_UDP_TTL: Duration = Duration::from_secs(60);
@@ -271,6 +313,7 @@ impl Default for Config {
             udp_max_sessions_per_ip: None,
             rules: Rules::default(),
             status: None,
+            proxy_protocol: Vec::new(),
         }
     }
 }
@@ -281,6 +324,11 @@ impl Config {
     /// leaves the other half to everyone else.
     pub fn max_clients_per_ip(&self) -> usize {
         self.max_clients_per_ip.unwrap_or(self.max_clients / 2).max(1)
+    }
+
+    /// Whether a connection from `source` must begin with a PROXY protocol header.
+    pub fn sends_proxy_header(&self, source: IpAddr) -> bool {
+        self.proxy_protocol.iter().any(|trusted| trusted.contains(source))
     }
 
     /// Sessions one client address may hold on a `udp://` service: the flag, or half.

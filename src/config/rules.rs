@@ -14,8 +14,9 @@
 //! a fact not yet known leaves the answer open, and the question is asked again later.
 
 use super::text_file;
+use crate::wire::addr;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -46,9 +47,10 @@ pub struct Cidr {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Destination {
     Net(Cidr),
-    /// A host name, lower case; matches that name exactly, ignoring case.
+    /// A host name in canonical form (`wire::addr::canonical_host`); matches that name
+    /// exactly, ignoring case and a trailing dot.
     Name(String),
-    /// `.example.com`, lower case without the dot: that domain and every name under it.
+    /// `.example.com`, canonical and without the leading dot: that domain and every name under it.
     Domain(String),
     Any,
 }
@@ -85,10 +87,12 @@ pub struct Rules {
     table: Arc<RwLock<Arc<RuleTable>>>,
 }
 
-/// One reading of the rules.
+/// One reading of the rules, with this host's addresses that the protection shields.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RuleTable {
     rules: Vec<Rule>,
+    /// This host's interface addresses, as last read (sorted).
+    host: Vec<IpAddr>,
 }
 
 /// What is known of a request when a question is asked; `None` is not known yet.
@@ -109,6 +113,9 @@ pub struct Request<'a> {
     /// Whether the destination is reached from this host (no `-F` chain): only then does
     /// the built-in loopback protection apply.
     pub direct: bool,
+    /// A `tcp://` or `udp://` client: its target is the operator's choice, so `to` and
+    /// `port` never match it.
+    pub forward: bool,
 }
 
 /// The answer to a question.
@@ -116,8 +123,33 @@ pub struct Request<'a> {
 pub enum Decision<'t> {
     /// Decided, by `why`: a rule's origin, the default, or the built-in protection.
     Decided(Verdict, Why<'t>),
-    /// A rule that might match depends on a fact not known yet.
-    Open,
+    /// A rule that might match depends on a fact not known yet; the first such rule.
+    Open(&'t str),
+}
+
+/// Proof that the rules allow a request to go to `T` (a target, an address, a peer):
+/// only [`RuleTable::permit`] makes one. What connects, listens or sends on a client's
+/// behalf takes one, so a path that forgets to ask does not compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowed<T>(T);
+
+impl<T> Allowed<T> {
+    pub fn get(&self) -> &T {
+        &self.0
+    }
+
+    /// Destinations allowed one by one are allowed together.
+    pub fn all(each: impl IntoIterator<Item = Allowed<T>>) -> Allowed<Vec<T>> {
+        Allowed(each.into_iter().map(|allowed| allowed.0).collect())
+    }
+}
+
+/// Why [`RuleTable::permit`] gave no proof.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused<'t> {
+    Denied(Why<'t>),
+    /// A rule that might match (named) depends on a fact this question cannot know.
+    Undecided(&'t str),
 }
 
 /// What decided.
@@ -157,7 +189,7 @@ impl Rules {
     /// Reads the sources again and swaps the new table in whole; on any error (a file
     /// unreadable, empty, changing while read, or with a bad line) the table in force stays.
     pub fn reload(&self) -> Result<usize, String> {
-        let table = RuleTable::read(&self.sources)?;
+        let table = RuleTable { host: self.current().host.clone(), ..RuleTable::read(&self.sources)? };
         let count = table.rules.len();
         *self.table.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(table);
         Ok(count)
@@ -165,6 +197,14 @@ impl Rules {
 
     pub fn is_empty(&self) -> bool {
         self.current().rules.is_empty()
+    }
+
+    /// Shields `host`, this host's interface addresses as just read, from now on.
+    pub fn shield_host(&self, mut host: Vec<IpAddr>) {
+        host.sort();
+        host.dedup();
+        let mut table = self.table.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *table = Arc::new(RuleTable { rules: table.rules.clone(), host });
     }
 
     /// Whether any source is a file (something a reload would read again).
@@ -194,7 +234,7 @@ impl RuleTable {
                 }
             }
         }
-        Ok(RuleTable { rules })
+        Ok(RuleTable { rules, host: Vec::new() })
     }
 
     pub fn len(&self) -> usize {
@@ -203,6 +243,22 @@ impl RuleTable {
 
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// Asks whether `request` may go to `destination` (what the request's facts describe),
+    /// as a final answer: only a rule or the default allowing it gives the proof; a
+    /// question left open is refused, never taken for an allow.
+    pub fn permit<T>(&self, request: &Request<'_>, destination: T) -> Result<Allowed<T>, Refused<'_>> {
+        // What most servers run with: no rules and a client on this host. No rule can leave
+        // the answer open and the protection spares local clients, so the answer is allow.
+        if self.rules.is_empty() && request.client.is_some_and(|client| client.to_canonical().is_loopback()) {
+            return Ok(Allowed(destination));
+        }
+        match self.decide(request) {
+            Decision::Decided(Verdict::Allow, _) => Ok(Allowed(destination)),
+            Decision::Decided(Verdict::Deny, why) => Err(Refused::Denied(why)),
+            Decision::Open(rule) => Err(Refused::Undecided(rule)),
+        }
     }
 
     /// Asks whether `request` may go ahead, as far as its known facts tell.
@@ -215,7 +271,7 @@ impl RuleTable {
                     break;
                 }
                 Some(false) => {}
-                None => return Decision::Open,
+                None => return Decision::Open(&rule.origin),
             }
         }
         let (verdict, why) = match deciding {
@@ -225,29 +281,57 @@ impl RuleTable {
                 _ => (Verdict::Allow, Why::Default),
             },
         };
-        if verdict == Verdict::Allow && breaks_protection(request, deciding) {
+        if verdict == Verdict::Allow && self.breaks_protection(request, deciding) {
             return Decision::Decided(Verdict::Deny, Why::Protection);
         }
         Decision::Decided(verdict, why)
     }
 }
 
-/// The built-in protection: whether allowing `request` would let a non-loopback client
-/// reach a loopback or unspecified address of this host, which only a deciding rule whose
-/// `to` names such an address may do.
-fn breaks_protection(request: &Request<'_>, deciding: Option<&Rule>) -> bool {
-    let (Some(client), Some(address)) = (request.client, request.address) else { return false };
-    if !request.direct || client.to_canonical().is_loopback() || !is_protected(address) {
-        return false;
+impl RuleTable {
+    /// The built-in protection: whether allowing `request` would let a non-loopback client
+    /// reach an address of this host (loopback, unspecified or an interface's), which only
+    /// a deciding rule whose `to` names such addresses may do.
+    fn breaks_protection(&self, request: &Request<'_>, deciding: Option<&Rule>) -> bool {
+        let (Some(client), Some(address)) = (request.client, request.address) else { return false };
+        if !request.direct || request.forward || client.to_canonical().is_loopback() || !self.is_protected(address) {
+            return false;
+        }
+        !deciding.is_some_and(|rule| matches!(&rule.to, Some(Destination::Net(net)) if self.names_protected(net)))
     }
-    !deciding.is_some_and(|rule| matches!(&rule.to, Some(Destination::Net(net)) if net.names_protected()))
+
+    /// Addresses a remote client may not reach through this host unless a rule says so.
+    fn is_protected(&self, address: IpAddr) -> bool {
+        SHIELDED.iter().any(|shielded| shielded.contains(address))
+            || self.host.binary_search(&address.to_canonical()).is_ok()
+    }
+
+    /// Whether the block lies within the protected addresses, so that a rule allowing it
+    /// names them on purpose (`to 0.0.0.0/0` does not).
+    fn names_protected(&self, net: &Cidr) -> bool {
+        let full = if net.net.is_ipv4() { 32 } else { 128 };
+        SHIELDED.iter().any(|shielded| {
+            shielded.net.is_ipv4() == net.net.is_ipv4() && shielded.prefix <= net.prefix && shielded.contains(net.net)
+        }) || (net.prefix == full && self.host.binary_search(&net.net).is_ok())
+    }
 }
 
-/// Addresses a remote client may not reach through this host unless a rule says so.
-fn is_protected(address: IpAddr) -> bool {
-    let address = address.to_canonical();
-    address.is_loopback() || address.is_unspecified()
-}
+/// Loopback and unspecified in every spelling that reaches them: 127/8, 0.0.0.0, ::1, ::,
+/// and 127/8 or 0/8 inside IPv4-compatible (`::a.b.c.d`), IPv4-translated
+/// (`::ffff:0:a.b.c.d`) and NAT64 (`64:ff9b::a.b.c.d`) addresses. (IPv4-mapped ones,
+/// `::ffff:a.b.c.d`, count as IPv4 already.)
+const SHIELDED: [Cidr; 10] = [
+    Cidr { net: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), prefix: 8 },
+    Cidr { net: IpAddr::V4(Ipv4Addr::UNSPECIFIED), prefix: 32 },
+    Cidr { net: IpAddr::V6(Ipv6Addr::LOCALHOST), prefix: 128 },
+    Cidr { net: IpAddr::V6(Ipv6Addr::UNSPECIFIED), prefix: 128 },
+    Cidr { net: IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0x7f00, 0)), prefix: 104 },
+    Cidr { net: IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0)), prefix: 104 },
+    Cidr { net: IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, 0x7f00, 0)), prefix: 104 },
+    Cidr { net: IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, 0, 0)), prefix: 104 },
+    Cidr { net: IpAddr::V6(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0x7f00, 0)), prefix: 104 },
+    Cidr { net: IpAddr::V6(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0)), prefix: 104 },
+];
 
 fn flag_name(verdict: Verdict) -> &'static str {
     match verdict {
@@ -316,8 +400,10 @@ impl Rule {
             self.from.map(|net| request.client.map(|client| net.contains(client))),
             self.user.as_ref().map(|user| request.user.map(|login| login == Some(user.as_bytes()))),
             self.cmd.map(|cmd| request.cmd.map(|asked| asked == cmd)),
-            self.to.as_ref().map(|to| to.matches(request)),
-            self.port.as_ref().map(|ports| request.port.map(|port| ports.contains(&port))),
+            self.to.as_ref().map(|to| if request.forward { Some(false) } else { to.matches(request) }),
+            self.port.as_ref().map(|ports| {
+                if request.forward { Some(false) } else { request.port.map(|port| ports.contains(&port)) }
+            }),
         ];
         // A condition known to fail decides, even if another is not known yet.
         let mut open = false;
@@ -343,16 +429,15 @@ impl Destination {
         if text.contains('/') || text.parse::<IpAddr>().is_ok() {
             return Err(format!("{text:?} is not an address or CIDR"));
         }
-        let name = text.to_ascii_lowercase();
-        let valid = |name: &str| {
-            !name.is_empty()
-                && name.len() <= 255
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        // Kept in the canonical form a request's name is compared in.
+        let (domain, name) = match text.strip_prefix('.') {
+            Some(domain) => (true, domain),
+            None => (false, text),
         };
-        match name.strip_prefix('.') {
-            Some(domain) if valid(domain) => Ok(Destination::Domain(domain.to_owned())),
-            None if valid(&name) => Ok(Destination::Name(name)),
-            _ => Err(format!("{text:?} is not a CIDR, a host name, .DOMAIN or *")),
+        match addr::host_name(name) {
+            Ok(name) if domain => Ok(Destination::Domain(addr::canonical_host(name).into_owned())),
+            Ok(name) => Ok(Destination::Name(addr::canonical_host(name).into_owned())),
+            Err(_) => Err(format!("{text:?} is not a CIDR, a host name, .DOMAIN or *")),
         }
     }
 
@@ -364,20 +449,17 @@ impl Destination {
             Destination::Any => Some(true),
             // An address rule is judged on the address connected to, once a name has one.
             Destination::Net(net) => request.address.map(|address| net.contains(address)),
-            Destination::Name(name) => Some(request.name.is_some_and(|asked| asked.eq_ignore_ascii_case(name))),
-            Destination::Domain(domain) => Some(request.name.is_some_and(|asked| in_domain(asked, domain))),
+            Destination::Name(name) => Some(request.name.is_some_and(|asked| addr::canonical_host(asked) == *name)),
+            Destination::Domain(domain) => {
+                Some(request.name.is_some_and(|asked| in_domain(&addr::canonical_host(asked), domain)))
+            }
         }
     }
 }
 
-/// Whether `name` is `domain` or a name under it, ignoring case and a trailing dot.
+/// Whether `name` is `domain` or a name under it, both in canonical form.
 fn in_domain(name: &str, domain: &str) -> bool {
-    let name = name.strip_suffix('.').unwrap_or(name);
-    if name.len() < domain.len() {
-        return false;
-    }
-    let (head, tail) = name.split_at(name.len() - domain.len());
-    tail.eq_ignore_ascii_case(domain) && (head.is_empty() || head.ends_with('.'))
+    name.strip_suffix(domain).is_some_and(|head| head.is_empty() || head.ends_with('.'))
 }
 
 fn parse_cmd(text: &str) -> Result<Cmd, String> {
@@ -399,6 +481,12 @@ fn parse_ports(text: &str) -> Result<RangeInclusive<u16>, String> {
         return Err(format!("port range {text:?} is empty"));
     }
     Ok(low..=high)
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.net, self.prefix)
+    }
 }
 
 impl Cidr {
@@ -427,15 +515,6 @@ impl Cidr {
             _ => false,
         }
     }
-
-    /// Whether the block lies within the loopback or unspecified addresses, so that a rule
-    /// allowing it names them on purpose (`to 0.0.0.0/0` does not).
-    fn names_protected(&self) -> bool {
-        match self.net {
-            IpAddr::V4(net) => (net.is_loopback() && self.prefix >= 8) || (net.is_unspecified() && self.prefix == 32),
-            IpAddr::V6(net) => self.prefix == 128 && (net.is_loopback() || net.is_unspecified()),
-        }
-    }
 }
 
 fn prefix_eq(a: u128, b: u128, prefix: u8) -> bool {
@@ -462,13 +541,14 @@ mod tests {
             destination_known: true,
             port: Some(port),
             direct: true,
+            forward: false,
         }
     }
 
     fn verdict(decision: Decision<'_>) -> Verdict {
         match decision {
             Decision::Decided(verdict, _) => verdict,
-            Decision::Open => panic!("open"),
+            Decision::Open(rule) => panic!("open at {rule}"),
         }
     }
 
@@ -489,16 +569,37 @@ mod tests {
     }
 
     #[test]
+    fn names_match_in_one_canonical_form_on_both_sides() {
+        let rules = table(&[
+            (Deny, "to blocked.example"),
+            (Deny, "to LocalHost."),
+            (Deny, "to .Ads.Example."),
+            (Allow, "to *"),
+        ]);
+        for name in ["blocked.example.", "BLOCKED.example", "localhost.", "LOCALHOST", "x.ads.example.", "ADS.EXAMPLE."]
+        {
+            assert_eq!(verdict(rules.decide(&connect("10.9.9.9", Some(name), None, 80))), Deny, "{name}");
+        }
+        for name in ["notblocked.example", "blocked.example.com", "localhost.example", "notads.example."] {
+            assert_eq!(verdict(rules.decide(&connect("10.9.9.9", Some(name), None, 80))), Allow, "{name}");
+        }
+        let bad = |text: &str| RuleTable::read(&[RuleSource::Flag(Deny, text.to_owned())]).unwrap_err();
+        for name in ["a..b", "\\098locked.example", "x.example..", ".", "..example"] {
+            assert!(bad(&format!("to {name}")).contains("is not a CIDR, a host name"), "{name}");
+        }
+    }
+
+    #[test]
     fn a_rule_on_a_fact_not_known_yet_leaves_the_answer_open() {
         let rules = table(&[(Allow, "user alice"), (Deny, "from 10.0.0.0/8")]);
         let at_accept = Request { client: Some("10.1.1.1".parse().unwrap()), ..Request::default() };
-        assert_eq!(rules.decide(&at_accept), Decision::Open, "alice might log in");
+        assert_eq!(rules.decide(&at_accept), Decision::Open("--allow 'user alice'"), "alice might log in");
         let only_from = table(&[(Deny, "from 10.0.0.0/8"), (Allow, "user alice")]);
         assert_eq!(verdict(only_from.decide(&at_accept)), Deny, "decided by the address alone");
         // a name not yet resolved: an address rule waits, a name rule decides
         let by_address = table(&[(Deny, "to 127.0.0.0/8")]);
         let unresolved = connect("10.9.9.9", Some("evil.example"), None, 80);
-        assert_eq!(by_address.decide(&unresolved), Decision::Open);
+        assert_eq!(by_address.decide(&unresolved), Decision::Open("--deny 'to 127.0.0.0/8'"));
         let resolved = Request { address: Some("127.0.0.1".parse().unwrap()), ..unresolved };
         assert_eq!(verdict(by_address.decide(&resolved)), Deny, "a name that resolves to a denied address");
     }
@@ -530,6 +631,88 @@ mod tests {
         assert_eq!(verdict(opened.decide(&connect("10.9.9.9", None, Some("127.0.0.1"), 22))), Deny);
         let chained = Request { direct: false, ..connect("10.9.9.9", None, Some("127.0.0.1"), 22) };
         assert_eq!(verdict(none.decide(&chained)), Allow, "the chain's last hop reaches it, not this host");
+    }
+
+    #[test]
+    fn only_a_final_allow_gives_a_proof() {
+        let rules = table(&[(Allow, "to 192.0.2.0/24")]);
+        let upstream = |name, address| Request { direct: false, ..connect("127.0.0.1", name, address, 80) };
+        let undecided = Refused::Undecided("--allow 'to 192.0.2.0/24'");
+        assert_eq!(rules.permit(&upstream(Some("localhost"), None), ()), Err(undecided), "never an allow");
+        assert!(rules.permit(&upstream(None, Some("192.0.2.7")), ()).is_ok());
+        assert_eq!(rules.permit(&upstream(None, Some("127.0.0.1")), ()), Err(Refused::Denied(Why::Default)));
+        // The shortcut for no rules and a local client answers as deciding would.
+        let none = RuleTable::default();
+        for client in ["127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.2", "10.9.9.9"] {
+            for address in ["127.0.0.1", "10.1.1.1", "0.0.0.0", "::"] {
+                let request = connect(client, None, Some(address), 80);
+                let allowed = verdict(none.decide(&request)) == Allow;
+                assert_eq!(none.permit(&request, ()).is_ok(), allowed, "{client} to {address}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_forward_client_is_judged_on_who_it_is_not_where_it_goes() {
+        let rules =
+            table(&[(Deny, "to 10.0.0.0/8"), (Deny, "port 22"), (Deny, "user alice"), (Allow, "from 192.168.1.0/24")]);
+        let forward = |client| Request { forward: true, ..connect(client, None, Some("10.1.1.1"), 22) };
+        assert!(rules.permit(&forward("192.168.1.7"), ()).is_ok(), "the operator chose the target");
+        assert_eq!(rules.permit(&forward("10.9.9.9"), ()), Err(Refused::Denied(Why::Default)));
+        let to_loopback = Request { forward: true, ..connect("10.9.9.9", None, Some("127.0.0.1"), 8080) };
+        assert!(RuleTable::default().permit(&to_loopback, ()).is_ok(), "a forward to loopback is the operator's");
+    }
+
+    #[test]
+    fn every_spelling_of_loopback_and_unspecified_is_protected() {
+        let none = RuleTable::default();
+        let remote = |address| verdict(none.decide(&connect("10.9.9.9", None, Some(address), 22)));
+        for address in [
+            "::127.0.0.1",
+            "::127.1.2.3",
+            "::0.0.0.0",
+            "::0.1.2.3",
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:0.0.0.5",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::0.0.0.0",
+        ] {
+            assert_eq!(remote(address), Deny, "{address}");
+        }
+        for address in ["::10.1.2.3", "::ffff:0:10.1.2.3", "64:ff9b::10.1.2.3", "64:ff9b:1::127.0.0.1", "2001:db8::1"] {
+            assert_eq!(remote(address), Allow, "{address} is not this host");
+        }
+        let opened =
+            table(&[(Allow, "to 64:ff9b::127.0.0.1 port 8080"), (Allow, "to ::127.0.0.0/104"), (Allow, "to *")]);
+        assert_eq!(verdict(opened.decide(&connect("10.9.9.9", None, Some("64:ff9b::7f00:1"), 8080))), Allow);
+        assert_eq!(verdict(opened.decide(&connect("10.9.9.9", None, Some("64:ff9b::7f00:1"), 22))), Deny);
+        assert_eq!(verdict(opened.decide(&connect("10.9.9.9", None, Some("::127.0.0.9"), 22))), Allow);
+        let too_wide = table(&[(Allow, "to ::/96"), (Allow, "to ::ffff:0:0/96")]);
+        assert_eq!(verdict(too_wide.decide(&connect("10.9.9.9", None, Some("::127.0.0.1"), 22))), Deny);
+        assert_eq!(verdict(too_wide.decide(&connect("10.9.9.9", None, Some("127.0.0.1"), 22))), Deny);
+    }
+
+    #[test]
+    fn this_hosts_interface_addresses_are_protected_too() {
+        let rules = Rules::load(vec![RuleSource::Flag(Allow, "to 192.0.2.7 port 8080".into())]).unwrap();
+        rules.shield_host(vec!["192.0.2.7".parse().unwrap(), "2001:db8::7".parse().unwrap()]);
+        let table = rules.current();
+        let remote = |address, port| verdict(table.decide(&connect("10.9.9.9", None, Some(address), port)));
+        assert_eq!(remote("192.0.2.7", 22), Deny);
+        assert_eq!(remote("::ffff:192.0.2.7", 22), Deny);
+        assert_eq!(remote("2001:db8::7", 22), Deny);
+        assert_eq!(remote("192.0.2.7", 8080), Allow, "a rule that names it opens it");
+        assert_eq!(verdict(table.decide(&connect("127.0.0.1", None, Some("192.0.2.7"), 22))), Deny, "the default");
+        let local = RuleTable { host: table.host.clone(), ..RuleTable::default() };
+        assert_eq!(verdict(local.decide(&connect("127.0.0.1", None, Some("192.0.2.7"), 22))), Allow, "local client");
+        assert_eq!(verdict(local.decide(&connect("10.9.9.9", None, Some("192.0.2.8"), 22))), Allow, "another host");
+        rules.shield_host(Vec::new());
+        assert_eq!(verdict(rules.current().decide(&connect("10.9.9.9", None, Some("192.0.2.7"), 8080))), Allow);
+        let file_rules = Rules::load(Vec::new()).unwrap();
+        file_rules.shield_host(vec!["192.0.2.7".parse().unwrap()]);
+        file_rules.reload().unwrap();
+        assert_eq!(file_rules.current().host, ["192.0.2.7".parse::<IpAddr>().unwrap()], "a reload keeps them");
     }
 
     #[test]

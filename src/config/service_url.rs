@@ -3,10 +3,12 @@
 //! ```text
 //! socks://[USER:PASS@]HOST:PORT        SOCKS4/4a/5 server
 //! socks5://[USER:PASS@]HOST:PORT       SOCKS5 only
+//! http://[USER:PASS@]HOST:PORT         HTTP proxy only
 //! tcp://HOST:PORT/TARGET_HOST:TARGET_PORT
 //! udp://HOST:PORT/TARGET_HOST:TARGET_PORT[?ttl=DUR]
 //! any service URL: ?bind-out=IP|same (repeatable) &interface=NAME
 //! -F socks5://[USER:PASS@]HOST:PORT    one upstream hop
+//! -F http://[USER:PASS@]HOST:PORT      one upstream HTTP proxy, reached with CONNECT
 //! ```
 //!
 //! A listening HOST may be empty (all IPv4 addresses), an IPv4 address, or an IPv6
@@ -17,8 +19,10 @@
 use super::egress::Egress;
 use super::units::parse_duration;
 use super::users::Users;
-use super::{Credentials, DEFAULT_UDP_TTL, Hop, ServiceSpec, Socks4Policy, SocksSpec, TcpForwardSpec, UdpForwardSpec};
-use crate::wire::addr::TargetAddr;
+use super::{
+    Credentials, DEFAULT_UDP_TTL, Hop, HopKind, ServiceSpec, Socks4Policy, SocksSpec, TcpForwardSpec, UdpForwardSpec,
+};
+use crate::wire::addr::{self, TargetAddr};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -73,14 +77,14 @@ impl fmt::Display for UrlError {
 
 impl std::error::Error for UrlError {}
 
-const SERVICE_SCHEMES: &str = "socks, socks5, tcp or udp";
-const HOP_SCHEMES: &str = "socks5";
+const SERVICE_SCHEMES: &str = "socks, socks5, http, tcp or udp";
+const HOP_SCHEMES: &str = "socks5 or http";
 
 /// Parses a `-L` URL into the service it describes.
 pub fn parse_service(text: &str) -> Result<ServiceSpec, UrlError> {
     let url = Parts::split(text)?;
     match url.scheme {
-        "socks" | "socks5" => {
+        "socks" | "socks5" | "http" => {
             url.no_path()?;
             let mut spec = SocksSpec::new(listen_addr(url.host_port)?);
             for (key, value) in url.options() {
@@ -89,8 +93,16 @@ pub fn parse_service(text: &str) -> Result<ServiceSpec, UrlError> {
             if let Some(credentials) = url.credentials()? {
                 spec.users = one_user(&credentials)?;
             }
-            if url.scheme == "socks5" {
-                spec.socks4 = Socks4Policy::Off;
+            match url.scheme {
+                "socks5" => {
+                    spec.socks4 = Socks4Policy::Off;
+                    spec.http = false;
+                }
+                "http" => {
+                    spec.socks4 = Socks4Policy::Off;
+                    spec.socks5 = false;
+                }
+                _ => {}
             }
             Ok(ServiceSpec::Socks(spec))
         }
@@ -129,9 +141,11 @@ pub fn parse_service(text: &str) -> Result<ServiceSpec, UrlError> {
 /// Parses a `-F` URL into one upstream hop.
 pub fn parse_hop(text: &str) -> Result<Hop, UrlError> {
     let url = Parts::split(text)?;
-    if url.scheme != "socks5" {
-        return Err(UrlError::UnknownScheme(url.scheme.into(), HOP_SCHEMES));
-    }
+    let kind = match url.scheme {
+        "socks5" => HopKind::Socks5,
+        "http" => HopKind::Http,
+        other => return Err(UrlError::UnknownScheme(other.into(), HOP_SCHEMES)),
+    };
     url.no_path()?;
     url.no_options()?;
     let credentials = url.credentials()?;
@@ -139,7 +153,7 @@ pub fn parse_hop(text: &str) -> Result<Hop, UrlError> {
         // The same bounds RFC 1929 puts on the wire, checked now rather than per connection.
         one_user(credentials)?;
     }
-    Ok(Hop { addr: remote_addr(url.host_port)?, credentials })
+    Ok(Hop { kind, addr: remote_addr(url.host_port)?, credentials })
 }
 
 /// The URL with whatever may be a password replaced by `***`, for error messages and logs,
@@ -299,8 +313,8 @@ fn remote_addr(text: &str) -> Result<TargetAddr, UrlError> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(TargetAddr::Ip(SocketAddr::new(ip, port)));
     }
-    let is_name_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
-    if host.is_empty() || host.len() > 255 || !host.bytes().all(is_name_byte) {
+    // The same test as a client's name gets: a name a resolver might read otherwise is refused at start-up.
+    if addr::host_name(host).is_err() {
         return Err(UrlError::BadHost(format!("{host:?} is not an IP address or domain name")));
     }
     Ok(TargetAddr::Domain(host.into(), port))
@@ -420,10 +434,27 @@ mod tests {
     #[test]
     fn hops() {
         let hop = parse_hop("socks5://proxy.example:1080").unwrap();
-        assert_eq!(hop, Hop { addr: TargetAddr::Domain("proxy.example".into(), 1080), credentials: None });
+        assert_eq!(
+            hop,
+            Hop { kind: HopKind::Socks5, addr: TargetAddr::Domain("proxy.example".into(), 1080), credentials: None }
+        );
         let hop = parse_hop("socks5://u:p%2Fq@127.0.0.1:1081").unwrap();
         assert_eq!(hop.credentials, Some(Credentials { user: b"u".to_vec(), password: b"p/q".to_vec() }));
         assert_eq!(hop.to_string(), "socks5://u@127.0.0.1:1081", "display hides the password");
+        let hop = parse_hop("http://u:p@[::1]:3128").unwrap();
+        assert_eq!((hop.kind, hop.to_string()), (HopKind::Http, "http://u@[::1]:3128".into()));
+    }
+
+    #[test]
+    fn which_protocols_each_proxy_scheme_serves() {
+        let protocols = |text| {
+            let spec = socks(text);
+            (spec.socks5, spec.socks4, spec.http)
+        };
+        assert_eq!(protocols("socks://:1080"), (true, Socks4Policy::Auto, true), "a mixed port");
+        assert_eq!(protocols("socks5://:1080"), (true, Socks4Policy::Off, false));
+        assert_eq!(protocols("http://:8080"), (false, Socks4Policy::Off, true));
+        assert!(socks("http://u:p@127.0.0.1:8080").users.verify(b"u", b"p"));
     }
 
     #[test]
@@ -463,7 +494,7 @@ mod tests {
         let table: &[(&str, UrlError)] = &[
             ("127.0.0.1:1080", UrlError::NoScheme),
             ("://:1080", UrlError::NoScheme),
-            ("http://:8080", UrlError::UnknownScheme("http".into(), SERVICE_SCHEMES)),
+            ("https://:8080", UrlError::UnknownScheme("https".into(), SERVICE_SCHEMES)),
             ("socks4://:1080", UrlError::UnknownScheme("socks4".into(), SERVICE_SCHEMES)),
             ("tcp://:8080", UrlError::MissingTarget),
             ("tcp://:8080/", UrlError::MissingTarget),
@@ -482,6 +513,11 @@ mod tests {
             ("socks://[example]:1080", UrlError::BadHost("[example] is not an IPv6 address".into())),
             ("tcp://:1/exa mple:80", UrlError::BadHost("\"exa mple\" is not an IP address or domain name".into())),
             ("tcp://:1/:80", UrlError::BadHost("\"\" is not an IP address or domain name".into())),
+            ("tcp://:1/a..b:80", UrlError::BadHost("\"a..b\" is not an IP address or domain name".into())),
+            (
+                "udp://:1/x.example..:53",
+                UrlError::BadHost("\"x.example..\" is not an IP address or domain name".into()),
+            ),
             ("socks://:1080/extra", UrlError::UnexpectedPath("extra".into())),
             ("socks://:1080?ttl=5s", UrlError::UnknownOption("ttl".into())),
             ("tcp://:1/h:1?ttl=5s", UrlError::UnknownOption("ttl".into())),
@@ -517,7 +553,7 @@ mod tests {
         let table: &[(&str, UrlError)] = &[
             ("127.0.0.1:1080", UrlError::NoScheme),
             ("socks://127.0.0.1:1080", UrlError::UnknownScheme("socks".into(), HOP_SCHEMES)),
-            ("http://127.0.0.1:3128", UrlError::UnknownScheme("http".into(), HOP_SCHEMES)),
+            ("https://127.0.0.1:3128", UrlError::UnknownScheme("https".into(), HOP_SCHEMES)),
             ("socks5://127.0.0.1", UrlError::MissingPort),
             ("socks5://127.0.0.1:0", UrlError::BadPort("0".into())),
             ("socks5://:1080", UrlError::BadHost("\"\" is not an IP address or domain name".into())),

@@ -70,7 +70,14 @@ pub fn describe(config: &Config) -> String {
         0 => "none: everything allowed, but this host's loopback only to loopback clients".to_owned(),
         n => format!("{n} (the first that matches decides)"),
     };
-    section("access", vec![item("rules", rules)]);
+    let proxy_protocol = match &config.proxy_protocol[..] {
+        [] => "off: no PROXY header is read".to_owned(),
+        trusted => {
+            let trusted: Vec<String> = trusted.iter().map(ToString::to_string).collect();
+            format!("a PROXY header (v1 or v2) required from {}", trusted.join(", "))
+        }
+    };
+    section("access", vec![item("rules", rules), item("proxy-protocol", proxy_protocol)]);
     let status = config.status.map_or("off (SIGUSR1 logs the sessions table)".to_owned(), |addr| {
         format!("http://{addr}/sessions and /metrics")
     });
@@ -96,7 +103,13 @@ fn service(spec: &ServiceSpec) -> (String, String) {
 fn service_use(spec: &ServiceSpec) -> (String, String) {
     match spec {
         ServiceSpec::Socks(socks) => {
-            let mut value = format!("SOCKS5 {}; SOCKS4/4a {}", login(socks), socks4(socks));
+            let on_or_off = |served: bool| if served { login(socks) } else { "off".into() };
+            let mut value = format!(
+                "SOCKS5 {}; SOCKS4/4a {}; HTTP {}",
+                on_or_off(socks.socks5),
+                socks4(socks),
+                on_or_off(socks.http)
+            );
             if spec.is_open_proxy() {
                 value.push_str("; an open proxy: not loopback, and no login needed");
             }
@@ -141,7 +154,7 @@ fn upstream(config: &Config) -> Vec<(String, String)> {
                 }
                 None => String::new(),
             };
-            item(&format!("hop {}", i + 1), format!("socks5://{}{login}", hop.addr))
+            item(&format!("hop {}", i + 1), format!("{}://{}{login}", hop.kind.scheme(), hop.addr))
         })
         .collect()
 }
@@ -176,6 +189,7 @@ fn relay_name(mode: RelayMode) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::rules::Cidr;
     use crate::config::service_url;
 
     #[test]
@@ -183,7 +197,7 @@ mod tests {
         let text = describe(&Config::default());
         let expected = [
             "services:",
-            "  socks 127.0.0.1:1080     SOCKS5 no login; SOCKS4/4a served",
+            "  socks 127.0.0.1:1080     SOCKS5 no login; SOCKS4/4a served; HTTP no login",
             "upstream:",
             "  direct                   no -F: targets are reached from this host",
             "limits:",
@@ -213,6 +227,7 @@ mod tests {
             "  udp-rcvbuf               the OS's",
             "access:",
             "  rules                    none: everything allowed, but this host's loopback only to loopback clients",
+            "  proxy-protocol           off: no PROXY header is read",
             "watching:",
             "  status                   off (SIGUSR1 logs the sessions table)",
         ];
@@ -234,6 +249,7 @@ mod tests {
             ServiceSpec::Socks(with_socks4),
             service_url::parse_service("socks5://[::1]:1081").unwrap(),
             service_url::parse_service("socks://0.0.0.0:1082").unwrap(),
+            service_url::parse_service("http://127.0.0.1:8080").unwrap(),
             service_url::parse_service("tcp://127.0.0.1:2222/10.0.0.5:22").unwrap(),
             service_url::parse_service("udp://127.0.0.1:5353/10.0.0.1:53?ttl=30s").unwrap(),
             service_url::parse_service("socks5://127.0.0.1:1083?bind-out=192.0.2.7&interface=wg0").unwrap(),
@@ -242,24 +258,31 @@ mod tests {
         config.chain = vec![
             service_url::parse_hop("socks5://carol:s3cret@hop1.example:1080").unwrap(),
             service_url::parse_hop("socks5://10.0.0.2:1080").unwrap(),
+            service_url::parse_hop("http://10.0.0.3:3128").unwrap(),
         ];
         config.max_clients_per_ip = Some(7);
+        config.proxy_protocol = ["10.0.0.0/8", "::1"].map(|cidr| Cidr::parse(cidr).unwrap()).to_vec();
         config.idle_timeout = Some(Duration::from_millis(1500));
         let text = describe(&config);
         for line in [
-            "  socks 0.0.0.0:1080       SOCKS5 login required (2 user(s)); SOCKS4/4a refused (it carries no password)",
+            "  socks 0.0.0.0:1080       SOCKS5 login required (2 user(s)); SOCKS4/4a refused (it carries no password); \
+             HTTP login required (2 user(s))",
             "  socks 0.0.0.0:1080       SOCKS5 login required (2 user(s)); SOCKS4/4a served without login (--socks4); \
+             HTTP login required (2 user(s)); an open proxy: not loopback, and no login needed",
+            "  socks [::1]:1081         SOCKS5 no login; SOCKS4/4a off; HTTP off",
+            "  socks 0.0.0.0:1082       SOCKS5 no login; SOCKS4/4a served; HTTP no login; \
              an open proxy: not loopback, and no login needed",
-            "  socks [::1]:1081         SOCKS5 no login; SOCKS4/4a off",
-            "  socks 0.0.0.0:1082       SOCKS5 no login; SOCKS4/4a served; an open proxy: not loopback, and no login needed",
+            "  socks 127.0.0.1:8080     SOCKS5 off; SOCKS4/4a off; HTTP no login",
             "  tcp 127.0.0.1:2222       forward to 10.0.0.5:22",
             "  udp 127.0.0.1:5353       forward to 10.0.0.1:53, a session ends after 30s idle (ttl)",
             "  socks 127.0.0.1:1083     SOCKS5 no login; SOCKS4/4a off; bind-out 192.0.2.7 (IPv4 only), interface wg0",
             "  tcp 127.0.0.1:2223       forward to 10.0.0.5:22; bind-out same (the address the client reached)",
             "  hop 1                    socks5://hop1.example:1080, login as carol (password hidden)",
             "  hop 2                    socks5://10.0.0.2:1080",
+            "  hop 3                    http://10.0.0.3:3128",
             "  max-clients-per-ip       7",
             "  idle-timeout             1.5s",
+            "  proxy-protocol           a PROXY header (v1 or v2) required from 10.0.0.0/8, ::1/128",
         ] {
             assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
         }

@@ -2,17 +2,27 @@
 //! through the same outbound connect and relay as a SOCKS CONNECT.
 
 use crate::config::TcpForwardSpec;
+use crate::config::rules::{Cmd, RuleTable};
 use crate::net::negotiation::close_after_reply;
 use crate::net::sockopt;
 use crate::outbound::Egress;
+use crate::session::access::Access;
 use crate::session::{self, Context, End, Established, Listed, SessionLog};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
-/// Serves one accepted client of a `tcp://` service from start to close.
-pub(crate) fn serve(ctx: &Arc<Context>, spec: &TcpForwardSpec, listed: Listed, client: TcpStream) {
+/// Serves one accepted client of a `tcp://` service from start to close, under `rules`
+/// (the table that judged it at accept).
+pub(crate) fn serve(
+    ctx: &Arc<Context>,
+    spec: &TcpForwardSpec,
+    listed: Listed,
+    client: TcpStream,
+    rules: Arc<RuleTable>,
+) {
     let ingress = listed.live.local;
-    session::handshake_then_relay(ctx, listed, |log| connect(ctx, spec, client, ingress, log));
+    let access = Access::for_forward(rules, listed.client.ip(), ctx.config.chain.is_empty());
+    session::handshake_then_relay(ctx, listed, |log| connect(ctx, spec, client, &access, ingress, log));
 }
 
 /// Connects the client's target; `ingress` is the address it reached, where known.
@@ -22,6 +32,7 @@ fn connect(
     ctx: &Arc<Context>,
     spec: &TcpForwardSpec,
     client: TcpStream,
+    access: &Access,
     ingress: Option<SocketAddr>,
     log: &mut SessionLog,
 ) -> Option<Established> {
@@ -38,9 +49,9 @@ fn connect(
             return None;
         }
     };
-    // The operator chose this target: the access rules judge who may use the forward
-    // (at accept), not where it goes.
-    let connected = match ctx.connect_target(&spec.target, &egress, |_| Ok(())) {
+    // The operator chose this target: the access rules judge who may use the forward, not
+    // where it goes.
+    let connected = match ctx.connect_target(access, Cmd::Connect, &spec.target, &egress) {
         Ok(connected) => connected,
         Err(e) => {
             log.end = Some(End::ForwardUnreachable(e));

@@ -15,14 +15,15 @@
 //! it. With upstream hops, the session holds a UDP association through the chain and the
 //! datagrams carry its UDP ASSOCIATE headers.
 
+use crate::config::rules::{Allowed, Cmd};
 use crate::config::{Config, UdpForwardSpec};
 use crate::net::is_timeout;
 use crate::net::relay::{Activity, Meter};
-use crate::net::udp_batch::{Batch, Outgoing};
+use crate::net::udp_batch::{Batch, Outgoing, Toward};
 use crate::net::worker_pool::{Refused, WorkerPool};
 use crate::outbound::upstream::{UpstreamUdp, last_hop_header};
 use crate::outbound::{self, Egress};
-use crate::session::access::refused_at_accept;
+use crate::session::access::{Access, refused_at_accept};
 use crate::session::live::Details;
 use crate::session::report::FoldedWarning;
 use crate::session::stats::Refusal;
@@ -169,8 +170,8 @@ enum Outbound {
 
 /// Where a session's datagrams go.
 enum Path {
-    Direct { socket: UdpSocket, target: SocketAddr },
-    Upstream { udp: UpstreamUdp, target: TargetAddr },
+    Direct { socket: UdpSocket, target: Allowed<SocketAddr> },
+    Upstream { udp: UpstreamUdp, target: Allowed<TargetAddr> },
 }
 
 impl Service {
@@ -276,7 +277,7 @@ impl Service {
         if let Err((job, why)) = workers.try_execute(job) {
             drop(job);
             self.forget(&session);
-            self.ctx.stats.session_refused();
+            self.ctx.stats.session_refused(Refusal::PoolFull);
             refusals.warn(|count| match why {
                 Refused::Full => {
                     format!("refused {count} UDP client(s), last {}: all session threads busy", session.client)
@@ -329,7 +330,7 @@ impl Service {
     /// Opens the outbound path, then copies replies to the client until the session ends;
     /// returns why it ended.
     fn forward_replies(&self, session: &Arc<Session>, log: &mut SessionLog, down_datagrams: &mut u64) -> UdpEnd {
-        let path = match self.open_path() {
+        let path = match self.open_path(session.client) {
             Ok(path) => Arc::new(path),
             Err(e) => return UdpEnd::Unopened(e),
         };
@@ -343,7 +344,8 @@ impl Service {
             };
             let (command, target) = (log.command.clone(), log.target.as_ref().map(ToString::to_string));
             live.update(|details| {
-                *details = Details { state: State::Udp, user: None, command, target, outbound: control_leg };
+                *details =
+                    Details { state: State::Udp, user: None, command, target, outbound: control_leg, carried: None };
             });
         }
         if let Err(e) = path.set_read_timeout(self.spec.ttl.min(TICK)) {
@@ -359,7 +361,7 @@ impl Service {
                         match path.payload(batch.datagram(i).0) {
                             Some(payload) => {
                                 let range = self.front + payload.start..self.front + payload.end;
-                                out.push(Outgoing { slot: i, range, to: Some(session.client), note: () });
+                                out.push(Outgoing { slot: i, range, to: Toward::Client(session.client), note: () });
                             }
                             None => session.count_drop(),
                         }
@@ -368,7 +370,7 @@ impl Service {
                         Ok(()) => {
                             session.touch();
                             log.down += reply.range.len() as u64;
-                            session.meter.count_datagrams(0, reply.range.len() as u64);
+                            session.meter.count_moved(0, reply.range.len() as u64);
                             *down_datagrams += 1;
                         }
                         Err(_) => session.count_drop(),
@@ -391,19 +393,26 @@ impl Service {
         }
     }
 
-    /// A socket straight to the target, or a UDP association through the upstream chain.
-    fn open_path(&self) -> Result<Path, String> {
+    /// A socket straight to the target, or a UDP association through the upstream chain,
+    /// for `client` as the rules allow it (who may use the forward, not where it goes).
+    fn open_path(&self, client: SocketAddr) -> Result<Path, String> {
+        let config = &self.ctx.config;
+        let access = Access::for_forward(config.rules.current(), client.ip(), config.chain.is_empty());
+        let target = &self.spec.target;
         if let Some(udp) = self.ctx.udp_upstream(&self.egress).map_err(|e| e.to_string())? {
             for control in &udp.controls {
                 control.set_nonblocking(true).map_err(|e| format!("upstream control connection: {e}"))?;
             }
-            return Ok(Path::Upstream { udp, target: self.spec.target.clone() });
+            let target = access.permit_upstream_owned(Cmd::Udp, target).map_err(|denied| denied.to_string())?;
+            return Ok(Path::Upstream { udp, target });
         }
-        let resolved = outbound::resolve(&self.spec.target).and_then(|addrs| self.egress.reachable(addrs));
-        let target = *resolved.map_err(|e| e.to_string())?.first().expect("resolve returns at least one address");
+        let resolved = outbound::resolve(target).and_then(|addrs| self.egress.reachable(addrs));
+        let resolved = resolved.map_err(|e| e.to_string())?;
+        let first = *resolved.first().expect("resolve returns at least one address");
+        let target = access.permit_address(Cmd::Udp, target.as_addr(), first).map_err(|denied| denied.to_string())?;
         let socket = self
             .egress
-            .udp_socket(target.is_ipv6(), &self.ctx.config.udp)
+            .udp_socket(first.is_ipv6(), &config.udp)
             .map_err(|e| format!("cannot open outbound socket: {e}"))?;
         Ok(Path::Direct { socket, target })
     }
@@ -458,7 +467,7 @@ impl Session {
         match path.send(buf, at, len) {
             Ok(()) => {
                 self.up_bytes.fetch_add(len as u64, Ordering::Relaxed);
-                self.meter.count_datagrams(len as u64, 0);
+                self.meter.count_moved(len as u64, 0);
                 self.up_datagrams.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
@@ -487,9 +496,9 @@ impl Path {
     /// headers when there are any.
     fn send(&self, buf: &mut [u8], at: usize, len: usize) -> io::Result<()> {
         match self {
-            Path::Direct { socket, target } => socket.send_to(&buf[at..][..len], *target).map(drop),
+            Path::Direct { socket, target } => socket.send_to(&buf[at..][..len], *target.get()).map(drop),
             Path::Upstream { udp, target } => {
-                let header = Header { frag: 0, addr: target.as_addr() };
+                let header = Header { frag: 0, addr: target.get().as_addr() };
                 let start = at - header.encoded_len();
                 header.emit(&mut buf[start..]);
                 let start = udp.wrap(buf, start);
@@ -527,7 +536,7 @@ impl Path {
     /// Where datagrams are sent: the target, or the upstream hop's relay.
     fn reached(&self) -> SocketAddr {
         match self {
-            Path::Direct { target, .. } => *target,
+            Path::Direct { target, .. } => *target.get(),
             Path::Upstream { udp, .. } => udp.relay,
         }
     }

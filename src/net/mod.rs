@@ -5,6 +5,7 @@
 pub(crate) mod admission;
 #[cfg(unix)] // a per-process descriptor limit is a unix notion
 pub(crate) mod descriptors;
+pub(crate) mod interfaces;
 pub(crate) mod negotiation;
 pub(crate) mod readiness;
 pub(crate) mod relay;

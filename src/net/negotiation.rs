@@ -4,6 +4,7 @@
 use super::admission::Waiting;
 use super::is_timeout;
 use crate::wire;
+use crate::wire::proxy_header::{Header, V1_MAX_LEN};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -62,14 +63,33 @@ pub(crate) struct Negotiation {
     armed: Duration,
     /// A client's place among those that may be reclaimed, until its request is in.
     waiting: Option<Waiting>,
+    /// What [`Negotiation::peek_first_byte`] saw waiting in the socket: the start of the
+    /// first message, which its read then takes without peeking again.
+    seen: Seen,
 }
 
 const REARM_SLACK: Duration = Duration::from_millis(250);
 
+/// Bytes of the first message kept from the first peek: a SOCKS5 greeting is 3 or 4.
+const SEEN_MAX: usize = 16;
+
+/// The bytes the last peek saw at the socket's head, still unread.
+#[derive(Default)]
+struct Seen {
+    bytes: [u8; SEEN_MAX],
+    len: usize,
+}
+
 impl Negotiation {
     pub(crate) fn new(stream: TcpStream, budget: Duration) -> io::Result<Self> {
         stream.set_read_timeout(Some(budget))?;
-        Ok(Negotiation { stream, deadline: Instant::now() + budget, armed: budget, waiting: None })
+        Ok(Negotiation {
+            stream,
+            deadline: Instant::now() + budget,
+            armed: budget,
+            waiting: None,
+            seen: Seen::default(),
+        })
     }
 
     /// A client's negotiation, reclaimable while `waiting` is held: a read that fails
@@ -105,18 +125,65 @@ impl Negotiation {
         self.stream
     }
 
+    /// Ends this phase of a client's negotiation: its socket, its place among those that
+    /// may be reclaimed, and the time left of the handshake budget, for the next phase.
+    pub(crate) fn into_parts(self) -> (TcpStream, Option<Waiting>, Duration) {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        (self.stream, self.waiting, left)
+    }
+
+    /// Reads a PROXY protocol header, v1 or v2 (`--proxy-protocol`), taking exactly its
+    /// bytes: a v1 line, bounded by its 107 bytes, goes into a buffer that size, as do a
+    /// v2 header's first bytes; the rest of a longer v2 header (TLVs), bounded by its
+    /// declared length, into one allocated to that length once it is known.
+    pub(crate) fn read_proxy_header(&mut self) -> Result<Header, HandshakeError> {
+        self.read_proxy_header_inner().map_err(|e| self.blame(e))
+    }
+
+    fn read_proxy_header_inner(&mut self) -> Result<Header, HandshakeError> {
+        let mut first = [0u8; V1_MAX_LEN];
+        let head =
+            self.read_message(&mut first, |prefix: &[u8]| Header::wanted_len(prefix).map(|len| len.min(V1_MAX_LEN)))?;
+        let total = Header::wanted_len(head)?;
+        if total == head.len() {
+            return Ok(Header::parse(head)?);
+        }
+        let mut whole = Vec::with_capacity(total);
+        whole.extend_from_slice(head);
+        whole.resize(total, 0);
+        self.read_exact(&mut whole[V1_MAX_LEN..])?;
+        Ok(Header::parse(&whole)?)
+    }
+
+    /// Fills `buf`, within the deadline however the bytes trickle in.
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), HandshakeError> {
+        let mut have = 0;
+        while have < buf.len() {
+            self.rearm()?;
+            match (&self.stream).read(&mut buf[have..]) {
+                Ok(0) => return Err(HandshakeError::Closed),
+                Ok(n) => have += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     /// The first byte the client sent, left in the socket: it tells SOCKS4 from SOCKS5.
     pub(crate) fn peek_first_byte(&mut self) -> Result<u8, HandshakeError> {
         self.peek_first_byte_inner().map_err(|e| self.blame(e))
     }
 
     fn peek_first_byte_inner(&mut self) -> Result<u8, HandshakeError> {
-        let mut byte = [0u8; 1];
         loop {
             self.rearm()?;
-            match self.stream.peek(&mut byte) {
+            match self.stream.peek(&mut self.seen.bytes) {
                 Ok(0) => return Err(HandshakeError::Closed),
-                Ok(_) => return Ok(byte[0]),
+                Ok(n) => {
+                    self.seen.len = n;
+                    return Ok(self.seen.bytes[0]);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -165,11 +232,18 @@ impl Negotiation {
                 return Err(HandshakeError::Malformed(wire::Error::FieldTooLong));
             }
             self.rearm()?;
-            let peeked = match self.stream.peek(&mut buf[have..]) {
-                Ok(0) => return Err(HandshakeError::Closed),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
+            let seen = std::mem::take(&mut self.seen.len).min(buf.len() - have);
+            let peeked = if seen > 0 {
+                // The first peek's bytes: what a second peek would see again, or less.
+                buf[have..have + seen].copy_from_slice(&self.seen.bytes[..seen]);
+                seen
+            } else {
+                match self.stream.peek(&mut buf[have..]) {
+                    Ok(0) => return Err(HandshakeError::Closed),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e.into()),
+                }
             };
             // Of the peeked bytes, take those the message covers: all of them while it
             // is still incomplete, else up to its end.
@@ -214,7 +288,7 @@ pub(crate) fn close_after_reply(stream: &TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::socks5::Request;
+    use crate::wire::socks5::{Greeting, Request};
     use std::net::TcpListener;
 
     fn pair() -> (TcpStream, TcpStream) {
@@ -237,6 +311,34 @@ mod tests {
     }
 
     #[test]
+    fn the_first_peek_serves_the_first_message_and_leaves_the_rest() {
+        let (mut client, server) = pair();
+        // Greeting, request and early payload in one segment; then a greeting longer than
+        // what the first peek keeps.
+        client.write_all(&[5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, 0, 80, b'G', b'E', b'T']).unwrap();
+        let mut negotiation = Negotiation::new(server, Duration::from_secs(5)).unwrap();
+        assert_eq!(negotiation.peek_first_byte().unwrap(), 5);
+        let mut buf = [0u8; Request::MAX_LEN];
+        assert_eq!(negotiation.read_message(&mut buf, Greeting::wanted_len).unwrap(), [5, 1, 0]);
+        let request = negotiation.read_message(&mut buf, Request::wanted_len).unwrap();
+        assert_eq!(request, [5, 1, 0, 1, 127, 0, 0, 1, 0, 80]);
+        let mut rest = [0u8; 3];
+        negotiation.stream().read_exact(&mut rest).unwrap();
+        assert_eq!(&rest, b"GET");
+
+        let (mut client, server) = pair();
+        let long: Vec<u8> = [5, 40].into_iter().chain(1..=40).collect();
+        client.write_all(&long).unwrap();
+        client.write_all(b"rest").unwrap();
+        let mut negotiation = Negotiation::new(server, Duration::from_secs(5)).unwrap();
+        assert_eq!(negotiation.peek_first_byte().unwrap(), 5);
+        assert_eq!(negotiation.read_message(&mut buf, Greeting::wanted_len).unwrap(), long);
+        let mut rest = [0u8; 4];
+        negotiation.stream().read_exact(&mut rest).unwrap();
+        assert_eq!(&rest, b"rest");
+    }
+
+    #[test]
     fn a_silent_client_times_out() {
         let (_client, server) = pair();
         // Started before the deadline is set, so the lower bound holds however slow the
@@ -248,5 +350,53 @@ mod tests {
         assert!(matches!(err, HandshakeError::TimedOut), "{err}");
         let waited = started.elapsed();
         assert!(waited >= Duration::from_millis(200) && waited < Duration::from_secs(10), "{waited:?}");
+    }
+
+    #[test]
+    fn a_proxy_header_is_taken_whole_tlvs_and_all_and_nothing_behind_it() {
+        use crate::wire::proxy_header::{Addresses, V2_SIGNATURE};
+        // v2 over IPv4 with a 200-byte TLV: longer than the first buffer.
+        let mut header = V2_SIGNATURE.to_vec();
+        header.extend([0x21, 0x11, 0, 12 + 3 + 200]);
+        header.extend([192, 0, 2, 7, 127, 0, 0, 1, 0x13, 0x88, 0x04, 0x38, 0xe0, 0, 200]);
+        header.extend([0x5a; 200]);
+        let (mut client, server) = pair();
+        client.write_all(&[&header[..], &[5, 1, 0]].concat()).unwrap();
+        let mut negotiation = Negotiation::new(server, Duration::from_secs(5)).unwrap();
+        let carried = negotiation.read_proxy_header().unwrap();
+        let source = "192.0.2.7:5000".parse().unwrap();
+        assert!(matches!(carried, Header::Proxied { addresses: Addresses::V4 { source: s, .. }, .. } if s == source));
+        assert_eq!(negotiation.peek_first_byte().unwrap(), 5, "the SOCKS greeting is left for the next phase");
+
+        let (mut client, server) = pair();
+        client.write_all(b"PROXY TCP4 192.0.2.7 127.0.0.1 5000 1080\r\n\x05").unwrap();
+        let mut negotiation = Negotiation::new(server, Duration::from_secs(5)).unwrap();
+        assert_eq!(negotiation.read_proxy_header().unwrap().source(), Some(source.into()));
+        assert_eq!(negotiation.peek_first_byte().unwrap(), 5);
+    }
+
+    #[test]
+    fn a_missing_or_endless_proxy_header_is_refused_at_its_bound() {
+        let (mut client, server) = pair();
+        client.write_all(&[5, 1, 0]).unwrap();
+        let mut negotiation = Negotiation::new(server, Duration::from_secs(5)).unwrap();
+        let err = negotiation.read_proxy_header().unwrap_err();
+        assert!(matches!(err, HandshakeError::Malformed(wire::Error::NotProxyHeader)), "{err}");
+
+        let (mut client, server) = pair();
+        client.write_all(&[b"PROXY ".as_slice(), &[b'x'; 200]].concat()).unwrap();
+        let mut negotiation = Negotiation::new(server, Duration::from_secs(5)).unwrap();
+        let err = negotiation.read_proxy_header().unwrap_err();
+        assert!(matches!(err, HandshakeError::Malformed(wire::Error::FieldTooLong)), "{err}");
+
+        // A v2 header that declares more than it sends times out within the budget.
+        let (mut client, server) = pair();
+        let mut header = wire::proxy_header::V2_SIGNATURE.to_vec();
+        header.extend([0x21, 0x11, 0x01, 0x00]);
+        header.extend([0u8; 200]);
+        client.write_all(&header).unwrap();
+        let mut negotiation = Negotiation::new(server, Duration::from_millis(300)).unwrap();
+        let err = negotiation.read_proxy_header().unwrap_err();
+        assert!(matches!(err, HandshakeError::TimedOut), "{err}");
     }
 }

@@ -1,12 +1,13 @@
-//! Waiting until a listener has a connection to accept or a stream has something to read,
-//! whichever comes first (and, on Windows, until a stream has room to write): poll(2),
-//! WSAPoll on Windows. std and socket2 wrap neither, and
-//! sleeping between looks instead is only as fine as the system's timer tick: 1 ms on Linux,
-//! about 15.6 ms by default on Windows.
+//! Waiting with poll(2), WSAPoll on Windows: until a listener has a connection to accept or
+//! a stream has something to read, whichever comes first (and, on Windows, until a stream
+//! has room to write); or until one of several non-blocking connects has ended. std and
+//! socket2 wrap neither call, and sleeping between looks instead is only as fine as the
+//! system's timer tick: 1 ms on Linux, about 15.6 ms by default on Windows.
 //!
 //! One of the modules allowed unsafe code: the two calls have no safe wrapper.
 #![allow(unsafe_code)] // poll and WSAPoll have no safe wrapper in std or socket2
 
+use socket2::Socket;
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
@@ -37,6 +38,42 @@ pub(crate) fn writable_within(stream: &TcpStream, timeout: Duration) -> io::Resu
     sys::poll(Watched::Stream(stream), None, sys::WRITABLE, millis(timeout))
 }
 
+/// How a non-blocking connect ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Connect {
+    Connected,
+    /// Refused, unreachable, or otherwise over; the socket's pending error says why.
+    Failed,
+}
+
+/// Connects watched at once without allocating: a race rarely runs more.
+const ON_STACK: usize = 8;
+
+/// Blocks until one of `connecting` (each with a non-blocking connect under way on the
+/// socket `socket` gives for it) has connected or failed, or `timeout` passes. Returns
+/// the first that connected, else the first that failed; `None` if the wait ended with
+/// every connect still under way (the timeout, or a signal).
+pub(crate) fn wait_connects<T>(
+    connecting: &[T],
+    socket: impl Fn(&T) -> &Socket,
+    timeout: Duration,
+) -> io::Result<Option<(usize, Connect)>> {
+    let mut on_stack = [sys::UNWATCHED; ON_STACK];
+    let mut on_heap = Vec::new();
+    let fds = if connecting.len() <= ON_STACK {
+        &mut on_stack[..connecting.len()]
+    } else {
+        on_heap.resize(connecting.len(), sys::UNWATCHED);
+        &mut on_heap[..]
+    };
+    for (fd, item) in fds.iter_mut().zip(connecting) {
+        *fd = sys::watch_connect(socket(item));
+    }
+    sys::poll_all(fds, millis(timeout))?;
+    let first = |wanted| fds.iter().position(|fd| sys::connect_ended(fd) == Some(wanted)).map(|i| (i, wanted));
+    Ok(first(Connect::Connected).or_else(|| first(Connect::Failed)))
+}
+
 /// Rounded up, so a wait of less than a millisecond is not a look without waiting.
 fn millis(timeout: Duration) -> i32 {
     i32::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
@@ -44,7 +81,8 @@ fn millis(timeout: Duration) -> i32 {
 
 #[cfg(unix)]
 mod sys {
-    use super::Watched;
+    use super::{Connect, Watched};
+    use socket2::Socket;
     use std::io;
     use std::net::TcpStream;
     use std::os::fd::AsRawFd;
@@ -60,7 +98,29 @@ mod sys {
         };
         let mut fds = [watch(first, events), watch(stream.map_or(-1, AsRawFd::as_raw_fd), READABLE)];
         let count = if stream.is_some() { 2 } else { 1 };
-        // SAFETY: `fds` is a live array of `count` initialised pollfd entries, which poll
+        poll_all(&mut fds[..count], millis)
+    }
+
+    pub(super) type PollFd = libc::pollfd;
+
+    pub(super) const UNWATCHED: PollFd = libc::pollfd { fd: -1, events: 0, revents: 0 };
+
+    pub(super) fn watch_connect(socket: &Socket) -> PollFd {
+        libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLOUT, revents: 0 }
+    }
+
+    pub(super) fn connect_ended(fd: &PollFd) -> Option<Connect> {
+        match fd.revents {
+            r if r & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 => Some(Connect::Failed),
+            r if r & libc::POLLOUT != 0 => Some(Connect::Connected),
+            _ => None,
+        }
+    }
+
+    /// Whether anything is ready; an interrupted wait says no.
+    pub(super) fn poll_all(fds: &mut [PollFd], millis: i32) -> io::Result<bool> {
+        let count = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
+        // SAFETY: `fds` is a live slice of `count` initialised pollfd entries, which poll
         // only reads and writes `revents` of; the descriptors are borrowed, so open.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), count, millis) };
         if ready < 0 {
@@ -75,14 +135,16 @@ mod sys {
 
 #[cfg(windows)]
 mod sys {
-    use super::Watched;
+    use super::{Connect, Watched};
+    use socket2::Socket;
     use std::io;
     use std::net::TcpStream;
     use std::os::windows::io::AsRawSocket;
 
     /// WSAPOLLFD from winsock2.h.
     #[repr(C)]
-    struct WsaPollFd {
+    #[derive(Clone, Copy)]
+    pub(super) struct WsaPollFd {
         fd: usize,
         events: i16,
         revents: i16,
@@ -91,8 +153,11 @@ mod sys {
     /// Normal data to read, or a connection to accept; the only input event WSAPoll takes
     /// for these sockets (it refuses POLLPRI).
     pub(super) const READABLE: i16 = 0x0100; // POLLRDNORM
-    /// Room to write normal data.
+    /// Room to write normal data; for a connecting socket, connected.
     pub(super) const WRITABLE: i16 = 0x0010; // POLLWRNORM
+    const POLLERR: i16 = 0x0001;
+    const POLLHUP: i16 = 0x0002;
+    const POLLNVAL: i16 = 0x0004;
 
     #[link(name = "ws2_32")]
     unsafe extern "system" {
@@ -108,7 +173,31 @@ mod sys {
         };
         let mut fds = [watch(first, events), watch(stream.map_or(0, AsRawSocket::as_raw_socket), READABLE)];
         let count = if stream.is_some() { 2 } else { 1 };
-        // SAFETY: `fds` is a live array of `count` initialised WSAPOLLFD entries, which
+        poll_all(&mut fds[..count], millis)
+    }
+
+    pub(super) type PollFd = WsaPollFd;
+
+    pub(super) const UNWATCHED: PollFd = WsaPollFd { fd: usize::MAX, events: 0, revents: 0 };
+
+    pub(super) fn watch_connect(socket: &Socket) -> PollFd {
+        WsaPollFd { fd: socket.as_raw_socket() as usize, events: WRITABLE, revents: 0 }
+    }
+
+    /// Windows before 10 2004 does not report a refused connect to WSAPoll at all; such an
+    /// attempt then stays under way until the race's deadline.
+    pub(super) fn connect_ended(fd: &PollFd) -> Option<Connect> {
+        match fd.revents {
+            r if r & (POLLERR | POLLHUP | POLLNVAL) != 0 => Some(Connect::Failed),
+            r if r & WRITABLE != 0 => Some(Connect::Connected),
+            _ => None,
+        }
+    }
+
+    /// Whether anything is ready.
+    pub(super) fn poll_all(fds: &mut [PollFd], millis: i32) -> io::Result<bool> {
+        let count = u32::try_from(fds.len()).unwrap_or(u32::MAX);
+        // SAFETY: `fds` is a live slice of `count` initialised WSAPOLLFD entries, which
         // WSAPoll only reads and writes `revents` of; the sockets are borrowed, so open.
         let ready = unsafe { WSAPoll(fds.as_mut_ptr(), count, millis) };
         if ready < 0 {
@@ -157,6 +246,34 @@ mod tests {
         ours.read_exact(&mut [0u8; 1]).unwrap();
         drop(theirs);
         assert!(readable_within(&ours, Duration::from_secs(10)).unwrap(), "a close");
+    }
+
+    #[test]
+    fn a_connect_that_ends_is_reported_and_a_connected_one_first() {
+        use socket2::{Domain, Type};
+        let start = |addr: std::net::SocketAddr| {
+            let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            socket.set_nonblocking(true).unwrap();
+            let _ = socket.connect(&addr.into());
+            socket
+        };
+        let until_ended = |sockets: &[&Socket]| {
+            let started = Instant::now();
+            loop {
+                if let Some(ended) = wait_connects(sockets, |s| s, Duration::from_secs(5)).unwrap() {
+                    return ended;
+                }
+                assert!(started.elapsed() < Duration::from_secs(10), "no connect ended");
+            }
+        };
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let refused = start(closed);
+        assert_eq!(until_ended(&[&refused]), (0, Connect::Failed));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let good = start(listener.local_addr().unwrap());
+        // Both have ended (loopback answers at once): the connected one is reported.
+        assert_eq!(until_ended(&[&good]), (0, Connect::Connected));
+        assert_eq!(until_ended(&[&refused, &good]), (1, Connect::Connected));
     }
 
     #[test]

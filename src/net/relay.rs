@@ -215,7 +215,7 @@ impl Relayer {
         Relayer {
             // A TCP session holds at most one relay thread and a UDP association two (one
             // per address family), and sessions are bounded, so this pool never has to queue.
-            threads: WorkerPool::new("burrowd-relay", 2 * max_sessions, max_sessions, RELAY_THREAD_STACK),
+            threads: WorkerPool::new("burrowd-relay", max_sessions.saturating_mul(2), max_sessions, RELAY_THREAD_STACK),
             buffers: BufferPool {
                 size: buffer_size.max(1),
                 max_spare: spare_limit(buffer_size.max(1)),
@@ -261,7 +261,11 @@ impl Relayer {
         let mut bytes = 0;
         match self.copy_until_fin(dir, link, &mut bytes) {
             Ok(()) => {
-                let _ = link.sockets(dir).1.shutdown(Shutdown::Write);
+                // After the other direction's FIN the session ends with this one, and the
+                // close that follows at once sends this FIN: a shutdown would be one more call.
+                if !link.closed(dir.other()) {
+                    let _ = link.sockets(dir).1.shutdown(Shutdown::Write);
+                }
                 // The FIN is news too: the half-close timeout counts from it, not from the
                 // last byte before it.
                 link.progress.moved.last_byte.touch();
@@ -437,6 +441,8 @@ struct Ends {
     /// The first reason only: once a limit or a peer's error has shut the sockets down,
     /// what the other direction sees of that shutdown is not news.
     cut: Option<RelayEnd>,
+    /// Threads waiting on `changed`: a notify with none costs a system call for nothing.
+    waiting: u8,
 }
 
 /// Reports a direction done when dropped, so that even a panicking copy (caught by the
@@ -560,7 +566,7 @@ impl Link {
     /// After `dir` waited a whole read or write timeout for nothing: the session's end if
     /// a limit has passed.
     fn limit_passed(&self, dir: Direction, stall: Stall) -> Option<RelayEnd> {
-        let half_closed = matches!(self.lock().copied[dir.other().index()], Some(Copied { fin: true, .. }));
+        let half_closed = self.closed(dir.other());
         self.expired_limit(self.progress.still_for(), half_closed, dir, stall)
     }
 
@@ -579,6 +585,11 @@ impl Link {
             .filter(|(limit, _)| still >= *limit)
             .min_by_key(|(limit, _)| *limit)
             .map(|(_, end)| end)
+    }
+
+    /// Whether `dir` has ended with its FIN passed on.
+    fn closed(&self, dir: Direction) -> bool {
+        matches!(self.lock().copied[dir.index()], Some(Copied { fin: true, .. }))
     }
 
     /// Ends the session for `end`, unless something ended it first.
@@ -605,7 +616,18 @@ impl Link {
         }
         let mut ends = self.lock();
         ends.copied[dir.index()] = Some(copied);
-        self.changed.notify_all();
+        let news_for = ends.waiting > 0;
+        if !(fin && ends.copied[open.index()].is_none() && ends.cut.is_none()) {
+            // Woken after the lock is let go, the waiter does not block on it at once.
+            drop(ends);
+            if news_for {
+                self.changed.notify_all();
+            }
+            return;
+        }
+        if news_for {
+            self.changed.notify_all();
+        }
         while fin && ends.copied[open.index()].is_none() && ends.cut.is_none() {
             let wait = if self.progress.is_writing(open) {
                 self.limits.half_close
@@ -619,7 +641,7 @@ impl Link {
                 }
                 self.limits.half_close.saturating_sub(still)
             };
-            ends = self.changed.wait_timeout(ends, wait).unwrap_or_else(|p| p.into_inner()).0;
+            ends = self.wait(ends, Some(wait));
         }
     }
 
@@ -632,8 +654,19 @@ impl Link {
                 let end = ends.cut.take().unwrap_or(RelayEnd::Closed);
                 return RelayOutcome { up, down, end };
             }
-            ends = self.changed.wait(ends).unwrap_or_else(|p| p.into_inner());
+            ends = self.wait(ends, None);
         }
+    }
+
+    /// Waits for the other direction's news, or `timeout`.
+    fn wait<'a>(&self, mut ends: MutexGuard<'a, Ends>, timeout: Option<Duration>) -> MutexGuard<'a, Ends> {
+        ends.waiting += 1;
+        let mut ends = match timeout {
+            Some(timeout) => self.changed.wait_timeout(ends, timeout).unwrap_or_else(|p| p.into_inner()).0,
+            None => self.changed.wait(ends).unwrap_or_else(|p| p.into_inner()),
+        };
+        ends.waiting -= 1;
+        ends
     }
 }
 
@@ -714,8 +747,9 @@ impl Meter {
         counter.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// Counts what a UDP association or forward moved, which has no [`Link`].
-    pub(crate) fn count_datagrams(&self, up: u64, down: u64) {
+    /// Counts what moved outside a [`Link`]: a UDP association's or forward's datagrams,
+    /// a forwarded HTTP request and its response.
+    pub(crate) fn count_moved(&self, up: u64, down: u64) {
         self.up.fetch_add(up, Ordering::Relaxed);
         self.down.fetch_add(down, Ordering::Relaxed);
         self.last_byte.touch();

@@ -96,41 +96,66 @@ fn keepalive_params(idle: Duration) -> TcpKeepalive {
     params
 }
 
-/// A TCP socket of `addr`'s family with the options on, not yet connected. Options go on
-/// before the connect ([`connect_within`]) so buffer sizes shape the window scaling the
-/// handshake negotiates.
-pub(crate) fn stream_for(addr: SocketAddr, opts: &SocketOptions) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+/// Opens a non-blocking TCP socket of `addr`'s family with the options on, runs `prepare`
+/// on it (to bind it to a source address or an interface), and starts its connect; says
+/// whether it connected at once. Options go on before the connect so buffer sizes shape
+/// the window scaling the handshake negotiates. The caller waits for the rest
+/// (`readiness::wait_connects`), then takes the stream with [`connected`] or the reason
+/// with [`connect_error`]. Per attempt that is socket, the options, connect, poll and one
+/// ioctl: what a blocking connect bounded by SO_SNDTIMEO cost, and it can be raced.
+pub(crate) fn start_connect(
+    addr: SocketAddr,
+    opts: &SocketOptions,
+    prepare: impl FnOnce(&Socket) -> io::Result<()>,
+) -> io::Result<(Socket, bool)> {
+    let socket = nonblocking_stream(addr)?;
     tune(&SockRef::from(&socket), opts)?;
+    prepare(&socket)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => Ok((socket, true)),
+        Err(e) if connect_under_way(&e) => Ok((socket, false)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Where the system can, the socket is non-blocking from its creation: no extra call.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+fn nonblocking_stream(addr: SocketAddr) -> io::Result<Socket> {
+    Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), None)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+fn nonblocking_stream(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
     Ok(socket)
 }
 
-/// Linux bounds a blocking connect by SO_SNDTIMEO: three system calls, where a
-/// non-blocking connect and poll take six. The timeout comes off again so relay writes
-/// block as before.
-#[cfg(target_os = "linux")]
-pub(crate) fn connect_within(socket: &Socket, addr: SocketAddr, timeout: Duration) -> io::Result<()> {
-    socket.set_write_timeout(Some(timeout))?;
-    let mut interrupted = false;
-    loop {
-        match socket.connect(&addr.into()) {
-            Ok(()) => break,
-            // A signal cut the wait short; connecting again waits for the same attempt.
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => interrupted = true,
-            Err(e) if interrupted && e.raw_os_error() == Some(libc::EISCONN) => break,
-            // What a blocking connect reports when SO_SNDTIMEO runs out.
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "connection timed out"));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    socket.set_write_timeout(None)
+/// Whether a non-blocking connect goes on in the background. An interrupted one does too.
+#[cfg(unix)]
+fn connect_under_way(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EINPROGRESS | libc::EINTR))
 }
 
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn connect_within(socket: &Socket, addr: SocketAddr, timeout: Duration) -> io::Result<()> {
-    socket.connect_timeout(&addr.into(), timeout)
+#[cfg(not(unix))]
+fn connect_under_way(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// The stream of a socket whose connect succeeded, blocking again for the relay (std's
+/// set_nonblocking is one ioctl on Linux, where socket2's is two fcntl calls).
+pub(crate) fn connected(socket: Socket) -> io::Result<TcpStream> {
+    let stream = TcpStream::from(socket);
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+/// Why a started connect failed: the socket's pending error.
+pub(crate) fn connect_error(socket: &Socket) -> io::Error {
+    match socket.take_error() {
+        Ok(Some(e)) | Err(e) => e,
+        Ok(None) => io::ErrorKind::NotConnected.into(),
+    }
 }
 
 /// Binds an outbound TCP socket, before its connect, to the source address `source` (port
@@ -230,12 +255,7 @@ pub(crate) fn udp_bind_prepared(
 mod tests {
     use super::*;
     use crate::config::Config;
-
-    fn connect(addr: SocketAddr, timeout: Duration, opts: &SocketOptions) -> io::Result<TcpStream> {
-        let socket = stream_for(addr, opts)?;
-        connect_within(&socket, addr, timeout)?;
-        Ok(socket.into())
-    }
+    use crate::net::readiness::Connect;
 
     #[test]
     fn accepted_streams_carry_the_options() {
@@ -269,41 +289,41 @@ mod tests {
         assert!(intruder.bind(&listener.local_addr().unwrap().into()).is_err(), "the address was taken");
     }
 
+    /// Connects to `addr` the way the race does, waiting as long as it takes.
+    fn connect(addr: SocketAddr, opts: &SocketOptions) -> io::Result<TcpStream> {
+        let (socket, at_once) = start_connect(addr, opts, |_| Ok(()))?;
+        if !at_once {
+            loop {
+                match crate::net::readiness::wait_connects(&[&socket], |s| s, Duration::from_secs(5))? {
+                    None => {}
+                    Some((_, Connect::Connected)) => break,
+                    Some((_, Connect::Failed)) => return Err(connect_error(&socket)),
+                }
+            }
+        }
+        connected(socket)
+    }
+
     #[test]
-    fn connected_streams_carry_the_options() {
+    fn connected_streams_carry_the_options_and_block() {
         let opts = SocketOptions { keepalive: Some(Duration::from_secs(30)), sndbuf: Some(256 * 1024), rcvbuf: None };
         let listener = listen("127.0.0.1:0".parse().unwrap(), &Config::default().socket).unwrap();
-        let stream = connect(listener.local_addr().unwrap(), Duration::from_secs(1), &opts).unwrap();
+        let stream = connect(listener.local_addr().unwrap(), &opts).unwrap();
         let sock = SockRef::from(&stream);
         assert!(sock.tcp_nodelay().unwrap());
         assert!(sock.keepalive().unwrap());
         // Linux doubles the value it is given for bookkeeping; others keep it.
         assert!(sock.send_buffer_size().unwrap() >= 256 * 1024);
-        assert_eq!(sock.write_timeout().unwrap(), None, "the connect timeout is not left on");
+        assert_eq!(sock.write_timeout().unwrap(), None, "no timeout is left on for the relay");
+        #[cfg(unix)]
+        assert!(!sock.nonblocking().unwrap(), "the relay reads block");
     }
 
     #[test]
     fn connect_errors_keep_their_kind() {
-        let opts = Config::default().socket;
         let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let refused = connect(closed, Duration::from_secs(1), &opts).unwrap_err();
+        let refused = connect(closed, &Config::default().socket).unwrap_err();
         assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
-
-        // A listener whose accept queue is full drops further SYNs, so a connect waits
-        // for its timeout.
-        let full = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        full.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
-        full.listen(0).unwrap();
-        let addr = full.local_addr().unwrap().as_socket().unwrap();
-        let mut queued = Vec::new();
-        let timed_out = loop {
-            match connect(addr, Duration::from_millis(200), &opts) {
-                Ok(stream) if queued.len() < 16 => queued.push(stream),
-                Ok(_) => panic!("the accept queue never filled"),
-                Err(e) => break e,
-            }
-        };
-        assert_eq!(timed_out.kind(), io::ErrorKind::TimedOut, "{timed_out}");
     }
 
     #[test]

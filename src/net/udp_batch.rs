@@ -8,6 +8,7 @@
 //! calls have no safe wrapper in std or socket2. Everything outside sees the safe [`Batch`].
 #![allow(unsafe_code)] // recvmmsg and sendmmsg have no safe wrapper in std or socket2
 
+use crate::config::rules::Allowed;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::ops::Range;
@@ -44,13 +45,37 @@ pub(crate) struct Batch {
     sys: sys::Scratch,
 }
 
-/// One datagram to send: bytes `range` of slot `slot`, to `to` (`None` on a connected
-/// socket). `note` is the caller's, handed back with the result.
+/// One datagram to send: bytes `range` of slot `slot`, to `to`. `note` is the caller's,
+/// handed back with the result.
 pub(crate) struct Outgoing<T> {
     pub slot: usize,
     pub range: Range<usize>,
-    pub to: Option<SocketAddr>,
+    pub to: Toward,
     pub note: T,
+}
+
+/// Where a datagram goes. A target takes the access rules' proof, so a relay path that
+/// forgets to ask them does not compile; the other two are not access decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Toward {
+    /// A target the rules allowed.
+    Target(Allowed<SocketAddr>),
+    /// The client a relay serves, at its own address: replies go back to whoever the
+    /// relay took the datagrams from.
+    Client(SocketAddr),
+    /// The peer a connected socket sends to (an upstream hop's relay).
+    Connected,
+}
+
+impl Toward {
+    /// The address a send names; none on a connected socket.
+    fn address(self) -> Option<SocketAddr> {
+        match self {
+            Toward::Target(target) => Some(*target.get()),
+            Toward::Client(client) => Some(client),
+            Toward::Connected => None,
+        }
+    }
 }
 
 impl Batch {
@@ -311,7 +336,7 @@ mod sys {
         scratch: &mut Scratch,
     ) -> Result<usize, Refused> {
         scratch.destinations.clear();
-        scratch.destinations.extend(out.iter().map(|datagram| datagram.to.map(SockAddr::from)));
+        scratch.destinations.extend(out.iter().map(|datagram| datagram.to.address().map(SockAddr::from)));
         // SAFETY: iovec, mmsghdr and cmsghdr are plain C structs for which all zeros (null
         // pointers, zero lengths) is a valid value.
         let (mut iovecs, mut headers, mut controls): (
@@ -424,7 +449,7 @@ mod sys {
     ) -> Result<usize, Refused> {
         let datagram = &out[0];
         let bytes = &slots[datagram.slot * slot_len..][datagram.range.clone()];
-        let sent = match datagram.to {
+        let sent = match datagram.to.address() {
             Some(to) => socket.send_to(bytes, to),
             None => socket.send(bytes),
         };
@@ -517,7 +542,7 @@ mod tests {
         ]
         .into_iter()
         .zip(0..)
-        .map(|((range, to), note)| Outgoing { slot: 0, range, to: Some(to), note })
+        .map(|((range, to), note)| Outgoing { slot: 0, range, to: Toward::Client(to), note })
         .collect();
         let mut results = Vec::new();
         batch.send(&sender, &out, |datagram, sent| results.push((datagram.note, sent.is_ok())));
@@ -538,7 +563,7 @@ mod tests {
         peer.send_to(b"ping", socket.local_addr().unwrap()).unwrap();
         let mut batch = Batch::new(0);
         assert_eq!(batch.recv(&socket).unwrap(), 1);
-        let out = [Outgoing { slot: 0, range: 0..4, to: None, note: () }];
+        let out = [Outgoing { slot: 0, range: 0..4, to: Toward::Connected, note: () }];
         let mut sent = Vec::new();
         batch.send(&socket, &out, |_, result| sent.push(result.is_ok()));
         assert_eq!(sent, [true]);
@@ -564,7 +589,7 @@ mod tests {
         (0..count)
             .map(|i| {
                 let len = if i + 1 == count { last } else { size };
-                Outgoing { slot: 0, range: 0..len, to: Some(to), note: i }
+                Outgoing { slot: 0, range: 0..len, to: Toward::Client(to), note: i }
             })
             .collect()
     }

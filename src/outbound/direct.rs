@@ -6,20 +6,17 @@
 
 use super::{ConnectError, Connected, Egress};
 use crate::config::SocketOptions;
+use crate::net::readiness::{self, Connect};
 use crate::net::sockopt;
 use crate::wire::addr::TargetAddr;
-use crossbeam_channel::RecvTimeoutError;
 use socket2::Socket;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::Arc;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 /// How long an attempt runs alone before the next address is tried beside it: RFC 8305's
 /// recommended Connection Attempt Delay.
 const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
-/// Stack for the threads that run the attempts: a connect and a channel send.
-const ATTEMPT_STACK: usize = 64 * 1024;
 
 /// Resolves a target to its addresses; a literal address resolves to itself.
 pub(crate) fn resolve(target: &TargetAddr) -> Result<Vec<SocketAddr>, ConnectError> {
@@ -67,12 +64,15 @@ pub(crate) fn connect_direct(
 }
 
 /// Connects to one of `addrs` (at least one, in the resolver's order of preference)
-/// within `timeout` for the whole attempt. One address is connected to on this thread.
-/// Several are raced as RFC 8305 says: in the resolver's order with the families
-/// alternating, each started [`ATTEMPT_DELAY`] after the one before unless that one has
-/// failed already; the first to connect wins and the others are cut. If none connects,
-/// the error is the last one seen, or a timeout for an attempt still under way. Every
-/// socket leaves as `egress` says.
+/// within `timeout` for the whole attempt, as RFC 8305 races them: in the resolver's order
+/// with the families alternating, each started [`ATTEMPT_DELAY`] after the one before
+/// unless that one has failed already; the first to connect wins and the others are closed
+/// at once. If none connects, the error is the last one seen, or a timeout for an attempt
+/// still under way.
+///
+/// Every attempt is a non-blocking connect, and this thread waits on all of them at once
+/// (`readiness::wait_connects`): no thread per attempt. A single address takes the same
+/// path, at a blocking connect's cost. Every socket leaves as `egress` says.
 pub(crate) fn connect_any(
     addrs: &[SocketAddr],
     timeout: Duration,
@@ -84,29 +84,15 @@ pub(crate) fn connect_any(
             name: String::new(),
             error: io::Error::new(io::ErrorKind::NotFound, "no addresses"),
         }),
-        &[addr] => {
-            let connect = || {
-                let socket = outbound_socket(addr, opts, egress)?;
-                sockopt::connect_within(&socket, addr, timeout)?;
-                Ok(socket.into())
-            };
-            let stream = connect().map_err(|error| ConnectError::Connect { addr, error })?;
-            connected(stream, addr)
-        }
+        &[addr] => race(&[addr], timeout, opts, egress),
         _ => race(&interleave_families(addrs), timeout, opts, egress),
     }
 }
 
-/// A TCP socket toward `addr` with the options on, bound as `egress` says, not yet
-/// connected.
-fn outbound_socket(addr: SocketAddr, opts: &SocketOptions, egress: &Egress) -> io::Result<Socket> {
-    let socket = sockopt::stream_for(addr, opts)?;
-    egress.prepare(&socket, addr.is_ipv6())?;
-    Ok(socket)
-}
-
-fn connected(stream: TcpStream, addr: SocketAddr) -> Result<Connected, ConnectError> {
-    let local = stream.local_addr().map_err(|error| ConnectError::Connect { addr, error })?;
+fn connected(socket: Socket, addr: SocketAddr) -> Result<Connected, ConnectError> {
+    let failed = |error| ConnectError::Connect { addr, error };
+    let stream = sockopt::connected(socket).map_err(failed)?;
+    let local = stream.local_addr().map_err(failed)?;
     Ok(Connected { stream, peer: addr, local, source: local.into() })
 }
 
@@ -127,16 +113,11 @@ fn interleave_families(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
     order
 }
 
-/// An attempt under way on a thread of its own; the socket is shared so a winner can cut it.
+/// An attempt under way: its connect started, not yet ended.
 struct Attempt {
-    /// Its place in the race: a resolver may list an address twice.
-    number: usize,
     addr: SocketAddr,
-    socket: Arc<Socket>,
+    socket: Socket,
 }
-
-/// What an attempt's thread reports: its number, and its socket once connected.
-type Outcome = (usize, io::Result<Arc<Socket>>);
 
 fn race(
     order: &[SocketAddr],
@@ -145,8 +126,7 @@ fn race(
     egress: &Egress,
 ) -> Result<Connected, ConnectError> {
     let deadline = Instant::now() + timeout;
-    let (report, outcomes) = crossbeam_channel::unbounded::<Outcome>();
-    let mut waiting = order.iter().copied().enumerate();
+    let mut waiting = order.iter().copied();
     let mut running: Vec<Attempt> = Vec::new();
     let mut last_error = None;
     let mut next_start = Instant::now();
@@ -155,43 +135,42 @@ fn race(
         if now >= deadline {
             break;
         }
-        if now >= next_start
-            && let Some((number, addr)) = waiting.next()
+        if (now >= next_start || running.is_empty())
+            && let Some(addr) = waiting.next()
         {
-            match start(number, addr, deadline - now, opts, egress, &report) {
-                Ok(attempt) => running.push(attempt),
-                Err(error) => last_error = Some(ConnectError::Connect { addr, error }),
+            match sockopt::start_connect(addr, opts, |socket| egress.prepare(socket, addr.is_ipv6())) {
+                Ok((socket, true)) => return connected(socket, addr),
+                Ok((socket, false)) => {
+                    running.push(Attempt { addr, socket });
+                    next_start = now + ATTEMPT_DELAY;
+                }
+                // A failed attempt is no reason to wait: the next one starts now.
+                Err(error) => {
+                    last_error = Some(ConnectError::Connect { addr, error });
+                    next_start = now;
+                }
             }
-            next_start = now + ATTEMPT_DELAY;
             continue;
         }
-        if running.is_empty() && waiting.len() == 0 {
+        if running.is_empty() {
             break;
         }
         let wake = if waiting.len() > 0 { next_start.min(deadline) } else { deadline };
-        match outcomes.recv_deadline(wake) {
-            Ok((number, Ok(socket))) => {
-                let addr = order[number];
-                running.retain(|attempt| attempt.number != number);
-                cut(&running);
-                // Its thread sent its handle away and holds no other: this is the only one.
-                let socket = Arc::try_unwrap(socket).map_err(|_| ConnectError::Connect {
-                    addr,
-                    error: io::Error::other("connected socket still shared"),
-                })?;
-                return connected(socket.into(), addr);
+        match readiness::wait_connects(&running, |attempt| &attempt.socket, wake - now) {
+            // A winner closes every other attempt.
+            Ok(Some((won, Connect::Connected))) => {
+                let Attempt { addr, socket } = running.swap_remove(won);
+                return connected(socket, addr);
             }
-            Ok((number, Err(error))) => {
-                running.retain(|attempt| attempt.number != number);
-                last_error = Some(ConnectError::Connect { addr: order[number], error });
-                // A failed attempt is no reason to wait: the next one starts now.
+            Ok(Some((failed, Connect::Failed))) => {
+                let Attempt { addr, socket } = running.remove(failed);
+                last_error = Some(ConnectError::Connect { addr, error: sockopt::connect_error(&socket) });
                 next_start = Instant::now();
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => unreachable!("this function holds a sender"),
+            Ok(None) => {}
+            Err(error) => return Err(ConnectError::Connect { addr: running[0].addr, error }),
         }
     }
-    cut(&running);
     match running.first() {
         Some(attempt) => Err(ConnectError::Connect { addr: attempt.addr, error: io::ErrorKind::TimedOut.into() }),
         None => {
@@ -200,40 +179,12 @@ fn race(
     }
 }
 
-/// Starts attempt `number`, to `addr`, on a thread of its own, within `timeout`.
-fn start(
-    number: usize,
-    addr: SocketAddr,
-    timeout: Duration,
-    opts: &SocketOptions,
-    egress: &Egress,
-    report: &crossbeam_channel::Sender<Outcome>,
-) -> io::Result<Attempt> {
-    let socket = Arc::new(outbound_socket(addr, opts, egress)?);
-    let (theirs, report) = (Arc::clone(&socket), report.clone());
-    std::thread::Builder::new().name("burrowd-connect".into()).stack_size(ATTEMPT_STACK).spawn(move || {
-        let outcome = sockopt::connect_within(&theirs, addr, timeout).map(|()| theirs);
-        // Nobody listens once another attempt has won; the socket then closes here.
-        let _ = report.send((number, outcome));
-    })?;
-    Ok(Attempt { number, addr, socket })
-}
-
-/// Cuts the attempts still under way. On Linux, shutting down a connecting socket wakes
-/// its connect at once with an error; elsewhere it may run on until its own timeout, and
-/// its socket closes then.
-fn cut(running: &[Attempt]) {
-    for attempt in running {
-        let _ = attempt.socket.shutdown(Shutdown::Both);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Config;
     use socket2::{Domain, Type};
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
 
     fn addr(text: &str) -> SocketAddr {
         text.parse().unwrap()

@@ -196,7 +196,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let target = listener.local_addr().unwrap();
         let egress = Egress::for_session(&spec(&["127.0.0.2"]), addr("127.0.0.1:1080"));
-        let socket = sockopt::stream_for(target, &Config::default().socket).unwrap();
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
         egress.prepare(&socket, false).unwrap();
         socket.connect(&target.into()).unwrap();
         let (_, peer) = listener.accept().unwrap();
@@ -213,7 +213,7 @@ mod tests {
         assert!(err.to_string().starts_with("cannot bind to source address 192.0.2.77: "), "{err}");
         assert_eq!(err.kind(), io::ErrorKind::Other, "reply 1, not one about the target");
         let egress = Egress::for_session(&absent, addr("127.0.0.1:1080"));
-        let socket = sockopt::stream_for(addr("127.0.0.1:9"), &Config::default().socket).unwrap();
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
         assert_eq!(egress.prepare(&socket, false).unwrap_err().kind(), io::ErrorKind::Other);
         probe(&spec(&["127.0.0.2", "::1"])).unwrap();
     }

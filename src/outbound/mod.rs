@@ -1,19 +1,22 @@
 //! Reaching a target: directly (name resolution, then each address in turn), or through
-//! the upstream SOCKS5 proxies of `-F`, from the source the session's [`Egress`] says.
-//! Both fail with one error type, [`ConnectError`].
+//! the upstream proxies of `-F`, from the source the session's [`Egress`] says. Both fail
+//! with one error type, [`ConnectError`].
 
-pub(crate) mod direct;
+mod direct;
 pub(crate) mod egress;
 pub(crate) mod upstream;
 
+use crate::config::SocketOptions;
+use crate::config::rules::Allowed;
 use crate::net::negotiation::HandshakeError;
 use crate::wire::printable::Printable;
 use crate::wire::{self, addr::TargetAddr, socks5::ReplyCode};
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::Duration;
 
-pub(crate) use direct::{connect_any, resolve};
+pub(crate) use direct::resolve;
 pub(crate) use egress::Egress;
 
 /// Why an outbound connection was not made.
@@ -25,8 +28,9 @@ pub(crate) enum ConnectError {
     Connect { addr: SocketAddr, error: io::Error },
     /// A hop of the upstream chain failed (boxed: it is rare and large).
     Upstream(Box<UpstreamFailure>),
-    /// The target resolved to an address the access rules refuse; `why` names the rule.
-    Denied { addr: SocketAddr, why: String },
+    /// The access rules refuse the target (or an address it resolved to); the text names
+    /// the rule.
+    Denied(String),
 }
 
 impl fmt::Display for ConnectError {
@@ -35,9 +39,20 @@ impl fmt::Display for ConnectError {
             ConnectError::Resolve { name, error } => write!(f, "cannot resolve {}: {error}", Printable(name)),
             ConnectError::Connect { addr, error } => write!(f, "connect to {addr}: {error}"),
             ConnectError::Upstream(failure) => failure.fmt(f),
-            ConnectError::Denied { addr, why } => write!(f, "{addr}: {why}"),
+            ConnectError::Denied(why) => f.write_str(why),
         }
     }
+}
+
+/// Connects to one of `addrs`, each allowed by the access rules, leaving as `egress` says,
+/// as [`direct::connect_any`] does.
+pub(crate) fn connect_any(
+    addrs: &Allowed<Vec<SocketAddr>>,
+    timeout: Duration,
+    opts: &SocketOptions,
+    egress: &Egress,
+) -> Result<Connected, ConnectError> {
+    direct::connect_any(addrs.get(), timeout, opts, egress)
 }
 
 /// A connection to a target, with the addresses the session log reports.
@@ -79,8 +94,12 @@ pub(crate) enum UpstreamError {
     /// It chose an authentication method we cannot use (a login we have no credentials
     /// for, or "none acceptable").
     NoAcceptableMethod(u8),
-    /// It rejected our username and password.
+    /// It rejected our username and password (an HTTP hop: 407).
     LoginRejected,
+    /// An HTTP hop answered our CONNECT with this status.
+    HttpStatus(u16),
+    /// It is an HTTP proxy, asked to carry BIND or UDP.
+    TcpOnly,
     /// It answered our request with this failure code.
     Replied(ReplyCode),
     /// Its UDP relay address is one we cannot send to.
@@ -98,6 +117,8 @@ impl fmt::Display for UpstreamError {
             UpstreamError::Unreachable(e) => write!(f, "cannot reach it: {e}"),
             UpstreamError::NoAcceptableMethod(m) => write!(f, "it chose auth method {m:#04x}, which we cannot use"),
             UpstreamError::LoginRejected => write!(f, "it rejected our username/password"),
+            UpstreamError::HttpStatus(status) => write!(f, "it answered HTTP {status}"),
+            UpstreamError::TcpOnly => write!(f, "it is an HTTP proxy, which carries TCP only (no BIND, no UDP)"),
             UpstreamError::Replied(code) => write!(f, "it replied {code}"),
             UpstreamError::BadRelayAddress(addr) => write!(f, "it named UDP relay {addr}, which we cannot use"),
             UpstreamError::UnreachableRelay { relay, from } => {

@@ -1,5 +1,7 @@
-//! Outbound traffic through upstream SOCKS5 proxies (`-F`): a SOCKS5 client built on
-//! [`crate::wire`], run hop by hop over one TCP connection.
+//! Outbound traffic through upstream proxies (`-F`): a SOCKS5 client, and an HTTP
+//! CONNECT client for HTTP proxy hops, built on [`crate::wire`], run hop by hop over one
+//! TCP connection. An HTTP hop carries TCP only: BIND and UDP through a chain that has one
+//! fail before any hop is asked.
 //!
 //! Every command goes through the whole chain. burrowd connects to the first hop and asks
 //! it to CONNECT to the second hop, asks that one for the third, and so on; the last hop
@@ -14,9 +16,12 @@
 //! here.
 
 use super::{ConnectError, Connected, Egress, UpstreamError, UpstreamFailure, direct};
-use crate::config::{Credentials, Hop, SocketOptions, UdpOptions};
+use crate::config::rules::Allowed;
+use crate::config::{Credentials, Hop, HopKind, SocketOptions, UdpOptions};
 use crate::net::negotiation::Negotiation;
-use crate::wire::addr::TargetAddr;
+use crate::wire::addr::{Addr, TargetAddr};
+use crate::wire::base64;
+use crate::wire::http::{self, MAX_RESPONSE_HEAD_LEN, ResponseHead};
 use crate::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
 use crate::wire::udp::{Header, MAX_HEADER_LEN};
 use crate::wire::userpass;
@@ -29,14 +34,15 @@ use std::time::Duration;
 /// `timeout` once per hop.
 pub(crate) fn connect(
     chain: &[Hop],
-    target: &TargetAddr,
+    target: &Allowed<Addr<'_>>,
     timeout: Duration,
     opts: &SocketOptions,
     egress: &Egress,
 ) -> Result<Connected, ConnectError> {
+    let target = &target.get().to_owned();
     let last = chain.len() - 1;
     let (mut negotiation, first, _) = path_to(chain, last, timeout, opts, egress)?;
-    let source = request(&mut negotiation, chain[last].credentials.as_ref(), Command::Connect, target)
+    let source = request(&mut negotiation, &chain[last], Command::Connect, target)
         .map_err(|error| hop_error(chain, last, target, true, error))?;
     Ok(Connected { stream: negotiation.into_stream(), peer: first.peer, local: first.local, source })
 }
@@ -56,14 +62,16 @@ pub(crate) struct UpstreamBind {
 /// as it is, a name unresolved); returns once its first reply is in.
 pub(crate) fn bind(
     chain: &[Hop],
-    named: &TargetAddr,
+    named: &Allowed<Addr<'_>>,
     timeout: Duration,
     opts: &SocketOptions,
     egress: &Egress,
 ) -> Result<UpstreamBind, ConnectError> {
+    let named = &named.get().to_owned();
     let last = chain.len() - 1;
+    tcp_only_check(chain, named)?;
     let (mut negotiation, _, _) = path_to(chain, last, timeout, opts, egress)?;
-    let listening = request(&mut negotiation, chain[last].credentials.as_ref(), Command::Bind, named)
+    let listening = request(&mut negotiation, &chain[last], Command::Bind, named)
         .map_err(|error| hop_error(chain, last, named, true, error))?;
     Ok(UpstreamBind {
         stream: negotiation.into_stream(),
@@ -174,6 +182,7 @@ pub(crate) fn udp_associate(
     udp_opts: &UdpOptions,
     egress: &Egress,
 ) -> Result<UpstreamUdp, ConnectError> {
+    tcp_only_check(chain, &chain[chain.len() - 1].addr)?;
     let (mut negotiation, first, _) = path_to(chain, 0, timeout, opts, egress)?;
     // Our UDP socket is bound before asking, so the request can name the exact address
     // the hop should accept datagrams from: our end of the TCP connection's.
@@ -182,8 +191,7 @@ pub(crate) fn udp_associate(
     let from = socket.local_addr().map_err(local_error)?;
     let asked = TargetAddr::Ip(from);
     let hop_failed = |error| hop_error(chain, 0, &asked, true, error);
-    let reported =
-        request(&mut negotiation, chain[0].credentials.as_ref(), Command::UdpAssociate, &asked).map_err(hop_failed)?;
+    let reported = request(&mut negotiation, &chain[0], Command::UdpAssociate, &asked).map_err(hop_failed)?;
     let relay = match relay_address(reported, &TargetAddr::Ip(first.peer), Some(from.ip())) {
         Ok(TargetAddr::Ip(relay)) if same_family(relay.ip(), from.ip()) => relay,
         Ok(other) => return Err(hop_failed(UpstreamError::BadRelayAddress(other))),
@@ -198,8 +206,7 @@ pub(crate) fn udp_associate(
         // know, so none is named (all zeros, as RFC 1928 allows).
         let asked = TargetAddr::Ip(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0));
         let hop_failed = |error| hop_error(chain, index, &asked, true, error);
-        let reported = request(&mut negotiation, chain[index].credentials.as_ref(), Command::UdpAssociate, &asked)
-            .map_err(hop_failed)?;
+        let reported = request(&mut negotiation, &chain[index], Command::UdpAssociate, &asked).map_err(hop_failed)?;
         let previous_hop_ip = match seen_as {
             TargetAddr::Ip(seen_as) if !seen_as.ip().is_unspecified() => Some(seen_as.ip()),
             _ => None,
@@ -268,10 +275,18 @@ fn path_to(
     let mut seen_as = TargetAddr::Ip(local);
     for index in 0..to {
         let next = &chain[index + 1].addr;
-        seen_as = request(&mut negotiation, chain[index].credentials.as_ref(), Command::Connect, next)
+        seen_as = request(&mut negotiation, &chain[index], Command::Connect, next)
             .map_err(|error| hop_error(chain, index, next, false, error))?;
     }
     Ok((negotiation, FirstHop { peer, local }, seen_as))
+}
+
+/// Refuses BIND and UDP through a chain with an HTTP hop, which can carry neither.
+fn tcp_only_check(chain: &[Hop], asked: &TargetAddr) -> Result<(), ConnectError> {
+    match chain.iter().position(|hop| hop.kind == HopKind::Http) {
+        Some(index) => Err(hop_error(chain, index, asked, false, UpstreamError::TcpOnly)),
+        None => Ok(()),
+    }
 }
 
 fn hop_error(chain: &[Hop], index: usize, asked: &TargetAddr, for_target: bool, error: UpstreamError) -> ConnectError {
@@ -284,9 +299,55 @@ fn hop_error(chain: &[Hop], index: usize, asked: &TargetAddr, for_target: bool, 
     }))
 }
 
+/// One request to `hop`, in the protocol it speaks. Returns the address in its success
+/// reply (an HTTP proxy names none: all zeros).
+fn request(
+    negotiation: &mut Negotiation,
+    hop: &Hop,
+    command: Command,
+    addr: &TargetAddr,
+) -> Result<TargetAddr, UpstreamError> {
+    match (hop.kind, command) {
+        (HopKind::Socks5, _) => socks5_request(negotiation, hop.credentials.as_ref(), command, addr),
+        (HopKind::Http, Command::Connect) => http_connect(negotiation, hop.credentials.as_ref(), addr),
+        (HopKind::Http, Command::Bind | Command::UdpAssociate) => Err(UpstreamError::TcpOnly),
+    }
+}
+
+/// `CONNECT host:port` to an HTTP proxy, with a Basic login when we have one; any 2xx
+/// opens the tunnel, whose first byte follows the response head.
+fn http_connect(
+    negotiation: &mut Negotiation,
+    credentials: Option<&Credentials>,
+    addr: &TargetAddr,
+) -> Result<TargetAddr, UpstreamError> {
+    let authority = match addr {
+        TargetAddr::Ip(addr) => addr.to_string(),
+        // A name the request line cannot carry as it is never reaches the hop.
+        TargetAddr::Domain(name, port) if name.bytes().all(|b| b.is_ascii_graphic() && b != b'/') => {
+            format!("{name}:{port}")
+        }
+        TargetAddr::Domain(..) => return Err(crate::wire::Error::BadDomain.into()),
+    };
+    let mut head = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    if let Some(credentials) = credentials {
+        let login = [&credentials.user[..], b":", &credentials.password[..]].concat();
+        head.push_str(&format!("Proxy-Authorization: Basic {}\r\n", base64::encode(&login)));
+    }
+    head.push_str("\r\n");
+    negotiation.write(head.as_bytes())?;
+    let mut buf = vec![0u8; MAX_RESPONSE_HEAD_LEN];
+    let response = ResponseHead::parse(negotiation.read_message(&mut buf, http::head_len)?)?;
+    match response.status {
+        200..=299 => Ok(TargetAddr::Ip(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0))),
+        407 => Err(UpstreamError::LoginRejected),
+        status => Err(UpstreamError::HttpStatus(status)),
+    }
+}
+
 /// One SOCKS5 exchange with a proxy: greeting, login when it asks for one, the request.
 /// Returns the address in its success reply.
-fn request(
+fn socks5_request(
     negotiation: &mut Negotiation,
     credentials: Option<&Credentials>,
     command: Command,
@@ -331,12 +392,19 @@ fn read_reply(negotiation: &mut Negotiation) -> Result<TargetAddr, UpstreamError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::config::rules::{Request, RuleTable};
+    use crate::config::{Config, HopKind};
     use crate::net::negotiation::HandshakeError;
     use std::net::TcpListener;
 
     fn hop(addr: SocketAddr) -> Hop {
-        Hop { addr: TargetAddr::Ip(addr), credentials: None }
+        Hop { kind: HopKind::Socks5, addr: TargetAddr::Ip(addr), credentials: None }
+    }
+
+    /// `target`, as the rules allow it to a client on this host when there are none.
+    fn allowed(target: &TargetAddr) -> Allowed<Addr<'_>> {
+        let local = Request { client: Some(Ipv4Addr::LOCALHOST.into()), ..Request::default() };
+        RuleTable::default().permit(&local, target.as_addr()).expect("no rules allow a local client")
     }
 
     /// A port with nothing listening.
@@ -349,7 +417,7 @@ mod tests {
         let down = closed_port();
         let target = TargetAddr::Domain("example.org".into(), 443);
         let opts = Config::default().socket;
-        let err = connect(&[hop(down)], &target, Duration::from_secs(5), &opts, &Egress::default())
+        let err = connect(&[hop(down)], &allowed(&target), Duration::from_secs(5), &opts, &Egress::default())
             .err()
             .expect("hop is down");
         let ConnectError::Upstream(failure) = &err else { panic!("{err}") };
@@ -407,9 +475,15 @@ mod tests {
             let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
         });
         let target = TargetAddr::Ip("127.0.0.1:9".parse().unwrap());
-        let err = connect(&[hop(addr)], &target, Duration::from_secs(5), &Config::default().socket, &Egress::default())
-            .err()
-            .unwrap();
+        let err = connect(
+            &[hop(addr)],
+            &allowed(&target),
+            Duration::from_secs(5),
+            &Config::default().socket,
+            &Egress::default(),
+        )
+        .err()
+        .unwrap();
         let ConnectError::Upstream(failure) = &err else { panic!("{err}") };
         assert!(matches!(failure.error, UpstreamError::Handshake(HandshakeError::Malformed(_))), "{err}");
         assert!(failure.for_target, "the one hop was asked for the target");

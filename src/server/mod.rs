@@ -2,13 +2,16 @@
 //! worker pool clients are handed to, stopping and draining.
 
 mod accept;
+mod proxied;
 mod status;
 
 use crate::config::egress::BindOut;
+use crate::config::rules::Rules;
 use crate::config::users::Users;
 use crate::config::{Config, ServiceSpec};
 use crate::forward;
 use crate::net::admission::{self, Admission};
+use crate::net::interfaces;
 use crate::net::sockopt;
 use crate::net::worker_pool::WorkerPool;
 use crate::outbound;
@@ -50,6 +53,7 @@ impl Server {
     /// Binds every service's socket, then starts serving. Fails, naming the address, if
     /// any cannot be bound.
     pub fn start(config: Config) -> io::Result<Server> {
+        shield_host(&config.rules, "start");
         let mut bound = Vec::new();
         for spec in &config.services {
             let addr = spec.listen_addr();
@@ -61,11 +65,9 @@ impl Server {
             let socket = socket.map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             bound.push((socket, spec.clone()));
         }
-        let admission = Arc::new(Admission::new(admission_limits(&config)));
-        // Besides the queue admission allows, reclaimed clients not yet reached by a worker
-        // wait here too, as many as there are places at most; each ends as soon as it is reached.
-        let queue = config.queue + (config.max_clients + config.queue);
-        let workers = Arc::new(WorkerPool::new("burrowd-worker", config.max_clients, queue, WORKER_STACK));
+        let limits = admission_limits(&config);
+        let (admission, queue_watch) = Admission::new(limits);
+        let workers = Arc::new(WorkerPool::new("burrowd-worker", limits.workers, limits.pool_waiting(), WORKER_STACK));
         let status_listener = match config.status {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -75,6 +77,13 @@ impl Server {
         };
         let stopping = Arc::new(AtomicBool::new(false));
         let ctx = Arc::new(Context::new(config, Arc::clone(&stopping)));
+        // With no queue places, no client ever waits for a worker.
+        if limits.queue > 0 {
+            let ctx = Arc::clone(&ctx);
+            std::thread::Builder::new()
+                .name("burrowd-queue".into())
+                .spawn(move || accept::watch_queue(&ctx, queue_watch))?;
+        }
         let mut addrs = Vec::new();
         let mut accept_threads = Vec::new();
         for (socket, spec) in bound {
@@ -95,6 +104,7 @@ impl Server {
                         stopping: Arc::clone(&stopping),
                         spec: Arc::new(spec),
                         addr,
+                        balanced: Arc::default(),
                     };
                     let thread = std::thread::Builder::new()
                         .name("burrowd-accept".into())
@@ -151,11 +161,13 @@ impl Server {
         }
     }
 
-    /// Reads the `--rules` and `--users` files again (SIGHUP): sessions started from now on
+    /// Reads this host's interface addresses and the `--rules` and `--users` files again
+    /// (SIGHUP): sessions started from now on
     /// use the new tables, live ones keep theirs, and a file that fails to parse leaves
     /// the table in force, with one line saying where and why.
     pub fn reload(&self) {
         let config = &self.ctx.config;
+        shield_host(&config.rules, "reload");
         if config.rules.has_files() {
             match config.rules.reload() {
                 Ok(count) => log::info!("reload: {count} access rule(s) in force"),
@@ -190,6 +202,15 @@ impl Server {
     }
 }
 
+/// Reads this host's interface addresses for the rules' protection to shield (see
+/// `config::rules`); if they cannot be read, the ones shielded so far stay, said in one line.
+fn shield_host(rules: &Rules, when: &str) {
+    match interfaces::addresses() {
+        Ok(addresses) => rules.shield_host(addresses),
+        Err(e) => log::warn!("{when}: cannot read this host's interface addresses, the ones shielded so far stay: {e}"),
+    }
+}
+
 /// Descriptors a session place may take: the client's socket, its target's (or, while in
 /// the handshake, the second handle admission keeps; or a UDP association's relay socket),
 /// one more for an association's outbound socket, and a reclaimed client's socket still
@@ -202,15 +223,16 @@ const DESCRIPTORS_RESERVED: u64 = 64;
 /// need; where the hard limit does not allow that, fewer places, so that a client past
 /// them is refused by a close rather than left unanswered when `accept` fails.
 fn admission_limits(config: &Config) -> admission::Limits {
-    let mut limits = admission::Limits {
+    let limits = admission::Limits {
         workers: config.max_clients,
         queue: config.queue,
         per_address: config.max_clients_per_ip(),
+        queue_wait: config.handshake_timeout,
     };
-    let udp_services = config.services.iter().filter(|s| matches!(s, ServiceSpec::UdpForward(_))).count();
-    let fixed = DESCRIPTORS_RESERVED + (config.services.len() + udp_services * config.udp_max_sessions) as u64;
-    let places = (config.max_clients + config.queue) as u64;
-    let wanted = fixed + DESCRIPTORS_PER_PLACE * places;
+    let udp_services = config.services.iter().filter(|s| matches!(s, ServiceSpec::UdpForward(_))).count() as u64;
+    let udp_sessions = udp_services.saturating_mul(config.udp_max_sessions as u64);
+    let fixed = DESCRIPTORS_RESERVED.saturating_add(config.services.len() as u64).saturating_add(udp_sessions);
+    let wanted = fixed.saturating_add(DESCRIPTORS_PER_PLACE.saturating_mul(limits.places() as u64));
     #[cfg(unix)]
     let limit = match crate::net::descriptors::raise_soft_limit(wanted) {
         Ok(raised) => {
@@ -234,19 +256,18 @@ fn admission_limits(config: &Config) -> admission::Limits {
     if limit >= wanted {
         return limits;
     }
-    let affordable = (limit.saturating_sub(fixed) / DESCRIPTORS_PER_PLACE).max(1) as usize;
-    limits.workers = affordable.min(config.max_clients);
-    limits.queue = affordable - limits.workers;
+    let affordable = limit.saturating_sub(fixed) / DESCRIPTORS_PER_PLACE;
+    let fitted = limits.within(usize::try_from(affordable).unwrap_or(usize::MAX));
     log::warn!(
         "descriptors: --max-clients {} and --queue {} need about {wanted}, but the limit is {limit} \
          (raise the hard limit: ulimit -Hn, or LimitNOFILE= in a systemd unit); serving {} \
          sessions at once with {} waiting, closing clients past that",
         config.max_clients,
         config.queue,
-        limits.workers,
-        limits.queue
+        fitted.workers,
+        fitted.queue
     );
-    limits
+    fitted
 }
 
 /// Starts the status listener's thread; returns its address.
@@ -281,8 +302,18 @@ fn check_egress(spec: &ServiceSpec) -> io::Result<()> {
 
 fn spec_summary(spec: &ServiceSpec) -> String {
     match spec {
-        ServiceSpec::Socks(socks) if !socks.users.require_login() => "SOCKS, no authentication".into(),
-        ServiceSpec::Socks(socks) => format!("SOCKS, {} user(s)", socks.users.count()),
+        ServiceSpec::Socks(socks) => {
+            let protocols = match (socks.socks5, socks.http) {
+                (true, true) => "SOCKS and HTTP",
+                (true, false) => "SOCKS",
+                (false, _) => "HTTP",
+            };
+            if socks.users.require_login() {
+                format!("{protocols}, {} user(s)", socks.users.count())
+            } else {
+                format!("{protocols}, no authentication")
+            }
+        }
         ServiceSpec::TcpForward(forward) => format!("forward to {}", forward.target),
         ServiceSpec::UdpForward(forward) => format!("udp forward to {}", forward.target),
     }

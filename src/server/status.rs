@@ -159,6 +159,10 @@ impl Status {
         for (code, count) in &counters.socks4_replies {
             out.sample("burrowd_socks_replies_total", &[("version", "4"), ("code", &code.to_string())], *count);
         }
+        out.family("burrowd_http_replies_total", "counter", "HTTP proxy replies burrowd sent itself, by status.");
+        for (status, count) in &counters.http_replies {
+            out.sample("burrowd_http_replies_total", &[("status", &status.to_string())], *count);
+        }
         out.family("burrowd_bytes_total", "counter", "Bytes relayed by sessions that have ended, by direction.");
         out.sample("burrowd_bytes_total", &[("direction", "up")], counters.bytes_up);
         out.sample("burrowd_bytes_total", &[("direction", "down")], counters.bytes_down);

@@ -1,13 +1,15 @@
 //! The state every session shares, and the ways out of this host it may take.
 
+use super::access::{Access, Denied};
 use super::live::{Listed, LiveSessions};
 use super::stats::Stats;
 use crate::config::Config;
+use crate::config::rules::{Allowed, Cmd};
 use crate::net::relay::{Meter, Relayer};
 use crate::outbound::upstream::{self, UpstreamUdp};
 use crate::outbound::{self, ConnectError, Connected, Egress};
 use crate::wire::addr::TargetAddr;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -48,26 +50,27 @@ impl Context {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    /// Opens the outbound connection for a request, leaving as `egress` says: directly, or
-    /// through the upstream chain. Directly, the target's addresses of a family `egress`
-    /// does not use are dropped, and every one left must be `permitted` before any is
-    /// connected to, so a name cannot bring in an address the rules refuse; through a
-    /// chain, names are resolved upstream and no address is known here.
+    /// Opens the outbound connection for `cmd` to `target`, as `access` allows it, leaving as
+    /// `egress` says: directly, the target's addresses of a family `egress` does not use are
+    /// dropped, and every one left must be allowed before any is connected to, so a name
+    /// cannot bring in an address the rules refuse; through a chain, names are resolved
+    /// upstream, so the target must be allowed as it is sent.
     pub(crate) fn connect_target(
         &self,
+        access: &Access,
+        cmd: Cmd,
         target: &TargetAddr,
         egress: &Egress,
-        permitted: impl Fn(IpAddr) -> Result<(), String>,
     ) -> Result<Connected, ConnectError> {
         let config = &self.config;
         if !config.chain.is_empty() {
-            return upstream::connect(&config.chain, target, config.connect_timeout, &config.socket, egress);
+            let allowed = access.permit_upstream(cmd, target.as_addr()).map_err(denied)?;
+            return upstream::connect(&config.chain, &allowed, config.connect_timeout, &config.socket, egress);
         }
         let addrs = egress.reachable(outbound::resolve(target)?)?;
-        for addr in &addrs {
-            permitted(addr.ip()).map_err(|why| ConnectError::Denied { addr: *addr, why })?;
-        }
-        outbound::connect_any(&addrs, config.connect_timeout, &config.socket, egress)
+        let allowed = addrs.into_iter().map(|addr| access.permit_address(cmd, target.as_addr(), addr).map_err(denied));
+        let allowed = Allowed::all(allowed.collect::<Result<Vec<_>, _>>()?);
+        outbound::connect_any(&allowed, config.connect_timeout, &config.socket, egress)
     }
 
     /// The UDP association through the upstream chain that UDP traffic goes through, or
@@ -93,4 +96,8 @@ impl Context {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         self.live.list(id, client, local, service, meter)
     }
+}
+
+fn denied(denied: Denied) -> ConnectError {
+    ConnectError::Denied(denied.to_string())
 }

@@ -5,6 +5,7 @@
 //! log line is written. The list is split into shards by session id, so that sessions
 //! starting and ending on many workers rarely wait for each other.
 
+use crate::config::units::tenths_of_seconds;
 use crate::net::relay::{Meter, Side};
 use crate::wire::printable::Printable;
 use std::collections::HashMap;
@@ -44,6 +45,9 @@ pub(crate) struct Details {
     /// The outbound TCP leg: its local address and its peer (the target, a BIND's peer,
     /// the first upstream hop, or a UDP association's control connection to a hop).
     pub outbound: Option<(SocketAddr, SocketAddr)>,
+    /// The client a load balancer's PROXY header named (`--proxy-protocol`); the `client`
+    /// leg is then the balancer's.
+    pub carried: Option<SocketAddr>,
 }
 
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
@@ -62,6 +66,9 @@ pub(crate) enum State {
 pub(crate) struct Listed {
     sessions: Arc<LiveSessions>,
     pub live: Arc<Live>,
+    /// The client the session serves: the accepted socket's peer, or the client a load
+    /// balancer's PROXY header named.
+    pub client: SocketAddr,
 }
 
 impl LiveSessions {
@@ -85,7 +92,7 @@ impl LiveSessions {
         let live =
             Arc::new(Live { id, client, local, service, started: Instant::now(), meter, details: Mutex::default() });
         self.shard(id).insert(id, Arc::clone(&live));
-        Listed { sessions: Arc::clone(self), live }
+        Listed { sessions: Arc::clone(self), live, client }
     }
 
     /// Every session open now, oldest first.
@@ -111,8 +118,19 @@ impl LiveSessions {
 }
 
 /// The columns of [`LiveSessions::table`].
+/// `client` and `local` are the accepted socket's legs as `ss` shows them; behind a load
+/// balancer, `carried_client` is the client its PROXY header named (`-` otherwise).
 pub(crate) const TABLE_HEADER: &str =
-    "id state client local user command target out_local out_peer up_bytes down_bytes age_s idle_s";
+    "id state client local user command target out_local out_peer up_bytes down_bytes age_s idle_s carried_client";
+
+impl Listed {
+    /// The session serves `client`, whom a load balancer's PROXY header named: the rules,
+    /// the log line and the UDP lock take it for the client, and `/sessions` shows it.
+    pub(crate) fn carried(&mut self, client: SocketAddr) {
+        self.client = client;
+        self.live.update(|details| details.carried = Some(client));
+    }
+}
 
 impl Drop for Listed {
     fn drop(&mut self) {
@@ -157,7 +175,7 @@ impl fmt::Display for Live {
         };
         write!(
             f,
-            "{} {} {} {} {} {} {} {out_local} {out_peer} {up} {down} {:.1} {:.1}",
+            "{} {} {} {} {} {} {} {out_local} {out_peer} {up} {down} {} {} {}",
             self.id,
             self.state_name(details.state),
             self.client,
@@ -165,8 +183,9 @@ impl fmt::Display for Live {
             field(details.user.as_deref()),
             field(details.command.as_deref()),
             field(details.target.as_deref()),
-            self.started.elapsed().as_secs_f64(),
-            self.meter.idle_for().as_secs_f64(),
+            tenths_of_seconds(self.started.elapsed()),
+            tenths_of_seconds(self.meter.idle_for()),
+            details.carried.map_or("-".into(), |carried| carried.to_string()),
         )
     }
 }
@@ -215,6 +234,13 @@ mod tests {
                 "127.0.0.1:80"
             ]
         );
+        assert_eq!(columns.last(), Some(&"-"), "no PROXY header, no carried client");
+        let mut listed = listed;
+        listed.carried("192.0.2.7:5000".parse().unwrap());
+        let table = sessions.table();
+        let columns: Vec<_> = table.lines().nth(1).unwrap().split(' ').collect();
+        assert_eq!((columns[2], columns[13]), ("127.0.0.1:5000", "192.0.2.7:5000"), "{table}");
+        assert_eq!(listed.client, "192.0.2.7:5000".parse().unwrap());
         drop(listed);
         assert_eq!(sessions.table().lines().count(), 1);
     }

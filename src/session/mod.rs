@@ -21,7 +21,8 @@ use std::sync::Arc;
 /// (a bug, never the peer's doing) still gets its line and is counted out; otherwise a
 /// drain would wait its whole timeout for a session that is gone.
 pub(crate) fn logged(ctx: &Context, listed: Listed, serve: impl FnOnce(&mut SessionLog)) {
-    let mut log = SessionLog::new(listed.live.id, listed.live.client);
+    let mut log = SessionLog::new(listed.live.id, listed.client);
+    log.via = Some(listed.live.client).filter(|&balancer| balancer != listed.client);
     log.live = Some(Arc::clone(&listed.live));
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(&mut log))).is_err() {
         log.end = Some(End::Bug("the session panicked"));

@@ -3,7 +3,7 @@
 
 use super::end::End;
 use super::live::{Live, State};
-use crate::config::units::human_bytes;
+use crate::config::units::{human_bytes, tenths_of_seconds};
 use crate::wire::addr::TargetAddr;
 use crate::wire::printable::Printable;
 use std::fmt;
@@ -17,7 +17,10 @@ const WARN_INTERVAL: Duration = Duration::from_secs(1);
 /// What the finished-session log line reports; filled in as the session goes.
 pub(crate) struct SessionLog {
     pub id: u64,
+    /// The client: the socket's peer, or the client a load balancer's PROXY header named.
     pub client: SocketAddr,
+    /// The load balancer's end of the socket, when a PROXY header named the client.
+    pub via: Option<SocketAddr>,
     started: Instant,
     pub user: Option<Login>,
     pub command: Option<String>,
@@ -37,6 +40,8 @@ pub(crate) struct SessionLog {
     pub live: Option<Arc<Live>>,
     /// The SOCKS replies sent, as (protocol version, code), for the metrics.
     pub replies: Vec<(u8, u8)>,
+    /// The status burrowd itself answered an HTTP proxy request with, for the metrics.
+    pub http_status: Option<u16>,
 }
 
 impl SessionLog {
@@ -44,6 +49,7 @@ impl SessionLog {
         SessionLog {
             id,
             client,
+            via: None,
             started: Instant::now(),
             user: None,
             command: None,
@@ -56,12 +62,18 @@ impl SessionLog {
             end: None,
             live: None,
             replies: Vec::new(),
+            http_status: None,
         }
     }
 
     /// Records a SOCKS reply sent: `version` 5 with its REP, or 4 with its CD.
     pub(crate) fn replied(&mut self, version: u8, code: u8) {
         self.replies.push((version, code));
+    }
+
+    /// Records the status of an HTTP reply burrowd sent (not one an origin sent).
+    pub(crate) fn replied_http(&mut self, status: u16) {
+        self.http_status = Some(status);
     }
 
     /// Shows on the live list what the session has learnt so far, as it enters `state`:
@@ -109,6 +121,9 @@ impl fmt::Display for Login {
 impl fmt::Display for SessionLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "session {} {}", self.id, self.client)?;
+        if let Some(balancer) = self.via {
+            write!(f, " via {balancer}")?;
+        }
         if let Some(user) = &self.user {
             write!(f, " user {user}")?;
         }
@@ -128,7 +143,7 @@ impl fmt::Display for SessionLog {
             Some(udp) => write!(f, " {udp}")?,
             None => write!(f, " up {} down {}", human_bytes(self.up), human_bytes(self.down))?,
         }
-        write!(f, " {:.1}s", self.started.elapsed().as_secs_f64())?;
+        write!(f, " {}s", tenths_of_seconds(self.started.elapsed()))?;
         match &self.end {
             Some(end) => write!(f, ": {end}"),
             None => Ok(()),

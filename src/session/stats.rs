@@ -19,11 +19,16 @@ pub(crate) struct Stats {
     socks5_replies: [AtomicU64; 9],
     /// SOCKS4 replies: granted (90) and rejected (91).
     socks4_replies: [AtomicU64; 2],
+    /// HTTP replies burrowd sent, by [`HTTP_STATUSES`].
+    http_replies: [AtomicU64; HTTP_STATUSES.len()],
     udp_up: AtomicU64,
     udp_down: AtomicU64,
     /// By [`UdpDrop`].
     udp_dropped: [AtomicU64; UdpDrop::ALL.len()],
 }
+
+/// The statuses burrowd answers HTTP proxy requests with.
+pub(crate) const HTTP_STATUSES: [u16; 7] = [200, 400, 403, 407, 431, 502, 504];
 
 /// Why a client was closed at once, without a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,11 +41,22 @@ pub(crate) enum Refusal {
     Rule,
     /// Out of descriptors: `accept` failed for it.
     Descriptors,
+    /// It waited in the queue for `--handshake-timeout` and no worker took it.
+    QueueTimeout,
+    /// A connection from a `--proxy-protocol` source that did not begin with a valid
+    /// PROXY header.
+    ProxyHeader,
 }
 
 impl Refusal {
-    pub(crate) const ALL: [Refusal; 4] =
-        [Refusal::PoolFull, Refusal::AddressLimit, Refusal::Rule, Refusal::Descriptors];
+    pub(crate) const ALL: [Refusal; 6] = [
+        Refusal::PoolFull,
+        Refusal::AddressLimit,
+        Refusal::Rule,
+        Refusal::Descriptors,
+        Refusal::QueueTimeout,
+        Refusal::ProxyHeader,
+    ];
 
     pub(crate) fn label(self) -> &'static str {
         match self {
@@ -48,6 +64,8 @@ impl Refusal {
             Refusal::AddressLimit => "per_address_limit",
             Refusal::Rule => "rule",
             Refusal::Descriptors => "descriptors",
+            Refusal::QueueTimeout => "queue_timeout",
+            Refusal::ProxyHeader => "proxy_header",
         }
     }
 }
@@ -124,6 +142,7 @@ pub(crate) struct Counters {
     pub reclaimed: u64,
     pub socks5_replies: Vec<(u8, u64)>,
     pub socks4_replies: Vec<(u8, u64)>,
+    pub http_replies: Vec<(u16, u64)>,
     pub bytes_up: u64,
     pub bytes_down: u64,
     pub udp_up: u64,
@@ -135,7 +154,8 @@ pub(crate) struct Counters {
 pub struct Snapshot {
     /// Sessions served to their end.
     pub sessions: u64,
-    /// Clients closed at once, for a limit: the workers, the queue, an address's share.
+    /// Clients closed for a limit: the workers, the queue, an address's share, or a wait
+    /// in the queue that ran out.
     pub refused: u64,
     /// Clients still in their handshake closed to make room for a newer one.
     pub reclaimed: u64,
@@ -158,9 +178,17 @@ impl Stats {
         self.refused_by[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts out a queued client that the pool handed back.
-    pub(crate) fn session_refused(&self) {
-        self.client_refused(Refusal::PoolFull);
+    /// Counts out a queued client that was closed without a session: the pool handed it
+    /// back, no worker took it in time, or, from a load balancer, its PROXY header or the
+    /// client it named was refused.
+    pub(crate) fn session_refused(&self, why: Refusal) {
+        self.client_refused(why);
+        self.active.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Counts out a queued client reclaimed before its session began (a load balancer's
+    /// connection still owing its PROXY header); the reclaim itself was counted when made.
+    pub(crate) fn session_dropped(&self) {
         self.active.fetch_sub(1, Ordering::SeqCst);
     }
 
@@ -190,6 +218,9 @@ impl Stats {
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
+        if let Some(at) = log.http_status.and_then(|status| HTTP_STATUSES.iter().position(|&s| s == status)) {
+            self.http_replies[at].fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(udp) = &log.udp {
             self.udp_up.fetch_add(udp.up.datagrams, Ordering::Relaxed);
             self.udp_down.fetch_add(udp.down.datagrams, Ordering::Relaxed);
@@ -211,6 +242,7 @@ impl Stats {
             reclaimed: load(&self.reclaimed),
             socks5_replies: (0..9u8).map(|code| (code, load(&self.socks5_replies[usize::from(code)]))).collect(),
             socks4_replies: vec![(90, load(&self.socks4_replies[0])), (91, load(&self.socks4_replies[1]))],
+            http_replies: HTTP_STATUSES.iter().zip(&self.http_replies).map(|(&s, n)| (s, load(n))).collect(),
             bytes_up: load(&self.bytes_up),
             bytes_down: load(&self.bytes_down),
             udp_up: load(&self.udp_up),

@@ -8,13 +8,13 @@
 
 use super::connect::SocksReplies;
 use super::failure::Failure;
-use crate::config::rules::Cmd;
+use crate::config::rules::{Allowed, Cmd};
 use crate::config::{Config, SocketOptions};
 use crate::net::negotiation::Negotiation;
 use crate::net::readiness::{self, Watched};
 use crate::net::sockopt;
 use crate::outbound::{self, ConnectError, Egress, upstream};
-use crate::session::access::{Access, Denied};
+use crate::session::access::{Access, Heard};
 use crate::session::{Context, End, Established, SessionLog, State};
 use crate::wire::addr::{Addr, TargetAddr};
 use std::io;
@@ -27,24 +27,24 @@ use std::time::{Duration, Instant};
 const SENT_AHEAD_LOOK: Duration = Duration::from_millis(20);
 
 /// Serves a BIND request whose DST names `named`, the peer expected to connect, up to the
-/// relay between the client and that peer.
+/// relay between the client and that peer; [`Access::hear`] has asked about it.
+#[allow(clippy::too_many_arguments)] // the request, its proofs, its rules and its egress, each apart
 pub(super) fn serve(
     ctx: &Arc<Context>,
     mut negotiation: Negotiation,
     named: &TargetAddr,
+    heard: Heard,
     access: &Access,
     egress: &Egress,
     log: &mut SessionLog,
     replies: &impl SocksReplies,
 ) -> Option<Established> {
-    if let Err(denied) = check_named(access, named) {
-        replies.fail(negotiation, denied.into(), log);
-        return None;
-    }
     if !ctx.config.chain.is_empty() {
         return serve_through_chain(ctx, negotiation, named, access, egress, log, replies);
     }
-    let bound = match Bound::open(negotiation.stream(), named, access, egress, &ctx.config) {
+    let bound = match Awaited::permit(named, heard, access)
+        .and_then(|awaited| Bound::open(negotiation.stream(), awaited, egress, &ctx.config))
+    {
         Ok(bound) => bound,
         Err(failure) => {
             replies.fail(negotiation, failure, log);
@@ -59,7 +59,7 @@ pub(super) fn serve(
         return None;
     }
     let peer = match bound.wait(negotiation.stream(), ctx.config.bind_timeout, &ctx.config.socket, &|peer| {
-        access.check_address(Cmd::Bind, named, peer).map_err(Failure::from)
+        access.permit_address(Cmd::Bind, named.as_addr(), peer).map_err(Failure::from)
     }) {
         Ok(peer) => peer,
         Err(WaitEnd::Failed(failure)) => {
@@ -71,8 +71,8 @@ pub(super) fn serve(
             return None;
         }
     };
-    log.reached = Some(peer.addr);
-    if let Err(e) = replies.granted(&mut negotiation, Addr::Ip(peer.addr), log) {
+    log.reached = Some(*peer.addr.get());
+    if let Err(e) = replies.granted(&mut negotiation, Addr::Ip(*peer.addr.get()), log) {
         log.end = Some(End::Handshake(e));
         return None;
     }
@@ -91,7 +91,15 @@ fn serve_through_chain(
     replies: &impl SocksReplies,
 ) -> Option<Established> {
     let config = &ctx.config;
-    let bound = match upstream::bind(&config.chain, named, config.connect_timeout, &config.socket, egress) {
+    // Sent as it is: a name is resolved upstream, so it must be decided without its address.
+    let named = match access.permit_upstream(Cmd::Bind, named.as_addr()) {
+        Ok(named) => named,
+        Err(denied) => {
+            replies.fail(negotiation, denied.into(), log);
+            return None;
+        }
+    };
+    let bound = match upstream::bind(&config.chain, &named, config.connect_timeout, &config.socket, egress) {
         Ok(bound) => bound,
         Err(e) => {
             replies.fail(negotiation, e.into(), log);
@@ -134,25 +142,20 @@ fn serve_through_chain(
         }
     };
     log.reached = ip_of(&peer);
-    // The hop names the peer that came; an address is judged like one that came here.
-    if let Some(Err(denied)) = log.reached.map(|peer| access.check_address(Cmd::Bind, named, peer.ip())) {
-        replies.fail(negotiation, denied.into(), log);
-        return None;
-    }
-    if let Err(e) = replies.granted(&mut negotiation, peer.as_addr(), log) {
+    // The hop names the peer that came; it is judged like one that came here, and one it
+    // names by a name cannot be.
+    let came = match access.permit_reported(Cmd::Bind, *named.get(), &peer) {
+        Ok(came) => came,
+        Err(denied) => {
+            replies.fail(negotiation, denied.into(), log);
+            return None;
+        }
+    };
+    if let Err(e) = replies.granted(&mut negotiation, Addr::Ip(*came.get()), log) {
         log.end = Some(End::Handshake(e));
         return None;
     }
     Some(Established::new(negotiation, stream))
-}
-
-/// The rules on the peer a BIND names, before anything is listened on: all zeros names
-/// nobody yet, so only the client and the command are judged.
-fn check_named(access: &Access, named: &TargetAddr) -> Result<(), Denied> {
-    match named {
-        TargetAddr::Ip(sa) if sa.ip().is_unspecified() => access.check_command(Cmd::Bind),
-        _ => access.check_target(Cmd::Bind, named),
-    }
 }
 
 fn ip_of(addr: &TargetAddr) -> Option<SocketAddr> {
@@ -209,6 +212,40 @@ fn poll<T>(
     }
 }
 
+/// Whom a BIND listens for, as the rules let it: opening the listener takes one, so a
+/// path that forgets to ask does not compile.
+enum Awaited {
+    /// Anyone (the client named all zeros): the command alone was asked about when the
+    /// request was heard, and each peer that comes is judged in [`Bound::wait`].
+    Anyone(Heard),
+    /// The named peer's addresses (one, or each of a name's), every one allowed.
+    Named(Allowed<Vec<SocketAddr>>),
+}
+
+impl Awaited {
+    /// The final answer for a BIND that names `named`: the rules judge each address of a
+    /// named peer before anything listens for it.
+    fn permit(named: &TargetAddr, heard: Heard, access: &Access) -> Result<Awaited, Failure> {
+        let expected = expected_peers(named)?;
+        if expected.is_empty() {
+            return Ok(Awaited::Anyone(heard));
+        }
+        let allowed = expected
+            .into_iter()
+            .map(|peer| access.permit_address(Cmd::Bind, named.as_addr(), SocketAddr::new(peer, named.port())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Awaited::Named(Allowed::all(allowed)))
+    }
+
+    /// The addresses a peer may come from; empty accepts any.
+    fn addresses(&self) -> Vec<IpAddr> {
+        match self {
+            Awaited::Anyone(_) => Vec::new(),
+            Awaited::Named(peers) => peers.get().iter().map(SocketAddr::ip).collect(),
+        }
+    }
+}
+
 /// A listening socket waiting for the one connection a BIND is for.
 struct Bound {
     listener: TcpListener,
@@ -218,14 +255,14 @@ struct Bound {
     expected: Vec<IpAddr>,
 }
 
-/// The connection a BIND waited for.
+/// The connection a BIND waited for, from a peer the rules allow.
 struct Peer {
     stream: TcpStream,
-    addr: SocketAddr,
+    addr: Allowed<SocketAddr>,
 }
 
 /// What the access rules say of the peer that reached the listening socket.
-type Permitted<'a> = dyn Fn(IpAddr) -> Result<(), Failure> + 'a;
+type Permitted<'a> = dyn Fn(SocketAddr) -> Result<Allowed<SocketAddr>, Failure> + 'a;
 
 /// Why a wait ended with no peer to relay to.
 enum WaitEnd {
@@ -246,24 +283,16 @@ impl Bound {
     /// principle; the one the client reached us on is an address the host certainly
     /// answers on, of the client's address family, and on one host or one network the one
     /// the peer can reach too. (0.0.0.0 would listen everywhere but cannot go in a reply.)
-    /// A peer of the other family could never connect to it, though. The rules judge each
-    /// address of a named peer now, and the peer that comes in [`Bound::wait`].
+    /// A peer of the other family could never connect to it, though. The rules have judged
+    /// each address of a named peer ([`Awaited::permit`]), and judge the peer that comes in
+    /// [`Bound::wait`].
     ///
     /// With `--bind-out`, outbound traffic leaves from the address it gives, and so the
     /// listener is there too, in a family it allows; a peer named only in a family it does
     /// not is refused (network unreachable, reply 3). With `--interface`, the listener is
     /// bound to the interface, at this host's address toward a named peer through it.
-    fn open(
-        control: &TcpStream,
-        named: &TargetAddr,
-        access: &Access,
-        egress: &Egress,
-        config: &Config,
-    ) -> Result<Bound, Failure> {
-        let expected = expected_peers(named)?;
-        for &peer in &expected {
-            access.check_address(Cmd::Bind, named, peer)?;
-        }
+    fn open(control: &TcpStream, awaited: Awaited, egress: &Egress, config: &Config) -> Result<Bound, Failure> {
+        let expected = awaited.addresses();
         // The whole socket address, not just its IP: a link-local IPv6 address binds only
         // with the scope (interface) it came with.
         let mut local = control.local_addr().map_err(Failure::Local)?;
@@ -283,7 +312,7 @@ impl Bound {
                 _ => local,
             },
             Err(error) => {
-                let addr = SocketAddr::new(expected.first().copied().unwrap_or(local.ip()), named.port());
+                let addr = SocketAddr::new(expected.first().copied().unwrap_or(local.ip()), 0);
                 return Err(Failure::Connect(ConnectError::Connect { addr, error }));
             }
         };
@@ -323,10 +352,13 @@ impl Bound {
             let _ = stream.shutdown(Shutdown::Both);
             return Err(WaitEnd::Failed(Failure::UnexpectedPeer(addr)));
         }
-        if let Err(failure) = permitted(addr.ip().to_canonical()) {
-            let _ = stream.shutdown(Shutdown::Both);
-            return Err(WaitEnd::Failed(failure));
-        }
+        let addr = match permitted(addr) {
+            Ok(addr) => addr,
+            Err(failure) => {
+                let _ = stream.shutdown(Shutdown::Both);
+                return Err(WaitEnd::Failed(failure));
+            }
+        };
         let setup = stream.set_nonblocking(false).and_then(|()| sockopt::tune_accepted(&stream, opts));
         setup.map_err(|e| WaitEnd::Failed(Failure::Local(e)))?;
         Ok(Peer { stream, addr })

@@ -4,7 +4,7 @@ use super::failure::Failure;
 use crate::config::rules::Cmd;
 use crate::net::negotiation::{HandshakeError, Negotiation};
 use crate::outbound::Egress;
-use crate::session::access::Access;
+use crate::session::access::{Access, Heard};
 use crate::session::{Context, End, Established, SessionLog};
 use crate::wire::addr::{Addr, TargetAddr};
 use std::sync::Arc;
@@ -25,23 +25,20 @@ pub(crate) trait SocksReplies {
 
 /// CONNECT: opens the outbound connection, leaving as `egress` says, and replies with the
 /// address the target sees it come from: our outbound socket's, or through a chain the
-/// last hop's.
+/// last hop's. [`Access::hear`] has refused what the name, port or client decide; the rest
+/// is judged on the way out.
+#[allow(clippy::too_many_arguments)] // the request, its proofs, its rules and its egress, each apart
 pub(super) fn serve_connect(
     ctx: &Arc<Context>,
     mut negotiation: Negotiation,
     target: &TargetAddr,
+    _heard: Heard,
     access: &Access,
     egress: &Egress,
     log: &mut SessionLog,
     replies: &impl SocksReplies,
 ) -> Option<Established> {
-    // Refused before any name lookup where the name, port or client already decide.
-    if let Err(denied) = access.check_target(Cmd::Connect, target) {
-        replies.fail(negotiation, denied.into(), log);
-        return None;
-    }
-    let permitted = |address| access.check_address(Cmd::Connect, target, address).map_err(|denied| denied.to_string());
-    let connected = match ctx.connect_target(target, egress, permitted) {
+    let connected = match ctx.connect_target(access, Cmd::Connect, target, egress) {
         Ok(connected) => connected,
         Err(e) => {
             replies.fail(negotiation, e.into(), log);

@@ -33,6 +33,9 @@ pub(super) enum Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Failure::Malformed(wire::Error::NotAHostName) => {
+                write!(f, "refused: the name asked for is not a host name, so it is not looked up")
+            }
             Failure::Malformed(e) => write!(f, "malformed request: {e}"),
             Failure::UnsupportedCommand(command) => write!(f, "unsupported command {command:#04x}"),
             Failure::NotAllowed(why) => write!(f, "not allowed: {why}"),
@@ -71,6 +74,8 @@ pub(super) fn socks5_code(failure: &Failure) -> ReplyCode {
     match failure {
         Failure::UnsupportedCommand(_) => ReplyCode::COMMAND_NOT_SUPPORTED,
         Failure::Malformed(wire::Error::UnknownAddressType(_)) => ReplyCode::ADDRESS_TYPE_NOT_SUPPORTED,
+        // Like a name that does not resolve, which it would be anywhere that checks.
+        Failure::Malformed(wire::Error::NotAHostName) => ReplyCode::HOST_UNREACHABLE,
         Failure::Malformed(_) | Failure::Local(_) => ReplyCode::GENERAL_FAILURE,
         Failure::NotAllowed(_) | Failure::Denied(_) | Failure::UnexpectedPeer(_) => ReplyCode::NOT_ALLOWED,
         Failure::Connect(ConnectError::Denied { .. }) => ReplyCode::NOT_ALLOWED,
@@ -89,6 +94,7 @@ pub(super) fn socks5_code(failure: &Failure) -> ReplyCode {
 fn upstream_code(failure: &UpstreamFailure) -> ReplyCode {
     match failure.error {
         UpstreamError::Replied(code) if failure.for_target && (2..=8).contains(&code.0) => code,
+        UpstreamError::TcpOnly => ReplyCode::COMMAND_NOT_SUPPORTED,
         _ => ReplyCode::GENERAL_FAILURE,
     }
 }
@@ -142,6 +148,7 @@ mod tests {
             (wire::Error::UnknownCommand(9).into(), 7),
             (Failure::Malformed(wire::Error::UnknownAddressType(9)), 8),
             (Failure::Malformed(wire::Error::BadDomain), 1),
+            (Failure::Malformed(wire::Error::NotAHostName), 4),
             (upstream_failure(true, UpstreamError::Replied(ReplyCode::CONNECTION_REFUSED)), 5),
             (upstream_failure(true, UpstreamError::Replied(ReplyCode::NOT_ALLOWED)), 2),
             (upstream_failure(true, UpstreamError::Replied(ReplyCode::HOST_UNREACHABLE)), 4),
@@ -149,6 +156,8 @@ mod tests {
             (upstream_failure(false, UpstreamError::Replied(ReplyCode::CONNECTION_REFUSED)), 1),
             (upstream_failure(true, UpstreamError::LoginRejected), 1),
             (upstream_failure(true, UpstreamError::NoAcceptableMethod(0xff)), 1),
+            (upstream_failure(false, UpstreamError::TcpOnly), 7),
+            (upstream_failure(true, UpstreamError::HttpStatus(403)), 1),
         ];
         for (failure, code) in table {
             assert_eq!(socks5_code(&failure), ReplyCode(code), "{failure}");

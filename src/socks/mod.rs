@@ -1,5 +1,5 @@
-//! A SOCKS listener's clients: the first byte picks SOCKS5 ([`v5`]) or SOCKS4/4a
-//! ([`v4`]); their commands (CONNECT in [`connect`], [`bind`], [`udp_associate`]) and the
+//! A proxy listener's clients: the first byte picks SOCKS5 ([`v5`]), SOCKS4/4a ([`v4`])
+//! or, for anything else, an HTTP proxy request ([`crate::http`]); the SOCKS commands (CONNECT in [`connect`], [`bind`], [`udp_associate`]) and the
 //! reply a failure earns ([`failure`]) are here too.
 
 mod bind;
@@ -11,6 +11,7 @@ mod v5;
 
 use crate::config::SocksSpec;
 use crate::config::rules::RuleTable;
+use crate::http;
 use crate::net::admission::Waiting;
 use crate::net::negotiation::{Negotiation, close_after_reply};
 use crate::net::sockopt;
@@ -19,10 +20,12 @@ use crate::session::access::Access;
 use crate::session::{self, Context, End, Established, Listed, SessionLog};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Serves one accepted client of a SOCKS listener from start to close, under `rules` (the
 /// table in force when it was accepted, whatever a reload does meanwhile); it may be
-/// reclaimed while `waiting` is held, which is until its request is in.
+/// reclaimed while `waiting` is held, which is until its request is in. Its handshake has
+/// `budget` left (less than the whole when a PROXY header came first).
 pub(crate) fn serve_socks(
     ctx: &Arc<Context>,
     spec: &SocksSpec,
@@ -30,22 +33,25 @@ pub(crate) fn serve_socks(
     client: TcpStream,
     waiting: Option<Waiting>,
     rules: Arc<RuleTable>,
+    budget: Duration,
 ) {
-    let mut access = Access::new(rules, listed.live.client.ip(), ctx.config.chain.is_empty());
+    let mut access = Access::new(rules, listed.client.ip(), ctx.config.chain.is_empty());
     let ingress = listed.live.local;
     session::handshake_then_relay(ctx, listed, |log| {
-        negotiate_socks(ctx, spec, client, ingress, waiting, &mut access, log)
+        negotiate_socks(ctx, spec, client, ingress, waiting, budget, &mut access, log)
     });
 }
 
 /// The whole SOCKS handshake, up to the relay. Never inlined; see [`session::handshake_then_relay`].
 #[inline(never)]
+#[allow(clippy::too_many_arguments)] // the client, its place, its rules and its egress, each apart
 fn negotiate_socks(
     ctx: &Arc<Context>,
     spec: &SocksSpec,
     client: TcpStream,
     ingress: Option<SocketAddr>,
     waiting: Option<Waiting>,
+    budget: Duration,
     access: &mut Access,
     log: &mut SessionLog,
 ) -> Option<Established> {
@@ -60,7 +66,7 @@ fn negotiate_socks(
             return None;
         }
     };
-    let mut negotiation = match Negotiation::for_client(client, ctx.config.handshake_timeout, waiting) {
+    let mut negotiation = match Negotiation::for_client(client, budget, waiting) {
         Ok(n) => n,
         Err(e) => {
             log.end = Some(End::SocketSetup { what: "handshake timeout", error: e });
@@ -68,8 +74,10 @@ fn negotiate_socks(
         }
     };
     match negotiation.peek_first_byte() {
-        Ok(v5::VERSION) => v5::serve(ctx, spec, negotiation, access, &egress, log),
-        Ok(v4::VERSION) => v4::serve(ctx, spec, negotiation, access, &egress, log),
+        Ok(v5::VERSION) if spec.socks5 => v5::serve(ctx, spec, negotiation, access, &egress, log),
+        Ok(v4::VERSION) if spec.socks5 => v4::serve(ctx, spec, negotiation, access, &egress, log),
+        // Any other byte begins an HTTP/1.x request (on an http:// service, any byte).
+        Ok(_) if spec.http => http::serve(ctx, spec, negotiation, access, &egress, log),
         Ok(other) => {
             log.end = Some(End::NotSocks(other));
             // No reply, since there is no protocol to word one in; a clean FIN still

@@ -27,7 +27,7 @@ use crate::config::rules::Cmd;
 use crate::net::is_timeout;
 use crate::net::relay::{Activity, Meter};
 use crate::net::sockopt;
-use crate::net::udp_batch::{Batch, Outgoing};
+use crate::net::udp_batch::{Batch, Outgoing, Toward};
 use crate::outbound::upstream::{UpstreamUdp, last_hop_header};
 use crate::outbound::{self, ConnectError, Egress};
 use crate::session::access::{Access, Denied};
@@ -97,7 +97,10 @@ impl Association {
         // socket and the client check both want the plain IPv4 form.
         let mut local = control.local_addr()?;
         local.set_ip(local.ip().to_canonical());
-        let client_ip = control.peer_addr()?.ip().to_canonical();
+        // The client's address as the rules know it: the control connection's peer, or
+        // behind a load balancer the client its PROXY header named, whose datagrams come
+        // here directly.
+        let client_ip = access.client().to_canonical();
         let udp = &ctx.config.udp;
         let relay = bind_relay(local, udp, session)?;
         relay.set_read_timeout(Some(TICK))?;
@@ -320,19 +323,19 @@ impl ClientSide {
         let client_port = *self.client_port.get_or_insert(from.port());
         let client = SocketAddr::new(self.client_ip, client_port);
         let payload_len = datagram.len() - payload_at;
-        // The name is judged as asked; the address, once known, as sent to.
-        let (name, address, port) = match header.addr {
-            Addr::Ip(target) => (None, Some(target.ip()), target.port()),
-            Addr::Domain(name, port) => (Some(name), None, port),
-        };
-        if let Err(denied) = self.access.check_destination(Cmd::Udp, name, address, port) {
+        // What the target's name or port decide is refused before any lookup.
+        if let Err(denied) = self.access.check_target(Cmd::Udp, header.addr) {
             return self.denied(from, header.addr, &denied);
         }
         if let Some(upstream) = self.upstream.as_ref().map(|upstream| Arc::clone(&upstream.socket)) {
+            // Sent on as it is, a name resolved upstream: decided without its address.
+            if let Err(denied) = self.access.permit_upstream(Cmd::Udp, header.addr) {
+                return self.denied(from, header.addr, &denied);
+            }
             if let Err(e) = self.upstream_replies(&upstream, client) {
                 return self.unsendable(from, header.addr, e);
             }
-            let whole = Outgoing { slot, range: 0..datagram.len(), to: None, note: payload_len };
+            let whole = Outgoing { slot, range: 0..datagram.len(), to: Toward::Connected, note: payload_len };
             return Some((Route::Upstream, whole));
         }
         let target = match header.addr {
@@ -347,17 +350,18 @@ impl ClientSide {
                 }
             },
         };
-        if let (Some(name), Err(denied)) =
-            (name, self.access.check_destination(Cmd::Udp, name, Some(target.ip()), port))
-        {
-            return self.denied(from, Addr::Domain(name, port), &denied);
-        }
+        // The name is judged as asked, the address as sent to.
+        let target = match self.access.permit_address(Cmd::Udp, header.addr, target) {
+            Ok(target) => target,
+            Err(denied) => return self.denied(from, header.addr, &denied),
+        };
+        let (ipv6, range) = (target.get().is_ipv6(), payload_at..datagram.len());
         // A target of a family --bind-out leaves out is not sent to at all.
-        if let Err(e) = self.egress.source(target.is_ipv6()).and_then(|_| self.outbound(target.is_ipv6(), client)) {
-            return self.unsendable(from, Addr::Ip(target), e);
+        if let Err(e) = self.egress.source(ipv6).and_then(|_| self.outbound(ipv6, client)) {
+            return self.unsendable(from, Addr::Ip(*target.get()), e);
         }
-        let route = if target.is_ipv6() { Route::Ipv6 } else { Route::Ipv4 };
-        Some((route, Outgoing { slot, range: payload_at..datagram.len(), to: Some(target), note: payload_len }))
+        let route = if ipv6 { Route::Ipv6 } else { Route::Ipv4 };
+        Some((route, Outgoing { slot, range, to: Toward::Target(target), note: payload_len }))
     }
 
     /// Drops a datagram that is not the client's; the first of an association is logged,
@@ -410,7 +414,10 @@ impl ClientSide {
                     self.traffic.bytes += datagram.note as u64;
                 }
                 Err(e) => {
-                    let to = datagram.to.map_or("the upstream hop".to_owned(), |to| to.to_string());
+                    let to = match datagram.to {
+                        Toward::Target(target) => target.get().to_string(),
+                        Toward::Client(_) | Toward::Connected => "the upstream hop".to_owned(),
+                    };
                     log::debug!("udp datagram from the client to {to} not sent: {e}");
                     self.dropped.unsendable += 1;
                 }
@@ -419,7 +426,7 @@ impl ClientSide {
         }
         if self.traffic.datagrams != before {
             self.shared.activity.touch();
-            self.shared.meter.count_datagrams(self.traffic.bytes - bytes_before, 0);
+            self.shared.meter.count_moved(self.traffic.bytes - bytes_before, 0);
         }
     }
 
@@ -557,7 +564,7 @@ impl TargetReplies {
             });
             if !out.is_empty() {
                 self.shared.activity.touch();
-                self.shared.meter.count_datagrams(0, traffic.bytes - bytes_before);
+                self.shared.meter.count_moved(0, traffic.bytes - bytes_before);
             }
             out.clear();
         }
@@ -575,7 +582,7 @@ impl TargetReplies {
                 Some((start, payload)) => Some(Outgoing {
                     slot: i,
                     range: front + start..end,
-                    to: Some(self.client),
+                    to: Toward::Client(self.client),
                     note: (source, len - payload),
                 }),
                 None => {
@@ -587,7 +594,7 @@ impl TargetReplies {
         let header = Header { frag: 0, addr: Addr::Ip(source) };
         let start = front - header.encoded_len();
         header.emit(&mut batch.slot_mut(i)[start..]);
-        Some(Outgoing { slot: i, range: start..end, to: Some(self.client), note: (source, len) })
+        Some(Outgoing { slot: i, range: start..end, to: Toward::Client(self.client), note: (source, len) })
     }
 }
 

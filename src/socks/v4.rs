@@ -6,10 +6,11 @@
 use super::bind;
 use super::connect::{SocksReplies, serve_connect};
 use super::failure::{Failure, socks4_code};
+use crate::config::rules::Cmd;
 use crate::config::{Socks4Policy, SocksSpec};
 use crate::net::negotiation::{HandshakeError, Negotiation, close_after_reply};
 use crate::outbound::Egress;
-use crate::session::access::Access;
+use crate::session::access::{Access, NotHeard};
 use crate::session::{Context, End, Established, FailureReply, Login, SessionLog};
 use crate::wire::addr::Addr;
 use crate::wire::socks4::{Command, MAX_FIELD_LEN, Reply, ReplyCode, Request};
@@ -49,10 +50,6 @@ pub(super) fn serve(
                 return None;
             }
         };
-    if let Err(e) = negotiation.heard_request() {
-        log.end = Some(End::Handshake(e));
-        return None;
-    }
     let dialect = if matches!(request.addr, Addr::Domain(..)) { "SOCKS4a" } else { "SOCKS4" };
     let command = match request.command {
         Command::Connect => "CONNECT",
@@ -71,9 +68,24 @@ pub(super) fn serve(
         Socks4Replies.fail(negotiation, Failure::NotAllowed(why), log);
         return None;
     }
+    let cmd = match request.command {
+        Command::Connect => Cmd::Connect,
+        Command::Bind => Cmd::Bind,
+    };
+    let heard = match access.hear(&mut negotiation, cmd, &target) {
+        Ok(heard) => heard,
+        Err(NotHeard::Reclaimed(e)) => {
+            log.end = Some(End::Handshake(e));
+            return None;
+        }
+        Err(NotHeard::Denied(denied)) => {
+            Socks4Replies.fail(negotiation, denied.into(), log);
+            return None;
+        }
+    };
     match request.command {
-        Command::Connect => serve_connect(ctx, negotiation, &target, access, egress, log, &Socks4Replies),
-        Command::Bind => bind::serve(ctx, negotiation, &target, access, egress, log, &Socks4Replies),
+        Command::Connect => serve_connect(ctx, negotiation, &target, heard, access, egress, log, &Socks4Replies),
+        Command::Bind => bind::serve(ctx, negotiation, &target, heard, access, egress, log, &Socks4Replies),
     }
 }
 

@@ -9,7 +9,7 @@ use crate::config::SocksSpec;
 use crate::config::rules::Cmd;
 use crate::net::negotiation::{HandshakeError, Negotiation, close_after_reply};
 use crate::outbound::Egress;
-use crate::session::access::Access;
+use crate::session::access::{Access, Heard, NotHeard};
 use crate::session::{Context, End, Established, FailureReply, Login, SessionLog, State};
 use crate::wire::addr::{Addr, TargetAddr};
 use crate::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
@@ -39,20 +39,32 @@ pub(super) fn serve(
             return None;
         }
     };
-    if let Err(e) = negotiation.heard_request() {
-        log.end = Some(End::Handshake(e));
-        return None;
-    }
     log.command = Some(command.to_string());
     log.target = Some(target.clone());
     if let Some(Login::Verified(name)) = &log.user {
         access.logged_in(name);
     }
+    let cmd = match command {
+        Command::Connect => Cmd::Connect,
+        Command::Bind => Cmd::Bind,
+        Command::UdpAssociate => Cmd::Udp,
+    };
+    let heard = match access.hear(&mut negotiation, cmd, &target) {
+        Ok(heard) => heard,
+        Err(NotHeard::Reclaimed(e)) => {
+            log.end = Some(End::Handshake(e));
+            return None;
+        }
+        Err(NotHeard::Denied(denied)) => {
+            fail(negotiation, denied.into(), log);
+            return None;
+        }
+    };
     match command {
-        Command::Connect => serve_connect(ctx, negotiation, &target, access, egress, log, &Socks5Replies),
-        Command::Bind => bind::serve(ctx, negotiation, &target, access, egress, log, &Socks5Replies),
+        Command::Connect => serve_connect(ctx, negotiation, &target, heard, access, egress, log, &Socks5Replies),
+        Command::Bind => bind::serve(ctx, negotiation, &target, heard, access, egress, log, &Socks5Replies),
         Command::UdpAssociate => {
-            udp_associate(ctx, negotiation, &target, access, egress, log);
+            udp_associate(ctx, negotiation, &target, heard, access, egress, log);
             None
         }
     }
@@ -167,13 +179,11 @@ fn udp_associate(
     ctx: &Arc<Context>,
     mut negotiation: Negotiation,
     from: &TargetAddr,
+    _heard: Heard,
     access: &Access,
     egress: &Egress,
     log: &mut SessionLog,
 ) {
-    if let Err(denied) = access.check_command(Cmd::Udp) {
-        return fail(negotiation, denied.into(), log);
-    }
     let upstream = match ctx.udp_upstream(egress) {
         Ok(upstream) => upstream,
         Err(e) => return fail(negotiation, e.into(), log),

@@ -4,6 +4,7 @@
 
 use super::printable::Printable;
 use super::{Error, Result};
+use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -134,12 +135,44 @@ pub fn wanted_len(buf: &[u8]) -> Result<usize> {
     }
 }
 
-/// A domain name as a client sent it: UTF-8 with no control character. No resolvable name
-/// has one, and a newline in a name would let a client write lines of its own into the log.
+/// A domain name as a client sent it: a host name ([`host_name`]). Anything else is
+/// refused before it reaches a rule or a resolver: a resolver may read `\098` as `b`, so a
+/// rule would judge one name and the resolver look up another, and a newline in a name
+/// would let a client write lines of its own into the log.
 pub(super) fn domain_name(bytes: &[u8]) -> Result<&str> {
-    match std::str::from_utf8(bytes) {
-        Ok(name) if !name.is_empty() && !name.chars().any(char::is_control) => Ok(name),
-        _ => Err(Error::BadDomain),
+    if bytes.is_empty() {
+        return Err(Error::BadDomain);
+    }
+    host_name(std::str::from_utf8(bytes).map_err(|_| Error::NotAHostName)?)
+}
+
+/// The longest host name, with its trailing dot: what a SOCKS5 length byte can say.
+pub const MAX_HOST_NAME_LEN: usize = 255;
+const MAX_LABEL_LEN: usize = 63;
+
+/// Checks that `name` is a host name: labels of ASCII letters, digits, `-` and `_`, each
+/// 1 to 63 bytes, joined by dots, with at most one trailing dot (a fully qualified name).
+pub fn host_name(name: &str) -> Result<&str> {
+    let labels = name.strip_suffix('.').unwrap_or(name);
+    let is_label = |label: &str| {
+        (1..=MAX_LABEL_LEN).contains(&label.len())
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if name.len() > MAX_HOST_NAME_LEN || !labels.split('.').all(is_label) {
+        return Err(Error::NotAHostName);
+    }
+    Ok(name)
+}
+
+/// A host name in the one form names are compared in: ASCII lower case, without the
+/// trailing dot of a fully qualified name. `Blocked.Example.` and `blocked.example` are
+/// one name to the rules, as they are to a resolver.
+pub fn canonical_host(name: &str) -> Cow<'_, str> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
     }
 }
 
@@ -204,10 +237,52 @@ mod tests {
         assert_eq!(parse(&[1, 127, 0]), Err(Error::Truncated));
         assert_eq!(parse(&[3]), Err(Error::Truncated));
         assert_eq!(parse(&[3, 0, 0, 80]), Err(Error::BadDomain));
-        assert_eq!(parse(&[3, 2, 0xff, 0xfe, 0, 80]), Err(Error::BadDomain));
+        assert_eq!(parse(&[3, 2, 0xff, 0xfe, 0, 80]), Err(Error::NotAHostName));
         for control in [b'\n', b'\r', 0, 0x1b, 0x7f] {
-            assert_eq!(parse(&[3, 3, b'a', control, b'b', 0, 80]), Err(Error::BadDomain), "{control:#x}");
+            assert_eq!(parse(&[3, 3, b'a', control, b'b', 0, 80]), Err(Error::NotAHostName), "{control:#x}");
         }
         assert_eq!(parse(&[2, 1, 2, 3, 4, 0, 80]), Err(Error::UnknownAddressType(2)));
+    }
+
+    #[test]
+    fn only_host_names_pass() {
+        let label63 = "a".repeat(63);
+        let long = [label63.as_str(); 4].join(".");
+        for name in ["localhost", "localhost.", "Blocked.Example.", "_sip._tcp.example", "xn--d1acufc.xn--p1ai", &long]
+        {
+            assert_eq!(host_name(name), Ok(name), "{name}");
+        }
+        let label64 = "a".repeat(64);
+        let too_long = format!("{long}.a");
+        for name in [
+            "\\098locked.example",
+            "a b",
+            "josé.example",
+            "a/b",
+            "a%2fb",
+            "",
+            ".",
+            ".example",
+            "a..b",
+            "example..",
+            &label64,
+            &too_long,
+        ] {
+            assert_eq!(host_name(name), Err(Error::NotAHostName), "{name:?}");
+        }
+        let mut wire = vec![3, 18];
+        wire.extend_from_slice(b"\\098locked.example");
+        wire.extend_from_slice(&[0, 80]);
+        assert_eq!(parse(&wire), Err(Error::NotAHostName), "an escape on the wire never reaches a resolver");
+    }
+
+    #[test]
+    fn names_compare_in_one_canonical_form() {
+        for (name, canonical) in
+            [("blocked.example.", "blocked.example"), ("LocalHost.", "localhost"), ("a.b", "a.b"), ("A.B", "a.b")]
+        {
+            assert_eq!(canonical_host(name), canonical, "{name}");
+        }
+        assert!(matches!(canonical_host("already.canonical"), Cow::Borrowed(_)), "the common case costs nothing");
     }
 }

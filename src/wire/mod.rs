@@ -10,7 +10,10 @@
 //! Parsing untrusted bytes never panics: lengths are checked before any index.
 
 pub mod addr;
+pub mod base64;
+pub mod http;
 pub mod printable;
+pub mod proxy_header;
 pub mod socks4;
 pub mod socks5;
 pub mod udp;
@@ -33,10 +36,27 @@ pub enum Error {
     UnknownCommand(u8),
     /// An address type (ATYP) this protocol does not define.
     UnknownAddressType(u8),
-    /// A domain name of length zero, not valid UTF-8, or holding a control character.
+    /// A domain name of length zero.
     BadDomain,
-    /// A variable-length field longer than its bound (SOCKS4 USERID or host name).
+    /// A domain name that is not a host name: a byte other than an ASCII letter, digit,
+    /// `-`, `_` or `.` (a resolver may decode `\DDD` escapes or worse), an empty label, or
+    /// a label over 63 bytes. Never resolved, since rules could not judge what a resolver
+    /// would make of it.
+    NotAHostName,
+    /// A variable-length field longer than its bound (SOCKS4 USERID or host name, an
+    /// HTTP head, a PROXY v1 line).
     FieldTooLong,
+    /// Text that is not valid base64.
+    BadEncoding,
+    /// An HTTP head or chunked body that breaks RFC 9112; says which rule.
+    BadHttp(&'static str),
+    /// The bytes begin neither PROXY header's signature.
+    NotProxyHeader,
+    /// A PROXY v1 line that is not `PROXY TCP4|TCP6 SRC DST SPORT DPORT` or `PROXY UNKNOWN`
+    /// ending in CRLF.
+    BadProxyLine,
+    /// A PROXY v2 TLV that runs past the end of its header.
+    BadTlv,
 }
 
 impl fmt::Display for Error {
@@ -48,8 +68,14 @@ impl fmt::Display for Error {
             Error::BadReserved(v) => write!(f, "reserved byte is {v:#04x}, not zero"),
             Error::UnknownCommand(c) => write!(f, "unknown command {c:#04x}"),
             Error::UnknownAddressType(a) => write!(f, "unknown address type {a:#04x}"),
-            Error::BadDomain => write!(f, "domain name empty, not UTF-8 or with a control character"),
+            Error::BadDomain => write!(f, "domain name empty"),
+            Error::NotAHostName => write!(f, "domain name is not a host name"),
             Error::FieldTooLong => write!(f, "field longer than allowed"),
+            Error::BadEncoding => write!(f, "bad base64"),
+            Error::BadHttp(why) => write!(f, "bad HTTP: {why}"),
+            Error::NotProxyHeader => write!(f, "no PROXY protocol header"),
+            Error::BadProxyLine => write!(f, "malformed PROXY v1 line"),
+            Error::BadTlv => write!(f, "PROXY v2 TLV runs past the header"),
         }
     }
 }

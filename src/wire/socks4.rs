@@ -218,7 +218,7 @@ mod tests {
         assert_eq!(Request::parse(&[5, 1, 0, 80, 1, 2, 3, 4, 0]), Err(Error::BadVersion(5)));
         assert_eq!(Request::parse(&[4, 3, 0, 80, 1, 2, 3, 4, 0]), Err(Error::UnknownCommand(3)));
         assert_eq!(Request::parse(&[4, 1, 0, 80, 0, 0, 0, 1, 0, 0]), Err(Error::BadDomain));
-        assert_eq!(Request::parse(&[4, 1, 0, 80, 0, 0, 0, 1, 0, b'a', b'\n', b'b', 0]), Err(Error::BadDomain));
+        assert_eq!(Request::parse(&[4, 1, 0, 80, 0, 0, 0, 1, 0, b'a', b'\n', b'b', 0]), Err(Error::NotAHostName));
         let long = [&[4, 1, 0, 80, 1, 2, 3, 4][..], &[b'x'; 300]].concat();
         assert_eq!(Request::wanted_len(&long), Err(Error::FieldTooLong));
     }
@@ -230,7 +230,9 @@ mod tests {
         assert_eq!(Request::parse(&with_nul(255)).unwrap().user_id.len(), 255, "255 is the limit");
         assert_eq!(Request::wanted_len(&with_nul(256)), Err(Error::FieldTooLong));
         assert_eq!(Request::parse(&with_nul(300)), Err(Error::FieldTooLong));
-        let host = |len: usize| [&[4, 1, 0, 80, 0, 0, 0, 1, 0][..], &vec![b'h'; len], &[0]].concat();
+        // "h.h.h...": a host name of `len` bytes, with labels short enough to be one.
+        let name = |len: usize| (0..len).map(|i| if i % 2 == 0 { b'h' } else { b'.' }).collect::<Vec<u8>>();
+        let host = |len: usize| [&[4, 1, 0, 80, 0, 0, 0, 1, 0][..], &name(len), &[0]].concat();
         assert!(Request::parse(&host(255)).is_ok());
         assert_eq!(Request::parse(&host(256)), Err(Error::FieldTooLong));
     }
