@@ -134,6 +134,16 @@ fn same_gives_each_listener_the_address_its_clients_reached() {
 }
 
 #[test]
+fn an_http_connect_leaves_from_the_bind_out_address() {
+    let target = peer_reporter("127.0.0.1:0");
+    let (_server, addrs) = start_urls(&["http://127.0.0.1:0?bind-out=127.0.0.2"], &[]);
+    let mut stream = connect(addrs[0]);
+    t!(write!(stream, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"));
+    let answer = String::from_utf8(read_to_end(&mut stream)).unwrap();
+    assert_eq!(answer, "HTTP/1.1 200 Connection established\r\n\r\n127.0.0.2");
+}
+
+#[test]
 fn a_tcp_forward_leaves_from_its_own_bind_out_address() {
     let target = peer_reporter("127.0.0.1:0");
     let (_server, addrs) = start_urls(&[&format!("tcp://127.0.0.1:0/{target}?bind-out=127.0.0.7")], &[]);

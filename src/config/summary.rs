@@ -275,7 +275,7 @@ mod tests {
             "  socks 127.0.0.1:8080     SOCKS5 off; SOCKS4/4a off; HTTP no login",
             "  tcp 127.0.0.1:2222       forward to 10.0.0.5:22",
             "  udp 127.0.0.1:5353       forward to 10.0.0.1:53, a session ends after 30s idle (ttl)",
-            "  socks 127.0.0.1:1083     SOCKS5 no login; SOCKS4/4a off; bind-out 192.0.2.7 (IPv4 only), interface wg0",
+            "  socks 127.0.0.1:1083     SOCKS5 no login; SOCKS4/4a off; HTTP off; bind-out 192.0.2.7 (IPv4 only), interface wg0",
             "  tcp 127.0.0.1:2223       forward to 10.0.0.5:22; bind-out same (the address the client reached)",
             "  hop 1                    socks5://hop1.example:1080, login as carol (password hidden)",
             "  hop 2                    socks5://10.0.0.2:1080",
