@@ -41,7 +41,13 @@ machine_state() {
 before=$(machine_state)
 
 deb=$(bash scripts/deb.sh) || { echo "FAIL scripts/deb.sh"; exit 1; }
-result "PASS built $deb ($(stat -c %s "$deb") bytes; /usr/sbin/burrowd $(dpkg-deb --fsys-tarfile "$deb" | tar -tvf - ./usr/sbin/burrowd | awk '{print $3}') bytes)"
+binary_size=$(dpkg-deb --fsys-tarfile "$deb" | tar -tvf - ./usr/sbin/burrowd | awk '{print $3}')
+# The binary that goes into the package stays small: under 1 MiB.
+if ((binary_size < 1048576)); then
+  result "PASS built $deb ($(stat -c %s "$deb") bytes; /usr/sbin/burrowd $binary_size bytes, under 1 MiB)"
+else
+  result "FAIL /usr/sbin/burrowd is $binary_size bytes, 1 MiB or more (cargo bloat shows what grew)"
+fi
 
 lint=$(lintian --pedantic --info "$deb" 2>/dev/null)
 if [[ -n $lint ]]; then

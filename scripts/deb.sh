@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the Debian package burrowd_<version>-1_amd64.deb from the static musl binary with
+# Builds the Debian package burrowd_<version>-1_amd64.deb from the static musl binary (the
+# `small` profile: under 1 MiB, which scripts/deb-check.sh holds it to) with
 # dpkg-deb alone (no debhelper): the binary, the hardened unit, a loopback-only
 # configuration that works as installed, an empty users file, the man page, copyright and
 # a changelog made from CHANGELOG.md. Prints the package's path.
@@ -9,13 +10,13 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 musl=x86_64-unknown-linux-musl
-binary=target/$musl/release/burrowd
+binary=target/$musl/small/burrowd
 out=${1:-target/deb}
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 revision=1
 maintainer="The burrowd developers <burrowd@example.org>"
 
-cargo build --release --quiet --target "$musl"
+cargo build --profile small --quiet --target "$musl"
 
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
