@@ -26,7 +26,7 @@ doc=$root/usr/share/doc/burrowd
 install -D -m 755 "$binary" "$root/usr/sbin/burrowd"
 # The release profile strips symbols; the toolchain's notes and comments go too.
 strip --remove-section=.comment --remove-section=.note "$root/usr/sbin/burrowd"
-# The unit names the binary where a hand install puts it (README); the package's is in sbin.
+# The unit names the binary where a hand install puts it (docs/operations.md); the package's is in sbin.
 install -d "$root/lib/systemd/system"
 sed 's|/usr/local/bin/burrowd|/usr/sbin/burrowd|g' scripts/burrowd.service >"$root/lib/systemd/system/burrowd.service"
 grep -q '^ExecStart=/usr/sbin/burrowd ' "$root/lib/systemd/system/burrowd.service"

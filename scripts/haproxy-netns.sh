@@ -12,7 +12,7 @@
 # counts .2's sessions, not the balancer's, so .4 still gets in; a connection from the trusted
 # address without a header is refused and counted; HAProxy's health checks (`check` with
 # `check-send-proxy`, a SOCKS5 greeting each) keep both servers UP. Logins are required
-# (--users), as in the README's example.
+# (--users), as in docs/operations.md's example.
 #
 # Needs root, `ip`, python3 and haproxy (installed from Debian with apt-get if missing);
 # without them it prints "skipped: ..." and exits 0.
@@ -76,7 +76,7 @@ defaults
     timeout client 30s
     timeout server 30s
 
-# As README's "Behind a load balancer" has it: a health check is a SOCKS5 greeting offering
+# As docs/operations.md's "Behind a load balancer" has it: a health check is a SOCKS5 greeting offering
 # a login, answered "log in".
 listen socks_v1
     bind 10.200.0.1:1080

@@ -48,7 +48,7 @@ result() {
   echo "$1"
 }
 
-# verify requires ExecStart='s program to exist, and the unit names where README installs it;
+# verify requires ExecStart='s program to exist, and the unit names where docs/operations.md installs it;
 # so it verifies a copy that names the binary just built instead, the one line changed.
 sed "s|^ExecStart=/usr/local/bin/burrowd |ExecStart=$burrowd |" "$unit" >"$work/burrowd.service"
 changed=$(diff "$unit" "$work/burrowd.service" | grep -c '^[<>]')

@@ -437,7 +437,7 @@ def filter_kills_without_mincore(work, settings):
 
 
 def write_owned(work, name, text):
-    """A file burrowd's group may read and nobody else: how README installs /etc/burrowd."""
+    """A file burrowd's group may read and nobody else: how docs/operations.md installs /etc/burrowd."""
     path = os.path.join(work, name)
     with open(path, "w") as f:
         f.write(text)

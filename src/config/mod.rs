@@ -278,11 +278,11 @@ pub const DEFAULT_UDP_TTL: Duration = Duration::from_secs(60);
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
 pub const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Chosen by measurement on loopback (iperf3 through a tcp:// forward, 16K to 2M): 1 MiB
-/// gave the best ratio to direct for 1 and 8 streams; see README "Performance". Only a
+/// gave the best ratio to direct for 1 and 8 streams; see docs/performance.md. Only a
 /// direction that is moving data holds one.
 pub const DEFAULT_BUFFER_SIZE: usize = 1024 * 1024;
 /// Copy: on loopback splice measured no faster for one stream and slower for eight, since
-/// loopback skbs must be copied into pipe pages anyway; see README "Performance".
+/// loopback skbs must be copied into pipe pages anyway; see docs/performance.md.
 pub const DEFAULT_RELAY: RelayMode = RelayMode::Copy;
 
 impl Default for Config {
