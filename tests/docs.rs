@@ -110,6 +110,9 @@ fn the_readme_stays_short() {
 fn links_and_anchors_are_read_as_github_reads_them() {
     let text = "See [a](docs/a.md#x-y) and `[not](code)`.\n```\n[nor](block)\n```\n[b](#live-sessions)\n";
     assert_eq!(link_targets(text), ["docs/a.md#x-y", "#live-sessions"]);
-    assert_eq!(anchor(" Live sessions and metrics (`--status`, SIGUSR1)"), "live-sessions-and-metrics---status-sigusr1");
+    assert_eq!(
+        anchor(" Live sessions and metrics (`--status`, SIGUSR1)"),
+        "live-sessions-and-metrics---status-sigusr1"
+    );
     assert_eq!(anchor("Services as URLs (`-L`)"), "services-as-urls--l");
 }
