@@ -4,7 +4,8 @@
 # CONNECT, a chained CONNECT, BIND (the address in the first reply) and UDP ASSOCIATE; with
 # one family given a target of the other is refused (reply 3); `same` gives each listener
 # its own egress; --interface takes a second interface whose route differs; an address or
-# interface that goes away at run time gets reply 1 and a log line, never the default route.
+# interface that goes away at run time gets reply 1 and a log line, never the default route;
+# a burrowd whose listener's address went away still stops on SIGTERM.
 #
 # Two network namespaces owned by this script, joined by two veth pairs:
 #   proxy ns   boA: 10.201.1.1, 10.201.1.2, 10.201.1.3, fd00:201:1::1, fd00:201:1::2
@@ -137,9 +138,11 @@ ip netns exec "$ns" "$burrowd" -L 'socks://10.201.1.1:1080?bind-out=same' -L 'so
 ip netns exec "$ns" "$burrowd" --listen 127.0.0.1:1090 --bind-out 10.201.1.2 -F socks5://10.201.1.100:1080 \
     2>"$work/chain.log" &
 
-# An address to take away at run time. No listener is on it: a listener whose address
-# is gone cannot be woken to stop.
+# An address to take away at run time, and a listener on it: one whose address is gone
+# cannot be woken to stop by a connection to it, and the stop must not wait for it.
 ip netns exec "$ns" "$burrowd" --listen 127.0.0.1:1083 --bind-out 10.201.1.3 2>"$work/vanish.log" &
+ip netns exec "$ns" "$burrowd" --listen 10.201.1.3:1084 2>"$work/orphan.log" &
+orphan=$!
 
 # Start-up errors: an address this host lacks, an interface it lacks.
 for flags in "--bind-out 10.201.1.77" "--interface nosuchif0"; do
@@ -262,7 +265,8 @@ def udp_sees(proxy, host, expect_reply=True):
     return data[header:].decode()
 
 for host, port in [("10.201.1.100", 1080), ("127.0.0.1", 1080), ("127.0.0.1", 1081), ("10.201.1.1", 1080),
-                   ("10.201.1.2", 1080), ("127.0.0.1", 1082), ("127.0.0.1", 1083), ("127.0.0.1", 1090)]:
+                   ("10.201.1.2", 1080), ("127.0.0.1", 1082), ("127.0.0.1", 1083), ("127.0.0.1", 1090),
+                   ("10.201.1.3", 1084)]:
     wait_listening(host, port)
 
 # The premise: with no setting, this host reaches the targets from 10.201.1.1, by boA.
@@ -311,6 +315,21 @@ if code != 1:
     fail(f"CONNECT bound to a vanished interface got reply {code}, not 1")
 print("ok: a vanished address and a vanished interface get reply 1")
 PY
+
+# SIGTERM to the burrowd whose listener's address is gone: it stops (within the 1 s wake
+# attempt and its drain), rather than waiting for ever on an accept loop nothing can wake.
+kill -TERM "$orphan"
+(sleep 10 && kill -KILL "$orphan" 2>/dev/null) &
+watchdog=$!
+status=0
+wait "$orphan" || status=$?
+kill "$watchdog" 2>/dev/null || true
+if ((status != 0)) || ! grep -q "cannot wake the accept loop of 10.201.1.3:1084" "$work/orphan.log"; then
+    echo "FAIL: burrowd with a vanished listener address did not stop on SIGTERM (status $status):"
+    cat "$work/orphan.log"
+    exit 1
+fi
+echo "ok: a listener whose address is gone does not hold up the stop"
 
 stop_all
 # The hop saw the chain come from 10.201.1.2; each run-time failure left one line.

@@ -152,12 +152,24 @@ impl Server {
     /// sessions. Sessions already started go on.
     pub fn stop_accepting(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
-        for (addr, _) in &self.accept_threads {
-            // A connection to ourselves is how a thread blocked in accept() learns to stop.
-            let _ = TcpStream::connect_timeout(&wake_address(*addr), Duration::from_secs(1));
-        }
-        for (_, thread) in self.accept_threads.drain(..) {
-            let _ = thread.join();
+        // A connection to ourselves is how a thread blocked in accept() learns to stop. One
+        // that cannot be made (the listener's address has left the host) would leave its
+        // thread blocked for good: that thread is not waited for, and ends with the process.
+        let woken: Vec<bool> = self
+            .accept_threads
+            .iter()
+            .map(|(addr, _)| match TcpStream::connect_timeout(&wake_address(*addr), Duration::from_secs(1)) {
+                Ok(_) => true,
+                Err(e) => {
+                    log::warn!("cannot wake the accept loop of {addr} to stop it ({e}); it ends with the process");
+                    false
+                }
+            })
+            .collect();
+        for ((_, thread), woken) in self.accept_threads.drain(..).zip(woken) {
+            if woken {
+                let _ = thread.join();
+            }
         }
     }
 
