@@ -95,6 +95,8 @@ pub(crate) fn serve(
     match request {
         Request::Connect(_) => {
             log.replied_http(200);
+            // Listed as relaying before the client hears it may start, as a SOCKS CONNECT is.
+            log.publish(State::Relay);
             if let Err(e) = negotiation.write(ESTABLISHED) {
                 log.end = Some(End::Handshake(e));
                 return None;

@@ -5,7 +5,7 @@ use crate::config::rules::Cmd;
 use crate::net::negotiation::{HandshakeError, Negotiation};
 use crate::outbound::Egress;
 use crate::session::access::{Access, Heard};
-use crate::session::{Context, End, Established, SessionLog};
+use crate::session::{Context, End, Established, SessionLog, State};
 use crate::wire::addr::{Addr, TargetAddr};
 use std::sync::Arc;
 
@@ -47,6 +47,9 @@ pub(super) fn serve_connect(
     };
     log.reached = Some(connected.peer);
     log.outbound_local = Some(connected.local);
+    // Listed as relaying before the client hears it may start: whoever it tells (or itself)
+    // finds the session as it is, not still negotiating.
+    log.publish(State::Relay);
     if let Err(e) = replies.granted(&mut negotiation, connected.source.as_addr(), log) {
         log.end = Some(End::Handshake(e));
         return None;
