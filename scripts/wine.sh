@@ -149,6 +149,7 @@ skips=(
   udp_forward_clients_are_judged_by_address_on_their_first_datagram
   a_client_that_names_its_target_in_dst_and_sends_from_another_port_is_served
   an_association_logs_its_first_foreign_datagram_once_and_names_the_real_client
+  the_udp_association_locks_to_the_carried_client
   udp_datagrams_leave_from_the_bind_out_address
   a_udp_forward_leaves_from_its_own_bind_out_address
   # counts /proc/self/fd, which under Wine holds Wine's own descriptors and its cache of them
