@@ -68,6 +68,15 @@ fi
 
 cargo build --release --quiet --target "$triple" || die "cargo build --release --target $triple failed"
 exe=$target_dir/$triple/release/burrowd.exe
+# One wineserver for the whole run, started before any Wine program (which would start one
+# of its own): by default it exits a few seconds after its last client, and a test program
+# that starts just then loses its connection to it ("wine client error: recvmsg: Connection
+# reset by peer") and fails through no fault of its own.
+wineserver=/usr/lib/wine/wineserver64
+[[ -x $wineserver ]] || wineserver=/usr/lib/wine/wineserver
+"$wineserver" -k 2>/dev/null
+"$wineserver" -p || die "cannot start a persistent wineserver"
+trap '"$wineserver" -k 2>/dev/null' EXIT
 "$wine" wineboot --init >/dev/null 2>&1
 "$wine" "$exe" --version >/dev/null 2>&1 || die "$exe does not start under $("$wine" --version)"
 
