@@ -74,6 +74,7 @@ exe=$target_dir/$triple/release/burrowd.exe
 # reset by peer") and fails through no fault of its own.
 wineserver=/usr/lib/wine/wineserver64
 [[ -x $wineserver ]] || wineserver=/usr/lib/wine/wineserver
+mkdir -p "$WINEPREFIX" # the server runs in it; wineboot fills it
 "$wineserver" -k 2>/dev/null
 "$wineserver" -p || die "cannot start a persistent wineserver"
 trap '"$wineserver" -k 2>/dev/null' EXIT
