@@ -4,7 +4,7 @@ use super::failure::Failure;
 use crate::config::rules::Cmd;
 use crate::net::negotiation::{HandshakeError, Negotiation};
 use crate::outbound::Egress;
-use crate::session::access::{Access, Heard};
+use crate::session::access::{Access, Heard, NotHeard};
 use crate::session::{Context, End, Established, SessionLog, State};
 use crate::wire::addr::{Addr, TargetAddr};
 use std::sync::Arc;
@@ -21,6 +21,31 @@ pub(crate) trait SocksReplies {
     ) -> Result<(), HandshakeError>;
     /// Sends the reply `failure` earns, records it in the log, and closes.
     fn fail(&self, negotiation: Negotiation, failure: Failure, log: &mut SessionLog);
+}
+
+/// Asks the rules about the request ([`Access::hear`], the one step every SOCKS command
+/// passes) and hands the negotiation back with the proof that it was heard. A client
+/// reclaimed meanwhile ends as such, and a refused one gets the reply `replies` words for
+/// the refusal; either way the session ends there (`None`).
+pub(super) fn hear(
+    access: &Access,
+    mut negotiation: Negotiation,
+    cmd: Cmd,
+    target: &TargetAddr,
+    log: &mut SessionLog,
+    replies: &impl SocksReplies,
+) -> Option<(Negotiation, Heard)> {
+    match access.hear(&mut negotiation, cmd, target) {
+        Ok(heard) => Some((negotiation, heard)),
+        Err(NotHeard::Reclaimed(e)) => {
+            log.end = Some(End::Handshake(e));
+            None
+        }
+        Err(NotHeard::Denied(denied)) => {
+            replies.fail(negotiation, denied.into(), log);
+            None
+        }
+    }
 }
 
 /// CONNECT: opens the outbound connection, leaving as `egress` says, and replies with the

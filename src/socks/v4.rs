@@ -4,13 +4,13 @@
 //! otherwise, and `--no-socks4` closes such clients without a word.
 
 use super::bind;
-use super::connect::{SocksReplies, serve_connect};
+use super::connect::{SocksReplies, hear, serve_connect};
 use super::failure::{Failure, socks4_code};
 use crate::config::rules::Cmd;
 use crate::config::{Socks4Policy, SocksSpec};
 use crate::net::negotiation::{HandshakeError, Negotiation, close_after_reply};
 use crate::outbound::Egress;
-use crate::session::access::{Access, NotHeard};
+use crate::session::access::Access;
 use crate::session::{Context, End, Established, FailureReply, Login, SessionLog};
 use crate::wire::addr::Addr;
 use crate::wire::socks4::{Command, MAX_FIELD_LEN, Reply, ReplyCode, Request};
@@ -72,17 +72,7 @@ pub(super) fn serve(
         Command::Connect => Cmd::Connect,
         Command::Bind => Cmd::Bind,
     };
-    let heard = match access.hear(&mut negotiation, cmd, &target) {
-        Ok(heard) => heard,
-        Err(NotHeard::Reclaimed(e)) => {
-            log.end = Some(End::Handshake(e));
-            return None;
-        }
-        Err(NotHeard::Denied(denied)) => {
-            Socks4Replies.fail(negotiation, denied.into(), log);
-            return None;
-        }
-    };
+    let (negotiation, heard) = hear(access, negotiation, cmd, &target, log, &Socks4Replies)?;
     match request.command {
         Command::Connect => serve_connect(ctx, negotiation, &target, heard, access, egress, log, &Socks4Replies),
         Command::Bind => bind::serve(ctx, negotiation, &target, heard, access, egress, log, &Socks4Replies),

@@ -2,14 +2,14 @@
 //! username/password, request, then the command.
 
 use super::bind;
-use super::connect::{SocksReplies, serve_connect};
+use super::connect::{SocksReplies, hear, serve_connect};
 use super::failure::{Failure, socks5_code};
 use super::udp_associate::Association;
 use crate::config::SocksSpec;
 use crate::config::rules::Cmd;
 use crate::net::negotiation::{HandshakeError, Negotiation, close_after_reply};
 use crate::outbound::Egress;
-use crate::session::access::{Access, Heard, NotHeard};
+use crate::session::access::{Access, Heard};
 use crate::session::{Context, End, Established, FailureReply, Login, SessionLog, State};
 use crate::wire::addr::{Addr, TargetAddr};
 use crate::wire::socks5::{Command, Greeting, MethodChoice, Reply, ReplyCode, Request, method};
@@ -49,17 +49,7 @@ pub(super) fn serve(
         Command::Bind => Cmd::Bind,
         Command::UdpAssociate => Cmd::Udp,
     };
-    let heard = match access.hear(&mut negotiation, cmd, &target) {
-        Ok(heard) => heard,
-        Err(NotHeard::Reclaimed(e)) => {
-            log.end = Some(End::Handshake(e));
-            return None;
-        }
-        Err(NotHeard::Denied(denied)) => {
-            fail(negotiation, denied.into(), log);
-            return None;
-        }
-    };
+    let (negotiation, heard) = hear(access, negotiation, cmd, &target, log, &Socks5Replies)?;
     match command {
         Command::Connect => serve_connect(ctx, negotiation, &target, heard, access, egress, log, &Socks5Replies),
         Command::Bind => bind::serve(ctx, negotiation, &target, heard, access, egress, log, &Socks5Replies),
