@@ -95,7 +95,7 @@ fn a_queued_client_no_worker_takes_within_the_handshake_timeout_is_closed_and_co
     let (proxy, proxy_addr) = start(config);
     let target = echo_server("127.0.0.1:0");
     // The only worker relays: it is never reclaimed, so the next client waits in the queue.
-    let mut occupant = socks5_connect(proxy_addr, target);
+    let occupant = socks5_connect(proxy_addr, target);
     let mut queued = connect(proxy_addr);
     t!(queued.write_all(&[5, 1, 0]));
     // Closed at the end of its wait, well before this read's own timeout.
@@ -106,11 +106,7 @@ fn a_queued_client_no_worker_takes_within_the_handshake_timeout_is_closed_and_co
     let metrics = String::from_utf8_lossy(&read_to_end(&mut status)).into_owned();
     assert!(metrics.contains("burrowd_refusals_total{reason=\"queue_timeout\"} 1\n"), "{metrics}");
 
-    t!(occupant.write_all(b"still served"));
-    let mut echo = [0u8; 12];
-    t!(occupant.read_exact(&mut echo));
-    assert_eq!(&echo, b"still served");
-    drop(occupant);
+    assert_echoes(occupant, b"still served");
     assert!(proxy.drain(TIMEOUT));
     assert_echoes(socks5_connect(proxy_addr, target), b"the queue is open again");
 }
