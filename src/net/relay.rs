@@ -34,6 +34,8 @@ use super::is_timeout;
 use super::readiness;
 #[cfg(target_os = "linux")]
 use super::splice::Pipe;
+#[cfg(not(windows))]
+use super::stack;
 use super::worker_pool::{Job, Refused, WorkerPool};
 use crate::config::RelayMode;
 use std::fmt;
@@ -47,6 +49,15 @@ use std::time::{Duration, Instant};
 const RELAY_THREAD_STACK: usize = 64 * 1024;
 /// Bytes an idle direction reads into its stack while it waits; see `copy_until_fin`.
 const PROBE_SIZE: usize = 512;
+/// How long the worker's direction waits for the client before the worker gives back the
+/// stack pages its handshake touched below the relay ([`stack::release_unused`]). A
+/// session that moves bytes or ends sooner never pays for a release: an madvise whose TLB
+/// flush interrupts every CPU, then a page fault when the next handshake touches the page
+/// again. Done for every session, that was 13% of the CPU a short session costs (perf,
+/// under the benchmark's handshake load); done here, an idle session still keeps two
+/// stack pages rather than three.
+#[cfg(not(windows))]
+const STACK_SETTLE: Duration = Duration::from_millis(250);
 /// On Windows, the longest a direction waits for readiness before it looks again at the
 /// limits and at whether the session was cut.
 #[cfg(windows)]
@@ -198,6 +209,14 @@ impl Direction {
     fn index(self) -> usize {
         self as usize
     }
+
+    /// Whether this direction's first wait is cut short at [`STACK_SETTLE`] to give back
+    /// the stack pages its thread's handshake touched: only the worker's has any, and only
+    /// Linux gives pages back.
+    #[cfg(not(windows))]
+    fn settles_stack(self, idle: Option<Duration>) -> bool {
+        cfg!(target_os = "linux") && matches!(self, Direction::Up) && idle.is_none_or(|idle| idle > STACK_SETTLE)
+    }
 }
 
 impl Relayer {
@@ -281,8 +300,11 @@ impl Relayer {
     fn copy_until_fin(&self, dir: Direction, link: &Link, bytes: &mut u64) -> Result<(), RelayEnd> {
         let (src, dst) = link.sockets(dir);
         #[cfg(not(windows))]
+        let mut settling = dir.settles_stack(link.limits.idle);
+        #[cfg(not(windows))]
         {
-            src.set_read_timeout(link.limits.idle).map_err(|e| RelayEnd::Failed(dir.source(), e))?;
+            let first_wait = if settling { Some(STACK_SETTLE) } else { link.limits.idle };
+            src.set_read_timeout(first_wait).map_err(|e| RelayEnd::Failed(dir.source(), e))?;
             dst.set_write_timeout(Some(link.limits.write_timeout())).map_err(|e| RelayEnd::Failed(dir.dest(), e))?;
         }
         #[cfg(windows)]
@@ -301,6 +323,13 @@ impl Relayer {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                #[cfg(not(windows))]
+                Err(e) if settling && is_timeout(&e) => {
+                    settling = false;
+                    stack::release_unused();
+                    src.set_read_timeout(link.limits.idle).map_err(|e| RelayEnd::Failed(dir.source(), e))?;
+                    continue;
+                }
                 Err(e) => {
                     link.read_failed(dir, e)?;
                     continue;
@@ -963,6 +992,47 @@ mod tests {
                 assert_eq!(spare, 1, "{mode:?} after {len} bytes: the idle direction holds one");
             }
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_worker_whose_client_waits_gives_back_the_stack_its_handshake_touched() {
+        use crate::net::stack::{self, probe};
+        let relayer = Arc::new(relayer(RelayMode::Copy, None, GIVE_UP));
+        let (client, mut client_end) = pair();
+        let (target, mut target_end) = pair();
+        let (stack_tx, stack_rx) = mpsc::channel();
+        let worker = thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                stack::remember_this_thread();
+                let (bottom, frame) = (probe::bottom(), probe::frame());
+                // A handshake that went deep (a name lookup does), far below the relay's frames.
+                probe::go_deep();
+                let below = frame - 16 * 1024;
+                stack_tx.send((bottom, below, probe::resident_kib(bottom, below))).unwrap();
+                relayer.relay(client, target, Arc::default())
+            })
+            .unwrap();
+        let (bottom, below, deep) = stack_rx.recv().unwrap();
+        assert!(deep >= 40, "the deep call left {deep} KiB resident");
+        let deadline = Instant::now() + GIVE_UP;
+        while probe::resident_kib(bottom, below) > 4 {
+            assert!(Instant::now() < deadline, "an idle relay kept its handshake's stack pages");
+            thread::sleep(Duration::from_millis(20));
+        }
+        // The relay goes on as before, both ways.
+        client_end.write_all(b"ping").unwrap();
+        let mut got = [0; 4];
+        target_end.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"ping");
+        target_end.write_all(b"pong").unwrap();
+        client_end.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"pong");
+        drop((client_end, target_end));
+        let outcome = worker.join().unwrap();
+        assert!(matches!(outcome.end, RelayEnd::Closed), "{}", outcome.end);
+        assert_eq!((outcome.up, outcome.down), (4, 4));
     }
 
     #[test]

@@ -3,15 +3,16 @@
 //! Touched stack pages stay resident for the thread's life, and pool threads live long.
 //! A few calls run pages deeper than a handshake does (glibc's name lookup above all),
 //! so a worker that once made one would carry those pages into every idle session it
-//! later relays. Before a worker parks in a
-//! relay, [`release_unused`] looks whether the page just below its frame is resident
-//! (mincore), and only then gives back every page below with madvise(MADV_DONTNEED), as
-//! glibc does for the stack of a thread that exits. A page needed again comes back as a
-//! fresh zeroed page on first touch.
+//! later relays. Once a worker's relay has waited a while for its client (the relay's
+//! `STACK_SETTLE`), [`release_unused`] looks whether the page just below its frame is
+//! resident (mincore), and only then gives back every page below with
+//! madvise(MADV_DONTNEED), as glibc does for the stack of a thread that exits. A page
+//! needed again comes back as a fresh zeroed page on first touch.
 //!
-//! Only when a page is there: the look is cheap, but a release run by every session of a
-//! busy server measured 15-20% fewer handshakes a second (we suspect, without having
-//! traced it, TLB flushes across CPUs when madvise calls overlap).
+//! Only for a session that waits, and only when a page is there: the madvise flushes the
+//! TLB of every CPU running one of our threads (an interrupt to each), and the next
+//! handshake faults the page back in. Run by every session, perf put 13% of a short
+//! session's CPU in that release.
 //!
 //! Only threads that called [`remember_this_thread`] (the pools' threads) release
 //! anything; elsewhere (the main thread, whose stack grows on demand, or other systems)
@@ -102,35 +103,59 @@ pub(crate) fn release_unused() {
     imp::release_unused()
 }
 
+/// What tests elsewhere need to watch a thread's stack: its bounds, a deep call, and how
+/// much of it is resident.
 #[cfg(all(test, target_os = "linux"))]
-mod tests {
-    use super::*;
-
-    /// Resident KiB of the calling thread's stack below its caller's frame, page by page
-    /// with mincore. Not the Rss of the mapping that holds the stack: the kernel may merge
-    /// a thread's stack with a neighbouring anonymous mapping (seen with musl, whose thread
-    /// stacks sit beside other anonymous memory), whose pages that Rss would count too.
-    #[inline(never)]
-    fn resident_below_kib() -> usize {
-        let bottom = imp::stack_bottom().expect("this thread's stack bounds");
-        let here = 0u8;
-        let frame = std::hint::black_box(std::ptr::addr_of!(here)) as usize;
-        // SAFETY: sysconf only reads a constant.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap();
-        let top = frame & !(page - 1);
-        let mut status = vec![0u8; (top - bottom) / page];
-        // SAFETY: [bottom, top) is page-aligned and inside this thread's stack mapping;
-        // mincore writes one byte per page of it into `status`, which has that many.
-        let looked = unsafe { libc::mincore(bottom as *mut libc::c_void, top - bottom, status.as_mut_ptr()) };
-        assert_eq!(looked, 0, "mincore: {}", std::io::Error::last_os_error());
-        status.iter().filter(|&&s| s & 1 == 1).count() * page / 1024
+pub(crate) mod probe {
+    /// The lowest usable address of the calling thread's stack.
+    pub(crate) fn bottom() -> usize {
+        super::imp::stack_bottom().expect("this thread's stack bounds")
     }
 
+    /// The address of a local in the caller's frame, page-aligned down.
     #[inline(never)]
-    fn go_deep() -> u8 {
+    pub(crate) fn frame() -> usize {
+        let here = 0u8;
+        std::hint::black_box(std::ptr::addr_of!(here)) as usize & !(page() - 1)
+    }
+
+    fn page() -> usize {
+        // SAFETY: sysconf only reads a constant.
+        usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap()
+    }
+
+    /// Touches 64 KiB of stack below the caller's frame.
+    #[inline(never)]
+    pub(crate) fn go_deep() -> u8 {
         let mut deep = [1u8; 64 * 1024];
         std::hint::black_box(&mut deep);
         deep[deep.len() - 1]
+    }
+
+    /// Resident KiB of `[from, to)`, page by page with mincore. Any thread's stack may be
+    /// looked at. Not the Rss of the mapping that holds the stack: the kernel may merge a
+    /// thread's stack with a neighbouring anonymous mapping (seen with musl, whose thread
+    /// stacks sit beside other anonymous memory), whose pages that Rss would count too.
+    pub(crate) fn resident_kib(from: usize, to: usize) -> usize {
+        let page = page();
+        let mut status = vec![0u8; (to - from) / page];
+        // SAFETY: [from, to) is page-aligned and inside a thread's stack mapping; mincore
+        // writes one byte per page of it into `status`, which has that many.
+        let looked = unsafe { libc::mincore(from as *mut libc::c_void, to - from, status.as_mut_ptr()) };
+        assert_eq!(looked, 0, "mincore: {}", std::io::Error::last_os_error());
+        status.iter().filter(|&&s| s & 1 == 1).count() * page / 1024
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::probe::{bottom, frame, go_deep, resident_kib};
+    use super::*;
+
+    /// Resident KiB of the calling thread's stack below its caller's frame.
+    #[inline(never)]
+    fn resident_below_kib() -> usize {
+        resident_kib(bottom(), frame())
     }
 
     #[test]

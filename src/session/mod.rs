@@ -68,9 +68,6 @@ pub(crate) fn handshake_then_relay(
 
 /// Relays an established session until both directions are done.
 fn relay(ctx: &Arc<Context>, established: Established, log: &mut SessionLog) {
-    // And pages a deeper call (this session's or an earlier one's on this worker) took
-    // below here go back before the wait, which may last hours.
-    crate::net::stack::release_unused();
     log.publish(State::Relay);
     let meter = log.live.as_ref().map(|live| Arc::clone(&live.meter)).unwrap_or_default();
     let outcome = ctx.relayer.relay(established.client, established.target, meter);
