@@ -266,7 +266,7 @@ def udp_sees(proxy, host, expect_reply=True):
 
 for host, port in [("10.201.1.100", 1080), ("127.0.0.1", 1080), ("127.0.0.1", 1081), ("10.201.1.1", 1080),
                    ("10.201.1.2", 1080), ("127.0.0.1", 1082), ("127.0.0.1", 1083), ("127.0.0.1", 1090),
-                   ("10.201.1.3", 1084)]:
+                   ("10.201.1.3", 1084), ("10.201.9.9", 7000), ("fd00:201:9::9", 7000)]:
     wait_listening(host, port)
 
 # The premise: with no setting, this host reaches the targets from 10.201.1.1, by boA.
