@@ -193,6 +193,21 @@ pub struct SocketOptions {
     pub rcvbuf: Option<usize>,
 }
 
+/// The timeouts every accepted client starts with, from its listener: reads are bounded
+/// by the handshake timeout, writes by the relay's write timeout, which bounds the
+/// handshake's replies too. Each phase sets a timeout only where it wants another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClientTimeouts {
+    pub read: Duration,
+    pub write: Duration,
+}
+
+/// The longest a relay's write may wait for room: the shorter of the idle and half-close
+/// timeouts, so that a peer that stops reading is judged like one that stops sending.
+pub(crate) fn relay_write_timeout(idle: Option<Duration>, half_close: Duration) -> Duration {
+    idle.map_or(half_close, |idle| idle.min(half_close))
+}
+
 /// How the relay moves bytes between a session's two sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayMode {
@@ -319,6 +334,14 @@ impl Default for Config {
 }
 
 impl Config {
+    /// What every accepted client's socket starts with (see [`ClientTimeouts`]).
+    pub(crate) fn client_timeouts(&self) -> ClientTimeouts {
+        ClientTimeouts {
+            read: self.handshake_timeout,
+            write: relay_write_timeout(self.idle_timeout, self.half_close_timeout),
+        }
+    }
+
     /// Live sessions one client address may hold: `--max-clients-per-ip`, or else half
     /// the workers, so that one address (a scanner, or a NAT full of clients) always
     /// leaves the other half to everyone else.

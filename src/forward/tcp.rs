@@ -38,7 +38,7 @@ fn connect(
 ) -> Option<Established> {
     log.command = Some("TCP-FORWARD".into());
     log.target = Some(spec.target.clone());
-    if let Err(e) = sockopt::tune_accepted(&client, &ctx.config.socket) {
+    if let Err(e) = sockopt::tune_client(&client, &ctx.config.socket, ctx.config.client_timeouts()) {
         log.end = Some(End::SocketSetup { what: "socket options", error: e });
         return None;
     }

@@ -93,9 +93,22 @@ impl Negotiation {
     }
 
     /// A client's negotiation, reclaimable while `waiting` is held: a read that fails
-    /// because the client was reclaimed reports [`HandshakeError::Reclaimed`].
-    pub(crate) fn for_client(stream: TcpStream, budget: Duration, waiting: Option<Waiting>) -> io::Result<Self> {
-        Ok(Negotiation { waiting, ..Negotiation::new(stream, budget)? })
+    /// because the client was reclaimed reports [`HandshakeError::Reclaimed`]. `armed` is
+    /// the read timeout the socket is known to carry already (its listener's, see
+    /// `sockopt::listen`): when it is given, no call sets one unless the budget is shorter.
+    pub(crate) fn for_client(
+        stream: TcpStream,
+        budget: Duration,
+        armed: Option<Duration>,
+        waiting: Option<Waiting>,
+    ) -> io::Result<Self> {
+        let negotiation = match armed {
+            Some(armed) => {
+                Negotiation { stream, deadline: Instant::now() + budget, armed, waiting: None, seen: Seen::default() }
+            }
+            None => Negotiation::new(stream, budget)?,
+        };
+        Ok(Negotiation { waiting, ..negotiation })
     }
 
     /// The client's request is complete: what it waits for now is our work (a connect,
@@ -123,6 +136,14 @@ impl Negotiation {
     /// Ends the negotiation and hands the socket on, to the relay or to be closed.
     pub(crate) fn into_stream(self) -> TcpStream {
         self.stream
+    }
+
+    /// Ends an upstream negotiation whose socket the relay reads as a target: without
+    /// the read timeout set here, as the relay expects a target to come (it then sets
+    /// one only where it wants one).
+    pub(crate) fn into_target_stream(self) -> io::Result<TcpStream> {
+        self.stream.set_read_timeout(None)?;
+        Ok(self.stream)
     }
 
     /// Ends this phase of a client's negotiation: its socket, its place among those that

@@ -93,7 +93,7 @@ impl Limits {
     /// Every write is bounded by the shorter limit, so a write to a peer that has stopped
     /// reading is judged like a read from one that has stopped sending.
     fn write_timeout(&self) -> Duration {
-        self.idle.map_or(self.half_close, |idle| idle.min(self.half_close))
+        crate::config::relay_write_timeout(self.idle, self.half_close)
     }
 }
 
@@ -257,6 +257,10 @@ impl Relayer {
 
     /// Relays until both directions are done; returns the byte counts and how it ended.
     /// `meter` shows the session's bytes and last byte to whoever looks while it runs.
+    /// `client` must carry the relay's write timeout (`Config::client_timeouts`), as every
+    /// client does from its listener. `target` must come without a read timeout: one freshly
+    /// connected or accepted does, and a chain's negotiation clears its own
+    /// (`Negotiation::into_target_stream`). Each direction then sets only what it lacks.
     pub(crate) fn relay(self: &Arc<Self>, client: TcpStream, target: TcpStream, meter: Arc<Meter>) -> RelayOutcome {
         let link = Arc::new(Link::new(client, target, self.limits, meter));
         let down_link = Arc::clone(&link);
@@ -304,8 +308,16 @@ impl Relayer {
         #[cfg(not(windows))]
         {
             let first_wait = if settling { Some(STACK_SETTLE) } else { link.limits.idle };
-            src.set_read_timeout(first_wait).map_err(|e| RelayEnd::Failed(dir.source(), e))?;
-            dst.set_write_timeout(Some(link.limits.write_timeout())).map_err(|e| RelayEnd::Failed(dir.dest(), e))?;
+            // A target comes without a read timeout (see `relay`); the client comes with
+            // its handshake's, which must go.
+            if matches!(dir, Direction::Up) || first_wait.is_some() {
+                src.set_read_timeout(first_wait).map_err(|e| RelayEnd::Failed(dir.source(), e))?;
+            }
+            // The client carries the write timeout already (see `relay`); the target not.
+            if matches!(dir, Direction::Up) {
+                dst.set_write_timeout(Some(link.limits.write_timeout()))
+                    .map_err(|e| RelayEnd::Failed(dir.dest(), e))?;
+            }
         }
         #[cfg(windows)]
         {
@@ -880,12 +892,19 @@ mod tests {
     /// Relays on a thread of its own; returns the client's and the target's ends and the
     /// outcome to come.
     fn relay(relayer: Relayer) -> (TcpStream, TcpStream, mpsc::Receiver<RelayOutcome>) {
-        let (client, client_end) = pair();
+        let (client, client_end) = client_pair(&relayer);
         let (target, target_end) = pair();
         let (done, outcome) = mpsc::channel();
         let relayer = Arc::new(relayer);
         thread::spawn(move || done.send(relayer.relay(client, target, Arc::default())));
         (client_end, target_end, outcome)
+    }
+
+    /// [`pair`], ours with the write timeout a client has from its listener.
+    fn client_pair(relayer: &Relayer) -> (TcpStream, TcpStream) {
+        let (client, client_end) = pair();
+        client.set_write_timeout(Some(relayer.limits.write_timeout())).unwrap();
+        (client, client_end)
     }
 
     fn relayer(mode: RelayMode, idle: Option<Duration>, half_close: Duration) -> Relayer {
@@ -978,7 +997,7 @@ mod tests {
             // Exactly the probe, then exactly the probe and one whole buffer (or pipe).
             for len in [PROBE_SIZE, PROBE_SIZE + 64 * 1024] {
                 let relayer = Arc::new(relayer(mode, None, GIVE_UP));
-                let (client, client_end) = pair();
+                let (client, client_end) = client_pair(&relayer);
                 let (target, mut target_end) = pair();
                 let running = Arc::clone(&relayer);
                 thread::spawn(move || running.relay(client, target, Arc::default()));
@@ -999,7 +1018,7 @@ mod tests {
     fn a_worker_whose_client_waits_gives_back_the_stack_its_handshake_touched() {
         use crate::net::stack::{self, probe};
         let relayer = Arc::new(relayer(RelayMode::Copy, None, GIVE_UP));
-        let (client, mut client_end) = pair();
+        let (client, mut client_end) = client_pair(&relayer);
         let (target, mut target_end) = pair();
         let (stack_tx, stack_rx) = mpsc::channel();
         let worker = thread::Builder::new()

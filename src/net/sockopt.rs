@@ -1,6 +1,6 @@
 //! Every socket option burrowd sets, in one place, through socket2.
 
-use crate::config::{SocketOptions, UdpOptions};
+use crate::config::{ClientTimeouts, SocketOptions, UdpOptions};
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -12,12 +12,13 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// Opens a listener that holds its address alone (see [`claim_address`]). An IPv6
 /// listener is IPv6-only, so `[::]:1080` and `0.0.0.0:1080` can both be given.
 ///
-/// The listener carries the stream options too. Linux makes each accepted socket a clone
-/// of its listener, options included, so an accepted client costs no setsockopt (four
-/// fewer system calls per session) and its buffer sizes are in place when the handshake
-/// negotiates window scaling. See [`tune_accepted`].
-pub(crate) fn listen(addr: SocketAddr, opts: &SocketOptions) -> io::Result<TcpListener> {
-    listen_prepared(addr, opts, |_| Ok(()))
+/// The listener carries the stream options too, and the timeouts a client starts with
+/// (`client`). Linux makes each accepted socket a clone of its listener, options included,
+/// so an accepted client costs no setsockopt (six fewer system calls per session) and its
+/// buffer sizes are in place when the handshake negotiates window scaling. See
+/// [`tune_client`].
+pub(crate) fn listen(addr: SocketAddr, opts: &SocketOptions, client: ClientTimeouts) -> io::Result<TcpListener> {
+    listen_prepared(addr, opts, |socket| set_client_timeouts(&SockRef::from(socket), client))
 }
 
 /// [`listen`], with `prepare` run on the socket before it is bound (to bind it to an
@@ -68,10 +69,24 @@ fn claim_address(socket: &Socket) -> io::Result<()> {
     if set != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
-/// Gives a stream accepted from a [`listen`] socket the options its listener could not
-/// pass on: none on Linux; elsewhere inheritance differs by system, so all of them.
+/// Gives a stream accepted from a [`listen_prepared`] socket the options its listener
+/// could not pass on: none on Linux; elsewhere inheritance differs by system, so all of them.
 pub(crate) fn tune_accepted(stream: &TcpStream, opts: &SocketOptions) -> io::Result<()> {
     if cfg!(target_os = "linux") { Ok(()) } else { tune(&SockRef::from(stream), opts) }
+}
+
+/// [`tune_accepted`] for a client accepted from a [`listen`] socket: its timeouts too.
+pub(crate) fn tune_client(stream: &TcpStream, opts: &SocketOptions, client: ClientTimeouts) -> io::Result<()> {
+    if cfg!(target_os = "linux") {
+        return Ok(());
+    }
+    tune_accepted(stream, opts)?;
+    set_client_timeouts(&SockRef::from(stream), client)
+}
+
+fn set_client_timeouts(socket: &SockRef<'_>, client: ClientTimeouts) -> io::Result<()> {
+    socket.set_read_timeout(Some(client.read))?;
+    socket.set_write_timeout(Some(client.write))
 }
 
 fn tune(socket: &SockRef<'_>, opts: &SocketOptions) -> io::Result<()> {
@@ -264,11 +279,14 @@ mod tests {
             sndbuf: Some(256 * 1024),
             rcvbuf: Some(512 * 1024),
         };
-        let listener = listen("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
+        let client = ClientTimeouts { read: Duration::from_secs(7), write: Duration::from_secs(11) };
+        let listener = listen("127.0.0.1:0".parse().unwrap(), &opts, client).unwrap();
         assert_eq!(SockRef::from(&listener).reuse_address().unwrap(), cfg!(unix), "SO_REUSEADDR on unix only");
         let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, _) = listener.accept().unwrap();
-        tune_accepted(&accepted, &opts).unwrap();
+        tune_client(&accepted, &opts, client).unwrap();
+        assert_eq!(accepted.read_timeout().unwrap(), Some(client.read));
+        assert_eq!(accepted.write_timeout().unwrap(), Some(client.write));
         let sock = SockRef::from(&accepted);
         assert!(sock.tcp_nodelay().unwrap());
         assert!(sock.keepalive().unwrap());
@@ -281,7 +299,8 @@ mod tests {
 
     #[test]
     fn no_other_socket_can_take_a_listening_address() {
-        let listener = listen("127.0.0.1:0".parse().unwrap(), &Config::default().socket).unwrap();
+        let config = Config::default();
+        let listener = listen("127.0.0.1:0".parse().unwrap(), &config.socket, config.client_timeouts()).unwrap();
         // SO_REUSEADDR is what lets a socket bind a port in use on Windows, unless the
         // listener has SO_EXCLUSIVEADDRUSE.
         let intruder = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
@@ -307,7 +326,8 @@ mod tests {
     #[test]
     fn connected_streams_carry_the_options_and_block() {
         let opts = SocketOptions { keepalive: Some(Duration::from_secs(30)), sndbuf: Some(256 * 1024), rcvbuf: None };
-        let listener = listen("127.0.0.1:0".parse().unwrap(), &Config::default().socket).unwrap();
+        let config = Config::default();
+        let listener = listen("127.0.0.1:0".parse().unwrap(), &config.socket, config.client_timeouts()).unwrap();
         let stream = connect(listener.local_addr().unwrap(), &opts).unwrap();
         let sock = SockRef::from(&stream);
         assert!(sock.tcp_nodelay().unwrap());

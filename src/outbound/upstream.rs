@@ -44,7 +44,8 @@ pub(crate) fn connect(
     let (mut negotiation, first, _) = path_to(chain, last, timeout, opts, egress)?;
     let source = request(&mut negotiation, &chain[last], Command::Connect, target)
         .map_err(|error| hop_error(chain, last, target, true, error))?;
-    Ok(Connected { stream: negotiation.into_stream(), peer: first.peer, local: first.local, source })
+    let stream = negotiation.into_target_stream().map_err(|e| hop_error(chain, last, target, true, e.into()))?;
+    Ok(Connected { stream, peer: first.peer, local: first.local, source })
 }
 
 /// A BIND the last hop of the chain serves: it listens, and its second reply is to come.
@@ -101,7 +102,7 @@ impl UpstreamBind {
             Err(e) => return Err(fail(e.into())),
         };
         match read_reply(&mut negotiation) {
-            Ok(peer) => Ok((negotiation.into_stream(), peer)),
+            Ok(peer) => Ok((negotiation.into_target_stream().map_err(|e| fail(e.into()))?, peer)),
             Err(error) => Err(fail(error)),
         }
     }

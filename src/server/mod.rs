@@ -60,7 +60,7 @@ impl Server {
             check_egress(spec)?;
             let socket = match spec {
                 ServiceSpec::UdpForward(_) => sockopt::udp_bind(addr, &config.udp).map(Bound::Udp),
-                _ => sockopt::listen(addr, &config.socket).map(Bound::Tcp),
+                _ => sockopt::listen(addr, &config.socket, config.client_timeouts()).map(Bound::Tcp),
             };
             let socket = socket.map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             bound.push((socket, spec.clone()));

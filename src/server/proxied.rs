@@ -48,7 +48,7 @@ pub(super) fn hear(
     warnings: &Mutex<Warnings>,
 ) -> Option<Heard> {
     let balancer = listed.live.client;
-    let heard = Negotiation::for_client(stream, ctx.config.handshake_timeout, waiting)
+    let heard = Negotiation::for_client(stream, ctx.config.handshake_timeout, None, waiting)
         .map_err(HandshakeError::from)
         .and_then(|mut negotiation| Ok((negotiation.read_proxy_header()?, negotiation.into_parts())))
         .and_then(|(header, parts)| match parts {

@@ -55,7 +55,7 @@ fn negotiate_socks(
     access: &mut Access,
     log: &mut SessionLog,
 ) -> Option<Established> {
-    if let Err(e) = sockopt::tune_accepted(&client, &ctx.config.socket) {
+    if let Err(e) = sockopt::tune_client(&client, &ctx.config.socket, ctx.config.client_timeouts()) {
         log.end = Some(End::SocketSetup { what: "socket options", error: e });
         return None;
     }
@@ -66,13 +66,14 @@ fn negotiate_socks(
             return None;
         }
     };
-    let mut negotiation = match Negotiation::for_client(client, budget, waiting) {
-        Ok(n) => n,
-        Err(e) => {
-            log.end = Some(End::SocketSetup { what: "handshake timeout", error: e });
-            return None;
-        }
-    };
+    let mut negotiation =
+        match Negotiation::for_client(client, budget, Some(ctx.config.client_timeouts().read), waiting) {
+            Ok(n) => n,
+            Err(e) => {
+                log.end = Some(End::SocketSetup { what: "handshake timeout", error: e });
+                return None;
+            }
+        };
     match negotiation.peek_first_byte() {
         Ok(v5::VERSION) if spec.socks5 => v5::serve(ctx, spec, negotiation, access, &egress, log),
         Ok(v4::VERSION) if spec.socks5 => v4::serve(ctx, spec, negotiation, access, &egress, log),
