@@ -19,7 +19,8 @@
 //! timeout (no byte either way) and the half-close timeout (after one side's FIN, no byte
 //! the other way). A byte counts when the kernel takes it, so a peer that stops reading is
 //! caught like one that stops sending: every write has a timeout, and each partial write
-//! is progress. The direction that ends first with a FIN watches the other. Whatever ends
+//! is progress. After a FIN the direction still open is judged by itself (the worker's) or
+//! watched by the worker (the relay thread's): see `Link::finish`. Whatever ends
 //! a session is recorded first, so what the other thread then sees of our own shutdown
 //! (an EOF, a broken pipe) never passes for a peer's error.
 //!
@@ -94,6 +95,17 @@ impl Limits {
     /// reading is judged like a read from one that has stopped sending.
     fn write_timeout(&self) -> Duration {
         crate::config::relay_write_timeout(self.idle, self.half_close)
+    }
+
+    /// How long a read for `dir` waits before the direction looks at the limits. The
+    /// worker's direction judges the half-close timeout itself after the target's FIN (see
+    /// [`Link::finish`]), so its reads never wait longer than that timeout either.
+    #[cfg(not(windows))]
+    fn read_wait(&self, dir: Direction) -> Option<Duration> {
+        match dir {
+            Direction::Up => Some(self.write_timeout()),
+            Direction::Down => self.idle,
+        }
     }
 }
 
@@ -214,8 +226,8 @@ impl Direction {
     /// the stack pages its thread's handshake touched: only the worker's has any, and only
     /// Linux gives pages back.
     #[cfg(not(windows))]
-    fn settles_stack(self, idle: Option<Duration>) -> bool {
-        cfg!(target_os = "linux") && matches!(self, Direction::Up) && idle.is_none_or(|idle| idle > STACK_SETTLE)
+    fn settles_stack(self, read_wait: Option<Duration>) -> bool {
+        cfg!(target_os = "linux") && matches!(self, Direction::Up) && read_wait.is_none_or(|wait| wait > STACK_SETTLE)
     }
 }
 
@@ -304,10 +316,12 @@ impl Relayer {
     fn copy_until_fin(&self, dir: Direction, link: &Link, bytes: &mut u64) -> Result<(), RelayEnd> {
         let (src, dst) = link.sockets(dir);
         #[cfg(not(windows))]
-        let mut settling = dir.settles_stack(link.limits.idle);
+        let read_wait = link.limits.read_wait(dir);
+        #[cfg(not(windows))]
+        let mut settling = dir.settles_stack(read_wait);
         #[cfg(not(windows))]
         {
-            let first_wait = if settling { Some(STACK_SETTLE) } else { link.limits.idle };
+            let first_wait = if settling { Some(STACK_SETTLE) } else { read_wait };
             // A target comes without a read timeout (see `relay`); the client comes with
             // its handshake's, which must go.
             if matches!(dir, Direction::Up) || first_wait.is_some() {
@@ -339,11 +353,19 @@ impl Relayer {
                 Err(e) if settling && is_timeout(&e) => {
                     settling = false;
                     stack::release_unused();
-                    src.set_read_timeout(link.limits.idle).map_err(|e| RelayEnd::Failed(dir.source(), e))?;
+                    // No limit can have passed yet: `read_wait` is longer than the settle.
+                    let wait = link.half_close_left(dir).or(read_wait);
+                    src.set_read_timeout(wait).map_err(|e| RelayEnd::Failed(dir.source(), e))?;
                     continue;
                 }
                 Err(e) => {
                     link.read_failed(dir, e)?;
+                    // Judging itself after the target's FIN, the worker's direction wakes
+                    // next when the half-close timeout would pass.
+                    #[cfg(not(windows))]
+                    if let Some(left) = link.half_close_left(dir) {
+                        src.set_read_timeout(Some(left)).map_err(|e| RelayEnd::Failed(dir.source(), e))?;
+                    }
                     continue;
                 }
             };
@@ -645,10 +667,14 @@ impl Link {
         let _ = self.target.shutdown(Shutdown::Both);
     }
 
-    /// Records that `dir` is done. If it ended with a FIN, the calling thread then watches
-    /// the other direction, which goes on alone, and cuts the session once that has waited
-    /// to read for the half-close timeout with nothing moving. A direction inside a write
-    /// judges itself when the write times out: only it learns whether the write moved bytes.
+    /// Records that `dir` is done. If the client's direction ended with a FIN, the worker
+    /// then watches the target's, which goes on alone, and cuts the session once that has
+    /// waited to read for the half-close timeout with nothing moving. After the target's
+    /// FIN nobody watches: the worker's direction judges itself, since its reads never
+    /// wait longer than the half-close timeout ([`Limits::read_wait`]; on Windows, every
+    /// look does), so the relay thread goes back to its pool at once, with no wake-up to
+    /// wait for. A direction inside a write judges itself when the write times out: only
+    /// it learns whether the write moved bytes.
     fn finish(&self, dir: Direction, copied: Copied) {
         let fin = copied.fin;
         let open = dir.other();
@@ -658,7 +684,8 @@ impl Link {
         let mut ends = self.lock();
         ends.copied[dir.index()] = Some(copied);
         let news_for = ends.waiting > 0;
-        if !(fin && ends.copied[open.index()].is_none() && ends.cut.is_none()) {
+        let watch = matches!(open, Direction::Down) && fin && ends.copied[open.index()].is_none() && ends.cut.is_none();
+        if !watch {
             // Woken after the lock is let go, the waiter does not block on it at once.
             drop(ends);
             if news_for {
@@ -684,6 +711,18 @@ impl Link {
             };
             ends = self.wait(ends, Some(wait));
         }
+    }
+
+    /// For the worker's direction once the target's FIN has passed: how long its next read
+    /// may wait before the half-close timeout passes (at least a millisecond, as a socket
+    /// timeout of zero means none). `None` for any other direction, or before that FIN.
+    #[cfg(not(windows))]
+    fn half_close_left(&self, dir: Direction) -> Option<Duration> {
+        if !matches!(dir, Direction::Up) || !self.closed(Direction::Down) {
+            return None;
+        }
+        let left = self.limits.write_timeout().saturating_sub(self.progress.still_for());
+        Some(left.max(Duration::from_millis(1)))
     }
 
     /// Waits until both directions are done.
@@ -935,6 +974,35 @@ mod tests {
                 matches!(end, RelayEnd::HalfCloseTimeout { closed: Side::Client, stall: Stall::Silent, .. }),
                 "{mode:?}: {end}"
             );
+        }
+    }
+
+    #[test]
+    fn after_the_targets_fin_no_relay_thread_waits_for_the_client() {
+        for mode in modes() {
+            // A half-close timeout far away: a thread watching for it would stay busy.
+            let relayer = Arc::new(relayer(mode, None, Duration::from_secs(60)));
+            let (client, mut client_end) = client_pair(&relayer);
+            let (target, mut target_end) = pair();
+            let (done, outcome) = mpsc::channel();
+            let running = Arc::clone(&relayer);
+            thread::spawn(move || done.send(running.relay(client, target, Arc::default())));
+            target_end.shutdown(Shutdown::Write).unwrap();
+            assert_eq!(client_end.read(&mut [0; 8]).unwrap(), 0, "{mode:?}: the target's FIN reaches the client");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while relayer.threads.load().busy != 0 {
+                assert!(Instant::now() < deadline, "{mode:?}: a relay thread still watches the client");
+                thread::sleep(Duration::from_millis(5));
+            }
+            // The worker's direction goes on alone, and ends with the client's FIN.
+            client_end.write_all(b"late").unwrap();
+            client_end.shutdown(Shutdown::Write).unwrap();
+            let mut got = Vec::new();
+            target_end.read_to_end(&mut got).unwrap();
+            assert_eq!(got, b"late", "{mode:?}");
+            let outcome = outcome.recv_timeout(GIVE_UP).unwrap();
+            assert!(matches!(outcome.end, RelayEnd::Closed), "{mode:?}: {}", outcome.end);
+            assert_eq!((outcome.up, outcome.down), (4, 0), "{mode:?}");
         }
     }
 
