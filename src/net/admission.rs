@@ -188,12 +188,15 @@ struct Queued {
 
 /// A registered client (one that may be reclaimed, or waits in the queue), shared by the
 /// books and its worker. The worker moves on without the books' lock: a compare-and-swap
-/// on `standing` settles each race (with a reclaim, with the queue watch), and whichever
-/// side wins owns the second handle (closing it, or shutting the socket down).
+/// on `standing` settles each race (with a reclaim, with the queue watch), and only the
+/// side that cuts the client off uses the handle, to shut the socket down.
 struct Slot {
     standing: AtomicU8,
-    /// A second handle on the client's socket; taken by the side that wins the race.
-    handle: Mutex<Option<TcpStream>>,
+    /// The client's socket, which its session owns. A weak handle, not a second
+    /// descriptor (a dup and its close cost every session two system calls): it never
+    /// keeps the socket open, and once the session has closed it, it reaches nothing, so a
+    /// late cut can never shut down another socket that took the same descriptor.
+    handle: Weak<TcpStream>,
 }
 
 /// Admitted, in the queue: no worker has taken it yet.
@@ -208,42 +211,36 @@ const RECLAIMED: u8 = 3;
 const EXPIRED: u8 = 4;
 
 impl Slot {
-    fn new(standing: u8, handle: TcpStream) -> Arc<Slot> {
-        Arc::new(Slot { standing: AtomicU8::new(standing), handle: Mutex::new(Some(handle)) })
+    fn new(standing: u8, handle: Weak<TcpStream>) -> Arc<Slot> {
+        Arc::new(Slot { standing: AtomicU8::new(standing), handle })
     }
 
-    /// Moves the client from a standing `from` accepts to `to`; on success returns the
-    /// second handle, unless the move is to `WAITING`, which keeps it. On failure, returns
-    /// the standing found.
-    fn settle(&self, from: impl Fn(u8) -> bool, to: u8) -> Result<Option<TcpStream>, u8> {
+    /// Moves the client from a standing `from` accepts to `to`; on failure, returns the
+    /// standing found.
+    fn settle(&self, from: impl Fn(u8) -> bool, to: u8) -> Result<(), u8> {
         let mut now = self.standing.load(Ordering::Acquire);
         loop {
             if !from(now) {
                 return Err(now);
             }
             match self.standing.compare_exchange(now, to, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => break,
+                Ok(_) => return Ok(()),
                 Err(found) => now = found,
             }
         }
-        if to == WAITING {
-            return Ok(None);
-        }
-        Ok(self.handle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take())
     }
 
     /// Shuts the client down for the books (`RECLAIMED` or `EXPIRED`), if it is still in
     /// a standing `from` accepts; its worker, blocked reading from it, wakes at once.
     fn cut(&self, from: impl Fn(u8) -> bool, to: u8) -> bool {
-        match self.settle(from, to) {
-            Ok(handle) => {
-                if let Some(handle) = handle {
-                    let _ = handle.shutdown(Shutdown::Both);
-                }
-                true
-            }
-            Err(_) => false,
+        if self.settle(from, to).is_err() {
+            return false;
         }
+        // Nothing to shut down if the session has closed the socket already.
+        if let Some(stream) = self.handle.upgrade() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        true
     }
 }
 
@@ -324,11 +321,11 @@ impl Admission {
 
     /// Admits a client from `peer`, reclaiming a waiting client if that is what makes
     /// room. With `may_wait`, the client is registered as waiting (reclaimable) until its
-    /// [`Waiting`] is stopped; `stream` is the client's socket, cloned for that, and for
+    /// [`Waiting`] is stopped; `stream` is the client's socket, held weakly for that, and for
     /// closing it if it waits in the queue too long.
     pub(crate) fn admit(
         self: &Arc<Self>,
-        stream: &TcpStream,
+        stream: &Arc<TcpStream>,
         peer: SocketAddr,
         may_wait: bool,
     ) -> Result<Admitted, Refusal> {
@@ -338,22 +335,22 @@ impl Admission {
     /// Admits a connection from a load balancer at `peer` against the server's places
     /// alone: the share it counts in is its client's, which its PROXY header names later,
     /// on the worker ([`Seat::attribute`]). It may be reclaimed until its request is in.
-    pub(crate) fn admit_unnamed(self: &Arc<Self>, stream: &TcpStream, peer: SocketAddr) -> Result<Admitted, Refusal> {
+    pub(crate) fn admit_unnamed(
+        self: &Arc<Self>,
+        stream: &Arc<TcpStream>,
+        peer: SocketAddr,
+    ) -> Result<Admitted, Refusal> {
         self.admit_in(stream, peer, AddressGroup::Unnamed, true)
     }
 
     fn admit_in(
         self: &Arc<Self>,
-        stream: &TcpStream,
+        stream: &Arc<TcpStream>,
         peer: SocketAddr,
         group: AddressGroup,
         may_wait: bool,
     ) -> Result<Admitted, Refusal> {
         let limits = self.limits;
-        // Cloned before the lock is taken: the system call need not hold up other accept
-        // loops. Without a second handle (out of descriptors) the client is served all the
-        // same, only it cannot be reclaimed.
-        let mut handle = if may_wait { stream.try_clone().ok() } else { None };
         let mut books = self.settled_books();
         // Cut-off sessions end as soon as a worker reaches them, and they bound how many
         // more may be cut: past that, wait for workers to catch up; if they do not, they
@@ -377,16 +374,14 @@ impl Admission {
             }
         }
         // Every worker is taken: this client waits in the queue, and must be closed if its
-        // wait runs out, so it needs a second handle even if it may not be reclaimed.
+        // wait runs out, so it is registered even if it may not be reclaimed.
         let queued = books.live >= limits.workers;
-        if queued && handle.is_none() {
-            handle = Some(stream.try_clone().map_err(|_| Refusal::Full)?);
-        }
         let key = books.next_key;
         books.next_key += 1;
         books.live += 1;
         books.per_group.entry(group).or_default().live += 1;
-        let slot = handle.map(|handle| Slot::new(if queued { QUEUED } else { WAITING }, handle));
+        let slot =
+            (may_wait || queued).then(|| Slot::new(if queued { QUEUED } else { WAITING }, Arc::downgrade(stream)));
         if let Some(slot) = slot.as_ref().filter(|_| may_wait) {
             books.add_waiting(key, Entry { group, slot: Arc::clone(slot) });
         }
@@ -396,8 +391,7 @@ impl Admission {
             let _ = self.queued_tx.send(Queued { key, group, peer, slot: Arc::clone(slot), deadline });
         }
         drop(books);
-        let reclaimable = may_wait && slot.is_some();
-        let ticket = Ticket { slot, reclaimable, admission: Arc::clone(self), key };
+        let ticket = Ticket { slot, reclaimable: may_wait, admission: Arc::clone(self), key };
         Ok(Admitted { seat: Seat { admission: Arc::clone(self), key, group }, ticket, reclaimed })
     }
 
@@ -552,8 +546,8 @@ impl Ticket {
     pub(crate) fn start(self) -> Result<Option<Waiting>, Expired> {
         let Some(slot) = self.slot else { return Ok(None) };
         let started = if self.reclaimable { WAITING } else { LEFT };
-        // A second handle that was kept only for the queue is closed here. A client never
-        // queued, or reclaimed while it was, is served: a reclaimed one finds out as it reads.
+        // A client never queued, or reclaimed while it was, is served: a reclaimed one
+        // finds out as it reads.
         if let Err(EXPIRED) = slot.settle(|standing| standing == QUEUED, started) {
             return Err(Expired);
         }
@@ -572,8 +566,8 @@ impl Waiting {
         self.leave()
     }
 
-    /// Leaves the waiting clients, closing the second handle now rather than when the
-    /// books next look: it must not keep the socket open past its session.
+    /// Leaves the waiting clients; the books hear of it at their next admission. Once this
+    /// succeeds nothing in the books may cut the client, so its socket is its session's alone.
     fn leave(&self) -> bool {
         match self.slot.settle(|standing| standing == WAITING, LEFT) {
             Ok(_) => {
@@ -618,7 +612,7 @@ impl QueueWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
 
     const NO_QUEUE_WAIT: Duration = Duration::from_secs(3600);
@@ -631,10 +625,11 @@ mod tests {
         Admission::new(limits).0
     }
 
-    /// A connected pair: what the client holds, and what the server accepted.
-    fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
+    /// A connected pair: what the client holds, and what the server accepted, shared as
+    /// the accept loop shares it with the books.
+    fn pair(listener: &TcpListener) -> (TcpStream, Arc<TcpStream>) {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        (client, listener.accept().unwrap().0)
+        (client, Arc::new(listener.accept().unwrap().0))
     }
 
     fn peer(ip: &str) -> SocketAddr {
@@ -653,13 +648,15 @@ mod tests {
         client: TcpStream,
         seat: Seat,
         waiting: Option<Waiting>,
+        /// The socket, kept open as its session keeps it.
+        _accepted: Arc<TcpStream>,
     }
 
     fn hold(admission: &Arc<Admission>, listener: &TcpListener, ip: &str, waiting: bool) -> Held {
         let (client, accepted) = pair(listener);
         let Admitted { seat, ticket, .. } = admission.admit(&accepted, peer(ip), true).unwrap();
         let started = ticket.start().unwrap();
-        Held { client, seat, waiting: started.filter(|_| waiting) }
+        Held { client, seat, waiting: started.filter(|_| waiting), _accepted: accepted }
     }
 
     #[test]
@@ -679,6 +676,30 @@ mod tests {
         assert_eq!(admission.counts(), (3, 1));
         drop(first);
         assert_eq!(admission.counts(), (3, 0), "a reclaimed seat leaves the live count once");
+    }
+
+    #[test]
+    fn a_session_closes_its_socket_while_waiting_and_a_later_cut_reaches_no_other_socket() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let admission = admission(limits(8, 0, 1));
+        let (mut client, accepted) = pair(&listener);
+        let Admitted { seat: _seat, ticket, .. } = admission.admit(&accepted, peer("10.0.0.1"), true).unwrap();
+        let _waiting = ticket.start().unwrap();
+        // The session closes its socket while the books still count it as waiting: the
+        // books keep nothing open.
+        drop(accepted);
+        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(client.read(&mut [0; 1]).unwrap(), 0, "the client sees its session end");
+        // A new connection may take the same descriptor; cutting the old client must not touch it.
+        let (mut bystander, bystander_end) = pair(&listener);
+        let (_, newcomer) = pair(&listener);
+        let newcomer = admission.admit(&newcomer, peer("10.0.0.1"), true).unwrap();
+        assert_eq!(newcomer.reclaimed, 1, "the waiting client's place is taken back all the same");
+        (&*bystander_end).write_all(b"still here").unwrap();
+        let mut got = [0; 10];
+        bystander.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        bystander.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"still here");
     }
 
     #[test]
@@ -797,7 +818,7 @@ mod tests {
             let (client, accepted) = pair(&listener);
             let Admitted { seat, ticket, reclaimed } = admission.admit_unnamed(&accepted, balancer).unwrap();
             assert_eq!(reclaimed, 0);
-            held.push(Held { client, seat, waiting: ticket.start().unwrap() });
+            held.push(Held { client, seat, waiting: ticket.start().unwrap(), _accepted: accepted });
         }
         assert_eq!(admission.counts(), (3, 0));
         // Their headers name one client twice: its share holds one, so the newer one

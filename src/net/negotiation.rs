@@ -8,6 +8,7 @@ use crate::wire::proxy_header::{Header, V1_MAX_LEN};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Why a handshake could not go on.
@@ -58,7 +59,9 @@ impl From<io::Error> for HandshakeError {
 /// client dribbling bytes still cannot stretch the negotiation past the deadline by more
 /// than `REARM_SLACK`.
 pub(crate) struct Negotiation {
-    stream: TcpStream,
+    /// Shared only with the admission books, which hold it weakly to cut off a client that
+    /// may still be reclaimed (see [`sole`]).
+    stream: Arc<TcpStream>,
     deadline: Instant,
     armed: Duration,
     /// A client's place among those that may be reclaimed, until its request is in.
@@ -82,14 +85,7 @@ struct Seen {
 
 impl Negotiation {
     pub(crate) fn new(stream: TcpStream, budget: Duration) -> io::Result<Self> {
-        stream.set_read_timeout(Some(budget))?;
-        Ok(Negotiation {
-            stream,
-            deadline: Instant::now() + budget,
-            armed: budget,
-            waiting: None,
-            seen: Seen::default(),
-        })
+        Negotiation::start(Arc::new(stream), budget, None)
     }
 
     /// A client's negotiation, reclaimable while `waiting` is held: a read that fails
@@ -97,18 +93,23 @@ impl Negotiation {
     /// the read timeout the socket is known to carry already (its listener's, see
     /// `sockopt::listen`): when it is given, no call sets one unless the budget is shorter.
     pub(crate) fn for_client(
-        stream: TcpStream,
+        stream: Arc<TcpStream>,
         budget: Duration,
         armed: Option<Duration>,
         waiting: Option<Waiting>,
     ) -> io::Result<Self> {
-        let negotiation = match armed {
-            Some(armed) => {
-                Negotiation { stream, deadline: Instant::now() + budget, armed, waiting: None, seen: Seen::default() }
+        Ok(Negotiation { waiting, ..Negotiation::start(stream, budget, armed)? })
+    }
+
+    fn start(stream: Arc<TcpStream>, budget: Duration, armed: Option<Duration>) -> io::Result<Self> {
+        let armed = match armed {
+            Some(armed) => armed,
+            None => {
+                stream.set_read_timeout(Some(budget))?;
+                budget
             }
-            None => Negotiation::new(stream, budget)?,
         };
-        Ok(Negotiation { waiting, ..negotiation })
+        Ok(Negotiation { stream, deadline: Instant::now() + budget, armed, waiting: None, seen: Seen::default() })
     }
 
     /// The client's request is complete: what it waits for now is our work (a connect,
@@ -133,9 +134,12 @@ impl Negotiation {
         &self.stream
     }
 
-    /// Ends the negotiation and hands the socket on, to the relay or to be closed.
+    /// Ends the negotiation and hands the socket on, to the relay or to be closed. Called
+    /// once the client's request is heard, when the books may no longer cut it.
     pub(crate) fn into_stream(self) -> TcpStream {
-        self.stream
+        let Negotiation { stream, waiting, .. } = self;
+        drop(waiting);
+        sole(stream)
     }
 
     /// Ends an upstream negotiation whose socket the relay reads as a target: without
@@ -143,12 +147,12 @@ impl Negotiation {
     /// one only where it wants one).
     pub(crate) fn into_target_stream(self) -> io::Result<TcpStream> {
         self.stream.set_read_timeout(None)?;
-        Ok(self.stream)
+        Ok(self.into_stream())
     }
 
     /// Ends this phase of a client's negotiation: its socket, its place among those that
     /// may be reclaimed, and the time left of the handshake budget, for the next phase.
-    pub(crate) fn into_parts(self) -> (TcpStream, Option<Waiting>, Duration) {
+    pub(crate) fn into_parts(self) -> (Arc<TcpStream>, Option<Waiting>, Duration) {
         let left = self.deadline.saturating_duration_since(Instant::now());
         (self.stream, self.waiting, left)
     }
@@ -181,7 +185,7 @@ impl Negotiation {
         let mut have = 0;
         while have < buf.len() {
             self.rearm()?;
-            match (&self.stream).read(&mut buf[have..]) {
+            match (&*self.stream).read(&mut buf[have..]) {
                 Ok(0) => return Err(HandshakeError::Closed),
                 Ok(n) => have += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -270,15 +274,24 @@ impl Negotiation {
             // is still incomplete, else up to its end.
             let complete = wanted_len(&buf[..have + peeked])?;
             let take_to = complete.min(have + peeked);
-            (&self.stream).read_exact(&mut buf[have..take_to])?;
+            (&*self.stream).read_exact(&mut buf[have..take_to])?;
             have = take_to;
         }
     }
 
     /// Writes a reply in one call where the socket allows.
     pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<(), HandshakeError> {
-        (&self.stream).write_all(bytes).map_err(|e| self.blame(e.into()))
+        (&*self.stream).write_all(bytes).map_err(|e| self.blame(e.into()))
     }
+}
+
+/// A client's socket as its session's alone. The admission books hold it only weakly, and
+/// take a strong handle only for the moment they cut off a client that may still be cut
+/// (reclaimed, or out of time in the queue); once its request is heard
+/// (`Negotiation::heard_request`), or its worker has started a client that never waits,
+/// they never will again, so the socket is never shared here.
+pub(crate) fn sole(stream: Arc<TcpStream>) -> TcpStream {
+    Arc::try_unwrap(stream).expect("a client the books may no longer cut holds its socket alone")
 }
 
 /// How long a failure reply's connection lingers, reading, before it is closed. The

@@ -6,6 +6,7 @@ use super::proxied::{self, Heard};
 use crate::config::ServiceSpec;
 use crate::forward;
 use crate::net::admission::{self, AddressGroup, Admission, Admitted, QueueWatch};
+use crate::net::negotiation;
 use crate::net::worker_pool::{self, WorkerPool};
 use crate::session::Context;
 use crate::session::access::refused_at_accept;
@@ -76,6 +77,9 @@ impl Acceptor {
         }
         // Only a SOCKS client owes us a handshake; a tcp:// client is connected at once.
         let may_wait = matches!(*self.spec, ServiceSpec::Socks(_));
+        // Shared with the books, weakly, so that they can cut the client off while it may
+        // still be reclaimed or waits in the queue.
+        let stream = Arc::new(stream);
         let admitted = match from_balancer {
             true => self.admission.admit_unnamed(&stream, peer),
             false => self.admission.admit(&stream, peer, may_wait),
@@ -135,7 +139,7 @@ impl Acceptor {
                 ServiceSpec::TcpForward(forward) => {
                     // A forward's client owes nothing after its header: no longer reclaimable.
                     drop(waiting);
-                    forward::tcp::serve(&ctx, forward, listed, stream, rules)
+                    forward::tcp::serve(&ctx, forward, listed, negotiation::sole(stream), rules)
                 }
                 ServiceSpec::UdpForward(_) => unreachable!("UDP services have no accept loop"),
             }

@@ -24,12 +24,12 @@ use crate::session::report::FoldedWarning;
 use crate::session::stats::Refusal;
 use crate::session::{Context, Listed};
 use std::net::TcpStream;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A balancer's connection whose header named an admitted client: what the service gets.
 pub(super) struct Heard {
-    pub(super) stream: TcpStream,
+    pub(super) stream: Arc<TcpStream>,
     pub(super) waiting: Option<Waiting>,
     /// What is left of the handshake timeout.
     pub(super) budget: Duration,
@@ -40,7 +40,7 @@ pub(super) struct Heard {
 /// `None`: the connection was closed, counted and, folded, logged in `warnings`.
 pub(super) fn hear(
     ctx: &Context,
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
     waiting: Option<Waiting>,
     seat: &mut Seat,
     rules: &RuleTable,

@@ -30,7 +30,7 @@ pub(crate) fn serve_socks(
     ctx: &Arc<Context>,
     spec: &SocksSpec,
     listed: Listed,
-    client: TcpStream,
+    client: Arc<TcpStream>,
     waiting: Option<Waiting>,
     rules: Arc<RuleTable>,
     budget: Duration,
@@ -48,7 +48,7 @@ pub(crate) fn serve_socks(
 fn negotiate_socks(
     ctx: &Arc<Context>,
     spec: &SocksSpec,
-    client: TcpStream,
+    client: Arc<TcpStream>,
     ingress: Option<SocketAddr>,
     waiting: Option<Waiting>,
     budget: Duration,
