@@ -89,6 +89,7 @@ mod imp {
 #[cfg(not(target_os = "linux"))]
 mod imp {
     pub(super) fn remember_this_thread() {}
+    #[cfg(not(windows))]
     pub(super) fn release_unused() {}
 }
 
@@ -98,7 +99,9 @@ pub(crate) fn remember_this_thread() {
     imp::remember_this_thread()
 }
 
-/// Gives back the resident stack pages below the caller's frame, if there are any.
+/// Gives back the resident stack pages below the caller's frame, if there are any. Not on
+/// Windows, whose relay never waits in a blocking read (see `relay`).
+#[cfg(not(windows))]
 pub(crate) fn release_unused() {
     imp::release_unused()
 }
