@@ -316,23 +316,7 @@ impl Relayer {
     fn copy_until_fin(&self, dir: Direction, link: &Link, bytes: &mut u64) -> Result<(), RelayEnd> {
         let (src, dst) = link.sockets(dir);
         #[cfg(not(windows))]
-        let read_wait = link.limits.read_wait(dir);
-        #[cfg(not(windows))]
-        let mut settling = dir.settles_stack(read_wait);
-        #[cfg(not(windows))]
-        {
-            let first_wait = if settling { Some(STACK_SETTLE) } else { read_wait };
-            // A target comes without a read timeout (see `relay`); the client comes with
-            // its handshake's, which must go.
-            if matches!(dir, Direction::Up) || first_wait.is_some() {
-                src.set_read_timeout(first_wait).map_err(|e| RelayEnd::Failed(dir.source(), e))?;
-            }
-            // The client carries the write timeout already (see `relay`); the target not.
-            if matches!(dir, Direction::Up) {
-                dst.set_write_timeout(Some(link.limits.write_timeout()))
-                    .map_err(|e| RelayEnd::Failed(dir.dest(), e))?;
-            }
-        }
+        let mut settling = link.arm(dir)?;
         #[cfg(windows)]
         {
             src.set_nonblocking(true).map_err(|e| RelayEnd::Failed(dir.source(), e))?;
@@ -349,23 +333,10 @@ impl Relayer {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                #[cfg(not(windows))]
-                Err(e) if settling && is_timeout(&e) => {
-                    settling = false;
-                    stack::release_unused();
-                    // No limit can have passed yet: `read_wait` is longer than the settle.
-                    let wait = link.half_close_left(dir).or(read_wait);
-                    src.set_read_timeout(wait).map_err(|e| RelayEnd::Failed(dir.source(), e))?;
-                    continue;
-                }
                 Err(e) => {
                     link.read_failed(dir, e)?;
-                    // Judging itself after the target's FIN, the worker's direction wakes
-                    // next when the half-close timeout would pass.
                     #[cfg(not(windows))]
-                    if let Some(left) = link.half_close_left(dir) {
-                        src.set_read_timeout(Some(left)).map_err(|e| RelayEnd::Failed(dir.source(), e))?;
-                    }
+                    link.rearm(dir, &mut settling)?;
                     continue;
                 }
             };
@@ -711,6 +682,44 @@ impl Link {
             };
             ends = self.wait(ends, Some(wait));
         }
+    }
+
+    /// Sets the timeouts `dir`'s sockets lack for the relay; returns whether its first
+    /// read waits only [`STACK_SETTLE`] (see [`Direction::settles_stack`]).
+    #[cfg(not(windows))]
+    fn arm(&self, dir: Direction) -> Result<bool, RelayEnd> {
+        let (src, dst) = self.sockets(dir);
+        let read_wait = self.limits.read_wait(dir);
+        let settling = dir.settles_stack(read_wait);
+        let first_wait = if settling { Some(STACK_SETTLE) } else { read_wait };
+        // A target comes without a read timeout (see `relay`); the client comes with its
+        // handshake's, which must go.
+        if matches!(dir, Direction::Up) || first_wait.is_some() {
+            src.set_read_timeout(first_wait).map_err(|e| RelayEnd::Failed(dir.source(), e))?;
+        }
+        // The client carries the write timeout already (see `relay`); the target does not.
+        if matches!(dir, Direction::Up) {
+            dst.set_write_timeout(Some(self.limits.write_timeout())).map_err(|e| RelayEnd::Failed(dir.dest(), e))?;
+        }
+        Ok(settling)
+    }
+
+    /// After a quiet read of `dir` that ended nothing: a worker that was `settling` gives
+    /// its stack pages back, and the next read's wait changes where it must: after the
+    /// settle, to the whole read wait; after the target's FIN, to what is left of the
+    /// half-close timeout, which the worker's direction judges itself.
+    #[cfg(not(windows))]
+    fn rearm(&self, dir: Direction, settling: &mut bool) -> Result<(), RelayEnd> {
+        let settled = std::mem::take(settling);
+        if settled {
+            stack::release_unused();
+        }
+        let wait = match self.half_close_left(dir) {
+            Some(left) => Some(left),
+            None if settled => self.limits.read_wait(dir),
+            None => return Ok(()),
+        };
+        self.sockets(dir).0.set_read_timeout(wait).map_err(|e| RelayEnd::Failed(dir.source(), e))
     }
 
     /// For the worker's direction once the target's FIN has passed: how long its next read
