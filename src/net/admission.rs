@@ -533,6 +533,15 @@ impl Seat {
     }
 }
 
+/// A client's socket as its session's alone. The admission books hold it only weakly, and
+/// take a strong handle only for the moment they cut off a client that may still be cut
+/// (reclaimed, or out of time in the queue); once its request is heard
+/// (`Negotiation::heard_request`), or its worker has started a client that never waits,
+/// they never will again, so the socket is never shared here.
+pub(crate) fn sole(stream: Arc<TcpStream>) -> TcpStream {
+    Arc::try_unwrap(stream).expect("a client the books may no longer cut holds its socket alone")
+}
+
 impl Drop for Seat {
     fn drop(&mut self) {
         // The admission holds the receiver as long as any seat exists.

@@ -1,7 +1,7 @@
 //! Reads one whole protocol message from a client within the handshake deadline, taking
 //! exactly the message's bytes off the socket so data behind it stays for the relay.
 
-use super::admission::Waiting;
+use super::admission::{Waiting, sole};
 use super::is_timeout;
 use crate::wire;
 use crate::wire::proxy_header::{Header, V1_MAX_LEN};
@@ -60,7 +60,7 @@ impl From<io::Error> for HandshakeError {
 /// than `REARM_SLACK`.
 pub(crate) struct Negotiation {
     /// Shared only with the admission books, which hold it weakly to cut off a client that
-    /// may still be reclaimed (see [`sole`]).
+    /// may still be reclaimed (see `admission::sole`).
     stream: Arc<TcpStream>,
     deadline: Instant,
     armed: Duration,
@@ -283,15 +283,6 @@ impl Negotiation {
     pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<(), HandshakeError> {
         (&*self.stream).write_all(bytes).map_err(|e| self.blame(e.into()))
     }
-}
-
-/// A client's socket as its session's alone. The admission books hold it only weakly, and
-/// take a strong handle only for the moment they cut off a client that may still be cut
-/// (reclaimed, or out of time in the queue); once its request is heard
-/// (`Negotiation::heard_request`), or its worker has started a client that never waits,
-/// they never will again, so the socket is never shared here.
-pub(crate) fn sole(stream: Arc<TcpStream>) -> TcpStream {
-    Arc::try_unwrap(stream).expect("a client the books may no longer cut holds its socket alone")
 }
 
 /// How long a failure reply's connection lingers, reading, before it is closed. The

@@ -6,7 +6,6 @@ use super::proxied::{self, Heard};
 use crate::config::ServiceSpec;
 use crate::forward;
 use crate::net::admission::{self, AddressGroup, Admission, Admitted, QueueWatch};
-use crate::net::negotiation;
 use crate::net::worker_pool::{self, WorkerPool};
 use crate::session::Context;
 use crate::session::access::refused_at_accept;
@@ -139,7 +138,7 @@ impl Acceptor {
                 ServiceSpec::TcpForward(forward) => {
                     // A forward's client owes nothing after its header: no longer reclaimable.
                     drop(waiting);
-                    forward::tcp::serve(&ctx, forward, listed, negotiation::sole(stream), rules)
+                    forward::tcp::serve(&ctx, forward, listed, admission::sole(stream), rules)
                 }
                 ServiceSpec::UdpForward(_) => unreachable!("UDP services have no accept loop"),
             }

@@ -224,9 +224,8 @@ fn shield_host(rules: &Rules, when: &str) {
 }
 
 /// Descriptors a session place may take: the client's socket, its target's (or a UDP
-/// association's relay socket),
-/// one more for an association's outbound socket, and a reclaimed client's socket still
-/// waiting for its worker.
+/// association's relay socket), one more for an association's outbound socket, and a
+/// reclaimed client's socket still waiting for its worker.
 const DESCRIPTORS_PER_PLACE: u64 = 4;
 /// Descriptors for everything else: standard streams, listeners, logging, name lookup.
 const DESCRIPTORS_RESERVED: u64 = 64;
