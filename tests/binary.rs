@@ -40,7 +40,7 @@ fn spawn_under(wrapper: &[&str], args: &[&str]) -> Proxy {
         command.arg(BIN);
     }
     let mut child =
-        t!(command.args(["--listen", "127.0.0.1:0"]).args(args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn());
+        spawn_child(command.args(["--listen", "127.0.0.1:0"]).args(args).stderr(Stdio::piped()).stdout(Stdio::null()));
     let (tx, log) = mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     thread::spawn(move || {
@@ -657,7 +657,7 @@ fn first_log_line(args: &[&str], journal_names_stderr: bool) -> String {
         // A stream of somebody else's, as a child of a service inherits it.
         command.env("JOURNAL_STREAM", "1:1");
     }
-    let mut child = t!(command.spawn());
+    let mut child = spawn_child(&mut command);
     let deadline = std::time::Instant::now() + TIMEOUT;
     let line = loop {
         let text = t!(std::fs::read_to_string(&path));

@@ -33,12 +33,13 @@ struct Running {
 
 impl Running {
     fn start(args: &[&str]) -> Running {
-        let mut child = t!(Command::new(env!("CARGO_BIN_EXE_burrowd"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn());
+        let mut child = spawn_child(
+            Command::new(env!("CARGO_BIN_EXE_burrowd"))
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        );
         let (tx, log) = mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         thread::spawn(move || {

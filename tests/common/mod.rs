@@ -467,17 +467,38 @@ impl Drop for TempDir {
     }
 }
 
+/// Starts `command`, panicking with the command if it cannot start.
+///
+/// Under Wine, process creation now and then fails with ERROR_INTERNAL_ERROR (1359) when the
+/// new process dies before its start-up reaches the wineserver, a fault of the loaded host
+/// and not of the program started; that error alone is tried again, up to three times.
+pub fn spawn_child(command: &mut std::process::Command) -> std::process::Child {
+    const WINE_START_FAILED: i32 = 1359;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match command.spawn() {
+            Ok(child) => return child,
+            Err(e) if cfg!(windows) && e.raw_os_error() == Some(WINE_START_FAILED) && attempts < 3 => {
+                thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("{command:?} did not start (attempt {attempts}): {e:?}"),
+        }
+    }
+}
+
 /// Runs the burrowd binary with `args` to its exit, for flags that must make it stop at
 /// once (help, version, a bad value). A regression that lets it start serving instead is
 /// killed after [`TIMEOUT`] and fails the test rather than hanging it.
 pub fn run_burrowd(args: &[&str]) -> std::process::Output {
     use std::process::{Command, Stdio};
-    let mut child = t!(Command::new(env!("CARGO_BIN_EXE_burrowd"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn());
+    let mut child = spawn_child(
+        Command::new(env!("CARGO_BIN_EXE_burrowd"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
     let deadline = Instant::now() + TIMEOUT;
     while t!(child.try_wait()).is_none() {
         if Instant::now() >= deadline {
