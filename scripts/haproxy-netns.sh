@@ -110,8 +110,8 @@ PY
 ip netns exec "$ns" python3 "$work/echo.py" &
 pids+=($!)
 
-ip netns exec "$client_ns" python3 - <<'PY'
-import socket, sys, time
+ip netns exec "$client_ns" python3 - "$work/haproxy.sock" <<'PY'
+import csv, socket, sys, time
 
 def fail(why):
     sys.exit(f"FAIL: {why}")
@@ -129,6 +129,19 @@ def reachable(port):
         return True
     except OSError:
         return False
+
+def servers_up():
+    """Whether HAProxy's stats socket shows both burrowds UP. A server whose first checks
+    ran before its burrowd listened is DOWN until two checks pass, and HAProxy closes the
+    connections it cannot place."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(sys.argv[1])
+        s.sendall(b"show stat\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    rows = csv.DictReader(data.decode().lstrip("# ").splitlines())
+    return {row["svname"] for row in rows if row["status"] == "UP"} >= {"burrowd1", "burrowd2"}
 
 def status(instance, page):
     with socket.create_connection(("10.200.0.1", 9180 + instance), timeout=5) as s:
@@ -159,6 +172,7 @@ def connect(port, source):
     return c
 
 wait_for("HAProxy, both burrowds and the target", lambda: all(map(reachable, (1080, 1090, 9181, 9182, 7000))))
+wait_for("HAProxy's health checks to find both burrowds UP", servers_up)
 for port, instance, version in [(1080, 1, "v1"), (1090, 2, "v2")]:
     held = [connect(port, "10.200.0.2") for _ in range(2)]
     if None in held:
