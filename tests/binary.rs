@@ -342,8 +342,8 @@ fn a_bad_rule_is_one_line_naming_it_and_exits_2() {
         stderr.trim_end(),
         "burrowd: --deny 'to 10.0.0.0/33': \"10.0.0.0/33\" is not an address or CIDR (try --help)"
     );
-    let dir = scratch_dir("bad-rules");
-    let file = dir.join("rules.conf");
+    let dir = TempDir::new("bad-rules");
+    let file = dir.path().join("rules.conf");
     t!(std::fs::write(&file, "allow from 10.0.0.0/8\n\ndeny to *  port 99999\n"));
     let (code, _, stderr) = run(&["--rules", file.to_str().unwrap()]);
     assert_eq!(code, 2);
@@ -351,20 +351,12 @@ fn a_bad_rule_is_one_line_naming_it_and_exits_2() {
     assert_eq!(stderr.trim_end(), expected);
 }
 
-/// A directory of this test's own under the system's temporary directory, emptied.
-fn scratch_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("burrowd-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    t!(std::fs::create_dir_all(&dir));
-    dir
-}
-
 #[cfg(unix)] // SIGHUP
 #[test]
 fn sighup_reads_the_rules_and_users_files_again_and_a_bad_file_keeps_the_old_tables() {
     let target = echo_server("127.0.0.1:0");
-    let dir = scratch_dir("reload");
-    let (rules, users) = (dir.join("rules.conf"), dir.join("users"));
+    let dir = TempDir::new("reload");
+    let (rules, users) = (dir.path().join("rules.conf"), dir.path().join("users"));
     t!(std::fs::write(&rules, format!("deny to 127.0.0.1 port {}\n", target.port())));
     t!(std::fs::write(&users, "alice:one\n"));
     let proxy = spawn(&["--rules", rules.to_str().unwrap(), "--users", users.to_str().unwrap()]);
@@ -410,8 +402,8 @@ fn answers_without_a_login(proxy: SocketAddr, target: SocketAddr) -> ([u8; 2], [
 #[test]
 fn a_reload_that_finds_the_users_file_emptied_unreadable_or_bad_keeps_the_login_and_the_old_table() {
     let target = echo_server("127.0.0.1:0");
-    let dir = scratch_dir("reload-users");
-    let users = dir.join("users");
+    let dir = TempDir::new("reload-users");
+    let users = dir.path().join("users");
     t!(std::fs::write(&users, "alice:pw\n"));
     let proxy = spawn(&["--users", users.to_str().unwrap()]);
     let alice_connects = || {
@@ -448,8 +440,8 @@ fn a_reload_that_finds_the_users_file_emptied_unreadable_or_bad_keeps_the_login_
 #[cfg(unix)] // SIGHUP
 #[test]
 fn a_reload_that_reads_a_users_file_while_it_is_written_keeps_the_old_table() {
-    let dir = scratch_dir("reload-changing");
-    let users = dir.join("users");
+    let dir = TempDir::new("reload-changing");
+    let users = dir.path().join("users");
     // Large enough that reading it takes a while, during which a writer keeps appending.
     let lines: String = (0..50_000).map(|i| format!("user{i}:pw\n")).collect();
     t!(std::fs::write(&users, format!("alice:pw\n{lines}")));
@@ -490,8 +482,8 @@ fn a_reload_that_reads_a_users_file_while_it_is_written_keeps_the_old_table() {
 #[cfg(unix)] // SIGHUP
 #[test]
 fn a_reload_keeps_the_start_up_order_of_users_files_and_user_flags() {
-    let dir = scratch_dir("reload-order");
-    let users = dir.join("users");
+    let dir = TempDir::new("reload-order");
+    let users = dir.path().join("users");
     t!(std::fs::write(&users, "alice:file\nbob:b\n"));
     let proxy = spawn(&["--users", users.to_str().unwrap(), "-u", "alice:cli"]);
     let logs_in = |password: &str| {
@@ -518,8 +510,8 @@ fn a_reload_keeps_the_start_up_order_of_users_files_and_user_flags() {
 #[test]
 fn a_reload_that_finds_a_rules_file_emptied_keeps_the_rules_in_force() {
     let target = echo_server("127.0.0.1:0");
-    let dir = scratch_dir("reload-rules");
-    let rules = dir.join("rules.conf");
+    let dir = TempDir::new("reload-rules");
+    let rules = dir.path().join("rules.conf");
     t!(std::fs::write(&rules, format!("deny to 127.0.0.1 port {}\n", target.port())));
     let proxy = spawn(&["--rules", rules.to_str().unwrap()]);
     let code = || {
