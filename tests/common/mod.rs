@@ -471,7 +471,7 @@ impl Drop for TempDir {
 ///
 /// Under Wine, process creation now and then fails with ERROR_INTERNAL_ERROR (1359) when the
 /// new process dies before its start-up reaches the wineserver, a fault of the loaded host
-/// and not of the program started; that error alone is tried again, up to three times.
+/// and not of the program started; that error alone is tried again, three attempts in all.
 pub fn spawn_child(command: &mut std::process::Command) -> std::process::Child {
     const WINE_START_FAILED: i32 = 1359;
     let mut attempts = 0;
