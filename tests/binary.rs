@@ -5,9 +5,7 @@ mod common;
 use burrowd::wire::socks5::{self, ReplyCode};
 use common::*;
 use std::cell::RefCell;
-#[cfg(unix)] // only the tests that stop it by signal read through it
-use std::io::Read;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -246,6 +244,25 @@ fn a_udp_burst_with_bad_datagrams_amid_it_is_relayed_and_counted_exactly() {
         " up 117 datagrams {bytes} down 117 datagrams {bytes} dropped foreign 1 fragmented 1 malformed 1 unsendable 0 "
     );
     assert!(line.contains(&counts), "{line}");
+}
+
+#[test]
+fn an_idle_listener_waits_quietly_past_the_handshake_timeout_and_serves_the_next_client() {
+    // Listeners carry the clients' handshake read timeout (accepted sockets inherit it),
+    // and Linux's accept honours it too: an accept that times out is no error.
+    let proxy = spawn(&["--handshake-timeout", "200ms"]);
+    thread::sleep(std::time::Duration::from_millis(1000));
+    let target = echo_server("127.0.0.1:0");
+    let mut session = socks5_connect(proxy.addr, target);
+    t!(session.write_all(b"ping"));
+    let mut echo = [0u8; 4];
+    t!(session.read_exact(&mut echo));
+    assert_eq!(&echo, b"ping");
+    drop(session);
+    let line = proxy.wait_for("session 1 ");
+    assert!(line.contains(&format!("CONNECT {target}")), "{line}");
+    let skipped = proxy.skipped.borrow();
+    assert!(!skipped.iter().any(|line| line.contains("accept on")), "an idle listener logged: {skipped:?}");
 }
 
 #[test]

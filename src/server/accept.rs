@@ -6,6 +6,7 @@ use super::proxied::{self, Heard};
 use crate::config::ServiceSpec;
 use crate::forward;
 use crate::net::admission::{self, AddressGroup, Admission, Admitted, QueueWatch};
+use crate::net::is_timeout;
 use crate::net::worker_pool::{self, WorkerPool};
 use crate::session::Context;
 use crate::session::access::refused_at_accept;
@@ -46,6 +47,9 @@ impl Acceptor {
             }
             match accepted {
                 Ok((stream, peer)) => self.dispatch(stream, peer, &mut warnings),
+                // The listener carries the clients' handshake read timeout for them to
+                // inherit (`sockopt::listen`), and Linux's accept honours it as well.
+                Err(e) if is_timeout(&e) => continue,
                 Err(e) => {
                     if is_out_of_descriptors(&e) {
                         self.ctx.stats.client_refused(Refusal::Descriptors);
